@@ -1,0 +1,186 @@
+"""Per-tensor accumulators and per-parameter input features of the Adafactor-MLP LO.
+
+The pipeline is split so that a fused kernel or another LO can reuse each piece:
+
+1. ``update_accumulators``: momenta, second moment and factored (row/column)
+   second moments, in float32, with (possibly meta-learned) decays.
+2. ``elementwise_features``: the 28 per-element features, computed from
+   broadcastable inputs only. A kernel can call it on a block.
+3. ``normalize``: each feature divided by the RMS of that feature over the
+   whole tensor (``x * rsqrt(1e-5 + mean(x**2))``).
+4. ``time_features``: 11 ``tanh(t/τ - 1)`` values plus fraction of training.
+   They are the same for every element of a tensor, so the MLP folds them
+   into its first-layer bias instead of broadcasting them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+MOM_DECAYS = (0.9, 0.99, 0.999)
+RMS_DECAY = 0.999
+FAC_DECAYS = (0.9, 0.99, 0.999)
+TIME_SCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
+
+# Order of the per-element features; tests and kernels index by these names.
+ELEMENT_FEATURES = (
+    "g", "p",
+    "mom0", "mom1", "mom2",
+    "rms", "rsqrt_rms",
+    "mom_rsqrt0", "mom_rsqrt1", "mom_rsqrt2",
+    "fac_g0", "fac_g1", "fac_g2",
+    "row0", "row1", "row2",
+    "col0", "col1", "col2",
+    "rsqrt_row0", "rsqrt_row1", "rsqrt_row2",
+    "rsqrt_col0", "rsqrt_col1", "rsqrt_col2",
+    "fac_mom0", "fac_mom1", "fac_mom2",
+)
+NUM_ELEMENT_FEATURES = len(ELEMENT_FEATURES)  # 28
+NUM_TIME_FEATURES = len(TIME_SCALES) + 1      # 11 tanh features + fraction of training
+NUM_FEATURES = NUM_ELEMENT_FEATURES + NUM_TIME_FEATURES  # 40 = the reference 39 + fraction
+
+EPS = 1e-8        # inside rsqrt of second moments
+NORM_EPS = 1e-5   # inside the per-tensor feature normalization
+
+
+class TensorAcc(NamedTuple):
+  """Float32 accumulators of one parameter tensor."""
+  mom: jax.Array  # [3, *shape]
+  rms: jax.Array  # [*shape]
+  row: jax.Array  # [3, *shape without col_axis]; full [3, *shape] if rank < 2
+  col: jax.Array  # [3, *shape without row_axis]; full [3, *shape] if rank < 2
+
+
+def factor_axes(shape: tuple[int, ...]) -> tuple[int, int] | None:
+  """The two largest axes (row_axis < col_axis) used for factoring, or None.
+
+  Ties go to the later axis, so a Dense kernel ``(in, out)`` factors as rows=in,
+  cols=out, and a conv kernel ``(h, w, in, out)`` over (in, out).
+  """
+  if len(shape) < 2:
+    return None
+  order = sorted(range(len(shape)), key=lambda i: (shape[i], i))
+  return tuple(sorted(order[-2:]))  # type: ignore[return-value]
+
+
+def init_acc(shape: tuple[int, ...]) -> TensorAcc:
+  axes = factor_axes(shape)
+  zeros = lambda s: jnp.zeros(s, jnp.float32)
+  if axes is None:
+    full = (3,) + tuple(shape)
+    return TensorAcc(zeros(full), zeros(shape), zeros(full), zeros(full))
+  row_axis, col_axis = axes
+  row_shape = tuple(d for i, d in enumerate(shape) if i != col_axis)
+  col_shape = tuple(d for i, d in enumerate(shape) if i != row_axis)
+  return TensorAcc(zeros((3,) + tuple(shape)), zeros(shape),
+                   zeros((3,) + row_shape), zeros((3,) + col_shape))
+
+
+class Decays(NamedTuple):
+  """Decay rates as float32 arrays (meta-learnable through θ)."""
+  mom: jax.Array  # [3]
+  rms: jax.Array  # []
+  fac: jax.Array  # [3]
+
+
+def default_decays() -> Decays:
+  return Decays(jnp.asarray(MOM_DECAYS, jnp.float32), jnp.asarray(RMS_DECAY, jnp.float32),
+                jnp.asarray(FAC_DECAYS, jnp.float32))
+
+
+def decays_from_logits(logits: Decays) -> Decays:
+  """β = 1 - exp(log(1 - β0) + θ_β): θ_β = 0 gives the defaults, β stays in (0, 1)."""
+  base = default_decays()
+  f = lambda b0, th: 1.0 - jnp.exp(jnp.log1p(-b0) + th)
+  return Decays(*(f(b0, th) for b0, th in zip(base, logits)))
+
+
+def _ema(acc: jax.Array, new: jax.Array, beta: jax.Array) -> jax.Array:
+  beta = jnp.reshape(beta, beta.shape + (1,) * (acc.ndim - beta.ndim))
+  return beta * acc + (1.0 - beta) * new
+
+
+def update_accumulators(acc: TensorAcc, g: jax.Array, decays: Decays) -> TensorAcc:
+  """One EMA step of every accumulator; ``g`` is float32."""
+  g2 = jnp.square(g)
+  axes = factor_axes(g.shape)
+  if axes is None:
+    row_new = col_new = g2
+  else:
+    row_axis, col_axis = axes
+    # Adafactor's factored estimate: mean over the other axis (+ tiny floor so
+    # an all-zero row does not make the reconstruction 0/0).
+    row_new = jnp.mean(g2, axis=col_axis) + 1e-30
+    col_new = jnp.mean(g2, axis=row_axis) + 1e-30
+  return TensorAcc(
+      mom=_ema(acc.mom, g[None], decays.mom),
+      rms=_ema(acc.rms, g2, decays.rms),
+      row=_ema(acc.row, row_new[None], decays.fac),
+      col=_ema(acc.col, col_new[None], decays.fac),
+  )
+
+
+def broadcast_factors(acc: TensorAcc, shape: tuple[int, ...]):
+  """Row/column accumulators and the Adafactor second-moment estimate, each
+  reshaped to broadcast against ``[3, *shape]``."""
+  axes = factor_axes(shape)
+  if axes is None:
+    return acc.row, acc.col, acc.row
+  row_axis, col_axis = axes
+  row = jnp.expand_dims(acc.row, 1 + col_axis)   # [3, ..., rows, 1, ...]
+  col = jnp.expand_dims(acc.col, 1 + row_axis)   # [3, ..., 1, cols, ...]
+  row_mean = jnp.mean(acc.row, axis=1 + row_axis, keepdims=True)
+  row_mean = jnp.expand_dims(row_mean, 1 + col_axis)
+  fac_v = row * col / row_mean
+  return row, col, fac_v
+
+
+def elementwise_features(g, p, mom, rms, row, col, fac_v) -> list[jax.Array]:
+  """The 28 per-element features in ``ELEMENT_FEATURES`` order, un-normalized.
+
+  Inputs broadcast against each other: g, p, rms are ``[*shape]``; mom, row,
+  col, fac_v are ``[3, ...]``. Every output broadcasts to ``[*shape]``.
+  """
+  rsqrt_rms = jax.lax.rsqrt(rms + EPS)
+  rsqrt_row = jax.lax.rsqrt(row + EPS)
+  rsqrt_col = jax.lax.rsqrt(col + EPS)
+  rsqrt_fac = jax.lax.rsqrt(fac_v + EPS)
+  mom_rsqrt = mom * rsqrt_rms
+  fac_g = g * rsqrt_fac
+  fac_mom = mom * rsqrt_fac
+  return ([g, p, mom[0], mom[1], mom[2], rms, rsqrt_rms]
+          + [mom_rsqrt[i] for i in range(3)]
+          + [fac_g[i] for i in range(3)]
+          + [row[i] for i in range(3)] + [col[i] for i in range(3)]
+          + [rsqrt_row[i] for i in range(3)] + [rsqrt_col[i] for i in range(3)]
+          + [fac_mom[i] for i in range(3)])
+
+
+def normalize(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Divide by the feature's RMS over the tensor, then broadcast to ``shape``.
+
+  The mean of a broadcast row/column feature over the full tensor equals its
+  mean over the smaller array, so it is taken before broadcasting.
+  """
+  x = x * jax.lax.rsqrt(NORM_EPS + jnp.mean(jnp.square(x)))
+  return jnp.broadcast_to(x, shape)
+
+
+def tensor_features(g: jax.Array, p: jax.Array, acc: TensorAcc) -> jax.Array:
+  """Normalized per-element features, stacked on a new last axis: ``[*shape, 28]``."""
+  shape = g.shape
+  row, col, fac_v = broadcast_factors(acc, shape)
+  feats = elementwise_features(g, p, acc.mom, acc.rms, row, col, fac_v)
+  return jnp.stack([normalize(f, shape) for f in feats], axis=-1)
+
+
+def time_features(step: jax.Array, num_steps: int | None) -> jax.Array:
+  """``[12]``: tanh(t/τ - 1) for the 11 timescales, then t/num_steps (0 if unknown)."""
+  t = jnp.asarray(step, jnp.float32)
+  tau = jnp.asarray(TIME_SCALES, jnp.float32)
+  frac = t / num_steps if num_steps is not None else jnp.zeros((), jnp.float32)
+  return jnp.concatenate([jnp.tanh(t / tau - 1.0), jnp.reshape(frac, (1,))])
+

@@ -1,0 +1,197 @@
+"""μLO: the per-parameter Adafactor-MLP learned optimizer, as an Optax transformation.
+
+For every parameter element the LO reads 28 normalized features of its gradient,
+value and accumulators (``lopt.features``), plus 12 per-tensor time features,
+and a small MLP outputs a direction ``d`` and a magnitude ``m``. The step is
+
+    step = d * exp(exp_mult * m) * step_mult * mup_multiplier
+    update = -step
+
+``mup_multiplier`` is ``1/fan_in`` for hidden matrices when the LO runs in μP
+mode, and 1 otherwise (SP mode never scales).
+
+θ (the LO's weights) is an explicit argument and never lives in the optimizer
+state, so meta-training can perturb or differentiate it freely:
+
+    lo = MLPLOpt()
+    theta = lo.init(jax.random.PRNGKey(0))
+    tx = lo.as_optax(theta, num_steps=1000, mup=kinds)   # an optax transformation
+    # or, functionally (what meta-training uses):
+    state = lo.init_state(params)
+    updates, state = lo.update(theta, grads, state, params, num_steps=1000, mup=kinds)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lopt import features as F
+from lopt import mup as mup_lib
+
+_SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64)
+
+
+class MLPLOptState(NamedTuple):
+  count: jax.Array   # int32 scalar: number of updates applied so far
+  acc: Any           # pytree like params, leaves are features.TensorAcc
+
+
+def _check_param_dtypes(params: Any) -> None:
+  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = jnp.result_type(p)
+    if not any(dtype == d for d in _SUPPORTED_DTYPES):
+      raise TypeError(
+          f"Parameter {jax.tree_util.keystr(path)} has dtype {dtype}; the learned "
+          "optimizer supports floating-point params (float32, bfloat16, float16, "
+          "float64). Mask non-float leaves out with optax.masked(...).")
+
+
+def _check_num_steps(num_steps: int | None) -> None:
+  if num_steps is not None and (not isinstance(num_steps, (int, np.integer)) or num_steps <= 0):
+    raise ValueError(f"num_steps must be a positive int (the planned length of training) "
+                     f"or None if unknown, got {num_steps!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPLOpt:
+  """Config of the per-parameter MLP learned optimizer (hashable: usable as a jit static)."""
+  hidden_size: int = 32
+  hidden_layers: int = 2
+  step_mult: float = 0.01
+  exp_mult: float = 0.001
+  mup: bool = True
+  output_init_scale: float = 1e-2  # small initial steps, as the recipe asks
+
+  def __post_init__(self):
+    if self.hidden_size < 1 or self.hidden_layers < 1:
+      raise ValueError(f"hidden_size and hidden_layers must be >= 1, got "
+                       f"{self.hidden_size}, {self.hidden_layers}.")
+
+  # ---------------------------------------------------------------- θ
+  def init(self, key: jax.Array) -> dict:
+    """Random θ: LeCun-normal hidden layers, a small output layer, default decays."""
+    keys = jax.random.split(key, self.hidden_layers + 2)
+    h = self.hidden_size
+
+    def dense(k, fan_in, fan_out, scale=1.0):
+      return scale * jax.random.normal(k, (fan_in, fan_out), jnp.float32) / np.sqrt(fan_in)
+
+    layers = {"layer_0": {
+        "w": dense(keys[0], F.NUM_FEATURES, h)[:F.NUM_ELEMENT_FEATURES],
+        "w_time": dense(keys[1], F.NUM_FEATURES, h)[:F.NUM_TIME_FEATURES],
+        "b": jnp.zeros((h,), jnp.float32)}}
+    for i in range(1, self.hidden_layers):
+      layers[f"layer_{i}"] = {"w": dense(keys[i + 1], h, h), "b": jnp.zeros((h,), jnp.float32)}
+    layers["output"] = {"w": dense(keys[-1], h, 2, self.output_init_scale),
+                        "b": jnp.zeros((2,), jnp.float32)}
+    decays = {"mom": jnp.zeros((3,), jnp.float32), "rms": jnp.zeros((), jnp.float32),
+              "fac": jnp.zeros((3,), jnp.float32)}
+    return {"mlp": layers, "decay_logits": decays}
+
+  def check_theta(self, theta: Any) -> None:
+    """Raise a clear error if θ was made for a different architecture."""
+    expected = jax.eval_shape(self.init, jax.random.PRNGKey(0))
+    exp_flat = dict((jax.tree_util.keystr(k), v) for k, v in
+                    jax.tree_util.tree_flatten_with_path(expected)[0])
+    got_flat = dict((jax.tree_util.keystr(k), v) for k, v in
+                    jax.tree_util.tree_flatten_with_path(theta)[0])
+    missing = sorted(set(exp_flat) - set(got_flat))
+    extra = sorted(set(got_flat) - set(exp_flat))
+    if missing or extra:
+      raise ValueError(f"θ does not match {self}: missing tensors {missing}, "
+                       f"unexpected tensors {extra}.")
+    for name, spec in exp_flat.items():
+      if tuple(np.shape(got_flat[name])) != tuple(spec.shape):
+        raise ValueError(f"θ tensor {name} has shape {tuple(np.shape(got_flat[name]))} but "
+                         f"{self} expects {tuple(spec.shape)}; this θ comes from a "
+                         "different architecture.")
+
+  # ---------------------------------------------------------------- state
+  def init_state(self, params: Any) -> MLPLOptState:
+    _check_param_dtypes(params)
+    acc = jax.tree_util.tree_map(lambda p: F.init_acc(tuple(np.shape(p))), params)
+    return MLPLOptState(count=jnp.zeros((), jnp.int32), acc=acc)
+
+  # ---------------------------------------------------------------- update
+  def _mlp(self, theta: dict, feats: jax.Array, tfeats: jax.Array) -> jax.Array:
+    """Per-element MLP. Time features are the same for every element of a
+    tensor, so their first-layer contribution is folded into the bias."""
+    layers = theta["mlp"]
+    first = layers["layer_0"]
+    h = feats @ first["w"] + (tfeats @ first["w_time"] + first["b"])
+    h = jax.nn.relu(h)
+    for i in range(1, self.hidden_layers):
+      h = jax.nn.relu(h @ layers[f"layer_{i}"]["w"] + layers[f"layer_{i}"]["b"])
+    return h @ layers["output"]["w"] + layers["output"]["b"]
+
+  def tensor_step(self, theta: dict, feats: jax.Array, tfeats: jax.Array) -> jax.Array:
+    """Unscaled step of one tensor from its ``[*shape, 28]`` features."""
+    out = self._mlp(theta, feats, tfeats)
+    direction, magnitude = out[..., 0], out[..., 1]
+    return direction * jnp.exp(self.exp_mult * magnitude) * self.step_mult
+
+  def update(self, theta: dict, grads: Any, state: MLPLOptState, params: Any, *,
+             num_steps: int | None = None, mup: Any = None) -> tuple[Any, MLPLOptState]:
+    """Functional update: returns (updates, new_state); updates are added to params."""
+    if params is None:
+      raise ValueError("The learned optimizer reads parameter values: call "
+                       "update(grads, state, params) with params.")
+    _check_num_steps(num_steps)
+    mults = self._multipliers(mup, params)
+    decays = F.decays_from_logits(F.Decays(**theta["decay_logits"]))
+    count = state.count + 1
+    tfeats = F.time_features(count, num_steps)
+
+    def one(g, p, acc, mult):
+      g32 = jnp.asarray(g, jnp.float32)
+      acc = F.update_accumulators(acc, g32, decays)
+      feats = F.tensor_features(g32, jnp.asarray(p, jnp.float32), acc)
+      step = self.tensor_step(theta, feats, tfeats) * mult
+      return (-step).astype(jnp.result_type(p)), acc
+
+    is_acc = lambda x: isinstance(x, F.TensorAcc)
+    flat_g, treedef = jax.tree_util.tree_flatten(grads)
+    flat_p = treedef.flatten_up_to(params)
+    flat_acc = jax.tree_util.tree_leaves(state.acc, is_leaf=is_acc)
+    flat_m = treedef.flatten_up_to(mults)
+    outs = [one(*args) for args in zip(flat_g, flat_p, flat_acc, flat_m)]
+    updates = jax.tree_util.tree_unflatten(treedef, [u for u, _ in outs])
+    new_acc = jax.tree_util.tree_unflatten(treedef, [a for _, a in outs])
+    return updates, MLPLOptState(count=count, acc=new_acc)
+
+  def _multipliers(self, mup: Any, params: Any) -> Any:
+    if not self.mup:
+      return jax.tree_util.tree_map(lambda _: 1.0, params)  # SP: never scaled
+    if mup is None:
+      raise ValueError(
+          "This learned optimizer is in μP mode and needs to know which tensors are "
+          "hidden matrices: pass mup=<spec> (see lopt.mup.kinds_from_paths / "
+          "lopt.mup.infer_kinds), or use an SP-mode LO (MLPLOpt(mup=False)).")
+    return mup_lib.multipliers(mup, params)
+
+  # ---------------------------------------------------------------- optax
+  def as_optax(self, theta: dict, num_steps: int | None = None,
+               mup: Any = None) -> optax.GradientTransformationExtraArgs:
+    """The LO at fixed θ as an optax transformation.
+
+    ``update(grads, state, params, loss=None)``: ``loss`` is accepted (and
+    ignored by this LO) so training loops can pass it to any learned optimizer.
+    """
+    self.check_theta(theta)
+    _check_num_steps(num_steps)
+
+    def init_fn(params):
+      self._multipliers(mup, params)  # fail early on a bad μP spec
+      return self.init_state(params)
+
+    def update_fn(updates, state, params=None, **extra_args):
+      del extra_args  # e.g. loss=: not used by this architecture
+      return self.update(theta, updates, state, params, num_steps=num_steps, mup=mup)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
