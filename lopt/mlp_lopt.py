@@ -52,8 +52,12 @@ def _check_param_dtypes(params: Any) -> None:
           "float64). Mask non-float leaves out with optax.masked(...).")
 
 
-def _check_num_steps(num_steps: int | None) -> None:
-  if num_steps is not None and (not isinstance(num_steps, (int, np.integer)) or num_steps <= 0):
+def _check_num_steps(num_steps) -> None:
+  # A jax array is allowed (meta-training draws a horizon per particle); only
+  # concrete Python values can be checked here.
+  if num_steps is None or isinstance(num_steps, jax.Array):
+    return
+  if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps <= 0:
     raise ValueError(f"num_steps must be a positive int (the planned length of training) "
                      f"or None if unknown, got {num_steps!r}.")
 
