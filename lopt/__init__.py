@@ -4,9 +4,14 @@
     lo = lopt.MLPLOpt()                       # μLO config
     theta = lo.init(jax.random.PRNGKey(0))    # its weights θ
     tx = lo.as_optax(theta, num_steps=1000, mup=lopt.mup.infer_kinds(params, base_params))
+
+    tx = lopt.pretrained_optax("mulo-m", num_steps=1000, mup=kinds)  # shipped, meta-trained
 """
 
 from lopt import features, mup
 from lopt.mlp_lopt import MLPLOpt, MLPLOptState
+from lopt.pretrained import (available, load_metadata, load_pretrained, pretrained_optax,
+                             save_pretrained)
 
-__all__ = ["MLPLOpt", "MLPLOptState", "features", "mup"]
+__all__ = ["MLPLOpt", "MLPLOptState", "available", "features", "load_metadata",
+           "load_pretrained", "mup", "pretrained_optax", "save_pretrained"]

@@ -1,0 +1,141 @@
+"""Meta-training configuration and named presets.
+
+A run is fully described by one ``MetaTrainConfig``; it is written into the
+workdir and compared on resume, so a workdir never silently continues with a
+different recipe. Presets are named overrides of the defaults; every field can
+be overridden again from the command line (``scripts/meta_train.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+ESTIMATOR_NAMES = ("full_es", "truncated_es", "pes", "es_single", "tbptt")
+LOPT_NAMES = ("mlp", "velo")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainConfig:
+  # Learned optimizer.
+  lopt: str = "mlp"
+  mup: bool = True
+  hidden_size: int = 32
+  hidden_layers: int = 2
+  step_mult: float = 0.01
+  exp_mult: float = 0.001
+  # Inner tasks: a named meta_tasks distribution; one estimator per static config.
+  distribution: str = "tiny"
+  # Truncated unrolls and the estimator.
+  estimator: str = "pes"
+  num_pairs: int = 8
+  sigma: float = 0.01
+  truncation_length: int = 50
+  min_horizon: int = 100
+  max_horizon: int = 1000
+  meta_loss: str = "train"
+  delta_clip: float | None = None
+  sign_delta: bool = False
+  # Outer optimizer: AdamW, warmup then cosine from outer_lr to outer_final_lr.
+  outer_steps: int = 5000
+  outer_lr: float = 3e-3
+  outer_final_lr: float = 1e-3
+  warmup_steps: int = 100
+  weight_decay: float = 1e-4
+  clip_norm: float = 1.0
+  seed: int = 0
+  # Bookkeeping (not part of the recipe: may change on resume).
+  checkpoint_every: int = 100
+  keep_checkpoints: int = 3
+  log_every: int = 10
+  wandb_project: str = "lopt"
+  wandb_mode: str | None = None  # None: offline unless WANDB_MODE / WANDB_API_KEY say otherwise
+
+  # Fields that may differ between a checkpoint and the command that resumes it.
+  BOOKKEEPING = ("checkpoint_every", "keep_checkpoints", "log_every",
+                 "wandb_project", "wandb_mode")
+
+  def __post_init__(self):
+    if self.lopt not in LOPT_NAMES:
+      raise ValueError(f"Unknown lopt {self.lopt!r}; valid: {LOPT_NAMES}.")
+    if self.estimator not in ESTIMATOR_NAMES:
+      raise ValueError(f"Unknown estimator {self.estimator!r}; valid: {ESTIMATOR_NAMES}.")
+    for name in ("num_pairs", "truncation_length", "min_horizon", "outer_steps",
+                 "checkpoint_every", "keep_checkpoints", "log_every", "hidden_size",
+                 "hidden_layers"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if self.max_horizon < self.min_horizon:
+      raise ValueError(f"max_horizon ({self.max_horizon}) < min_horizon ({self.min_horizon}).")
+    if self.truncation_length > self.min_horizon:
+      raise ValueError(f"truncation_length ({self.truncation_length}) must be <= "
+                       f"min_horizon ({self.min_horizon}).")
+    if not self.sigma > 0:
+      raise ValueError(f"sigma must be > 0, got {self.sigma}.")
+    if self.meta_loss not in ("train", "valid"):
+      raise ValueError(f"meta_loss must be 'train' or 'valid', got {self.meta_loss!r}.")
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def recipe(self) -> dict[str, Any]:
+    """The fields that define the run (compared on resume)."""
+    return {k: v for k, v in self.to_json().items() if k not in self.BOOKKEEPING}
+
+  def replace(self, **overrides) -> "MetaTrainConfig":
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+    if unknown:
+      raise ValueError(f"Unknown config fields {unknown}; valid fields: "
+                       f"{[f.name for f in dataclasses.fields(self)]}.")
+    return dataclasses.replace(self, **overrides)
+
+
+_BASE_PRESETS: dict[str, dict[str, Any]] = {
+    # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
+    "tiny": dict(distribution="tiny", num_pairs=4, truncation_length=10, min_horizon=20,
+                 max_horizon=60, outer_steps=150, warmup_steps=10, outer_lr=1e-2,
+                 outer_final_lr=3e-3, checkpoint_every=50, log_every=5),
+    # The μLO recipe (DESIGN.md §5): PES, K=50, 8 pairs, σ=0.01, horizons 100-1000.
+    "mulo-s": dict(distribution="mulo-s"),
+    "mulo-m": dict(distribution="mulo-m"),
+    "sp-lo": dict(distribution="sp-m", mup=False),
+    # Offline versions of the same recipes on the embedded digits data.
+    "mulo-s-digits": dict(distribution="mulo-s-digits"),
+    "mulo-m-digits": dict(distribution="mulo-m-digits"),
+    "sp-lo-digits": dict(distribution="sp-m-digits", mup=False),
+    # VeLO-style LO.
+    "velo-s": dict(lopt="velo", mup=False, distribution="sp-s", step_mult=0.001),
+    "muvelo-m": dict(lopt="velo", mup=True, distribution="mulo-m", step_mult=0.001),
+    "muvelo-tiny": dict(lopt="velo", mup=True, distribution="tiny", step_mult=0.001,
+                        num_pairs=4, truncation_length=10, min_horizon=20, max_horizon=60,
+                        outer_steps=100, warmup_steps=10, outer_lr=1e-2, outer_final_lr=3e-3,
+                        checkpoint_every=50, log_every=5),
+}
+
+
+def preset_names() -> list[str]:
+  """Base presets, plus ``<preset>-<estimator>`` for every estimator."""
+  names = list(_BASE_PRESETS)
+  names += [f"{p}-{e.replace('_', '-')}" for p in _BASE_PRESETS for e in ESTIMATOR_NAMES]
+  return names
+
+
+def get_preset(name: str, **overrides) -> MetaTrainConfig:
+  base, fields = name, {}
+  for est in ESTIMATOR_NAMES:
+    suffix = "-" + est.replace("_", "-")
+    if name.endswith(suffix) and name[: -len(suffix)] in _BASE_PRESETS:
+      base, fields = name[: -len(suffix)], {"estimator": est}
+  if base not in _BASE_PRESETS:
+    raise ValueError(f"Unknown preset {name!r}; valid presets: {preset_names()}.")
+  return MetaTrainConfig().replace(**{**_BASE_PRESETS[base], **fields, **overrides})
+
+
+def config_from_json(data: dict[str, Any]) -> MetaTrainConfig:
+  return MetaTrainConfig().replace(**data)
+
+
+def dumps(config: MetaTrainConfig) -> str:
+  return json.dumps(config.to_json(), indent=2, sort_keys=True)

@@ -1,0 +1,119 @@
+"""Inner training with a learned optimizer, as a truncated-unroll system.
+
+One particle = one instance of a task (fresh params from a dynamic sample)
+trained by the LO at θ. ``unroll`` runs K inner steps as one ``lax.scan``:
+sample a batch on device, take the loss gradient, apply the LO update. When
+the particle's episode reaches its horizon it resets in place to a new task
+instance and a new horizon from the truncation schedule.
+
+The reset state is built once per truncation, outside the scan, and selected
+in at the step where the episode ends, so no step pays for a re-init. That
+needs the truncation length K to be at most the shortest horizon (one reset
+per truncation at most), which ``__post_init__`` checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from training.system import UnrollOutput, scan_unroll
+
+
+@dataclasses.dataclass(frozen=True)
+class TruncationSchedule:
+  """Episode lengths: constant (min == max) or log-uniform in [min, max]."""
+  min_length: int = 100
+  max_length: int = 1000
+
+  def __post_init__(self):
+    if not 1 <= self.min_length <= self.max_length:
+      raise ValueError(f"Need 1 <= min_length <= max_length, got {self.min_length}, "
+                       f"{self.max_length}.")
+
+  def sample(self, key: jax.Array) -> jax.Array:
+    lo, hi = math.log(self.min_length), math.log(self.max_length + 1)
+    h = jnp.floor(jnp.exp(jax.random.uniform(key, (), minval=lo, maxval=hi)))
+    return jnp.clip(h, self.min_length, self.max_length).astype(jnp.int32)
+
+
+class InnerState(NamedTuple):
+  params: Any
+  opt_state: Any
+  step: jax.Array      # int32: inner steps taken in this episode
+  horizon: jax.Array   # int32: length of this episode
+
+
+def _tree_where(cond, a, b):
+  return jax.tree_util.tree_map(lambda x, y: jnp.where(cond, x, y), a, b)
+
+
+@dataclasses.dataclass(frozen=True)
+class LOTrainingSystem:
+  """A ``TruncatedSystem`` whose inner problem is ``task`` trained by ``lopt``.
+
+  ``lopt`` is any learned optimizer with the functional interface
+  ``init_state(params)`` / ``update(theta, grads, state, params, num_steps=, mup=)``.
+  ``meta_loss``: "train" (normalized training loss of each step's batch) or
+  "valid" (normalized loss on a fresh test-split batch at each step).
+  """
+  lopt: Any
+  task: Any
+  truncation_length: int = 50
+  schedule: TruncationSchedule = TruncationSchedule()
+  meta_loss: str = "train"
+  random_initial_offset: bool = True
+
+  def __post_init__(self):
+    if self.meta_loss not in ("train", "valid"):
+      raise ValueError(f"meta_loss must be 'train' or 'valid', got {self.meta_loss!r}.")
+    if not 1 <= self.truncation_length <= self.schedule.min_length:
+      raise ValueError(
+          f"truncation_length ({self.truncation_length}) must be between 1 and the "
+          f"shortest episode ({self.schedule.min_length}): a particle resets at most "
+          "once per truncation.")
+
+  def _fresh(self, key: jax.Array, horizon: jax.Array) -> InnerState:
+    params = self.task.init(key)
+    return InnerState(params, self.lopt.init_state(params), jnp.zeros((), jnp.int32), horizon)
+
+  def init_state(self, key: jax.Array, *, random_offset: bool = True) -> InnerState:
+    k_init, k_h, k_off = jax.random.split(key, 3)
+    horizon = self.schedule.sample(k_h)
+    if random_offset and self.random_initial_offset:
+      # A shorter first episode desynchronises the particles' resets, without
+      # showing the LO a mid-training step counter on freshly initialised params.
+      horizon = jax.random.randint(k_off, (), self.truncation_length, horizon + 1)
+    return self._fresh(k_init, horizon.astype(jnp.int32))
+
+  def inner_step(self, theta, state: InnerState, key: jax.Array):
+    """One LO step on one batch: returns (new_state, raw training loss)."""
+    k_batch, k_loss = jax.random.split(key)
+    batch = self.task.sample_batch(k_batch)
+    loss, grads = jax.value_and_grad(self.task.loss)(state.params, batch, k_loss)
+    updates, opt_state = self.lopt.update(theta, grads, state.opt_state, state.params,
+                                          num_steps=state.horizon, mup=self.task.mup)
+    params = jax.tree_util.tree_map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
+    return InnerState(params, opt_state, state.step + 1, state.horizon), loss
+
+  def unroll(self, theta_cur, theta_next, state: InnerState, key: jax.Array):
+    k_reset, k_h, k_steps = jax.random.split(key, 3)
+    fresh = self._fresh(k_reset, self.schedule.sample(k_h))
+
+    def step(theta, state, k):
+      new_state, loss = self.inner_step(theta, state, k)
+      if self.meta_loss == "valid":
+        k_eval = jax.random.fold_in(k, 1)
+        loss = self.task.loss(new_state.params, self.task.sample_eval_batch(k_eval, split="test"),
+                              k_eval)
+      end = new_state.step >= new_state.horizon
+      # A diverged particle reports NaN (not the normalizer's clipped max) so the
+      # estimator excludes its pair, resets it and counts the reset.
+      meta = jnp.where(jnp.isfinite(loss), self.task.normalizer(loss), jnp.nan)
+      return _tree_where(end, fresh, new_state), meta, end
+
+    return scan_unroll(step, theta_cur, theta_next, state, k_steps, self.truncation_length)

@@ -1,0 +1,202 @@
+"""The outer loop: θ ← AdamW(θ, mean of the estimators' meta-gradients).
+
+Every static task config of the distribution gets its own ``LOTrainingSystem``
+and estimator (its own particles); one jitted ``outer_step`` runs all of them
+and the θ update, so an outer step is one XLA program and one dispatch. Metrics
+come back to the host only every ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from training import checkpoint, sharding, tracking
+from training.config import MetaTrainConfig
+from training.estimators import make_estimator
+from training.lo_system import LOTrainingSystem, TruncationSchedule
+
+
+class MetaState(NamedTuple):
+  theta: Any
+  opt_state: Any
+  estimator_states: tuple
+  key: jax.Array         # base key; step keys are fold_in(key, step)
+  step: jax.Array        # int32: outer steps done
+  skipped: jax.Array     # int32: outer steps whose meta-gradient was non-finite
+
+
+def make_lopt(config: MetaTrainConfig):
+  if config.lopt == "mlp":
+    from lopt import MLPLOpt
+    return MLPLOpt(hidden_size=config.hidden_size, hidden_layers=config.hidden_layers,
+                   step_mult=config.step_mult, exp_mult=config.exp_mult, mup=config.mup)
+  from lopt.velo import VeLOpt
+  return VeLOpt(mup=config.mup, step_mult=config.step_mult, exp_mult=config.exp_mult)
+
+
+def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.outer_lr, warmup_steps=config.warmup_steps,
+      decay_steps=max(config.outer_steps, config.warmup_steps + 1),
+      end_value=config.outer_final_lr)
+  return optax.chain(optax.clip_by_global_norm(config.clip_norm),
+                     optax.adamw(schedule, weight_decay=config.weight_decay))
+
+
+def _tree_mean(trees):
+  return jax.tree_util.tree_map(lambda *xs: sum(xs) / len(xs), *trees)
+
+
+class MetaTrainer:
+  """Builds the systems and estimators of a config; ``outer_step`` is pure."""
+
+  def __init__(self, config: MetaTrainConfig, mesh=None):
+    import meta_tasks
+    self.config = config
+    self.lopt = make_lopt(config)
+    self.tasks = list(meta_tasks.get_distribution(config.distribution).configs())
+    schedule = TruncationSchedule(config.min_horizon, config.max_horizon)
+    self.estimators = []
+    for task in self.tasks:
+      system = LOTrainingSystem(self.lopt, task, config.truncation_length, schedule,
+                                meta_loss=config.meta_loss)
+      kwargs = dict(system=system, num_pairs=config.num_pairs, mesh=mesh)
+      if config.estimator != "tbptt":
+        kwargs.update(sigma=config.sigma, delta_clip=config.delta_clip,
+                      sign_delta=config.sign_delta)
+      if config.estimator == "full_es":
+        kwargs["episode_truncations"] = -(-config.max_horizon // config.truncation_length)
+      self.estimators.append(make_estimator(config.estimator, **kwargs))
+    self.optimizer = make_outer_optimizer(config)
+    self.particles_per_step = sum(2 * e.num_pairs for e in self.estimators)
+
+  def init(self, key: jax.Array) -> MetaState:
+    k_theta, k_est, k_run = jax.random.split(key, 3)
+    theta = self.lopt.init(k_theta)
+    states = tuple(e.init(jax.random.fold_in(k_est, i), theta)
+                   for i, e in enumerate(self.estimators))
+    return MetaState(theta, self.optimizer.init(theta), states, k_run,
+                     jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+  def outer_step(self, state: MetaState) -> tuple[MetaState, dict[str, jax.Array]]:
+    key = jax.random.fold_in(state.key, state.step)
+    grads, new_states, metrics = [], [], {}
+    for i, (est, est_state) in enumerate(zip(self.estimators, state.estimator_states)):
+      g, est_state, m = est.estimate(state.theta, est_state, jax.random.fold_in(key, i))
+      grads.append(g)
+      new_states.append(est_state)
+      metrics[f"meta_loss/{self.tasks[i].name}"] = m["meta_loss"]
+      metrics["nan_resets"] = metrics.get("nan_resets", 0) + m["nan_resets"]
+      metrics["episodes_finished"] = metrics.get("episodes_finished", 0) + m["episodes_finished"]
+    grad = _tree_mean(grads)
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(grad)]))
+    updates, opt_state = self.optimizer.update(grad, state.opt_state, state.theta)
+    theta = optax.apply_updates(state.theta, updates)
+    # A non-finite meta-gradient (every pair diverged) skips the θ update.
+    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+    theta, opt_state = keep(theta, state.theta), keep(opt_state, state.opt_state)
+    metrics.update(
+        meta_loss=jnp.mean(jnp.asarray([metrics[f"meta_loss/{t.name}"] for t in self.tasks])),
+        grad_norm=optax.tree.norm(grad), theta_norm=optax.tree.norm(theta),
+        skipped=state.skipped + (~finite).astype(jnp.int32))
+    return MetaState(theta, opt_state, tuple(new_states), state.key, state.step + 1,
+                     metrics["skipped"]), metrics
+
+
+class _StopFlag:
+  """SIGTERM/SIGINT ask the loop to checkpoint and exit at the next step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: no handlers, run uninterruptible
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C stops at once
+    self.requested = True
+    print(f"\nSignal {signal.Signals(signum).name}: checkpointing and stopping.", flush=True)
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
+        callback: Callable[[int, dict], None] | None = None, progress: bool = True) -> MetaState:
+  """Meta-train in ``workdir``, resuming from its newest checkpoint if any.
+
+  ``stop_after``: stop (with a checkpoint) after this many outer steps in this
+  call, as a preemption would. ``callback(step, record)`` sees every logged record.
+  """
+  from tqdm.auto import tqdm
+
+  sharding.maybe_initialize_distributed()
+  checkpoint.check_or_write_config(workdir, config)
+  mesh = sharding.particle_mesh() if jax.device_count() > 1 else None
+  trainer = MetaTrainer(config, mesh)
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  init_key = jax.random.PRNGKey(config.seed)
+  restored = ckpt.restore_latest(jax.eval_shape(trainer.init, init_key))
+  if restored is None:
+    state, start = trainer.init(init_key), 0
+  else:
+    start, state, _ = restored
+    state = jax.tree_util.tree_map(jnp.asarray, state)
+    print(f"Resumed {workdir} from outer step {start}.")
+  if mesh is not None:
+    state = state._replace(estimator_states=tuple(
+        sharding.shard_estimator_state(s, mesh) for s in state.estimator_states))
+
+  metrics_log = tracking.MetricsLog(workdir, start)
+  wandb = tracking.WandbLogger(workdir, config.wandb_project, config.to_json(), config.wandb_mode)
+  compiles_before = tracking.compile_count()
+  step_fn = jax.jit(trainer.outer_step, donate_argnums=0)
+  meta = {"config": config.to_json(), "tasks": [t.name for t in trainer.tasks]}
+
+  def save(step):
+    ckpt.save(step, state, state.theta, {**meta, "step": step})
+
+  step, last_time, last_step = start, time.perf_counter(), start
+  try:
+    with _StopFlag() as stop, tqdm(total=config.outer_steps, initial=start, disable=not progress,
+                                   desc="meta-train", dynamic_ncols=True) as bar:
+      while step < config.outer_steps:
+        state, metrics = step_fn(state)
+        step += 1
+        bar.update(1)
+        done = step == config.outer_steps
+        if step % config.log_every == 0 or done:
+          record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          now = time.perf_counter()
+          record.update(step=step, particle_steps_per_s=trainer.particles_per_step
+                        * config.truncation_length * (step - last_step) / (now - last_time),
+                        compiles=tracking.compile_count() - compiles_before)
+          last_time, last_step = now, step
+          metrics_log.write(record)
+          wandb.log(record, step)
+          bar.set_postfix(meta_loss=f"{record['meta_loss']:.4f}")
+          if callback is not None:
+            callback(step, record)
+        preempted = stop.requested or (stop_after is not None and step - start >= stop_after)
+        if step % config.checkpoint_every == 0 or done or preempted:
+          save(step)
+        if preempted:
+          break
+  finally:
+    ckpt.close()
+    wandb.finish()
+  return state
