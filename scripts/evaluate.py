@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Evaluate optimizers on held-out suites: tuned baselines vs learned optimizers.
+
+    python scripts/evaluate.py --optimizers adamw,muadam,lion,nesterov \\
+        --suite heldout-width-cpu,heldout-horizon-cpu --workdir results/baselines-cpu
+    python scripts/evaluate.py --optimizers adamw,mulo=runs/tiny --suite smoke --workdir /tmp/ev
+
+An optimizer is a baseline name (``lopt.baselines.names()``), a learned-optimizer
+checkpoint (a pretrained directory, a meta-training workdir or a shipped name),
+or ``LABEL=`` either. Baselines are tuned on each entry's tuning task and the LR
+is transferred (see ``training.evaluation.PROTOCOL``); tuned AdamW is always run
+as the speedup reference. Writes WORKDIR/results.json, WORKDIR/report.md and
+WORKDIR/plots/*.png. Bad input (unknown optimizer or suite, missing or corrupt
+checkpoint, dataset not prepared) prints the reason and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _positive_int(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+  return value
+
+
+def _csv(text: str) -> list[str]:
+  return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--optimizers", type=_csv, required=True,
+                      help="comma-separated baseline names and/or [LABEL=]checkpoint paths")
+  parser.add_argument("--suite", type=_csv, required=True,
+                      help="suite name(s), comma-separated (e.g. heldout-width-cpu)")
+  parser.add_argument("--workdir", required=True, help="where results.json, report.md, "
+                      "plots/ go")
+  parser.add_argument("--seeds", type=_positive_int, default=3, help="reported seeds (0..N-1)")
+  parser.add_argument("--tuning_seeds", type=_positive_int, default=3,
+                      help="seeds per LR when tuning (disjoint from the reported ones)")
+  parser.add_argument("--data_dir", default=None, help="tfds data_dir for the non-cpu suites")
+  parser.add_argument("--max_steps", type=_positive_int, default=None,
+                      help="cap every horizon (a reduced run; the report says so)")
+  parser.add_argument("--lr_grid_points", type=_positive_int, default=None,
+                      help="use this many evenly spaced points of each default LR grid")
+  parser.add_argument("--eval_batches", type=_positive_int, default=4,
+                      help="batches per split for the final train/test metrics")
+  parser.add_argument("--note", action="append", default=[],
+                      help="a line for the report's notes (repeatable)")
+  parser.add_argument("--wandb", action="store_true",
+                      help="also log a wandb run (offline unless WANDB_MODE/WANDB_API_KEY)")
+  parser.add_argument("--wandb_project", default="lopt-eval")
+  return parser
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  from meta_tasks import DatasetNotPreparedError
+  from training import evaluation, report
+
+  try:  # every input is checked, and every checkpoint loaded, before any training
+    suites = evaluation.check_suites(args.suite)
+    optimizers = evaluation.parse_optimizers(args.optimizers)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  os.makedirs(args.workdir, exist_ok=True)
+  try:
+    results = evaluation.evaluate(
+        optimizers, suites, seeds=args.seeds, tuning_seeds=args.tuning_seeds,
+        data_dir=args.data_dir, max_steps=args.max_steps, lr_grid_points=args.lr_grid_points,
+        eval_batches=args.eval_batches)
+  except DatasetNotPreparedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  results["notes"] = args.note
+  results["command"] = ["scripts/evaluate.py", *(sys.argv[1:] if argv is None else argv)]
+  path = os.path.join(args.workdir, "results.json")
+  with open(path, "w") as f:
+    json.dump(results, f, indent=1, allow_nan=False)
+  report_path = report.write_report(results, args.workdir)
+  print(f"Wrote {path}, {report_path} and {os.path.join(args.workdir, report.PLOTS_DIR)}/")
+  if args.wandb:
+    report.log_to_wandb(results, args.workdir, args.wandb_project)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,246 @@
+"""Evaluation: the CLI end to end on the smoke suite (report.md == results.json),
+a learned-optimizer checkpoint as an optimizer, NaN safety, one compile per
+sweep, the tuning argmin, the speedup in closed form, and bad input."""
+
+import json
+import os
+import re
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import lopt
+from lopt import baselines
+from meta_tasks import QuadraticTask
+from training import evaluation, report, tracking
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+import evaluate as evaluate_cli  # noqa: E402
+
+
+def _strict_json(path):
+  def refuse(name):
+    raise ValueError(f"non-standard JSON constant {name}")
+  with open(path) as f:
+    return json.load(f, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def lo_checkpoint(tmp_path_factory):
+  path = tmp_path_factory.mktemp("lo") / "mulo-untrained"
+  lopt.save_pretrained(path, lopt.MLPLOpt(), lopt.MLPLOpt().init(jax.random.PRNGKey(0)))
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, lo_checkpoint):
+  """The whole CLI, shrunk: 20 steps, 2-point LR grids, 2 seeds (6 compiles)."""
+  workdir = str(tmp_path_factory.mktemp("smoke"))
+  rc = evaluate_cli.main(["--optimizers", f"mulo={lo_checkpoint}", "--suite", "smoke",
+                          "--workdir", workdir, "--max_steps", "20", "--lr_grid_points", "2",
+                          "--seeds", "2", "--tuning_seeds", "2", "--eval_batches", "2",
+                          "--note", "test run"])
+  assert rc == 0
+  return workdir, _strict_json(os.path.join(workdir, "results.json"))
+
+
+def test_smoke_writes_all_outputs(smoke_run):
+  workdir, results = smoke_run
+  assert os.path.isfile(os.path.join(workdir, "report.md"))
+  plots = sorted(os.listdir(os.path.join(workdir, "plots")))
+  assert plots == sorted(report.plot_name(t["task"], 20)
+                         for t in results["suites"]["smoke"]["tasks"])
+  assert results["protocol"] == evaluation.PROTOCOL
+  assert {"jax", "optax", "flax", "lopt_commit"} <= set(results["versions"])
+  assert results["device"]["platform"] == "cpu"
+  assert results["settings"]["max_steps"] == 20
+  # AdamW was not asked for: added as the reference, and the report says so.
+  adamw = [o for o in results["optimizers"] if o["label"] == "adamw"]
+  assert adamw and adamw[0]["added_as_reference"]
+  text = open(os.path.join(workdir, "report.md")).read()
+  assert "added as the speedup reference" in text and "--max_steps 20" in text
+  assert "test run" in text
+  for task in results["suites"]["smoke"]["tasks"]:
+    r = task["results"]["adamw"]
+    assert len(r["curve"]["step"]) == 20 and r["curve"]["step"][-1] == 20
+    assert np.array(r["curve"]["train_loss_per_seed"]).shape == (2, 20)
+    assert r["speedup"] == {"value": 1.0, "bound": "=", "reference_steps": 20}
+    assert r["learning_rate"] in baselines.default_lr_grid("adamw")
+
+
+def _parse_tables(text):
+  """Markdown tables as lists of {column: cell}, keyed by the preceding suite."""
+  tables, suite, header = {}, None, None
+  for line in text.splitlines():
+    m = re.match(r"## Suite `(.+)`", line)
+    if m:
+      suite = m.group(1)
+    if not line.startswith("|"):
+      header = None
+      continue
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if header is None:
+      header = cells
+      tables.setdefault((suite, tuple(header)), [])
+    elif not set(line) <= set("|-"):
+      tables[(suite, tuple(header))].append(dict(zip(header, cells)))
+  return tables
+
+
+def _same_number(cell, value, digits):
+  """The cell is ``value`` printed with ``digits`` significant digits (formatting only)."""
+  if value is None:
+    return cell in ("diverged", "—", "untuned")
+  return float(cell) == float(f"{value:.{digits}g}")
+
+
+def test_report_numbers_equal_results_json(smoke_run):
+  workdir, results = smoke_run
+  tables = _parse_tables(open(os.path.join(workdir, "report.md")).read())
+  rows = tables[("smoke", report.TASK_COLUMNS)]
+  expected = list(report.task_rows(results))
+  assert len(rows) == len(expected) == 2 * 2  # 2 tasks x (mulo, adamw)
+  for row, r in zip(rows, expected):
+    assert (row["task"], int(row["steps"]), row["optimizer"]) == (r["task"], r["steps"],
+                                                                  r["optimizer"])
+    assert _same_number(row["final train loss"], r["final_train_loss"], 4)
+    assert _same_number(row["test loss"], r["test_loss"], 4)
+    assert row["test accuracy"] == "—" or abs(float(row["test accuracy"])
+                                              - r["test_accuracy"]) <= 5e-5
+    assert _same_number(row["rank"], r["rank"], 3)
+    assert row["LR"] == ("untuned" if r["lr"] is None else f"{r['lr']:g}")
+    s = r["speedup"]
+    m = re.fullmatch(r"([<>]?)([0-9.e+-]+)×", row["speedup vs tuned AdamW"])
+    assert m and (m.group(1) or "=") == s["bound"] and _same_number(m.group(2), s["value"], 3)
+  summary = tables[("smoke", report.SUMMARY_COLUMNS)]
+  for row in summary:
+    x = results["suites"]["smoke"]["summary"][row["optimizer"]]
+    assert float(row["average rank"]) == float(f"{x['average_rank']:.2f}")
+    assert row["diverged runs"] == f"{x['num_diverged']}/{x['num_runs']}"
+
+
+def test_learned_optimizer_checkpoint_runs(smoke_run, lo_checkpoint):
+  _, results = smoke_run
+  described = [o for o in results["optimizers"] if o["label"] == "mulo"][0]
+  assert described["kind"] == "learned" and described["checkpoint"] == lo_checkpoint
+  assert described["architecture"] == "MLPLOpt"
+  for task in results["suites"]["smoke"]["tasks"]:
+    r = task["results"]["mulo"]
+    assert r["learning_rate"] is None and r["tuning"] is None
+    assert r["num_diverged"] == 0 and np.isfinite(r["final_train_loss"])
+    assert np.all(np.isfinite(r["curve"]["train_loss_per_seed"]))
+  assert all(t["optimizer"] == "adamw" for t in results["tuning"])  # LOs are not tuned
+
+
+QUADRATIC = QuadraticTask(dim=4, condition_number=1.0, noise=0.0, batch_size=2)
+
+
+def test_absurd_lr_is_recorded_as_diverged_in_one_compile():
+  calls = []
+
+  def make_tx(lr):
+    calls.append(lr)
+    return baselines.get("sgd", learning_rate=lr)
+
+  before = tracking.compile_count()
+  curves = evaluation.train_curves(make_tx, QUADRATIC, 12, seeds=[0, 1], lrs=[0.4, 1e6])
+  assert tracking.compile_count() - before == 1  # the whole LR x seed sweep
+  assert len(calls) == 1                          # traced once, LR traced, not baked in
+  assert curves.train_loss.shape == (2, 2, 12)
+  np.testing.assert_array_equal(curves.diverged, [[False, False], [True, True]])
+  assert np.all(np.isfinite(curves.final_train_loss[0]))
+  assert np.all(curves.final_train_loss[1] == np.inf) and np.all(curves.test_loss[1] == np.inf)
+  assert curves.test_accuracy is None  # the quadratic has no accuracy metric
+
+
+def test_tuning_picks_the_known_best_lr():
+  # 0.5·mean_i (x_i - c_i)² in 4 dims: the gradient is r/4, so SGD with lr = 4
+  # lands on the optimum in one step (loss exactly 0); 0.4 contracts by 0.9 per
+  # step; 40 multiplies the error by -9 per step and diverges.
+  ev = evaluation.Evaluator(seeds=[0], tuning_seeds=2, log=lambda _: None,
+                            lr_grids={"sgd": [40.0, 0.4, 4.0]})
+  sgd = evaluation.Optimizer(label="sgd", baseline="sgd")
+  tuning = ev.tune(sgd, QUADRATIC, 10)
+  assert tuning["chosen_lr"] == 4.0 and tuning["chosen_index"] == 2
+  assert tuning["mean_final_train_loss"][2] < 1e-10  # 0 up to rounding of x - (x - c)
+  assert list(tuning["num_diverged"]) == [2, 0, 0]
+  assert ev.tune(sgd, QUADRATIC, 10) is tuning  # cached per (optimizer, task, horizon)
+
+
+def test_pick_lr_handles_nan_ties_and_all_diverged():
+  lrs = [1e-1, 1e-3, 1e-2]
+  assert evaluation.pick_lr(lrs, np.array([[0.5, 0.5], [0.4, np.nan], [0.3, 0.3]])) == 2
+  assert evaluation.pick_lr(lrs, np.array([[0.3, 0.3], [0.5, 0.5], [0.3, 0.3]])) == 2  # tie
+  assert evaluation.pick_lr(lrs, np.full((3, 2), np.nan)) == 1  # all diverged: smallest
+
+
+def test_speedup_closed_form():
+  ref_steps = np.arange(1, 1001)
+  ref = 1.0 / ref_steps                      # AdamW reaches 1/k at step k
+  steps = np.arange(1, 101)
+
+  def ending_at(final):
+    return np.linspace(1.0, final, 100)
+
+  exact = evaluation.speedup(ref_steps, ref, steps, ending_at(1 / 400), smooth=1)
+  assert exact == {"value": 4.0, "bound": "=", "reference_steps": 400}
+  never = evaluation.speedup(ref_steps, ref, steps, ending_at(1 / 5000), smooth=1)
+  assert never["bound"] == ">" and never["value"] == 10.0       # > 1000/100
+  first = evaluation.speedup(ref_steps, ref, steps, ending_at(3.0), smooth=1)
+  assert first["bound"] == "<" and first["value"] == 0.01       # < 1/100
+  diverged = evaluation.speedup(ref_steps, ref, steps, np.full(100, np.inf), smooth=1)
+  assert diverged["value"] is None
+  # Trailing-mean smoothing over 2 points: the optimizer's target is the mean of
+  # its last two points and AdamW's curve is smoothed the same way.
+  smoothed = evaluation.speedup(ref_steps, ref, steps, np.r_[np.ones(98), 0.006, 0.004],
+                                smooth=2)
+  k = int(np.argmax((ref[:-1] + ref[1:]) / 2 <= 0.005)) + 1  # first smoothed point <= 0.005
+  assert smoothed["reference_steps"] == ref_steps[k] and smoothed["value"] == ref_steps[k] / 100
+
+
+def test_window_means_and_ranks():
+  steps, means = evaluation.window_means(np.arange(1.0, 1001.0), max_points=200)
+  np.testing.assert_array_equal(steps, np.arange(5, 1001, 5))
+  np.testing.assert_allclose(means, np.arange(3.0, 1000.0, 5.0))  # mean of 1..5 is 3
+  short_steps, short = evaluation.window_means(np.array([[1.0, np.nan, 3.0]]))
+  np.testing.assert_array_equal(short_steps, [1, 2, 3])
+  assert np.isnan(short[0, 1])
+  assert evaluation.average_ranks([1.0, None, 1.0, 0.5, float("nan")]) == [2.5, 4.5, 2.5, 1, 4.5]
+  assert evaluation.subsample_grid([1, 2, 3, 4, 5, 6, 7], 3) == [1, 4, 7]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--optimizers", "adamw,notanopt", "--suite", "smoke"], "not a baseline (adam, adamw"),
+    (["--optimizers", "adamw", "--suite", "nosuchsuite"], "heldout-width-cpu"),
+    (["--optimizers", "lo=/nonexistent/ckpt", "--suite", "smoke"], "does not exist"),
+    (["--optimizers", "adamw", "--suite", "heldout-width"], "tfds build"),
+])
+def test_bad_input_exits_2_with_a_clear_message(args, message, tmp_path, capsys):
+  assert evaluate_cli.main(args + ["--workdir", str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and message in err and "Traceback" not in err
+  assert not (tmp_path / "results.json").exists()
+
+
+def test_wrong_format_checkpoint_is_a_clear_error(tmp_path, capsys):
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  (bad / "metadata.json").write_text(json.dumps({"format": "something-else"}))
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  for path, message in ((bad, "is missing"), (empty, "no metadata.json")):
+    rc = evaluate_cli.main(["--optimizers", f"x={path}", "--suite", "smoke",
+                            "--workdir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_wandb_offline_logs_the_summary_table(smoke_run, monkeypatch):
+  pytest.importorskip("wandb")
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  monkeypatch.setenv("WANDB_SILENT", "true")
+  workdir, results = smoke_run
+  run_dir = report.log_to_wandb(results, workdir, project="lopt-eval-test")
+  assert run_dir is not None and "offline-run" in run_dir

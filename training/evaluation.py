@@ -1,0 +1,606 @@
+"""Evaluate optimizers on the held-out suites: tuned baselines vs learned optimizers.
+
+Core: ``train_curves(make_tx, task, num_steps, seeds, lrs=None)`` trains fresh
+instances of ``task`` (one per seed, vmapped; and vmapped over a learning-rate
+grid too when ``lrs`` is given), ``lax.scan`` over steps, batches sampled on
+device, all inside ONE jitted program. The optax transformation is built
+inside that program from a traced LR scalar, so a whole LR x seed sweep is a
+single compile.
+
+Pipeline: ``evaluate(optimizers, suites, ...)`` tunes every baseline, runs
+every optimizer on every suite entry and returns a JSON-ready results dict
+(``training.report`` renders it). ``PROTOCOL`` below is the protocol; it is
+also written into every results.json.
+
+Definitions used throughout:
+
+* curve: the training loss of step t (t = 1..N) is the minibatch loss of the
+  params *before* update t. Curves are stored as means over consecutive
+  windows (at most ``MAX_CURVE_POINTS`` points), labelled by the window's last step.
+* final train loss / test loss / test accuracy: the metrics of the final params
+  (schedule-free: its averaged params) averaged over ``eval_batches`` fixed
+  batches of the train / test split; per optimizer and task, the mean over seeds.
+* diverged: any non-finite training loss, or a final train loss the task's
+  normalizer maps to its maximum (>= ``MAX_NORMALIZED_LOSS`` x the loss of a
+  uniform guess). A diverged run's final losses are +inf (null in JSON); a
+  mean over seeds is +inf if any seed diverged. Nothing raises.
+* speedup over tuned AdamW: on the seed-median curves smoothed by a trailing
+  mean over ``SMOOTH_FRACTION`` of the points, the first step at which AdamW's
+  curve is <= the optimizer's final value, divided by the optimizer's number
+  of steps. Never reached: ``>`` AdamW's steps / the optimizer's (a lower
+  bound); reached at the first stored point: ``<`` that step / the
+  optimizer's (an upper bound). AdamW itself is 1 by definition.
+* rank: per task, by mean final train loss (diverged last, ties share the
+  average rank); averaged over the tasks of a suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import lopt
+from lopt import baselines
+from meta_tasks import SuiteEntry, Task, get_suite, suite_names
+
+REFERENCE = "adamw"
+TUNING_SEEDS = 3
+TUNING_SEED_OFFSET = 1000   # tuning seeds are disjoint from the reported seeds
+EVAL_BATCHES = 4
+MAX_CURVE_POINTS = 200
+SMOOTH_FRACTION = 0.05
+EVAL_KEY_SEED = 2**20       # the fixed eval batches, the same for every run
+
+PROTOCOL = (
+    "Learning-rate tuning: every hand-designed baseline is tuned over its half-decade "
+    "log grid lopt.baselines.default_lr_grid(name) (7-9 points; 1, 3, 10, ... x 10^k) with a "
+    "constant learning rate and its other hyperparameters at their defaults, on the suite "
+    "entry's tuning_task (the meta-training-size variant: base width/depth; the task "
+    "itself for horizon and dataset entries) at the entry's horizon, with "
+    f"{TUNING_SEEDS} seeds disjoint from the reported seeds. The chosen LR minimises the mean "
+    "over tuning seeds of the final training loss; an LR with any diverged seed counts as "
+    "+inf, ties go to the smaller LR, and if every LR diverged the smallest is used. The "
+    "chosen LR is transferred unchanged to the held-out task: for muadam this is the muP "
+    "transfer (its per-tensor multipliers 1/fan_in for hidden matrices come from the task's "
+    "metadata); adamw and the other SP baselines reuse the same LR. Learned optimizers are "
+    "not tuned: they run as exported, with num_steps = the horizon and the task's tensor kinds "
+    "as muP spec (task.kinds, also for SP tasks, so a muP LO still scales hidden matrices by "
+    "1/fan_in; an SP LO ignores it). Results: fresh seeds 0..S-1, final metrics on fixed "
+    "batches of the train/test splits. Tuned AdamW is always run as the speedup reference.")
+
+
+# --------------------------------------------------------------------------
+# One compiled sweep.
+
+@dataclasses.dataclass(frozen=True)
+class Curves:
+  """What one ``train_curves`` call measured. Leading axes: [lr,] seed."""
+  train_loss: np.ndarray          # [..., num_steps] per-step minibatch loss
+  final_train_loss: np.ndarray    # [...] +inf where diverged
+  test_loss: np.ndarray           # [...] +inf where diverged
+  test_accuracy: Optional[np.ndarray]  # [...] NaN where diverged; None if no accuracy
+  diverged: np.ndarray            # [...] bool
+  seconds: float                  # wall time of the call, compile included
+
+
+def _final_metrics(task: Task, params: Any, data: Any, split: str, num_batches: int):
+  keys = jax.random.split(jax.random.PRNGKey(EVAL_KEY_SEED), num_batches)
+  batches = jax.vmap(lambda k: task.sample_eval_batch(k, split, data=data))(keys)
+  metrics = jax.vmap(lambda b: task.metrics(params, b))(batches)
+  return jax.tree.map(lambda m: jnp.mean(m.astype(jnp.float32)), metrics)
+
+
+def train_curves(make_tx: Callable[[Any], optax.GradientTransformation], task: Task,
+                 num_steps: int, seeds: Sequence[int], lrs: Optional[Sequence[float]] = None,
+                 eval_params: Optional[Callable[[Any, Any], Any]] = None,
+                 eval_batches: int = EVAL_BATCHES) -> Curves:
+  """Train ``len(seeds)`` fresh instances of ``task`` for ``num_steps`` steps.
+
+  ``make_tx(lr)`` builds the optax transformation; it is called while tracing,
+  with ``lr`` a traced float32 scalar (one per grid point) or ``None`` when
+  ``lrs`` is None (optimizers without a learning rate). ``eval_params(state,
+  params)`` picks the params to evaluate (schedule-free's average). Every
+  ``update`` gets ``loss=`` (learned optimizers) and ``obj_fn=`` (Sophia);
+  transformations ignore extras they do not use.
+
+  Seed s draws the task instance (init and its dynamic init scale) and the
+  batch stream, so every optimizer and LR sees the same instances and data.
+  """
+  if num_steps < 1:
+    raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+  seeds = np.asarray(list(seeds), np.uint32)
+  if seeds.ndim != 1 or seeds.size == 0:
+    raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}.")
+  data = task.data()  # loaded before jit, passed as an argument (not a constant)
+  has_accuracy = "accuracy" in jax.eval_shape(
+      lambda d: task.metrics(task.init(jax.random.PRNGKey(0)),
+                             task.sample_batch(jax.random.PRNGKey(0), data=d)), data)
+
+  def one_run(lr, seed, data):
+    tx = make_tx(lr)
+    k_init, k_data = jax.random.split(jax.random.PRNGKey(seed))
+    params = task.init(k_init)
+    state = tx.init(params)
+
+    def step(carry, t):
+      params, state = carry
+      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, t))
+      batch = task.sample_batch(k_batch, data=data)
+      loss, grads = jax.value_and_grad(task.loss)(params, batch, k_loss)
+      updates, state = tx.update(grads, state, params, loss=loss,
+                                 obj_fn=lambda p: task.loss(p, batch, k_loss))
+      return (optax.apply_updates(params, updates), state), loss
+
+    (params, state), losses = jax.lax.scan(step, (params, state), jnp.arange(num_steps))
+    final = params if eval_params is None else eval_params(state, params)
+    train = _final_metrics(task, final, data, "train", eval_batches)
+    test = _final_metrics(task, final, data, "test", eval_batches)
+    out = {"train_loss": losses, "final_train_loss": train["loss"], "test_loss": test["loss"],
+           "normalized_final_train_loss": task.normalizer(train["loss"])}
+    if has_accuracy:
+      out["test_accuracy"] = test["accuracy"]
+    return out
+
+  over_seeds = jax.vmap(one_run, in_axes=(None, 0, None))
+  if lrs is None:
+    run = jax.jit(lambda seeds, data: over_seeds(None, seeds, data))
+    args = (seeds, data)
+  else:
+    run = jax.jit(jax.vmap(over_seeds, in_axes=(0, None, None)))
+    args = (np.asarray(list(lrs), np.float32), seeds, data)
+
+  start = time.perf_counter()
+  out = jax.tree.map(np.asarray, run(*args))  # np.asarray blocks until done
+  seconds = time.perf_counter() - start
+  return _mark_divergence(task, out, seconds)
+
+
+def _mark_divergence(task: Task, out: dict[str, np.ndarray], seconds: float) -> Curves:
+  curves = out["train_loss"].astype(np.float64)
+  final_train = out["final_train_loss"].astype(np.float64)
+  # The normalizer clips at its maximum and maps NaN/inf there: that is "diverged".
+  normalized = out["normalized_final_train_loss"]
+  diverged = (~np.all(np.isfinite(curves), axis=-1) | ~np.isfinite(final_train)
+              | (normalized >= task.MAX_NORMALIZED_LOSS))
+  test = out["test_loss"].astype(np.float64)
+  accuracy = out.get("test_accuracy")
+  if accuracy is not None:
+    accuracy = np.where(diverged, np.nan, accuracy.astype(np.float64))
+  return Curves(train_loss=curves, final_train_loss=np.where(diverged, np.inf, final_train),
+                test_loss=np.where(diverged | ~np.isfinite(test), np.inf, test),
+                test_accuracy=accuracy, diverged=diverged, seconds=seconds)
+
+
+# --------------------------------------------------------------------------
+# Optimizers: baselines by name, learned optimizers by checkpoint.
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """A baseline (``baseline`` = registry name) or a learned optimizer (``checkpoint``)."""
+  label: str
+  baseline: Optional[str] = None
+  checkpoint: Optional[str] = None
+  lo: Any = dataclasses.field(default=None, compare=False, repr=False)
+  theta: Any = dataclasses.field(default=None, compare=False, repr=False)
+  metadata: Any = dataclasses.field(default=None, compare=False, repr=False)
+  added_as_reference: bool = False   # tuned AdamW added only to compute speedups
+
+  @property
+  def tuned(self) -> bool:
+    return self.baseline is not None
+
+  def make_tx(self, task: Task, num_steps: int) -> Callable[[Any], optax.GradientTransformation]:
+    if self.baseline is None:
+      # task.kinds (not task.mup): a μP LO on an SP task still needs to know
+      # which tensors are hidden; an SP LO ignores it.
+      return lambda lr: self.lo.as_optax(self.theta, num_steps=num_steps, mup=task.kinds)
+    extra = {"mup": task.mup} if "mup" in baselines.hparams(self.baseline) else {}
+    return lambda lr: baselines.get(self.baseline, learning_rate=lr, **extra)
+
+  def eval_params(self, state: Any, params: Any) -> Any:
+    if self.baseline is None:
+      return params
+    return baselines.eval_params(self.baseline, state, params)
+
+  def describe(self) -> dict[str, Any]:
+    if self.baseline is not None:
+      return {"label": self.label, "kind": "baseline", "name": self.baseline,
+              "added_as_reference": self.added_as_reference}
+    return {"label": self.label, "kind": "learned", "checkpoint": self.checkpoint,
+            "architecture": (self.metadata or {}).get("architecture"),
+            "config": (self.metadata or {}).get("config")}
+
+
+def _baseline_key(text: str) -> Optional[str]:
+  key = text.strip().lower().replace("_", "-")
+  return key if key in baselines.names() else None
+
+
+def parse_optimizer(text: str) -> Optimizer:
+  """``adamw`` | ``PATH`` | ``LABEL=adamw`` | ``LABEL=PATH`` (or a shipped LO name).
+
+  Raises ValueError / FileNotFoundError with the valid choices; a checkpoint is
+  loaded here so a bad one fails before anything runs.
+  """
+  text = text.strip()
+  label, _, value = text.partition("=") if "=" in text else ("", "", text)
+  label, value = label.strip(), value.strip()
+  if not value:
+    raise ValueError(f"Empty optimizer in {text!r}; expected a baseline name or a path.")
+  key = _baseline_key(value)
+  if key is not None:
+    return Optimizer(label=label or key, baseline=key)
+  looks_like_path = os.sep in value or value.startswith(".") or os.path.exists(value)
+  if not looks_like_path and value not in lopt.available():
+    raise ValueError(
+        f"Unknown optimizer {value!r}: not a baseline ({', '.join(baselines.names())}), "
+        f"not a shipped learned optimizer ({', '.join(lopt.available()) or 'none shipped'}), "
+        "and not an existing checkpoint path.")
+  if looks_like_path and not os.path.exists(value):
+    raise FileNotFoundError(f"Learned-optimizer checkpoint {value!r} does not exist.")
+  lo, theta = lopt.load_pretrained(value)
+  metadata = lopt.load_metadata(value)
+  name = label or Path(value.rstrip(os.sep)).name or value
+  return Optimizer(label=name, checkpoint=str(value), lo=lo, theta=theta, metadata=metadata)
+
+
+def parse_optimizers(texts: Sequence[str]) -> list[Optimizer]:
+  """Parse a list and add tuned AdamW (the speedup reference) if it is missing."""
+  opts = [parse_optimizer(t) for t in texts if t.strip()]
+  if not opts:
+    raise ValueError("No optimizers given.")
+  labels = [o.label for o in opts]
+  if len(set(labels)) != len(labels):
+    raise ValueError(f"Duplicate optimizer labels {labels}; use LABEL=PATH to tell them apart.")
+  if not any(o.baseline == REFERENCE for o in opts):
+    if REFERENCE in labels:
+      raise ValueError(f"The label {REFERENCE!r} is reserved for the tuned AdamW reference.")
+    opts.append(Optimizer(label=REFERENCE, baseline=REFERENCE, added_as_reference=True))
+  return opts
+
+
+def reference_label(optimizers: Sequence[Optimizer]) -> str:
+  for opt in optimizers:
+    if opt.baseline == REFERENCE:
+      return opt.label
+  raise ValueError(f"optimizers must include the tuned {REFERENCE!r} reference "
+                   "(parse_optimizers adds it).")
+
+
+def check_suites(names: Sequence[str]) -> list[str]:
+  valid = suite_names()
+  bad = [n for n in names if n not in valid]
+  if bad or not names:
+    raise ValueError(f"Unknown suite(s) {bad or names}; valid names: {', '.join(valid)}.")
+  return list(names)
+
+
+# --------------------------------------------------------------------------
+# Tuning and small pure helpers (tested on hand-made inputs).
+
+def subsample_grid(grid: Sequence[float], points: Optional[int]) -> list[float]:
+  """``points`` evenly spaced entries of ``grid`` (ends included); all if None."""
+  grid = list(grid)
+  if points is None or points >= len(grid):
+    return grid
+  if points < 1:
+    raise ValueError(f"lr_grid_points must be >= 1, got {points}.")
+  if points == 1:
+    return [grid[len(grid) // 2]]
+  idx = np.unique(np.round(np.linspace(0, len(grid) - 1, points)).astype(int))
+  return [grid[i] for i in idx]
+
+
+def pick_lr(lrs: Sequence[float], final_losses: np.ndarray) -> int:
+  """Index of the LR with the lowest mean final loss over seeds ([lr, seed]).
+
+  Non-finite losses count as +inf for the whole LR; ties go to the smaller LR;
+  if every LR is +inf, the smallest LR.
+  """
+  losses = np.where(np.isfinite(final_losses), final_losses, np.inf)
+  means = losses.mean(axis=-1)
+  order = np.argsort(np.asarray(lrs, np.float64), kind="stable")
+  best = order[0]
+  for i in order[1:]:
+    if means[i] < means[best]:
+      best = i
+  return int(best)
+
+
+def window_means(curve: np.ndarray, max_points: int = MAX_CURVE_POINTS
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, values): means of ``curve[..., N]`` over <= max_points consecutive
+  windows covering all N steps; each labelled by its last step (1-based)."""
+  n = curve.shape[-1]
+  points = min(n, max_points)
+  bounds = np.round(np.linspace(0, n, points + 1)).astype(int)
+  sums = np.add.reduceat(curve, bounds[:-1], axis=-1)
+  return bounds[1:], sums / np.diff(bounds)
+
+
+def seed_median(curves: np.ndarray) -> np.ndarray:
+  """Median over the seed axis (-2) with non-finite values as +inf (= worst)."""
+  return np.median(np.where(np.isfinite(curves), curves, np.inf), axis=-2)
+
+
+def trailing_mean(values: np.ndarray, width: int) -> np.ndarray:
+  out = np.empty_like(values, dtype=np.float64)
+  for i in range(values.shape[-1]):
+    out[..., i] = values[..., max(0, i - width + 1):i + 1].mean(axis=-1)
+  return out
+
+
+def smooth_width(num_points: int) -> int:
+  return max(1, int(round(SMOOTH_FRACTION * num_points)))
+
+
+def speedup(ref_steps: np.ndarray, ref_curve: np.ndarray, steps: np.ndarray,
+            curve: np.ndarray, smooth: Optional[int] = None) -> dict[str, Any]:
+  """Speedup of ``curve`` over the reference (see the module docstring).
+
+  Curves are the seed-median window means with their step labels. Returns
+  ``{"value", "bound", "reference_steps"}``: bound "=" exact, ">" lower bound
+  (the reference never reached the final loss), "<" upper bound (reached at its
+  first point); value None if the optimizer diverged.
+  """
+  def smoothed(c):
+    return trailing_mean(np.asarray(c, np.float64), smooth or smooth_width(len(c)))
+  target = smoothed(curve)[-1]
+  num_steps = float(steps[-1])
+  if not np.isfinite(target):
+    return {"value": None, "bound": None, "reference_steps": None}
+  reached = np.nonzero(smoothed(ref_curve) <= target)[0]
+  if reached.size == 0:
+    return {"value": float(ref_steps[-1]) / num_steps, "bound": ">", "reference_steps": None}
+  first = int(reached[0])
+  bound = "<" if first == 0 else "="
+  return {"value": float(ref_steps[first]) / num_steps, "bound": bound,
+          "reference_steps": int(ref_steps[first])}
+
+
+def average_ranks(losses: Sequence[float]) -> list[float]:
+  """1 = lowest loss; non-finite last; ties share the average of their ranks."""
+  vals = [v if v is not None and math.isfinite(v) else math.inf for v in losses]
+  ranks = [0.0] * len(vals)
+  order = sorted(range(len(vals)), key=lambda i: vals[i])
+  i = 0
+  while i < len(order):
+    j = i
+    while j + 1 < len(order) and vals[order[j + 1]] == vals[order[i]]:
+      j += 1
+    for k in range(i, j + 1):
+      ranks[order[k]] = (i + j) / 2 + 1
+    i = j + 1
+  return ranks
+
+
+# --------------------------------------------------------------------------
+# The pipeline.
+
+def _finite_or_none(x: Any) -> Any:
+  """JSON-ready: numpy -> Python, non-finite floats -> None (results.json is strict JSON)."""
+  if isinstance(x, dict):
+    return {k: _finite_or_none(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_finite_or_none(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return _finite_or_none(x.tolist())
+  if isinstance(x, (np.bool_, bool)):
+    return bool(x)
+  if isinstance(x, (np.integer,)):
+    return int(x)
+  if isinstance(x, (float, np.floating)):
+    return float(x) if math.isfinite(x) else None
+  return x
+
+
+def _mean_or_inf(x: np.ndarray) -> float:
+  return float(np.mean(x)) if np.all(np.isfinite(x)) else math.inf
+
+
+def _run_result(opt: Optimizer, curves: Curves, lr: Optional[float], seeds: Sequence[int],
+                lr_index: Optional[int]) -> dict[str, Any]:
+  """One (optimizer, task) result from a sweep, at LR row ``lr_index``."""
+  pick = (lambda a: a) if lr_index is None else (lambda a: a[lr_index])
+  loss = pick(curves.train_loss)
+  steps, windows = window_means(loss)
+  acc = None if curves.test_accuracy is None else pick(curves.test_accuracy)
+  diverged = pick(curves.diverged)
+  return {
+      "optimizer": opt.label,
+      "learning_rate": lr,
+      "seeds": list(seeds),
+      "final_train_loss": _mean_or_inf(pick(curves.final_train_loss)),
+      "final_train_loss_per_seed": pick(curves.final_train_loss),
+      "test_loss": _mean_or_inf(pick(curves.test_loss)),
+      "test_loss_per_seed": pick(curves.test_loss),
+      "test_accuracy": None if acc is None or np.any(diverged) else float(np.mean(acc)),
+      "test_accuracy_per_seed": acc,
+      "diverged": diverged,
+      "num_diverged": int(np.sum(diverged)),
+      "seconds": curves.seconds,
+      "curve": {"step": steps, "train_loss_per_seed": windows,
+                "train_loss_median": seed_median(windows)},
+  }
+
+
+class Evaluator:
+  """Runs the protocol; caches tuning per (optimizer, tuning task, horizon) and
+  evaluations per (optimizer, task, horizon) within one run."""
+
+  def __init__(self, seeds: Sequence[int], tuning_seeds: int = TUNING_SEEDS,
+               max_steps: Optional[int] = None, lr_grid_points: Optional[int] = None,
+               eval_batches: int = EVAL_BATCHES, log: Callable[[str], None] = print,
+               lr_grids: Optional[dict[str, Sequence[float]]] = None):
+    self.seeds = list(seeds)
+    self.lr_grids = dict(lr_grids or {})  # baseline name -> grid, replacing the default
+    self.tuning_seeds = [TUNING_SEED_OFFSET + i for i in range(tuning_seeds)]
+    self.max_steps = max_steps
+    self.lr_grid_points = lr_grid_points
+    self.eval_batches = eval_batches
+    self.log = log
+    self.tuning: dict[tuple, dict[str, Any]] = {}
+    self.runs: dict[tuple, dict[str, Any]] = {}
+
+  def horizon(self, entry: SuiteEntry) -> int:
+    return entry.num_steps if self.max_steps is None else min(entry.num_steps, self.max_steps)
+
+  def tune(self, opt: Optimizer, task: Task, num_steps: int) -> dict[str, Any]:
+    key = (opt.label, task.name, num_steps)
+    if key not in self.tuning:
+      default = self.lr_grids.get(opt.baseline) or baselines.default_lr_grid(opt.baseline)
+      grid = subsample_grid(default, self.lr_grid_points)
+      curves = train_curves(opt.make_tx(task, num_steps), task, num_steps, self.tuning_seeds,
+                            lrs=grid, eval_params=opt.eval_params,
+                            eval_batches=self.eval_batches)
+      best = pick_lr(grid, curves.final_train_loss)
+      self.log(f"  tuned {opt.label} on {task.name} ({num_steps} steps, {len(grid)} LRs x "
+               f"{len(self.tuning_seeds)} seeds, {curves.seconds:.1f}s): lr={grid[best]:g}")
+      self.tuning[key] = {
+          "optimizer": opt.label, "tuning_task": task.name, "num_steps": num_steps,
+          "seeds": self.tuning_seeds, "lr_grid": grid,
+          "mean_final_train_loss": [_mean_or_inf(r) for r in curves.final_train_loss],
+          "final_train_loss_per_seed": curves.final_train_loss,
+          "num_diverged": curves.diverged.sum(axis=-1),
+          "chosen_lr": grid[best], "chosen_index": best,
+          "at_grid_edge": len(grid) > 1 and best in (0, len(grid) - 1),
+          "all_diverged": bool(np.all(curves.diverged)),
+          "seconds": curves.seconds,
+      }
+    return self.tuning[key]
+
+  def run(self, opt: Optimizer, entry: SuiteEntry) -> dict[str, Any]:
+    num_steps = self.horizon(entry)
+    key = (opt.label, entry.task.name, num_steps)
+    if key in self.runs:
+      return self.runs[key]
+    make_tx = opt.make_tx(entry.task, num_steps)
+    if opt.tuned:
+      tuning = self.tune(opt, entry.tuning_task or entry.task, num_steps)
+      lr = tuning["chosen_lr"]
+      curves = train_curves(make_tx, entry.task, num_steps, self.seeds, lrs=[lr],
+                            eval_params=opt.eval_params, eval_batches=self.eval_batches)
+      result = _run_result(opt, curves, lr, self.seeds, lr_index=0)
+      result["tuning"] = {k: tuning[k] for k in ("tuning_task", "num_steps", "chosen_lr",
+                                                  "at_grid_edge", "all_diverged")}
+    else:
+      curves = train_curves(make_tx, entry.task, num_steps, self.seeds,
+                            eval_params=opt.eval_params, eval_batches=self.eval_batches)
+      result = _run_result(opt, curves, None, self.seeds, lr_index=None)
+      result["tuning"] = None
+    self.log(f"  ran {opt.label} on {entry.task.name} ({num_steps} steps, "
+             f"{curves.seconds:.1f}s): final train loss {result['final_train_loss']:.4g}, "
+             f"{result['num_diverged']} diverged")
+    self.runs[key] = result
+    return result
+
+  def entry_results(self, optimizers: Sequence[Optimizer], entry: SuiteEntry) -> dict[str, Any]:
+    num_steps = self.horizon(entry)
+    results = {opt.label: dict(self.run(opt, entry)) for opt in optimizers}
+    reference = reference_label(optimizers)
+    ref = results[reference]
+    ref_steps = np.asarray(ref["curve"]["step"])
+    ref_median = np.asarray(ref["curve"]["train_loss_median"])
+    ranks = average_ranks([r["final_train_loss"] for r in results.values()])
+    for (label, r), rank in zip(results.items(), ranks):
+      r["rank"] = rank
+      if label == reference:  # 1 by definition (unless it diverged: then undefined)
+        ok = math.isfinite(r["final_train_loss"])
+        r["speedup"] = {"value": 1.0 if ok else None, "bound": "=" if ok else None,
+                        "reference_steps": num_steps if ok else None}
+      else:
+        r["speedup"] = speedup(ref_steps, ref_median, np.asarray(r["curve"]["step"]),
+                               np.asarray(r["curve"]["train_loss_median"]))
+    return {"task": entry.task.name, "num_steps": num_steps,
+            "suite_num_steps": entry.num_steps,
+            "tuning_task": (entry.tuning_task or entry.task).name,
+            "parameterization": entry.task.parameterization, "results": results}
+
+
+def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int = 3,
+             tuning_seeds: int = TUNING_SEEDS, data_dir: Optional[str] = None,
+             max_steps: Optional[int] = None, lr_grid_points: Optional[int] = None,
+             eval_batches: int = EVAL_BATCHES, log: Callable[[str], None] = print
+             ) -> dict[str, Any]:
+  """Run the protocol on ``suites``; return the JSON-ready results dict."""
+  suites = check_suites(suites)
+  labels = [o.label for o in optimizers]
+  reference = reference_label(optimizers)
+  entries = {name: get_suite(name, data_dir) for name in suites}
+  for name, suite in entries.items():  # fail on missing datasets before training anything
+    for entry in suite:
+      for task in {entry.task, entry.tuning_task or entry.task}:
+        task.data()
+  evaluator = Evaluator(range(seeds), tuning_seeds, max_steps, lr_grid_points, eval_batches, log)
+  start = time.perf_counter()
+  out_suites = {}
+  for name, suite in entries.items():
+    log(f"suite {name}: {len(suite)} tasks")
+    tasks = [evaluator.entry_results(optimizers, entry) for entry in suite]
+    summary = {}
+    for label in labels:
+      rows = [t["results"][label] for t in tasks]
+      summary[label] = {"average_rank": float(np.mean([r["rank"] for r in rows])),
+                        "num_diverged": sum(r["num_diverged"] for r in rows),
+                        "num_runs": sum(len(r["seeds"]) for r in rows)}
+    out_suites[name] = {"tasks": tasks, "summary": summary}
+  return _finite_or_none({
+      "protocol": PROTOCOL,
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "versions": versions(),
+      "device": device_info(),
+      "settings": {"suites": list(suites), "seeds": list(range(seeds)),
+                   "tuning_seeds": evaluator.tuning_seeds, "max_steps": max_steps,
+                   "lr_grid_points": lr_grid_points, "eval_batches": eval_batches,
+                   "max_curve_points": MAX_CURVE_POINTS, "smooth_fraction": SMOOTH_FRACTION,
+                   "reference": reference},
+      "optimizers": [o.describe() for o in optimizers],
+      "tuning": list(evaluator.tuning.values()),
+      "suites": out_suites,
+      "seconds": time.perf_counter() - start,
+  })
+
+
+def versions() -> dict[str, Any]:
+  import flax
+  repo = Path(__file__).resolve().parent.parent
+
+  def git(*args):
+    try:
+      return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                            timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+      return None
+
+  commit = git("rev-parse", "HEAD")
+  status = git("status", "--porcelain", "--untracked-files=no")
+  return {"python": sys.version.split()[0], "jax": jax.__version__,
+          "jaxlib": _dist_version("jaxlib"),
+          "optax": optax.__version__, "flax": flax.__version__, "numpy": np.__version__,
+          "lopt_commit": commit, "lopt_dirty": None if status is None else bool(status)}
+
+
+def _dist_version(name: str) -> Optional[str]:
+  from importlib import metadata
+  try:
+    return metadata.version(name)
+  except metadata.PackageNotFoundError:
+    return None
+
+
+def device_info() -> dict[str, Any]:
+  devices = jax.devices()
+  return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
+          "device_count": len(devices)}

@@ -1,0 +1,235 @@
+"""Render evaluation results (``training.evaluation.evaluate``) as report.md,
+PNG loss-curve plots and, optionally, a wandb run.
+
+Every number in report.md is a value of results.json passed through one of the
+``fmt_*`` formatters below (formatting only, nothing recomputed), so the two
+always agree; tests parse the tables to check it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+PLOTS_DIR = "plots"
+TASK_COLUMNS = ("task", "steps", "optimizer", "LR", "final train loss", "test loss",
+                "test accuracy", "speedup vs tuned AdamW", "rank")
+SUMMARY_COLUMNS = ("optimizer", "average rank", "diverged runs")
+
+
+# --------------------------------------------------------------------------
+# Formatting: the only transformation numbers go through on their way to report.md.
+
+def fmt_loss(x: Optional[float]) -> str:
+  return "diverged" if x is None else f"{x:.4g}"
+
+
+def fmt_accuracy(x: Optional[float]) -> str:
+  return "—" if x is None else f"{x:.4f}"
+
+
+def fmt_lr(x: Optional[float]) -> str:
+  return "untuned" if x is None else f"{x:g}"
+
+
+def fmt_rank(x: float) -> str:
+  return f"{x:.2f}"
+
+
+def fmt_speedup(s: dict[str, Any]) -> str:
+  if s is None or s.get("value") is None:
+    return "—"
+  prefix = "" if s["bound"] == "=" else s["bound"]
+  return f"{prefix}{s['value']:.3g}×"
+
+
+def plot_name(task: str, num_steps: int) -> str:
+  return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', task)}_n{num_steps}.png"
+
+
+# --------------------------------------------------------------------------
+# Rows shared by report.md and wandb.
+
+def task_rows(results: dict[str, Any]) -> Iterator[dict[str, Any]]:
+  """One dict per (suite, task, optimizer), raw values from results.json."""
+  for suite, data in results["suites"].items():
+    for task in data["tasks"]:
+      for label, r in task["results"].items():
+        yield {"suite": suite, "task": task["task"], "steps": task["num_steps"],
+               "optimizer": label, "lr": r["learning_rate"],
+               "final_train_loss": r["final_train_loss"], "test_loss": r["test_loss"],
+               "test_accuracy": r["test_accuracy"], "speedup": r["speedup"],
+               "rank": r["rank"], "num_diverged": r["num_diverged"],
+               "num_seeds": len(r["seeds"])}
+
+
+def _table(columns, rows) -> list[str]:
+  lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return lines
+
+
+def _notes(results: dict[str, Any]) -> list[str]:
+  """Every way this run departs from the full protocol, said plainly."""
+  s = results["settings"]
+  notes = list(results.get("notes") or [])
+  if s.get("max_steps") is not None:
+    capped = sorted({(t["task"], t["suite_num_steps"], t["num_steps"])
+                     for d in results["suites"].values() for t in d["tasks"]
+                     if t["num_steps"] < t["suite_num_steps"]})
+    if capped:
+      notes.append(f"Horizons capped at --max_steps {s['max_steps']}: "
+                   + "; ".join(f"{name} {full} → {n} steps" for name, full, n in capped) + ".")
+  if s.get("lr_grid_points") is not None:
+    notes.append(f"LR grids subsampled to {s['lr_grid_points']} evenly spaced points of "
+                 "default_lr_grid (the protocol uses the full 7–9-point grid).")
+  if len(s["seeds"]) != 3 or len(s["tuning_seeds"]) != 3:
+    notes.append(f"{len(s['seeds'])} reported seeds and {len(s['tuning_seeds'])} tuning "
+                 "seeds (the protocol uses 3 and 3).")
+  added = [o["label"] for o in results["optimizers"] if o.get("added_as_reference")]
+  if added:
+    notes.append("Tuned AdamW was not requested; it was added as the speedup reference.")
+  edges = [t for t in results["tuning"] if t["at_grid_edge"]]
+  for t in edges:
+    notes.append(f"{t['optimizer']}: the chosen LR {fmt_lr(t['chosen_lr'])} on "
+                 f"{t['tuning_task']} ({t['num_steps']} steps) is at the edge of its grid.")
+  for t in results["tuning"]:
+    if t["all_diverged"]:
+      notes.append(f"{t['optimizer']}: every LR diverged on {t['tuning_task']}; "
+                   "the smallest was used.")
+  return notes
+
+
+def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) -> str:
+  v, d, s = results["versions"], results["device"], results["settings"]
+  lines = ["# Optimizer evaluation", "",
+           f"Created {results['created']} on {d['device_kind']} ({d['platform']}, "
+           f"{d['device_count']} device(s)) in {results['seconds']:.0f} s. "
+           f"jax {v['jax']}, optax {v['optax']}, flax {v['flax']}, lopt commit "
+           f"{v['lopt_commit'] or 'unknown'}{' (dirty)' if v.get('lopt_dirty') else ''}.", "",
+           f"Seeds {s['seeds']}; tuning seeds {s['tuning_seeds']}; final metrics on "
+           f"{s['eval_batches']} fixed batches per split. Reference: tuned "
+           f"{s['reference']}.", ""]
+  if results.get("command"):
+    lines += ["Command: `" + shlex.join(results["command"]) + "`", ""]
+  notes = _notes(results)
+  if notes:
+    lines += ["**Departures from the full protocol**", ""] + [f"- {n}" for n in notes] + [""]
+  lines += ["## Protocol", "", results["protocol"], "",
+            "Final train/test loss and accuracy: mean over seeds (a loss reads `diverged` "
+            "if any seed diverged). Speedup vs tuned AdamW: steps AdamW's median curve needs "
+            "to reach the optimizer's final median loss ÷ the optimizer's steps (`>`: AdamW "
+            "never reached it, a lower bound; `<`: reached at its first point, an upper "
+            "bound). Rank: per task by final train loss; averaged per suite.", ""]
+  rows = list(task_rows(results))
+  for suite, data in results["suites"].items():
+    lines += [f"## Suite `{suite}`", ""]
+    summary = [(label, fmt_rank(x["average_rank"]), f"{x['num_diverged']}/{x['num_runs']}")
+               for label, x in data["summary"].items()]
+    lines += _table(SUMMARY_COLUMNS, summary) + [""]
+    table = [(r["task"], r["steps"], r["optimizer"], fmt_lr(r["lr"]),
+              fmt_loss(r["final_train_loss"]), fmt_loss(r["test_loss"]),
+              fmt_accuracy(r["test_accuracy"]), fmt_speedup(r["speedup"]), fmt_rank(r["rank"]))
+             for r in rows if r["suite"] == suite]
+    lines += _table(TASK_COLUMNS, table) + [""]
+    for task in data["tasks"]:
+      path = plots.get((task["task"], task["num_steps"]))
+      if path:
+        lines += [f"![{task['task']}, {task['num_steps']} steps]({path})", ""]
+  lines += ["## Learning-rate tuning", "",
+            "Mean final train loss over tuning seeds per LR (`diverged`: any seed diverged).", ""]
+  tuning = [(t["optimizer"], t["tuning_task"], t["num_steps"], fmt_lr(t["chosen_lr"]),
+             ", ".join(f"{fmt_lr(lr)}: {fmt_loss(x)}"
+                       for lr, x in zip(t["lr_grid"], t["mean_final_train_loss"])))
+            for t in results["tuning"]]
+  lines += _table(("optimizer", "tuning task", "steps", "chosen LR", "LR: loss"), tuning)
+  return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Plots.
+
+def plot_curves(results: dict[str, Any], workdir: str) -> dict[tuple[str, int], str]:
+  """One PNG per (task, horizon): seed-median training loss and min–max band."""
+  import matplotlib
+  matplotlib.use("Agg")  # headless; must precede pyplot
+  import matplotlib.pyplot as plt
+
+  out_dir = Path(workdir) / PLOTS_DIR
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = {}
+  for data in results["suites"].values():
+    for task in data["tasks"]:
+      key = (task["task"], task["num_steps"])
+      if key in paths:
+        continue
+      fig, ax = plt.subplots(figsize=(6.4, 4.2))
+      for label, r in task["results"].items():
+        steps = np.asarray(r["curve"]["step"])
+        per_seed = np.array(r["curve"]["train_loss_per_seed"], dtype=np.float64)  # None -> nan
+        median = np.array(r["curve"]["train_loss_median"], dtype=np.float64)
+        lr = "" if r["learning_rate"] is None else f" (lr {fmt_lr(r['learning_rate'])})"
+        line, = ax.plot(steps, median, label=label + lr, lw=1.5)
+        with np.errstate(all="ignore"):
+          lo, hi = np.nanmin(per_seed, axis=0), np.nanmax(per_seed, axis=0)
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+      ax.set_yscale("log")
+      ax.set_xlabel("step")
+      ax.set_ylabel("training loss (seed median, min–max band)")
+      ax.set_title(f"{task['task']}, {task['num_steps']} steps", fontsize=9)
+      ax.grid(alpha=0.3, which="both")
+      ax.legend(fontsize=8)
+      fig.tight_layout()
+      name = plot_name(*key)
+      fig.savefig(out_dir / name, dpi=110)
+      plt.close(fig)
+      paths[key] = f"{PLOTS_DIR}/{name}"
+  return paths
+
+
+def write_report(results: dict[str, Any], workdir: str) -> Path:
+  """Write WORKDIR/report.md and WORKDIR/plots/*.png; return the report path."""
+  plots = plot_curves(results, workdir)
+  path = Path(workdir) / "report.md"
+  path.write_text(render_markdown(results, plots))
+  return path
+
+
+# --------------------------------------------------------------------------
+# wandb (optional; imported only when asked for).
+
+def log_to_wandb(results: dict[str, Any], workdir: str, project: str = "lopt-eval") -> Any:
+  """One wandb run with the summary table and plots; offline unless WANDB_MODE or
+  WANDB_API_KEY say otherwise. Returns the run's directory, or None without wandb."""
+  try:
+    import wandb
+  except ImportError:
+    print("wandb is not installed: skipping --wandb (report.md and results.json have it all).")
+    return None
+  mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY")
+                                          else "offline")
+  run = wandb.init(project=project, dir=workdir, mode=mode, job_type="evaluation",
+                   name=os.path.basename(os.path.abspath(workdir)),
+                   config={**results["settings"], "protocol": results["protocol"],
+                           "versions": results["versions"], "device": results["device"]})
+  columns = ["suite", "task", "steps", "optimizer", "lr", "final_train_loss", "test_loss",
+             "test_accuracy", "speedup", "speedup_bound", "rank", "num_diverged"]
+  rows = [[r["suite"], r["task"], r["steps"], r["optimizer"], r["lr"], r["final_train_loss"],
+           r["test_loss"], r["test_accuracy"], (r["speedup"] or {}).get("value"),
+           (r["speedup"] or {}).get("bound"), r["rank"], r["num_diverged"]]
+          for r in task_rows(results)]
+  record = {"summary": wandb.Table(columns=columns, data=rows)}
+  for path in sorted((Path(workdir) / PLOTS_DIR).glob("*.png")):
+    record[f"curves/{path.stem}"] = wandb.Image(str(path))
+  run.log(record)
+  for suite, data in results["suites"].items():
+    for label, x in data["summary"].items():
+      run.summary[f"{suite}/{label}/average_rank"] = x["average_rank"]
+  run_dir = run.dir
+  run.finish()
+  return run_dir
