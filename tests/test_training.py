@@ -74,9 +74,11 @@ def test_sigterm_checkpoints_and_resumes(straight_run, tmp_path):
 
 
 def test_outer_step_compiles_once(straight_run):
+  """No compilation after the first outer step. (The count at step 1 may be 0
+  when the persistent compile cache already holds the program.)"""
   workdir, _ = straight_run
   compiles = [r["compiles"] for r in tracking.read_metrics(workdir)]
-  assert compiles[0] >= 1 and len(set(compiles)) == 1, compiles
+  assert len(compiles) == 6 and len(set(compiles)) == 1, compiles
 
 
 def test_different_config_in_workdir_is_an_error(straight_run):
@@ -151,7 +153,7 @@ def _heldout_loss(theta, lo, tasks, num_steps, seeds=4):
       def step(carry, k):
         params, state = carry
         loss, g = jax.value_and_grad(task.loss)(params, task.sample_batch(k), k)
-        u, state = lo.update(theta, g, state, params, num_steps=num_steps, mup=task.mup)
+        u, state = lo.update(theta, g, state, params, num_steps=num_steps, mup=task.kinds)
         return (jax.tree_util.tree_map(jnp.add, params, u), state), loss
 
       (params, _), curve = jax.lax.scan(step, (params, state),

@@ -87,14 +87,15 @@ class Checkpointer:
           if tuple(np.shape(flat[key])) != spec.shape:
             raise ValueError(f"leaf {key} has shape {np.shape(flat[key])}, expected {spec.shape}")
         state = jax.tree_util.tree_unflatten(treedef, [flat[k] for k in sorted(flat)])
-        if errors:
-          log.warning("Resumed from the older checkpoint at step %d; newer ones failed: %s",
-                      step, "; ".join(errors))
-          print(f"WARNING: checkpoint(s) {[s for s, _ in errors]} could not be restored "
-                f"({errors[0][1]}); resuming from step {step}.")
-        return step, state, restored["meta"]
       except Exception as e:  # orbax raises many types for partial/corrupt files
         errors.append((step, f"{type(e).__name__}: {e}"[:300]))
+        continue
+      if errors:
+        message = (f"checkpoint(s) {[s for s, _ in errors]} could not be restored "
+                   f"({errors[0][1]}); resuming from step {step}.")
+        log.warning(message)
+        print(f"WARNING: {message}")
+      return step, state, restored["meta"]
     raise RuntimeError(
         f"Found checkpoints {steps} in {self.directory} but none could be restored:\n"
         + "\n".join(f"  step {s}: {msg}" for s, msg in errors)

@@ -95,8 +95,9 @@ class LOTrainingSystem:
     k_batch, k_loss = jax.random.split(key)
     batch = self.task.sample_batch(k_batch)
     loss, grads = jax.value_and_grad(self.task.loss)(state.params, batch, k_loss)
+    # Tensor roles (kinds) exist for SP and μP tasks alike; an SP-mode LO ignores them.
     updates, opt_state = self.lopt.update(theta, grads, state.opt_state, state.params,
-                                          num_steps=state.horizon, mup=self.task.mup)
+                                          num_steps=state.horizon, mup=self.task.kinds)
     params = jax.tree_util.tree_map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
     return InnerState(params, opt_state, state.step + 1, state.horizon), loss
 
