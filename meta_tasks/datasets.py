@@ -1,0 +1,278 @@
+"""Image classification data, loaded once into device memory and sampled inside jit.
+
+Sources:
+
+* ``digits``: scikit-learn's handwritten digits (8x8, 1797 images), shipped
+  with scikit-learn, so it works offline. Deterministic 80/20 train/test split.
+* ``teacher``: a synthetic teacher-student problem. Gaussian inputs are labelled
+  by a fixed random MLP teacher; every batch is generated on device from the key.
+* Named tfds datasets (``IMAGE_DATASETS``), read with ``tfds.data_source``,
+  which needs no TensorFlow once the dataset is prepared in ArrayRecord format.
+
+Images are stored as uint8 (N, H, W, C) arrays; the resize (area when the size
+divides evenly, else antialiased bilinear) and the grayscale conversion happen
+once at load time. Loaded arrays are cached per (dataset, size, grayscale,
+data_dir) in-process, so every Task on the same data shares one device copy.
+
+Optionally the decoded arrays are also cached on disk as ``.npz`` in
+``cache_dir`` (argument or ``LOPT_CACHE_DIR``). A machine without tfds (or
+without the raw dataset) can then load them with numpy alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from meta_tasks.base import check_choice, check_int
+
+
+class ImageInfo(NamedTuple):
+  short: str               # used in task names, e.g. "imagenet" -> "mlp-mup_imagenet8_..."
+  tfds_name: str | None    # None for embedded sources
+  test_split: str
+  num_classes: int
+  native_size: int
+  channels: int
+
+
+IMAGE_DATASETS: dict[str, ImageInfo] = {
+    "digits": ImageInfo("digits", None, "test", 10, 8, 1),
+    "mnist": ImageInfo("mnist", "mnist", "test", 10, 28, 1),
+    "fashion_mnist": ImageInfo("fmnist", "fashion_mnist", "test", 10, 28, 1),
+    "cifar10": ImageInfo("cifar10", "cifar10", "test", 10, 32, 3),
+    "svhn_cropped": ImageInfo("svhn", "svhn_cropped", "test", 10, 32, 3),
+    "imagenet_resized/32x32": ImageInfo("imagenet", "imagenet_resized/32x32", "validation",
+                                        1000, 32, 3),
+}
+IMAGE_SIZES = (None, 8, 16, 32)   # None (or the native size) keeps the native size
+
+# The synthetic teacher-student problem (static: it is part of the dataset's identity).
+TEACHER_INPUT_DIM = 64
+TEACHER_HIDDEN = 128
+TEACHER_CLASSES = 10
+TEACHER_SEED = 0
+
+DATASETS = tuple(IMAGE_DATASETS) + ("teacher",)
+
+
+class ImageArrays(NamedTuple):
+  """On-device image data. ``mean``/``std`` are per-channel train statistics in [0, 1] units."""
+  train_images: jax.Array   # uint8 (N, H, W, C)
+  train_labels: jax.Array   # int32 (N,)
+  test_images: jax.Array
+  test_labels: jax.Array
+  mean: jax.Array           # float32 (C,)
+  std: jax.Array
+
+
+class DatasetNotPreparedError(ValueError):
+  """A named tfds dataset is not available offline."""
+
+
+def resolve_data_dir(data_dir: str | None) -> str | None:
+  """Explicit argument, else ``$LOPT_DATA_DIR``, else None (tfds' own default)."""
+  return data_dir or os.environ.get("LOPT_DATA_DIR") or None
+
+
+def check_image_config(dataset: str, image_size: int | None) -> ImageInfo:
+  check_choice("dataset", dataset, tuple(IMAGE_DATASETS))
+  info = IMAGE_DATASETS[dataset]
+  sizes = IMAGE_SIZES if info.native_size in IMAGE_SIZES else IMAGE_SIZES + (info.native_size,)
+  check_choice(f"image_size for {dataset}", image_size, sizes)
+  return info
+
+
+def image_shape(dataset: str, image_size: int | None, grayscale: bool) -> tuple[int, int, int]:
+  info = check_image_config(dataset, image_size)
+  size = image_size or info.native_size
+  return (size, size, 1 if grayscale else info.channels)
+
+
+def not_prepared_message(name: str, data_dir: str | None) -> str:
+  where = data_dir or "the tfds default (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+  return (
+      f"Dataset {name!r} is not prepared in {where}. lopt reads it with "
+      "tfds.data_source, which needs the ArrayRecord format. Prepare it on a machine "
+      "with internet access:\n"
+      f"  tfds build {name} --file_format=array_record --data_dir=DIR\n"
+      "or in Python:\n"
+      f"  tfds.builder({name!r}, data_dir=DIR, file_format='array_record')"
+      ".download_and_prepare()\n"
+      "then pass data_dir=DIR (or set LOPT_DATA_DIR=DIR). Offline alternatives: the "
+      "embedded 'digits' and 'teacher' datasets, or an .npz array cache (LOPT_CACHE_DIR).")
+
+
+def open_tfds_source(name: str, split: str, data_dir: str | None):
+  """``tfds.data_source`` without downloading; a clear error if it is not prepared."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise DatasetNotPreparedError(
+        f"Dataset {name!r} needs tensorflow_datasets, which is not installed here "
+        "(pip install tensorflow-datasets), or an .npz array cache written elsewhere "
+        "(see meta_tasks.datasets, LOPT_CACHE_DIR).") from e
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except Exception as e:  # tfds raises several types (NotImplementedError, AssertionError, ...)
+    raise DatasetNotPreparedError(not_prepared_message(name, data_dir) +
+                                  f"\n(tfds said: {type(e).__name__}: {e})") from e
+
+
+def read_records(source, start: int, stop: int) -> list[dict[str, Any]]:
+  """Records [start, stop) of a data source, batched where the source supports it."""
+  keys = list(range(start, stop))
+  try:
+    return list(source.__getitems__(keys))
+  except TypeError:
+    # tfds.testing.mock_data's sources only implement per-item access.
+    return [source[i] for i in keys]
+
+
+def resize_images(images: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
+  """uint8 (N, H, W, C) -> uint8 (N, size, size, C); area if it divides, else bilinear."""
+  n, h, w, c = images.shape
+  if (h, w) == (size, size):
+    return images
+  out = np.empty((n, size, size, c), np.uint8)
+  for s in range(0, n, chunk):
+    x = images[s:s + chunk].astype(np.float32)
+    if h % size == 0 and w % size == 0:
+      y = x.reshape(len(x), size, h // size, size, w // size, c).mean(axis=(2, 4))
+    else:
+      y = np.asarray(jax.image.resize(x, (len(x), size, size, c), "linear", antialias=True))
+    out[s:s + chunk] = np.clip(np.rint(y), 0, 255).astype(np.uint8)
+  return out
+
+
+def to_grayscale(images: np.ndarray) -> np.ndarray:
+  if images.shape[-1] == 1:
+    return images
+  luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+  return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+
+
+def _load_digits() -> dict[str, np.ndarray]:
+  from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+  digits = load_digits()
+  images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  labels = digits.target.astype(np.int32)
+  order = np.random.default_rng(0).permutation(len(labels))  # fixed split across machines
+  n_train = int(round(0.8 * len(labels)))
+  tr, te = order[:n_train], order[n_train:]
+  return {"train_images": images[tr], "train_labels": labels[tr],
+          "test_images": images[te], "test_labels": labels[te]}
+
+
+def _load_tfds_split(name: str, split: str, data_dir: str | None, size: int | None,
+                     grayscale: bool, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+  source = open_tfds_source(name, split, data_dir)
+  n = len(source)
+  images, labels = [], np.empty((n,), np.int32)
+  for s in range(0, n, chunk):
+    records = read_records(source, s, min(n, s + chunk))
+    x = np.stack([np.asarray(r["image"], np.uint8) for r in records])
+    if grayscale:
+      x = to_grayscale(x)
+    images.append(resize_images(x, size) if size else x)
+    labels[s:s + len(records)] = [int(r["label"]) for r in records]
+  return np.concatenate(images), labels
+
+
+def _cache_path(cache_dir: str, dataset: str, size: int | None, grayscale: bool) -> Path:
+  stem = f"{dataset.replace('/', '_')}_{size or 'native'}{'_gray' if grayscale else ''}"
+  return Path(cache_dir) / f"{stem}.npz"
+
+
+def load_numpy_images(dataset: str, image_size: int | None = None, grayscale: bool = False,
+                      data_dir: str | None = None,
+                      cache_dir: str | None = None) -> dict[str, np.ndarray]:
+  """Host (numpy) arrays: train/test images (uint8 NHWC) and labels (int32)."""
+  info = check_image_config(dataset, image_size)
+  data_dir = resolve_data_dir(data_dir)
+  cache_dir = cache_dir or os.environ.get("LOPT_CACHE_DIR") or None
+  path = _cache_path(cache_dir, dataset, image_size, grayscale) if cache_dir else None
+  if path is not None and path.exists():
+    with np.load(path) as f:
+      return {k: f[k] for k in f.files}
+  if info.tfds_name is None:
+    arrays = _load_digits()
+    if grayscale:
+      arrays["train_images"] = to_grayscale(arrays["train_images"])
+      arrays["test_images"] = to_grayscale(arrays["test_images"])
+    if image_size:
+      arrays["train_images"] = resize_images(arrays["train_images"], image_size)
+      arrays["test_images"] = resize_images(arrays["test_images"], image_size)
+    return arrays  # embedded: cheap to rebuild, never written to the cache
+  arrays = {}
+  for part, split in (("train", "train"), ("test", info.test_split)):
+    arrays[f"{part}_images"], arrays[f"{part}_labels"] = _load_tfds_split(
+        info.tfds_name, split, data_dir, image_size, grayscale)
+  if path is not None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+  return arrays
+
+
+@functools.lru_cache(maxsize=None)
+def load_images(dataset: str, image_size: int | None = None, grayscale: bool = False,
+                data_dir: str | None = None) -> ImageArrays:
+  """Device arrays for ``dataset``, loaded once per process per config."""
+  # The first load may happen while a jit is tracing: evaluate eagerly so the
+  # cached arrays are concrete device arrays, not that trace's tracers.
+  with jax.ensure_compile_time_eval():
+    return _to_device(load_numpy_images(dataset, image_size, grayscale, data_dir))
+
+
+def _to_device(arrays: dict[str, np.ndarray]) -> ImageArrays:
+  train = arrays["train_images"]
+  # Per-channel statistics in float64 over chunks: exact and light on memory.
+  total = np.zeros(train.shape[-1]); total_sq = np.zeros(train.shape[-1])
+  for s in range(0, len(train), 65536):
+    x = train[s:s + 65536].astype(np.float64) / 255.0
+    total += x.sum(axis=(0, 1, 2)); total_sq += (x ** 2).sum(axis=(0, 1, 2))
+  count = train.shape[0] * train.shape[1] * train.shape[2]
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-6))
+  return ImageArrays(
+      jnp.asarray(train), jnp.asarray(arrays["train_labels"], jnp.int32),
+      jnp.asarray(arrays["test_images"]), jnp.asarray(arrays["test_labels"], jnp.int32),
+      jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))
+
+
+def sample_images(data: ImageArrays, key: jax.Array, batch_size: int,
+                  split: str) -> dict[str, jax.Array]:
+  """Random batch by index gather on device; images standardized to float32."""
+  images, labels = ((data.train_images, data.train_labels) if split == "train"
+                    else (data.test_images, data.test_labels))
+  idx = jax.random.randint(key, (batch_size,), 0, images.shape[0])
+  x = jnp.take(images, idx, axis=0).astype(jnp.float32) / 255.0
+  return {"inputs": (x - data.mean) / data.std, "labels": jnp.take(labels, idx, axis=0)}
+
+
+@functools.lru_cache(maxsize=1)
+def _teacher_weights() -> tuple[np.ndarray, np.ndarray]:
+  # Host RNG: small constants, identical on every machine, and no PRNG in the program.
+  rng = np.random.default_rng(TEACHER_SEED)
+  w1 = rng.standard_normal((TEACHER_INPUT_DIM, TEACHER_HIDDEN)) / np.sqrt(TEACHER_INPUT_DIM)
+  w2 = rng.standard_normal((TEACHER_HIDDEN, TEACHER_CLASSES)) / np.sqrt(TEACHER_HIDDEN)
+  return w1.astype(np.float32), w2.astype(np.float32)
+
+
+def _teacher_logits(x: jax.Array) -> jax.Array:
+  w1, w2 = _teacher_weights()
+  return jnp.tanh(x @ w1) @ w2
+
+
+def sample_teacher(key: jax.Array, batch_size: int, split: str) -> dict[str, jax.Array]:
+  """Fresh Gaussian inputs labelled by the fixed teacher; split picks a disjoint key stream."""
+  check_int("batch_size", batch_size)
+  key = jax.random.fold_in(key, 0 if split == "train" else 1)
+  x = jax.random.normal(key, (batch_size, TEACHER_INPUT_DIM), jnp.float32)
+  return {"inputs": x, "labels": jnp.argmax(_teacher_logits(x), axis=-1).astype(jnp.int32)}

@@ -1,0 +1,96 @@
+"""Named meta-training distributions (task families).
+
+Each distribution is a finite grid of static configs, sampled uniformly; the
+dynamic init scale (log-uniform in ``META_INIT_SCALE``) comes from each
+instance's init key. Names ending in ``-digits`` are offline stand-ins for the
+tfds-backed ones: same models, scikit-learn digits instead of ImageNet.
+
+=================  ==========================================================
+``tiny``           μP MLP, digits 8x8, widths 32/64, depth 3, batch 128 (CPU)
+``tiny-sp``        same in SP
+``mulo-s``         μP MLP w128 d3 b128 on ImageNet 32x32 at 32x32 and 8x8
+``mulo-m``         μP MLP widths 128/512/1024 d3 b4096 on ImageNet 32x32
+``sp-s``/``sp-m``  SP versions of mulo-s / mulo-m
+``*-digits``       mulo-s/mulo-m/sp-s/sp-m on digits (8x8 and 32x32; batch 128)
+``quadratic``      noisy diagonal quadratics (dims 8 and 32), for estimator tests
+``mulo-m-cpu``     μP MLP, digits 8x8, widths 32/64/128, depth 3, batch 128
+``mulo-s-cpu``     μP MLP, digits 8x8, width 32 (one config)
+``sp-m-cpu``       SP version of mulo-m-cpu
+=================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Callable, Sequence
+
+from meta_tasks.base import TaskFamily
+from meta_tasks.tasks import ImageMLPTask, QuadraticTask
+
+IMAGENET32 = "imagenet_resized/32x32"
+META_INIT_SCALE = (0.5, 2.0)   # "vary init scales" task augmentation
+
+
+def mlp_family(name: str, data: Sequence[tuple[str, int | None]], widths: Sequence[int],
+               batch_sizes: Sequence[int], parameterization: str, depth: int = 3,
+               activation: str = "relu", data_dir: str | None = None) -> TaskFamily:
+  """Grid of MLP tasks over (dataset, image size) x width x batch size."""
+  tasks = tuple(
+      ImageMLPTask(dataset=ds, image_size=size, width=w, depth=depth, activation=activation,
+                   batch_size=b, parameterization=parameterization,
+                   init_scale_range=META_INIT_SCALE, data_dir=data_dir)
+      for (ds, size), w, b in itertools.product(data, widths, batch_sizes))
+  return TaskFamily(name, tasks)
+
+
+def _mulo(name: str, parameterization: str, size: str, offline: bool,
+          data_dir: str | None) -> TaskFamily:
+  if size == "s":
+    data = [("digits", 8), ("digits", 32)] if offline else [(IMAGENET32, 32), (IMAGENET32, 8)]
+    return mlp_family(name, data, (128,), (128,), parameterization, data_dir=data_dir)
+  data = [("digits", 8)] if offline else [(IMAGENET32, 32)]
+  # Digits has 1437 training images, so the offline variant keeps batch 128.
+  return mlp_family(name, data, (128, 512, 1024), (128,) if offline else (4096,),
+                    parameterization, data_dir=data_dir)
+
+
+def _quadratics(data_dir: str | None) -> TaskFamily:
+  del data_dir
+  return TaskFamily("quadratic", tuple(
+      QuadraticTask(dim=d, init_scale_range=META_INIT_SCALE) for d in (8, 32)))
+
+
+DISTRIBUTIONS: dict[str, Callable[[str | None], TaskFamily]] = {
+    "tiny": lambda dd: mlp_family("tiny", [("digits", None)], (32, 64), (128,), "mup", data_dir=dd),
+    "tiny-sp": lambda dd: mlp_family("tiny-sp", [("digits", None)], (32, 64), (128,), "sp",
+                                     data_dir=dd),
+    "quadratic": _quadratics,
+    # CPU-scale versions of the μLO_M / μLO_S / SP recipes on digits 8x8 (base width 32,
+    # the reference of the ``-cpu`` evaluation suites).
+    "mulo-m-cpu": lambda dd: mlp_family("mulo-m-cpu", [("digits", None)], (32, 64, 128), (128,),
+                                        "mup", data_dir=dd),
+    "mulo-s-cpu": lambda dd: mlp_family("mulo-s-cpu", [("digits", None)], (32,), (128,), "mup",
+                                        data_dir=dd),
+    "sp-m-cpu": lambda dd: mlp_family("sp-m-cpu", [("digits", None)], (32, 64, 128), (128,), "sp",
+                                      data_dir=dd),
+}
+for _name, _args in {
+    "mulo-s": ("mup", "s", False), "mulo-m": ("mup", "m", False),
+    "sp-s": ("sp", "s", False), "sp-m": ("sp", "m", False),
+    "mulo-s-digits": ("mup", "s", True), "mulo-m-digits": ("mup", "m", True),
+    "sp-s-digits": ("sp", "s", True), "sp-m-digits": ("sp", "m", True)}.items():
+  DISTRIBUTIONS[_name] = functools.partial(_mulo, _name, *_args)
+del _name, _args
+
+
+def distribution_names() -> list[str]:
+  return list(DISTRIBUTIONS)
+
+
+def get_distribution(name: str, data_dir: str | None = None) -> TaskFamily:
+  """The named meta-training distribution; ``data_dir`` is where tfds data lives."""
+  if name not in DISTRIBUTIONS:
+    raise ValueError(f"Unknown distribution {name!r}; valid names: "
+                     f"{', '.join(distribution_names())}.")
+  return DISTRIBUTIONS[name](data_dir)

@@ -1,0 +1,112 @@
+"""Named held-out evaluation suites. Never meta-train on these.
+
+Each entry is ``SuiteEntry(task, num_steps, tuning_task)``; ``tuning_task`` is
+the meta-training-size variant (base width/depth) on which baselines' learning
+rates are tuned before transfer. The reference points are the ``mulo-s``
+config (MLP w128 d3 b128 on ImageNet 32x32, horizons up to
+``META_HORIZON`` = 1000 steps) and, for the ``-cpu`` suites, the ``tiny``
+config (MLP w32 d3 b128 on digits, horizon ``META_HORIZON_CPU`` = 200).
+
+Held out from what: the GPU suites from every distribution; the ``-cpu``
+suites from ``tiny*`` and ``*-cpu`` (digits widths up to 128, hence
+``heldout-width-cpu`` at 512 and 2048). The offline ``*-digits`` stand-ins reach
+width 1024, so for them only the 2048 entry of ``heldout-width-cpu`` is out of
+distribution.
+
+tfds datasets each suite needs (prepare with ``tfds build NAME
+--file_format=array_record``; the ``-cpu`` suites and ``smoke`` need none):
+
+====================  ======================================================
+``heldout-width``     imagenet_resized/32x32 (widths 512, 2048; base 128)
+``heldout-width-m``   imagenet_resized/32x32 (widths 4096, 16384; base 1024)
+``heldout-depth``     imagenet_resized/32x32 (depth 12; widths 128, 1024)
+``heldout-horizon``   imagenet_resized/32x32 (5000 and 25000 steps)
+``heldout-arch``      cifar10 (CNN), tiny_shakespeare (transformer LM)
+``heldout-data``      mnist, fashion_mnist, cifar10, svhn_cropped
+``full``              union of the five above (not ``-m``)
+====================  ======================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from meta_tasks.base import SuiteEntry
+from meta_tasks.families import IMAGENET32
+from meta_tasks.tasks import ImageCNNTask, ImageMLPTask, TransformerLMTask
+
+META_HORIZON = 1000
+META_HORIZON_CPU = 200
+
+
+def _scaled(base, num_steps: int, tuning=None, **changes) -> SuiteEntry:
+  """``base`` with ``changes`` applied, tuned on ``tuning`` (default: ``base``)."""
+  return SuiteEntry(dataclasses.replace(base, **changes), num_steps,
+                    base if tuning is None else tuning)
+
+
+def _same(task, num_steps: int) -> SuiteEntry:
+  return SuiteEntry(task, num_steps, task)
+
+
+def _gpu_suites(dd: str | None) -> dict[str, list[SuiteEntry]]:
+  base = ImageMLPTask(dataset=IMAGENET32, image_size=32, width=128, depth=3, batch_size=128,
+                      data_dir=dd)
+  base_m = dataclasses.replace(base, width=1024, batch_size=4096)
+  cnn = ImageCNNTask(dataset="cifar10", width=16, depth=3, batch_size=128, data_dir=dd)
+  lm = TransformerLMTask(dataset="tiny_shakespeare", seq_len=128, width=64, depth=2,
+                         num_heads=4, batch_size=64, data_dir=dd)
+  suites = {
+      "heldout-width": [_scaled(base, META_HORIZON, width=w) for w in (512, 2048)],
+      "heldout-width-m": [_scaled(base_m, META_HORIZON, width=w) for w in (4096, 16384)],
+      "heldout-depth": [_scaled(dataclasses.replace(base, width=w), META_HORIZON, depth=12)
+                        for w in (128, 1024)],
+      "heldout-horizon": [_same(base, n) for n in (5 * META_HORIZON, 25 * META_HORIZON)],
+      "heldout-arch": [_scaled(cnn, META_HORIZON, width=64),
+                       _scaled(lm, META_HORIZON, width=256)],
+      "heldout-data": [_same(dataclasses.replace(base, dataset=ds, image_size=None), META_HORIZON)
+                       for ds in ("mnist", "fashion_mnist", "cifar10", "svhn_cropped")],
+  }
+  suites["full"] = [e for k in ("heldout-width", "heldout-depth", "heldout-horizon",
+                                "heldout-arch", "heldout-data") for e in suites[k]]
+  return suites
+
+
+def _cpu_suites(dd: str | None) -> dict[str, list[SuiteEntry]]:
+  del dd  # embedded data only
+  tiny = ImageMLPTask(dataset="digits", width=32, depth=3, batch_size=128)
+  cnn = ImageCNNTask(dataset="digits", width=8, depth=2, batch_size=128)
+  lm = TransformerLMTask(dataset="pydocs", seq_len=32, width=16, depth=2, num_heads=4,
+                         batch_size=16)
+  h = META_HORIZON_CPU
+  suites = {
+      "smoke": [_same(tiny, 150), _same(dataclasses.replace(tiny, width=64, batch_size=64), 200)],
+      # x4 and x16 of the widest CPU meta-training width (128, mulo-m-cpu); x16, x64 of tiny's.
+      "heldout-width-cpu": [_scaled(tiny, 300, width=w) for w in (512, 2048)],
+      "heldout-depth-cpu": [_scaled(tiny, 300, depth=12)],
+      "heldout-horizon-cpu": [_same(tiny, n) for n in (5 * h, 25 * h)],
+      "heldout-arch-cpu": [_scaled(cnn, 300, width=32), _scaled(lm, 300, width=64)],
+      "heldout-data-cpu": [_same(dataclasses.replace(tiny, dataset="teacher"), 300),
+                           _same(dataclasses.replace(tiny, image_size=16), 300)],
+  }
+  suites["full-cpu"] = [e for k in ("heldout-width-cpu", "heldout-depth-cpu",
+                                    "heldout-horizon-cpu", "heldout-arch-cpu",
+                                    "heldout-data-cpu") for e in suites[k]]
+  return suites
+
+
+_BUILDERS: list[Callable[[str | None], dict[str, list[SuiteEntry]]]] = [_cpu_suites, _gpu_suites]
+
+
+def suite_names() -> list[str]:
+  return [name for build in _BUILDERS for name in build(None)]
+
+
+def get_suite(name: str, data_dir: str | None = None) -> list[SuiteEntry]:
+  """The named evaluation suite; ``data_dir`` is where tfds data lives."""
+  for build in _BUILDERS:
+    suites = build(data_dir)
+    if name in suites:
+      return suites[name]
+  raise ValueError(f"Unknown suite {name!r}; valid names: {', '.join(suite_names())}.")
