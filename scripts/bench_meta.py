@@ -84,24 +84,26 @@ def bench_config(name: str, args) -> dict:
 
   # --- PES with the learned optimizer.
   lo = MLPLOpt(backend=args.backend) if args.backend else MLPLOpt()
-  system = LOTrainingSystem(lo, task, args.truncation, schedule)
-  est = make_estimator("pes", system=system, num_pairs=args.pairs, sigma=0.01)
+  data = task.data()  # a jit argument, never a baked-in constant
+  estimator = lambda data: make_estimator(
+      "pes", system=LOTrainingSystem(lo, task, args.truncation, schedule, data=data),
+      num_pairs=args.pairs, sigma=0.01)
   opt = optax.adamw(3e-3)
   theta = lo.init(jax.random.PRNGKey(0))
 
-  def outer_step(theta, opt_state, est_state, key):
-    g, est_state, _ = est.estimate(theta, est_state, key)
+  def outer_step(theta, opt_state, est_state, key, data):
+    g, est_state, _ = estimator(data).estimate(theta, est_state, key)
     u, opt_state = opt.update(g, opt_state, theta)
     return optax.apply_updates(theta, u), opt_state, est_state
 
   step = jax.jit(outer_step, donate_argnums=(1, 2))
-  est_state = jax.jit(est.init)(jax.random.PRNGKey(1), theta)
+  est_state = jax.jit(estimator(None).init)(jax.random.PRNGKey(1), theta)
   opt_state = opt.init(theta)
   compiles0 = tracking.compile_count()
   times = []
   for i in range(args.outer_steps + 1):
     t0 = time.perf_counter()
-    theta, opt_state, est_state = step(theta, opt_state, est_state, jax.random.PRNGKey(i))
+    theta, opt_state, est_state = step(theta, opt_state, est_state, jax.random.PRNGKey(i), data)
     jax.block_until_ready(theta)
     if i:  # step 0 includes compilation
       times.append(time.perf_counter() - t0)
@@ -109,16 +111,18 @@ def bench_config(name: str, args) -> dict:
   lo_time = statistics.median(times)
 
   # --- Adam floor: the same inner models and K steps, no estimator.
-  adam_system = LOTrainingSystem(AdamAsLOpt(), task, args.truncation, schedule)
+  adam_system = lambda data: LOTrainingSystem(AdamAsLOpt(), task, args.truncation, schedule,
+                                              data=data)
   dummy = {"unused": jax.numpy.zeros(())}
   keys = jax.random.split(jax.random.PRNGKey(2), particles)
-  states = jax.jit(jax.vmap(lambda k: adam_system.init_state(k)))(keys)
-  unroll = jax.jit(jax.vmap(lambda s, k: adam_system.unroll(dummy, dummy, s, k)[0]),
-                   donate_argnums=0)
+  states = jax.jit(jax.vmap(lambda k: adam_system(None).init_state(k)))(keys)
+  unroll = jax.jit(lambda states, keys, data: jax.vmap(
+      lambda s, k: adam_system(data).unroll(dummy, dummy, s, k)[0])(states, keys),
+      donate_argnums=0)
   adam_times = []
   for i in range(args.outer_steps + 1):
     t0 = time.perf_counter()
-    states = unroll(states, jax.random.split(jax.random.PRNGKey(100 + i), particles))
+    states = unroll(states, jax.random.split(jax.random.PRNGKey(100 + i), particles), data)
     jax.block_until_ready(states)
     if i:
       adam_times.append(time.perf_counter() - t0)

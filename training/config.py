@@ -92,6 +92,10 @@ class MetaTrainConfig:
     return dataclasses.replace(self, **overrides)
 
 
+_CPU_RECIPE = dict(num_pairs=4, truncation_length=20, min_horizon=50, max_horizon=200,
+                   outer_steps=200, warmup_steps=20, outer_lr=1e-2, outer_final_lr=3e-3,
+                   checkpoint_every=25, log_every=5)
+
 _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
     "tiny": dict(distribution="tiny", num_pairs=4, truncation_length=10, min_horizon=20,
@@ -105,6 +109,11 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     "mulo-s-digits": dict(distribution="mulo-s-digits"),
     "mulo-m-digits": dict(distribution="mulo-m-digits"),
     "sp-lo-digits": dict(distribution="sp-m-digits", mup=False),
+    # CPU-scale μLO_M / μLO_S / SP LO (what ships in checkpoints/ when no GPU is lent):
+    # digits 8x8, base width 32, horizons 50-200 (the -cpu suites' reference).
+    "mulo-m-cpu": dict(distribution="mulo-m-cpu", **_CPU_RECIPE),
+    "mulo-s-cpu": dict(distribution="mulo-s-cpu", **_CPU_RECIPE),
+    "sp-lo-cpu": dict(distribution="sp-m-cpu", mup=False, **_CPU_RECIPE),
     # VeLO-style LO.
     "velo-s": dict(lopt="velo", mup=False, distribution="sp-s", step_mult=0.001),
     "muvelo-m": dict(lopt="velo", mup=True, distribution="mulo-m", step_mult=0.001),

@@ -67,6 +67,10 @@ class LOTrainingSystem:
   schedule: TruncationSchedule = TruncationSchedule()
   meta_loss: str = "train"
   random_initial_offset: bool = True
+  # The task's on-device arrays (``task.data()``). Pass them in as an argument of
+  # the jitted step, not closed over: a closed-over dataset becomes a constant
+  # baked into the program, which is slow to compile at ImageNet scale.
+  data: Any = dataclasses.field(default=None, compare=False)
 
   def __post_init__(self):
     if self.meta_loss not in ("train", "valid"):
@@ -93,7 +97,7 @@ class LOTrainingSystem:
   def inner_step(self, theta, state: InnerState, key: jax.Array):
     """One LO step on one batch: returns (new_state, raw training loss)."""
     k_batch, k_loss = jax.random.split(key)
-    batch = self.task.sample_batch(k_batch)
+    batch = self.task.sample_batch(k_batch, data=self.data)
     loss, grads = jax.value_and_grad(self.task.loss)(state.params, batch, k_loss)
     # Tensor roles (kinds) exist for SP and μP tasks alike; an SP-mode LO ignores them.
     updates, opt_state = self.lopt.update(theta, grads, state.opt_state, state.params,
@@ -109,8 +113,8 @@ class LOTrainingSystem:
       new_state, loss = self.inner_step(theta, state, k)
       if self.meta_loss == "valid":
         k_eval = jax.random.fold_in(k, 1)
-        loss = self.task.loss(new_state.params, self.task.sample_eval_batch(k_eval, split="test"),
-                              k_eval)
+        batch = self.task.sample_eval_batch(k_eval, split="test", data=self.data)
+        loss = self.task.loss(new_state.params, batch, k_eval)
       end = new_state.step >= new_state.horizon
       # A diverged particle reports NaN (not the normalizer's clipped max) so the
       # estimator excludes its pair, resets it and counts the reset.

@@ -59,35 +59,47 @@ class MetaTrainer:
   def __init__(self, config: MetaTrainConfig, mesh=None):
     import meta_tasks
     self.config = config
+    self.mesh = mesh
     self.lopt = make_lopt(config)
     self.tasks = list(meta_tasks.get_distribution(config.distribution).configs())
-    schedule = TruncationSchedule(config.min_horizon, config.max_horizon)
-    self.estimators = []
-    for task in self.tasks:
-      system = LOTrainingSystem(self.lopt, task, config.truncation_length, schedule,
-                                meta_loss=config.meta_loss)
-      kwargs = dict(system=system, num_pairs=config.num_pairs, mesh=mesh)
-      if config.estimator != "tbptt":
-        kwargs.update(sigma=config.sigma, delta_clip=config.delta_clip,
-                      sign_delta=config.sign_delta)
-      if config.estimator == "full_es":
-        kwargs["episode_truncations"] = -(-config.max_horizon // config.truncation_length)
-      self.estimators.append(make_estimator(config.estimator, **kwargs))
     self.optimizer = make_outer_optimizer(config)
-    self.particles_per_step = sum(2 * e.num_pairs for e in self.estimators)
+    self.particles_per_step = 2 * config.num_pairs * len(self.tasks)
+
+  def data(self) -> tuple:
+    """Every task's on-device arrays: an argument of ``outer_step``."""
+    return tuple(task.data() for task in self.tasks)
+
+  def estimators(self, data: tuple | None = None) -> list:
+    """One estimator per static task config. Cheap to build, so ``outer_step``
+    builds them while tracing, with the traced ``data`` inside each system."""
+    c = self.config
+    schedule = TruncationSchedule(c.min_horizon, c.max_horizon)
+    data = data if data is not None else (None,) * len(self.tasks)
+    out = []
+    for task, task_data in zip(self.tasks, data):
+      system = LOTrainingSystem(self.lopt, task, c.truncation_length, schedule,
+                                meta_loss=c.meta_loss, data=task_data)
+      kwargs = dict(system=system, num_pairs=c.num_pairs, mesh=self.mesh)
+      if c.estimator != "tbptt":
+        kwargs.update(sigma=c.sigma, delta_clip=c.delta_clip, sign_delta=c.sign_delta)
+      if c.estimator == "full_es":
+        kwargs["episode_truncations"] = -(-c.max_horizon // c.truncation_length)
+      out.append(make_estimator(c.estimator, **kwargs))
+    return out
 
   def init(self, key: jax.Array) -> MetaState:
     k_theta, k_est, k_run = jax.random.split(key, 3)
     theta = self.lopt.init(k_theta)
     states = tuple(e.init(jax.random.fold_in(k_est, i), theta)
-                   for i, e in enumerate(self.estimators))
+                   for i, e in enumerate(self.estimators()))
     return MetaState(theta, self.optimizer.init(theta), states, k_run,
                      jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
-  def outer_step(self, state: MetaState) -> tuple[MetaState, dict[str, jax.Array]]:
+  def outer_step(self, state: MetaState, data: tuple) -> tuple[MetaState, dict[str, jax.Array]]:
     key = jax.random.fold_in(state.key, state.step)
     grads, new_states, metrics = [], [], {}
-    for i, (est, est_state) in enumerate(zip(self.estimators, state.estimator_states)):
+    estimators = self.estimators(data)
+    for i, (est, est_state) in enumerate(zip(estimators, state.estimator_states)):
       g, est_state, m = est.estimate(state.theta, est_state, jax.random.fold_in(key, i))
       grads.append(g)
       new_states.append(est_state)
@@ -165,6 +177,7 @@ def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
   wandb = tracking.WandbLogger(workdir, config.wandb_project, config.to_json(), config.wandb_mode)
   compiles_before = tracking.compile_count()
   step_fn = jax.jit(trainer.outer_step, donate_argnums=0)
+  data = trainer.data()
   meta = {"config": config.to_json(), "tasks": [t.name for t in trainer.tasks]}
 
   def save(step):
@@ -175,7 +188,7 @@ def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
     with _StopFlag() as stop, tqdm(total=config.outer_steps, initial=start, disable=not progress,
                                    desc="meta-train", dynamic_ncols=True) as bar:
       while step < config.outer_steps:
-        state, metrics = step_fn(state)
+        state, metrics = step_fn(state, data)
         step += 1
         bar.update(1)
         done = step == config.outer_steps

@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Ship meta-trained learned optimizers into checkpoints/NAME with their headline numbers.
+
+    python scripts/ship_pretrained.py --results results/pretrained-cpu/results.json \
+        --device_hours mulo-m=0.8 --device_hours mulo-s=0.17 \
+        mulo-m=runs/mulo-m-cpu mulo-s=runs/mulo-s-cpu sp-lo=runs/sp-lo-cpu
+
+Each NAME=WORKDIR is exported from the run's newest checkpoint (θ with orbax +
+metadata.json). The evaluation numbers come from a ``scripts/evaluate.py``
+results.json in which the optimizer was labelled NAME. Per suite they are its
+average rank, the fraction of tasks where it beat tuned AdamW's final training
+loss, and its final losses per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def headline(results: dict, label: str) -> dict:
+  out = {"source": "scripts/evaluate.py", "command": results.get("command"),
+         "device": results.get("device"), "suites": {}}
+  for suite, data in results["suites"].items():
+    tasks, wins = {}, 0
+    for entry in data["tasks"]:
+      mine, ref = entry["results"].get(label), entry["results"].get("adamw")
+      if mine is None:
+        continue
+      tasks[f"{entry['task']}@{entry['num_steps']}"] = {
+          "final_train_loss": mine["final_train_loss"], "test_accuracy": mine["test_accuracy"],
+          "adamw_final_train_loss": ref and ref["final_train_loss"]}
+      wins += bool(ref and mine["final_train_loss"] is not None
+                   and (ref["final_train_loss"] is None
+                        or mine["final_train_loss"] < ref["final_train_loss"]))
+    if tasks:
+      out["suites"][suite] = {
+          "average_rank": data["summary"][label]["average_rank"],
+          "num_optimizers": len(data["summary"]),
+          "beats_tuned_adamw_fraction": wins / len(tasks), "tasks": tasks}
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("runs", nargs="+", help="NAME=WORKDIR")
+  parser.add_argument("--results", required=True, help="evaluate.py results.json")
+  parser.add_argument("--device_hours", action="append", default=[],
+                      help="NAME=HOURS of device time the run took (repeatable)")
+  parser.add_argument("--out", default="checkpoints")
+  args = parser.parse_args(argv)
+
+  from training.export import export_workdir
+  with open(args.results) as f:
+    results = json.load(f)
+  hours = dict(item.split("=", 1) for item in args.device_hours)
+  for item in args.runs:
+    name, workdir = item.split("=", 1)
+    evaluation = headline(results, name)
+    if not evaluation["suites"]:
+      parser.error(f"{args.results} has no results for an optimizer labelled {name!r}")
+    path = export_workdir(workdir, os.path.join(args.out, name), extra_metadata={
+        "evaluation": evaluation})
+    meta_path = os.path.join(path, "metadata.json")
+    with open(meta_path) as f:
+      meta = json.load(f)
+    meta["training"]["accelerator_hours"] = float(hours[name]) if name in hours else None
+    with open(meta_path, "w") as f:
+      json.dump(meta, f, indent=2, sort_keys=True)
+    print(f"{name}: {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
