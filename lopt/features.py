@@ -4,6 +4,8 @@ The pipeline is split so that a fused kernel or another LO can reuse each piece:
 
 1. ``update_accumulators``: momenta, second moment and factored (row/column)
    second moments, in float32, with (possibly meta-learned) decays.
+   ``update_factors`` is its row/column part alone (it needs a reduction over
+   the whole tensor, so a fused kernel runs it first).
 2. ``elementwise_features``: the 28 per-element features, computed from
    broadcastable inputs only. A kernel can call it on a block.
 3. ``normalize``: each feature divided by the RMS of that feature over the
@@ -39,6 +41,10 @@ ELEMENT_FEATURES = (
     "fac_mom0", "fac_mom1", "fac_mom2",
 )
 NUM_ELEMENT_FEATURES = len(ELEMENT_FEATURES)  # 28
+# Features that read only the row/column accumulators: their per-tensor
+# statistics can be taken over those (small) arrays instead of the tensor.
+FACTOR_ONLY_FEATURES = tuple(i for i, name in enumerate(ELEMENT_FEATURES)
+                             if name.startswith(("row", "col", "rsqrt_row", "rsqrt_col")))
 NUM_TIME_FEATURES = len(TIME_SCALES) + 1      # 11 tanh features + fraction of training
 NUM_FEATURES = NUM_ELEMENT_FEATURES + NUM_TIME_FEATURES  # 40 = the reference 39 + fraction
 
@@ -103,24 +109,42 @@ def _ema(acc: jax.Array, new: jax.Array, beta: jax.Array) -> jax.Array:
   return beta * acc + (1.0 - beta) * new
 
 
+def second_moment_targets(g2: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """What the row/column accumulators average this step, from ``g2 = g**2``.
+
+  Adafactor's factored estimate: the mean over the other factor axis (+ a tiny
+  floor so an all-zero row does not make the reconstruction 0/0). Tensors of
+  rank < 2 keep full accumulators, which average ``g2`` itself.
+  """
+  axes = factor_axes(g2.shape)
+  if axes is None:
+    return g2, g2
+  row_axis, col_axis = axes
+  return jnp.mean(g2, axis=col_axis) + 1e-30, jnp.mean(g2, axis=row_axis) + 1e-30
+
+
+def update_factors(row: jax.Array, col: jax.Array, g: jax.Array,
+                   decays: Decays) -> tuple[jax.Array, jax.Array]:
+  """One EMA step of the row/column accumulators only (they need a reduction
+  over the whole tensor, so a fused kernel runs this before its main pass)."""
+  row_new, col_new = second_moment_targets(jnp.square(g))
+  return _ema(row, row_new[None], decays.fac), _ema(col, col_new[None], decays.fac)
+
+
 def update_accumulators(acc: TensorAcc, g: jax.Array, decays: Decays) -> TensorAcc:
   """One EMA step of every accumulator; ``g`` is float32."""
-  g2 = jnp.square(g)
-  axes = factor_axes(g.shape)
-  if axes is None:
-    row_new = col_new = g2
-  else:
-    row_axis, col_axis = axes
-    # Adafactor's factored estimate: mean over the other axis (+ tiny floor so
-    # an all-zero row does not make the reconstruction 0/0).
-    row_new = jnp.mean(g2, axis=col_axis) + 1e-30
-    col_new = jnp.mean(g2, axis=row_axis) + 1e-30
+  row, col = update_factors(acc.row, acc.col, g, decays)
   return TensorAcc(
       mom=_ema(acc.mom, g[None], decays.mom),
-      rms=_ema(acc.rms, g2, decays.rms),
-      row=_ema(acc.row, row_new[None], decays.fac),
-      col=_ema(acc.col, col_new[None], decays.fac),
+      rms=_ema(acc.rms, jnp.square(g), decays.rms),
+      row=row,
+      col=col,
   )
+
+
+def factored_second_moment(row, col, row_mean):
+  """Adafactor's rank-1 reconstruction of E[g²] from broadcastable factors."""
+  return row * col / row_mean
 
 
 def broadcast_factors(acc: TensorAcc, shape: tuple[int, ...]):
@@ -134,29 +158,26 @@ def broadcast_factors(acc: TensorAcc, shape: tuple[int, ...]):
   col = jnp.expand_dims(acc.col, 1 + row_axis)   # [3, ..., 1, cols, ...]
   row_mean = jnp.mean(acc.row, axis=1 + row_axis, keepdims=True)
   row_mean = jnp.expand_dims(row_mean, 1 + col_axis)
-  fac_v = row * col / row_mean
-  return row, col, fac_v
+  return row, col, factored_second_moment(row, col, row_mean)
 
 
 def elementwise_features(g, p, mom, rms, row, col, fac_v) -> list[jax.Array]:
   """The 28 per-element features in ``ELEMENT_FEATURES`` order, un-normalized.
 
   Inputs broadcast against each other: g, p, rms are ``[*shape]``; mom, row,
-  col, fac_v are ``[3, ...]``. Every output broadcasts to ``[*shape]``.
+  col, fac_v are ``[3, ...]`` arrays or sequences of three arrays (a kernel
+  keeps one tile per decay). Every output broadcasts to ``[*shape]``.
   """
-  rsqrt_rms = jax.lax.rsqrt(rms + EPS)
-  rsqrt_row = jax.lax.rsqrt(row + EPS)
-  rsqrt_col = jax.lax.rsqrt(col + EPS)
-  rsqrt_fac = jax.lax.rsqrt(fac_v + EPS)
-  mom_rsqrt = mom * rsqrt_rms
-  fac_g = g * rsqrt_fac
-  fac_mom = mom * rsqrt_fac
-  return ([g, p, mom[0], mom[1], mom[2], rms, rsqrt_rms]
-          + [mom_rsqrt[i] for i in range(3)]
-          + [fac_g[i] for i in range(3)]
-          + [row[i] for i in range(3)] + [col[i] for i in range(3)]
-          + [rsqrt_row[i] for i in range(3)] + [rsqrt_col[i] for i in range(3)]
-          + [fac_mom[i] for i in range(3)])
+  mom, row, col, fac_v = ([x[i] for i in range(3)] for x in (mom, row, col, fac_v))
+  rsqrt = lambda x: jax.lax.rsqrt(x + EPS)
+  rsqrt_rms = rsqrt(rms)
+  rsqrt_fac = [rsqrt(v) for v in fac_v]
+  return ([g, p, *mom, rms, rsqrt_rms]
+          + [m * rsqrt_rms for m in mom]
+          + [g * r for r in rsqrt_fac]
+          + row + col
+          + [rsqrt(r) for r in row] + [rsqrt(c) for c in col]
+          + [m * r for m, r in zip(mom, rsqrt_fac)])
 
 
 def normalize(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:

@@ -24,6 +24,7 @@ state, so meta-training can perturb or differentiate it freely:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -32,6 +33,7 @@ import numpy as np
 import optax
 
 from lopt import features as F
+from lopt import kernels
 from lopt import mup as mup_lib
 
 _SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64)
@@ -71,11 +73,16 @@ class MLPLOpt:
   exp_mult: float = 0.001
   mup: bool = True
   output_init_scale: float = 1e-2  # small initial steps, as the recipe asks
+  # "auto": the fused Pallas kernels on GPU, XLA elsewhere; "xla": the reference;
+  # "pallas": the kernels everywhere (interpret mode off GPU: slow, for tests).
+  backend: str = "auto"
 
   def __post_init__(self):
     if self.hidden_size < 1 or self.hidden_layers < 1:
       raise ValueError(f"hidden_size and hidden_layers must be >= 1, got "
                        f"{self.hidden_size}, {self.hidden_layers}.")
+    if self.backend not in kernels.BACKENDS:
+      raise ValueError(f"backend must be one of {kernels.BACKENDS}, got {self.backend!r}.")
 
   # ---------------------------------------------------------------- θ
   def init(self, key: jax.Array) -> dict:
@@ -152,12 +159,15 @@ class MLPLOpt:
     count = state.count + 1
     tfeats = F.time_features(count, num_steps)
 
+    use_kernels = kernels.use_pallas(self.backend)
+
     def one(g, p, acc, mult):
-      g32 = jnp.asarray(g, jnp.float32)
-      acc = F.update_accumulators(acc, g32, decays)
-      feats = F.tensor_features(g32, jnp.asarray(p, jnp.float32), acc)
-      step = self.tensor_step(theta, feats, tfeats) * mult
-      return (-step).astype(jnp.result_type(p)), acc
+      args = (theta["mlp"], tfeats, decays, g, p, acc)
+      reference = functools.partial(self._xla_tensor_update, mult)
+      if use_kernels and kernels.supports(p):
+        return kernels.tensor_update(self, mult, *args, reference=reference,
+                                     interpret=kernels.interpret_mode())
+      return reference(*args)
 
     is_acc = lambda x: isinstance(x, F.TensorAcc)
     flat_g, treedef = jax.tree_util.tree_flatten(grads)
@@ -168,6 +178,16 @@ class MLPLOpt:
     updates = jax.tree_util.tree_unflatten(treedef, [u for u, _ in outs])
     new_acc = jax.tree_util.tree_unflatten(treedef, [a for _, a in outs])
     return updates, MLPLOptState(count=count, acc=new_acc)
+
+  def _xla_tensor_update(self, mult: float, theta_mlp: dict, tfeats: jax.Array,
+                         decays: F.Decays, g: jax.Array, p: jax.Array,
+                         acc: F.TensorAcc) -> tuple[jax.Array, F.TensorAcc]:
+    """The reference update of one tensor: (update, new accumulators)."""
+    g32 = jnp.asarray(g, jnp.float32)
+    acc = F.update_accumulators(acc, g32, decays)
+    feats = F.tensor_features(g32, jnp.asarray(p, jnp.float32), acc)
+    step = self.tensor_step({"mlp": theta_mlp}, feats, tfeats) * mult
+    return (-step).astype(jnp.result_type(p)), acc
 
   def _multipliers(self, mup: Any, params: Any) -> Any:
     if not self.mup:
