@@ -81,6 +81,15 @@ class _FlaxTask(Task):
     return kinds_by_module(params, models.INPUT_MODULES, models.OUTPUT_MODULES)
 
 
+
+def _check_model_fields(task) -> None:
+  """Fields every flax-model task shares: activation, parameterization, init scale, readout."""
+  check_choice("activation", task.activation, tuple(models.ACTIVATIONS))
+  check_choice("parameterization", task.parameterization, PARAMETERIZATIONS)
+  check_range("init_scale_range", task.init_scale_range)
+  if not (task.output_mult > 0 and math.isfinite(task.output_mult)):
+    raise ValueError(f"output_mult must be a positive float, got {task.output_mult!r}.")
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _ImageTask(_FlaxTask):
   """An image (or teacher-student) classification task; the model is a subclass choice."""
@@ -111,11 +120,7 @@ class _ImageTask(_FlaxTask):
     check_int("width", self.width)
     check_int("depth", self.depth, self.MIN_DEPTH)
     check_int("batch_size", self.batch_size)
-    check_choice("activation", self.activation, tuple(models.ACTIVATIONS))
-    check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
-    check_range("init_scale_range", self.init_scale_range)
-    if not (self.output_mult > 0 and math.isfinite(self.output_mult)):
-      raise ValueError(f"output_mult must be a positive float, got {self.output_mult!r}.")
+    _check_model_fields(self)
 
   @property
   def name(self) -> str:
@@ -212,11 +217,7 @@ class TransformerLMTask(_FlaxTask):
       check_int(what, getattr(self, what))
     if self.width % self.num_heads:
       raise ValueError(f"width {self.width} must be divisible by num_heads {self.num_heads}.")
-    check_choice("activation", self.activation, tuple(models.ACTIVATIONS))
-    check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
-    check_range("init_scale_range", self.init_scale_range)
-    if not (self.output_mult > 0 and math.isfinite(self.output_mult)):
-      raise ValueError(f"output_mult must be a positive float, got {self.output_mult!r}.")
+    _check_model_fields(self)
 
   @property
   def name(self) -> str:

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--data_dir", default=None, help="tfds data_dir for the non-cpu suites")
   parser.add_argument("--max_steps", type=_positive_int, default=None,
                       help="cap every horizon (a reduced run; the report says so)")
+  parser.add_argument("--tasks", default=None, metavar="REGEX",
+                      help="only run suite tasks whose name matches (a reduced run)")
   parser.add_argument("--lr_grid_points", type=_positive_int, default=None,
                       help="use this many evenly spaced points of each default LR grid")
   parser.add_argument("--eval_batches", type=_positive_int, default=4,
@@ -78,8 +80,8 @@ def main(argv=None) -> int:
     results = evaluation.evaluate(
         optimizers, suites, seeds=args.seeds, tuning_seeds=args.tuning_seeds,
         data_dir=args.data_dir, max_steps=args.max_steps, lr_grid_points=args.lr_grid_points,
-        eval_batches=args.eval_batches)
-  except DatasetNotPreparedError as e:
+        eval_batches=args.eval_batches, task_filter=args.tasks)
+  except (DatasetNotPreparedError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   results["notes"] = args.note

@@ -40,6 +40,7 @@ import dataclasses
 import datetime
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -532,13 +533,21 @@ class Evaluator:
 def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int = 3,
              tuning_seeds: int = TUNING_SEEDS, data_dir: Optional[str] = None,
              max_steps: Optional[int] = None, lr_grid_points: Optional[int] = None,
-             eval_batches: int = EVAL_BATCHES, log: Callable[[str], None] = print
-             ) -> dict[str, Any]:
-  """Run the protocol on ``suites``; return the JSON-ready results dict."""
+             eval_batches: int = EVAL_BATCHES, log: Callable[[str], None] = print,
+             task_filter: Optional[str] = None) -> dict[str, Any]:
+  """Run the protocol on ``suites``; return the JSON-ready results dict.
+
+  ``task_filter``: a regex; only suite entries whose task name matches it run
+  (a reduced evaluation, recorded in the settings)."""
   suites = check_suites(suites)
   labels = [o.label for o in optimizers]
   reference = reference_label(optimizers)
-  entries = {name: get_suite(name, data_dir) for name in suites}
+  entries = {name: [e for e in get_suite(name, data_dir)
+                    if task_filter is None or re.search(task_filter, e.task.name)]
+             for name in suites}
+  empty = [name for name, suite in entries.items() if not suite]
+  if empty:
+    raise ValueError(f"--tasks {task_filter!r} leaves no task in suite(s) {empty}.")
   for name, suite in entries.items():  # fail on missing datasets before training anything
     for entry in suite:
       for task in {entry.task, entry.tuning_task or entry.task}:
@@ -564,6 +573,7 @@ def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int 
       "settings": {"suites": list(suites), "seeds": list(range(seeds)),
                    "tuning_seeds": evaluator.tuning_seeds, "max_steps": max_steps,
                    "lr_grid_points": lr_grid_points, "eval_batches": eval_batches,
+                   "task_filter": task_filter,
                    "max_curve_points": MAX_CURVE_POINTS, "smooth_fraction": SMOOTH_FRACTION,
                    "reference": reference},
       "optimizers": [o.describe() for o in optimizers],
