@@ -148,8 +148,11 @@ class MLPLOpt:
     return direction * jnp.exp(self.exp_mult * magnitude) * self.step_mult
 
   def update(self, theta: dict, grads: Any, state: MLPLOptState, params: Any, *,
-             num_steps: int | None = None, mup: Any = None) -> tuple[Any, MLPLOptState]:
-    """Functional update: returns (updates, new_state); updates are added to params."""
+             num_steps: int | None = None, mup: Any = None,
+             loss: Any = None) -> tuple[Any, MLPLOptState]:
+    """Functional update: returns (updates, new_state); updates are added to params.
+    ``loss`` is accepted so every LO shares one signature; this one does not read it."""
+    del loss
     if params is None:
       raise ValueError("The learned optimizer reads parameter values: call "
                        "update(grads, state, params) with params.")

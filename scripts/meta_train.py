@@ -8,7 +8,8 @@ Every field of ``training.config.MetaTrainConfig`` is a flag (``--help`` lists
 them). Re-running the same command on the same workdir resumes from the last
 checkpoint; SIGTERM / Ctrl-C checkpoint before exiting. After training, the
 learned optimizer is exported to ``WORKDIR/export`` in the format that
-``lopt.load_pretrained`` reads.
+``lopt.load_pretrained`` reads, and its untrained θ to ``WORKDIR/export_init``
+(evaluate both to see what meta-training bought).
 
 Multi-host: launch one process per host with JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES and JAX_PROCESS_ID set (or under srun / mpirun); see
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
   state = trainer.run(config, args.workdir, progress=not args.no_progress)
   if int(state.step) >= config.outer_steps:
     path = export.export_workdir(args.workdir)
-    print(f"Exported the learned optimizer to {path}")
+    init_path = export.export_workdir(args.workdir, initial=True)
+    print(f"Exported the learned optimizer to {path} (its untrained θ to {init_path})")
   return 0
 
 

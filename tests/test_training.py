@@ -141,6 +141,17 @@ def test_export_and_load_pretrained(straight_run, tmp_path):
     lopt.load_pretrained(out)
 
 
+def test_export_init_is_the_runs_untrained_theta(straight_run, tmp_path):
+  workdir, _ = straight_run
+  out = export.export_workdir(workdir, initial=True)
+  assert out == os.path.join(workdir, "export_init")
+  _, theta = lopt.load_pretrained(out)
+  theta0 = trainer.MetaTrainer(_fast()).init(jax.random.PRNGKey(_fast().seed)).theta
+  for a, b in zip(jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(theta0)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  assert lopt.load_metadata(out)["training"]["outer_steps"] == 0
+
+
 def _heldout_loss(theta, lo, tasks, num_steps, seeds=4):
   """Mean final training loss of ``tasks`` trained by the LO at θ, over seeds
   (the evaluator's own training loop)."""

@@ -12,7 +12,7 @@ import jax
 from lopt.pretrained import save_pretrained
 from training import checkpoint, tracking
 from training.config import config_from_json
-from training.trainer import make_lopt
+from training.trainer import initial_theta, make_lopt
 
 
 def git_commit() -> str | None:
@@ -26,15 +26,24 @@ def git_commit() -> str | None:
 
 
 def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = None,
-                   extra_metadata: dict[str, Any] | None = None) -> str:
-  """Write ``out_dir`` (default ``workdir/export``) from the run's newest checkpoint."""
+                   extra_metadata: dict[str, Any] | None = None,
+                   initial: bool = False) -> str:
+  """Write ``out_dir`` (default ``workdir/export``) from the run's newest checkpoint.
+
+  ``initial=True`` exports the run's θ at outer step 0 instead (default
+  ``workdir/export_init``): the untrained LO, to measure what meta-training bought.
+  """
   with open(os.path.join(workdir, "config.json")) as f:
     config = config_from_json(json.load(f))
-  theta = checkpoint.restore_theta(os.path.join(workdir, "checkpoints"), step)
   lopt = make_lopt(config)
-  metrics = tracking.read_metrics(workdir) if os.path.exists(
-      os.path.join(workdir, "metrics.jsonl")) else []
-  last = metrics[-1] if metrics else {}
+  if initial:
+    theta, last = initial_theta(config), {"step": 0}
+    out_dir = out_dir or os.path.join(workdir, "export_init")
+  else:
+    theta = checkpoint.restore_theta(os.path.join(workdir, "checkpoints"), step)
+    metrics = tracking.read_metrics(workdir) if os.path.exists(
+        os.path.join(workdir, "metrics.jsonl")) else []
+    last = metrics[-1] if metrics else {}
   metadata = {
       "parameterization": "mup" if config.mup else "sp",
       "training": {

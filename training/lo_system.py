@@ -57,7 +57,7 @@ class LOTrainingSystem:
   """A ``TruncatedSystem`` whose inner problem is ``task`` trained by ``lopt``.
 
   ``lopt`` is any learned optimizer with the functional interface
-  ``init_state(params)`` / ``update(theta, grads, state, params, num_steps=, mup=)``.
+  ``init_state(params)`` / ``update(theta, grads, state, params, num_steps=, mup=, loss=)``.
   ``meta_loss``: "train" (normalized training loss of each step's batch) or
   "valid" (normalized loss on a fresh test-split batch at each step).
   """
@@ -101,7 +101,8 @@ class LOTrainingSystem:
     loss, grads = jax.value_and_grad(self.task.loss)(state.params, batch, k_loss)
     # Tensor roles (kinds) exist for SP and μP tasks alike; an SP-mode LO ignores them.
     updates, opt_state = self.lopt.update(theta, grads, state.opt_state, state.params,
-                                          num_steps=state.horizon, mup=self.task.kinds)
+                                          num_steps=state.horizon, mup=self.task.kinds,
+                                          loss=loss)
     params = jax.tree_util.tree_map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
     return InnerState(params, opt_state, state.step + 1, state.horizon), loss
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 from typing import Any
 
@@ -87,7 +88,9 @@ class WandbLogger:
     if mode is None:
       mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     id_path = os.path.join(workdir, "wandb_run_id")
-    run_id = open(id_path).read().strip() if os.path.exists(id_path) else wandb.util.generate_id()
+    # Our own id: wandb.util.generate_id is gone from recent wandb releases.
+    run_id = (open(id_path).read().strip() if os.path.exists(id_path)
+              else secrets.token_hex(4))
     with open(id_path, "w") as f:
       f.write(run_id)
     self.run = wandb.init(project=project, name=os.path.basename(os.path.abspath(workdir)),

@@ -40,6 +40,16 @@ def make_lopt(config: MetaTrainConfig):
   return VeLOpt(mup=config.mup, step_mult=config.step_mult, exp_mult=config.exp_mult)
 
 
+def split_init_key(key: jax.Array) -> jax.Array:
+  """The (θ, estimators, run) keys of a run's initial state, from PRNGKey(seed)."""
+  return jax.random.split(key, 3)
+
+
+def initial_theta(config: MetaTrainConfig) -> Any:
+  """θ at outer step 0 of a run with this config (the untrained LO)."""
+  return make_lopt(config).init(split_init_key(jax.random.PRNGKey(config.seed))[0])
+
+
 def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=config.outer_lr, warmup_steps=config.warmup_steps,
@@ -88,7 +98,7 @@ class MetaTrainer:
     return out
 
   def init(self, key: jax.Array) -> MetaState:
-    k_theta, k_est, k_run = jax.random.split(key, 3)
+    k_theta, k_est, k_run = split_init_key(key)
     theta = self.lopt.init(k_theta)
     states = tuple(e.init(jax.random.fold_in(k_est, i), theta)
                    for i, e in enumerate(self.estimators()))
