@@ -64,6 +64,25 @@ def _check_num_steps(num_steps) -> None:
                      f"or None if unknown, got {num_steps!r}.")
 
 
+def check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:
+  """Raise a ValueError naming the tensor if ``theta`` does not have ``expected``'s
+  tree and shapes (``owner``, the LO config, is named in the message)."""
+  exp_flat = {jax.tree_util.keystr(k): v for k, v in
+              jax.tree_util.tree_flatten_with_path(expected)[0]}
+  got_flat = {jax.tree_util.keystr(k): v for k, v in
+              jax.tree_util.tree_flatten_with_path(theta)[0]}
+  missing = sorted(set(exp_flat) - set(got_flat))
+  extra = sorted(set(got_flat) - set(exp_flat))
+  if missing or extra:
+    raise ValueError(f"θ does not match {owner}: missing tensors {missing}, "
+                     f"unexpected tensors {extra}.")
+  for name, spec in exp_flat.items():
+    if tuple(np.shape(got_flat[name])) != tuple(spec.shape):
+      raise ValueError(f"θ tensor {name} has shape {tuple(np.shape(got_flat[name]))} but "
+                       f"{owner} expects {tuple(spec.shape)}; this θ comes from a "
+                       "different architecture.")
+
+
 @dataclasses.dataclass(frozen=True)
 class MLPLOpt:
   """Config of the per-parameter MLP learned optimizer (hashable: usable as a jit static)."""
@@ -107,21 +126,7 @@ class MLPLOpt:
 
   def check_theta(self, theta: Any) -> None:
     """Raise a clear error if θ was made for a different architecture."""
-    expected = jax.eval_shape(self.init, jax.random.PRNGKey(0))
-    exp_flat = dict((jax.tree_util.keystr(k), v) for k, v in
-                    jax.tree_util.tree_flatten_with_path(expected)[0])
-    got_flat = dict((jax.tree_util.keystr(k), v) for k, v in
-                    jax.tree_util.tree_flatten_with_path(theta)[0])
-    missing = sorted(set(exp_flat) - set(got_flat))
-    extra = sorted(set(got_flat) - set(exp_flat))
-    if missing or extra:
-      raise ValueError(f"θ does not match {self}: missing tensors {missing}, "
-                       f"unexpected tensors {extra}.")
-    for name, spec in exp_flat.items():
-      if tuple(np.shape(got_flat[name])) != tuple(spec.shape):
-        raise ValueError(f"θ tensor {name} has shape {tuple(np.shape(got_flat[name]))} but "
-                         f"{self} expects {tuple(spec.shape)}; this θ comes from a "
-                         "different architecture.")
+    check_theta_tree(jax.eval_shape(self.init, jax.random.PRNGKey(0)), theta, self)
 
   # ---------------------------------------------------------------- state
   def init_state(self, params: Any) -> MLPLOptState:

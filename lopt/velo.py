@@ -54,7 +54,7 @@ import optax
 
 from lopt import features as F
 from lopt import mup as mup_lib
-from lopt.mlp_lopt import _check_num_steps, _check_param_dtypes
+from lopt.mlp_lopt import _check_num_steps, _check_param_dtypes, check_theta_tree
 
 # Per-tensor LSTM inputs, in order: (name, width). The first block is computed
 # per tensor, the last two are shared by all tensors.
@@ -260,23 +260,6 @@ def lstm_cell(params: dict, x: jax.Array, h: jax.Array, c: jax.Array):
   return h, c
 
 
-def _check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:
-  exp_flat = {jax.tree_util.keystr(k): v for k, v in
-              jax.tree_util.tree_flatten_with_path(expected)[0]}
-  got_flat = {jax.tree_util.keystr(k): v for k, v in
-              jax.tree_util.tree_flatten_with_path(theta)[0]}
-  missing = sorted(set(exp_flat) - set(got_flat))
-  extra = sorted(set(got_flat) - set(exp_flat))
-  if missing or extra:
-    raise ValueError(f"θ does not match {owner}: missing tensors {missing}, "
-                     f"unexpected tensors {extra}.")
-  for name, spec in exp_flat.items():
-    if tuple(np.shape(got_flat[name])) != tuple(spec.shape):
-      raise ValueError(f"θ tensor {name} has shape {tuple(np.shape(got_flat[name]))} but "
-                       f"{owner} expects {tuple(spec.shape)}; this θ comes from a "
-                       "different architecture.")
-
-
 # ---------------------------------------------------------------- the optimizer
 @dataclasses.dataclass(frozen=True)
 class VeLOpt:
@@ -340,7 +323,7 @@ class VeLOpt:
 
   def check_theta(self, theta: Any) -> None:
     """Raise a clear error if θ was made for a different architecture."""
-    _check_theta_tree(jax.eval_shape(self._init, jax.random.PRNGKey(0)), theta, self)
+    check_theta_tree(jax.eval_shape(self._init, jax.random.PRNGKey(0)), theta, self)
 
   # ---------------------------------------------------------------- state
   def init_state(self, params: Any) -> VeLOptState:

@@ -3,6 +3,7 @@
 
     python scripts/ship_pretrained.py --results results/pretrained-cpu/results.json \
         --device_hours mulo-m=0.8 --device_hours mulo-s=0.17 \
+        --description 'mulo-m=CPU-scale μLO_M: ...' \
         mulo-m=runs/mulo-m-cpu mulo-s=runs/mulo-s-cpu sp-lo=runs/sp-lo-cpu
 
 Each NAME=WORKDIR is exported from the run's newest checkpoint (θ with orbax +
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
   parser.add_argument("--results", required=True, help="evaluate.py results.json")
   parser.add_argument("--device_hours", action="append", default=[],
                       help="NAME=HOURS of device time the run took (repeatable)")
+  parser.add_argument("--description", action="append", default=[],
+                      help="NAME=TEXT: what this optimizer is, e.g. its scale (repeatable)")
   parser.add_argument("--out", default="checkpoints")
   args = parser.parse_args(argv)
 
@@ -59,6 +62,7 @@ def main(argv=None) -> int:
   with open(args.results) as f:
     results = json.load(f)
   hours = dict(item.split("=", 1) for item in args.device_hours)
+  descriptions = dict(item.split("=", 1) for item in args.description)
   for item in args.runs:
     name, workdir = item.split("=", 1)
     evaluation = headline(results, name)
@@ -70,6 +74,8 @@ def main(argv=None) -> int:
     with open(meta_path) as f:
       meta = json.load(f)
     meta["training"]["accelerator_hours"] = float(hours[name]) if name in hours else None
+    if name in descriptions:
+      meta["description"] = descriptions[name]
     with open(meta_path, "w") as f:
       json.dump(meta, f, indent=2, sort_keys=True)
     print(f"{name}: {path}")
