@@ -6,12 +6,15 @@
     tx = lo.as_optax(theta, num_steps=1000, mup=lopt.mup.infer_kinds(params, base_params))
 
     tx = lopt.pretrained_optax("mulo-m", num_steps=1000, mup=kinds)  # shipped, meta-trained
+    velo = lopt.VeLOpt(mup=True)              # VeLO-style LO (μVeLO); its update needs loss=
 """
 
-from lopt import features, mup
+from lopt import features, mup, velo
 from lopt.mlp_lopt import MLPLOpt, MLPLOptState
+from lopt.velo import VeLOpt, VeLOptState
 from lopt.pretrained import (available, load_metadata, load_pretrained, pretrained_optax,
                              save_pretrained)
 
-__all__ = ["MLPLOpt", "MLPLOptState", "available", "features", "load_metadata",
-           "load_pretrained", "mup", "pretrained_optax", "save_pretrained"]
+__all__ = ["MLPLOpt", "MLPLOptState", "VeLOpt", "VeLOptState", "available", "features",
+           "load_metadata", "load_pretrained", "mup", "pretrained_optax", "save_pretrained",
+           "velo"]

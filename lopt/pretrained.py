@@ -29,13 +29,8 @@ REQUIRED_KEYS = ("format", "format_version", "architecture", "config")
 
 def _architectures() -> dict[str, type]:
   from lopt.mlp_lopt import MLPLOpt
-  archs: dict[str, type] = {"MLPLOpt": MLPLOpt}
-  try:
-    from lopt.velo import VeLOpt
-    archs["VeLOpt"] = VeLOpt
-  except ImportError:  # the VeLO module is optional for loading MLP LOs
-    pass
-  return archs
+  from lopt.velo import VeLOpt
+  return {"MLPLOpt": MLPLOpt, "VeLOpt": VeLOpt}
 
 
 def shipped_dir() -> Path:

@@ -119,7 +119,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     "muvelo-m": dict(lopt="velo", mup=True, distribution="mulo-m", step_mult=0.001),
     "muvelo-tiny": dict(lopt="velo", mup=True, distribution="tiny", step_mult=0.001,
                         num_pairs=4, truncation_length=10, min_horizon=20, max_horizon=60,
-                        outer_steps=100, warmup_steps=10, outer_lr=1e-2, outer_final_lr=3e-3,
+                        outer_steps=300, warmup_steps=10, outer_lr=1e-2, outer_final_lr=3e-3,
                         checkpoint_every=50, log_every=5),
 }
 
