@@ -176,3 +176,23 @@ def test_tiny_meta_training_improves_heldout_digits(tmp_path):
   before = _heldout_loss(theta0, lo, heldout, num_steps=60)
   after = _heldout_loss(state.theta, lo, heldout, num_steps=60)
   assert after < before - 0.05, (before, after)
+
+
+def test_log_meta_loss_is_the_log_of_the_normalized_loss():
+  """Same keys, same trajectory: the log system reports log(linear + floor)."""
+  import meta_tasks
+  from training.lo_system import LOG_META_FLOOR, LOTrainingSystem, TruncationSchedule
+  task = meta_tasks.get_distribution("quadratic").configs()[0]
+  lo = trainer.make_lopt(_fast())
+  theta = trainer.initial_theta(_fast())
+  theta = jax.tree_util.tree_map(lambda x: x + 0.1, theta)  # non-zero steps
+  outs = []
+  for log in (False, True):
+    system = LOTrainingSystem(lo, task, 5, TruncationSchedule(10, 20), log_meta_loss=log)
+    state = system.init_state(jax.random.PRNGKey(0), random_offset=False)
+    _, out = jax.jit(system.unroll)(theta, theta, state, jax.random.PRNGKey(1))
+    outs.append(np.asarray(out.losses))
+  linear, logged = outs
+  assert np.all(linear > 0) and np.ptp(linear) > 0
+  np.testing.assert_allclose(logged, np.log(linear + LOG_META_FLOOR), rtol=1e-5, atol=1e-6)
+  assert config_lib.get_preset("tiny", log_meta_loss=True).log_meta_loss

@@ -35,6 +35,7 @@ class MetaTrainConfig:
   min_horizon: int = 100
   max_horizon: int = 1000
   meta_loss: str = "train"
+  log_meta_loss: bool = False   # meta-loss log(normalized loss + 1e-4): weighs late training
   delta_clip: float | None = None
   sign_delta: bool = False
   # Outer optimizer: AdamW, warmup then cosine from outer_lr to outer_final_lr.

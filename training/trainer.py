@@ -88,7 +88,8 @@ class MetaTrainer:
     out = []
     for task, task_data in zip(self.tasks, data):
       system = LOTrainingSystem(self.lopt, task, c.truncation_length, schedule,
-                                meta_loss=c.meta_loss, data=task_data)
+                                meta_loss=c.meta_loss, log_meta_loss=c.log_meta_loss,
+                                data=task_data)
       kwargs = dict(system=system, num_pairs=c.num_pairs, mesh=self.mesh)
       if c.estimator != "tbptt":
         kwargs.update(sigma=c.sigma, delta_clip=c.delta_clip, sign_delta=c.sign_delta)
