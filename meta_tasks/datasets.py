@@ -185,8 +185,10 @@ def _load_tfds_split(name: str, split: str, data_dir: str | None, size: int | No
   return np.concatenate(images), labels
 
 
-def _cache_path(cache_dir: str, dataset: str, size: int | None, grayscale: bool) -> Path:
-  stem = f"{dataset.replace('/', '_')}_{size or 'native'}{'_gray' if grayscale else ''}"
+def cache_path(cache_dir: str, dataset: str, size: int | None, grayscale: bool) -> Path:
+  """The .npz array cache of one dataset config (size None and the native size share it)."""
+  size = size or IMAGE_DATASETS[dataset].native_size
+  stem = f"{dataset.replace('/', '_')}_{size}{'_gray' if grayscale else ''}"
   return Path(cache_dir) / f"{stem}.npz"
 
 
@@ -197,7 +199,7 @@ def load_numpy_images(dataset: str, image_size: int | None = None, grayscale: bo
   info = check_image_config(dataset, image_size)
   data_dir = resolve_data_dir(data_dir)
   cache_dir = cache_dir or os.environ.get("LOPT_CACHE_DIR") or None
-  path = _cache_path(cache_dir, dataset, image_size, grayscale) if cache_dir else None
+  path = cache_path(cache_dir, dataset, image_size, grayscale) if cache_dir else None
   if path is not None and path.exists():
     with np.load(path) as f:
       return {k: f[k] for k in f.files}

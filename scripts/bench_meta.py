@@ -39,14 +39,15 @@ CONFIGS = {
 }
 
 
-def _synthetic_cifar_cache(directory: str) -> None:
+def _synthetic_cifar_cache(path) -> None:
   import numpy as np
   rng = np.random.default_rng(0)
   arrays = {"train_images": rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8),
             "train_labels": rng.integers(0, 10, 50_000).astype(np.int32),
             "test_images": rng.integers(0, 256, (10_000, 32, 32, 3), dtype=np.uint8),
             "test_labels": rng.integers(0, 10, 10_000).astype(np.int32)}
-  np.savez(os.path.join(directory, "cifar10_native.npz"), **arrays)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.savez(path, **arrays)
 
 
 class AdamAsLOpt:
@@ -63,7 +64,7 @@ class AdamAsLOpt:
   def init_state(self, params):
     return self.tx.init(params)
 
-  def update(self, theta, grads, state, params, *, num_steps=None, mup=None):
+  def update(self, theta, grads, state, params, *, num_steps=None, mup=None, loss=None):
     return self.tx.update(grads, state, params)
 
 
@@ -161,8 +162,10 @@ def main(argv=None) -> int:
     parser.error(f"unknown configs {unknown}; valid: {list(CONFIGS)}")
   args.outer_steps = args.outer_steps or (100 if on_gpu else 3)
   os.environ.setdefault("LOPT_CACHE_DIR", tempfile.mkdtemp(prefix="lopt_bench_"))
-  if not os.path.exists(os.path.join(os.environ["LOPT_CACHE_DIR"], "cifar10_native.npz")):
-    _synthetic_cifar_cache(os.environ["LOPT_CACHE_DIR"])
+  from meta_tasks.datasets import cache_path
+  path = cache_path(os.environ["LOPT_CACHE_DIR"], "cifar10", None, False)
+  if not path.exists():
+    _synthetic_cifar_cache(path)
 
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
         f"{args.pairs} antithetic pairs, K={args.truncation}, hidden-32 μLO, PES")
