@@ -64,6 +64,19 @@ def _check_num_steps(num_steps) -> None:
                      f"or None if unknown, got {num_steps!r}.")
 
 
+def step_multipliers(lo: Any, mup: Any, params: Any) -> Any:
+  """Per-tensor μP step multipliers of an LO config ``lo`` (1 everywhere in SP
+  mode); a μP-mode LO without a ``mup`` spec gets an error naming the fixes."""
+  if not lo.mup:
+    return jax.tree_util.tree_map(lambda _: 1.0, params)
+  if mup is None:
+    raise ValueError(
+        f"This learned optimizer ({type(lo).__name__}) is in μP mode and needs to know "
+        "which tensors are hidden matrices: pass mup=<spec> (see lopt.mup.kinds_from_paths "
+        f"/ lopt.mup.infer_kinds), or use an SP-mode LO ({type(lo).__name__}(mup=False)).")
+  return mup_lib.multipliers(mup, params)
+
+
 def check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:
   """Raise a ValueError naming the tensor if ``theta`` does not have ``expected``'s
   tree and shapes (``owner``, the LO config, is named in the message)."""
@@ -198,14 +211,7 @@ class MLPLOpt:
     return (-step).astype(jnp.result_type(p)), acc
 
   def _multipliers(self, mup: Any, params: Any) -> Any:
-    if not self.mup:
-      return jax.tree_util.tree_map(lambda _: 1.0, params)  # SP: never scaled
-    if mup is None:
-      raise ValueError(
-          "This learned optimizer is in μP mode and needs to know which tensors are "
-          "hidden matrices: pass mup=<spec> (see lopt.mup.kinds_from_paths / "
-          "lopt.mup.infer_kinds), or use an SP-mode LO (MLPLOpt(mup=False)).")
-    return mup_lib.multipliers(mup, params)
+    return step_multipliers(self, mup, params)
 
   # ---------------------------------------------------------------- optax
   def as_optax(self, theta: dict, num_steps: int | None = None,

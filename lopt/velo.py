@@ -53,8 +53,8 @@ import numpy as np
 import optax
 
 from lopt import features as F
-from lopt import mup as mup_lib
-from lopt.mlp_lopt import _check_num_steps, _check_param_dtypes, check_theta_tree
+from lopt.mlp_lopt import (_check_num_steps, _check_param_dtypes, check_theta_tree,
+                            step_multipliers)
 
 # Per-tensor LSTM inputs, in order: (name, width). The first block is computed
 # per tensor, the last two are shared by all tensors.
@@ -429,14 +429,7 @@ class VeLOpt:
     return jax.tree_util.tree_unflatten(treedef, updates), new_state
 
   def _multipliers(self, mup: Any, params: Any) -> Any:
-    if not self.mup:
-      return jax.tree_util.tree_map(lambda _: 1.0, params)  # SP: RMS(p) instead
-    if mup is None:
-      raise ValueError(
-          "This learned optimizer is in μP mode (μVeLO) and needs to know which tensors "
-          "are hidden matrices: pass mup=<spec> (see lopt.mup.kinds_from_paths / "
-          "lopt.mup.infer_kinds), or use VeLOpt(mup=False).")
-    return mup_lib.multipliers(mup, params)
+    return step_multipliers(self, mup, params)  # SP mode: 1, and RMS(p) scales instead
 
   # ---------------------------------------------------------------- optax
   def as_optax(self, theta: dict, num_steps: int | None = None,

@@ -241,7 +241,7 @@ def test_missing_loss_and_other_bad_input_fail_clearly():
     tx.update(params, state, params, loss=jnp.ones(3))
   with pytest.raises(ValueError, match="reads parameter values"):
     tx.update(params, state, loss=1.0)
-  with pytest.raises(ValueError, match="μVeLO"):
+  with pytest.raises(ValueError, match=r"VeLOpt\) is in μP mode.*VeLOpt\(mup=False\)"):
     MU_LO.as_optax(theta).init(params)
   with pytest.raises(ValueError, match=r"\['lstm'\]\['[bw]'\]"):
     V.VeLOpt(lstm_hidden=32).as_optax(theta)
