@@ -96,9 +96,11 @@ class MetaTrainConfig:
 # What ships in checkpoints/ when no GPU is lent. ES-Single beat PES on the same
 # budget and step_mult 0.1 beat 0.01 (results/pretrained-cpu/estimator-comparison.md):
 # tuned AdamW takes LR 0.03-0.1 on these μP digits MLPs, so 0.01 is too small a step.
+# Horizons to 1000 and the DESIGN outer LR (3e-3 -> 1e-3): with max_horizon 200 the
+# μLOs diverged at 5x-25x horizons, and at outer LR 1e-2 longer horizons went unstable.
 _CPU_RECIPE = dict(estimator="es_single", step_mult=0.1, num_pairs=4, truncation_length=20,
-                   min_horizon=50, max_horizon=200, outer_steps=1000, warmup_steps=20,
-                   outer_lr=1e-2, outer_final_lr=3e-3, checkpoint_every=100, log_every=20)
+                   min_horizon=50, max_horizon=1000, outer_steps=1000, warmup_steps=20,
+                   outer_lr=3e-3, outer_final_lr=1e-3, checkpoint_every=100, log_every=20)
 
 _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
