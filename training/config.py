@@ -116,7 +116,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     "mulo-m-digits": dict(distribution="mulo-m-digits"),
     "sp-lo-digits": dict(distribution="sp-m-digits", mup=False),
     # CPU-scale μLO_M / μLO_S / SP LO (what ships in checkpoints/ when no GPU is lent):
-    # digits 8x8, base width 32, horizons 50-200 (the -cpu suites' reference).
+    # digits 8x8, base width 32, horizons 50-1000 (the -cpu suites' reference).
     "mulo-m-cpu": dict(distribution="mulo-m-cpu", **_CPU_RECIPE),
     "mulo-s-cpu": dict(distribution="mulo-s-cpu", **_CPU_RECIPE),
     # step_mult 0.01: at 0.1 the SP LO's raw (not 1/fan_in) hidden steps wrecked the
