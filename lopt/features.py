@@ -41,6 +41,11 @@ ELEMENT_FEATURES = (
     "fac_mom0", "fac_mom1", "fac_mom2",
 )
 NUM_ELEMENT_FEATURES = len(ELEMENT_FEATURES)  # 28
+# Ratios of a gradient statistic to the root of a second moment: already
+# scale-free, and their absolute size is the signal-to-noise that lets Adam
+# anneal. ``raw_ratios=True`` keeps them un-normalized (see MLPLOpt.raw_ratios).
+RATIO_FEATURES = tuple(i for i, name in enumerate(ELEMENT_FEATURES)
+                       if name.startswith(("mom_rsqrt", "fac_g", "fac_mom")))
 # Features that read only the row/column accumulators: their per-tensor
 # statistics can be taken over those (small) arrays instead of the tensor.
 FACTOR_ONLY_FEATURES = tuple(i for i, name in enumerate(ELEMENT_FEATURES)
@@ -190,12 +195,16 @@ def normalize(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return jnp.broadcast_to(x, shape)
 
 
-def tensor_features(g: jax.Array, p: jax.Array, acc: TensorAcc) -> jax.Array:
-  """Normalized per-element features, stacked on a new last axis: ``[*shape, 28]``."""
+def tensor_features(g: jax.Array, p: jax.Array, acc: TensorAcc,
+                    raw_ratios: bool = False) -> jax.Array:
+  """Normalized per-element features, stacked on a new last axis: ``[*shape, 28]``.
+  With ``raw_ratios`` the ``RATIO_FEATURES`` are left un-normalized."""
   shape = g.shape
   row, col, fac_v = broadcast_factors(acc, shape)
   feats = elementwise_features(g, p, acc.mom, acc.rms, row, col, fac_v)
-  return jnp.stack([normalize(f, shape) for f in feats], axis=-1)
+  keep = RATIO_FEATURES if raw_ratios else ()
+  return jnp.stack([jnp.broadcast_to(f, shape) if i in keep else normalize(f, shape)
+                    for i, f in enumerate(feats)], axis=-1)
 
 
 def time_features(step: jax.Array, num_steps: int | None) -> jax.Array:

@@ -62,8 +62,11 @@ def _assert_trees_close(got, want, rtol=2e-4):
                                err_msg=jax.tree_util.keystr(path))
 
 
-def test_fused_equals_xla_on_every_rank_over_steps():
-  xla, fused = lopt.MLPLOpt(backend="xla"), lopt.MLPLOpt(backend="pallas")
+@pytest.mark.parametrize("options", [{}, {"raw_ratios": True, "adam_init": True}],
+                         ids=["reference", "raw_ratios"])
+def test_fused_equals_xla_on_every_rank_over_steps(options):
+  xla = lopt.MLPLOpt(backend="xla", **options)
+  fused = lopt.MLPLOpt(backend="pallas", **options)
   theta = _theta(xla)
   params, grads_seq = _params_and_grads()
   run = lambda cfg: jax.jit(lambda *args: _unroll(cfg, *args, mup=KINDS))(

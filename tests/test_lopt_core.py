@@ -49,8 +49,9 @@ def np_accumulate(acc, g):
   return out
 
 
-def np_features(g, p, acc):
-  """[*shape, 28] normalized features, transcribed directly from the design."""
+def np_features(g, p, acc, raw_ratios=False):
+  """[*shape, 28] normalized features, transcribed directly from the design
+  (with ``raw_ratios``, m/sqrt(v), g/sqrt(fac) and m/sqrt(fac) stay raw)."""
   shape = g.shape
   ax = np_axes(shape)
   rows, cols, facs = [], [], []
@@ -72,7 +73,8 @@ def np_features(g, p, acc):
            + [rs(x) for x in rows] + [rs(x) for x in cols]
            + [m[i] * rs(facs[i]) for i in range(3)])
   feats = [np.broadcast_to(f, shape) for f in feats]
-  feats = [f / np.sqrt(1e-5 + np.mean(f**2)) for f in feats]
+  raw = set(range(7, 13)) | set(range(25, 28)) if raw_ratios else set()
+  feats = [f if i in raw else f / np.sqrt(1e-5 + np.mean(f**2)) for i, f in enumerate(feats)]
   return np.stack(feats, axis=-1)
 
 
@@ -123,6 +125,69 @@ def test_features_match_numpy(shape):
   # Normalization bounds every feature's second moment over the tensor by 1.
   ms = np.mean(np.square(np.asarray(got)).reshape(-1, F.NUM_ELEMENT_FEATURES), axis=0)
   assert np.all(ms <= 1 + 1e-5)
+
+
+def _np_run(shape, steps=3, seed=0):
+  """Random p and ``steps`` gradients through both accumulators: (g, p, acc, np_acc)."""
+  rng = np.random.default_rng(seed)
+  acc, np_acc = F.init_acc(shape), np_init(shape)
+  p = rng.normal(size=shape).astype(np.float32)
+  for _ in range(steps):
+    g = rng.normal(size=shape).astype(np.float32)
+    acc = F.update_accumulators(acc, jnp.asarray(g), F.default_decays())
+    np_acc = np_accumulate(np_acc, g.astype(np.float64))
+  return g, p, acc, np_acc
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 6), (3, 3, 4, 5)])
+def test_raw_ratio_features_match_numpy(shape):
+  g, p, acc, np_acc = _np_run(shape)
+  got = np.asarray(F.tensor_features(jnp.asarray(g), jnp.asarray(p), acc, raw_ratios=True))
+  want = np_features(g.astype(np.float64), p.astype(np.float64), np_acc, raw_ratios=True)
+  np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+  assert [F.ELEMENT_FEATURES[i] for i in F.RATIO_FEATURES] == [
+      "mom_rsqrt0", "mom_rsqrt1", "mom_rsqrt2", "fac_g0", "fac_g1", "fac_g2",
+      "fac_mom0", "fac_mom1", "fac_mom2"]
+  # Scaling the gradients leaves the raw ratios unchanged (they are scale-free).
+  acc10 = F.init_acc(shape)
+  rng = np.random.default_rng(0)
+  rng.normal(size=shape)
+  for _ in range(3):
+    acc10 = F.update_accumulators(acc10, 1e3 * jnp.asarray(rng.normal(size=shape), jnp.float32),
+                                  F.default_decays())
+  scaled = np.asarray(F.tensor_features(1e3 * jnp.asarray(g), jnp.asarray(p), acc10, True))
+  np.testing.assert_allclose(scaled[..., F.RATIO_FEATURES], got[..., F.RATIO_FEATURES],
+                             rtol=1e-4)
+
+
+def test_adam_init_steps_like_mu_adam():
+  """With the random part's output zeroed, the Adam-initialized LO's update is
+  -lr·mult·(½ m/sqrt(v+ε) + ½ m/sqrt(fac_v+ε)) in closed form, at every step."""
+  cfg = lopt.MLPLOpt(mup=True, raw_ratios=True, adam_init=True, step_mult=0.1,
+                     output_init_scale=0.0)
+  theta = cfg.init(jax.random.PRNGKey(3))
+  shapes = {"w_in": (6, 8), "w_hidden": (8, 8), "b": (8,)}
+  kinds = {"w_in": "input", "w_hidden": "hidden", "b": "vector"}
+  mult = {"w_in": 1.0, "w_hidden": 1 / 8, "b": 1.0}
+  params = {k: jnp.asarray(np.random.default_rng(1).normal(size=s), jnp.float32)
+            for k, s in shapes.items()}
+  state = cfg.init_state(params)
+  np_accs = {k: np_init(s) for k, s in shapes.items()}
+  update = jax.jit(lambda g, s, p: cfg.update(theta, g, s, p, num_steps=50, mup=kinds))
+  rng = np.random.default_rng(2)
+  for _ in range(4):
+    grads = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in shapes.items()}
+    updates, state = update(grads, state, params)
+    for k, s in shapes.items():
+      np_accs[k] = np_accumulate(np_accs[k], np.asarray(grads[k], np.float64))
+      feats = np_features(np.asarray(grads[k], np.float64), np.asarray(params[k], np.float64),
+                          np_accs[k], raw_ratios=True)
+      adam = 0.5 * feats[..., 7] + 0.5 * feats[..., 25]   # mom_rsqrt0, fac_mom0
+      np.testing.assert_allclose(updates[k], -0.1 * mult[k] * adam, rtol=1e-4, atol=1e-7,
+                                 err_msg=k)
+    params = optax.apply_updates(params, updates)
+  with pytest.raises(ValueError, match="raw_ratios"):
+    lopt.MLPLOpt(adam_init=True)
 
 
 def test_time_features():

@@ -25,6 +25,8 @@ class MetaTrainConfig:
   hidden_layers: int = 2
   step_mult: float = 0.01
   exp_mult: float = 0.001
+  raw_ratios: bool = False   # MLPLOpt: scale-free ratio features un-normalized
+  adam_init: bool = False    # MLPLOpt: θ starts as μAdam with LR step_mult (needs raw_ratios)
   # Inner tasks: a named meta_tasks distribution; one estimator per static config.
   distribution: str = "tiny"
   # Truncated unrolls and the estimator.
@@ -75,6 +77,11 @@ class MetaTrainConfig:
                        f"min_horizon ({self.min_horizon}).")
     if not self.sigma > 0:
       raise ValueError(f"sigma must be > 0, got {self.sigma}.")
+    if self.lopt != "mlp" and (self.raw_ratios or self.adam_init):
+      raise ValueError("raw_ratios and adam_init are options of the MLP LO (lopt='mlp').")
+    if self.adam_init and not self.raw_ratios:
+      raise ValueError("adam_init=True needs raw_ratios=True: a normalized m/sqrt(v) has "
+                       "RMS 1 and cannot give Adam's step.")
     if self.meta_loss not in ("train", "valid"):
       raise ValueError(f"meta_loss must be 'train' or 'valid', got {self.meta_loss!r}.")
 
