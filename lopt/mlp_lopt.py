@@ -149,6 +149,10 @@ class MLPLOpt:
   # ``step_mult``. Needs raw_ratios. Meta-training then improves on Adam
   # instead of first having to discover descent from noise.
   adam_init: bool = False
+  # Read the 11 absolute-time features tanh(t/τ - 1). False zeroes them, leaving
+  # the fraction of training: an LO meta-trained on horizons <= H never sees the
+  # values they take after step H, so at longer horizons they are off-distribution.
+  absolute_time: bool = True
   # "auto": the fused Pallas kernels on GPU, XLA elsewhere; "xla": the reference;
   # "pallas": the kernels everywhere (interpret mode off GPU: slow, for tests).
   backend: str = "auto"
@@ -230,6 +234,8 @@ class MLPLOpt:
     decays = F.decays_from_logits(F.Decays(**theta["decay_logits"]))
     count = state.count + 1
     tfeats = F.time_features(count, num_steps)
+    if not self.absolute_time:
+      tfeats = tfeats.at[:-1].set(0.0)  # keep only the fraction of training
 
     use_kernels = kernels.use_pallas(self.backend)
 

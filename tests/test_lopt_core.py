@@ -435,3 +435,22 @@ def test_bad_input_errors():
   with pytest.raises(ValueError, match="reads parameter values"):
     tx = lopt.MLPLOpt(mup=False).as_optax(theta)
     tx.update(params, tx.init(params))
+
+
+def test_without_absolute_time_only_the_fraction_of_training_matters():
+  """absolute_time=False: step t of N and step 2t of 2N give the same update
+  (same accumulators), while the reference LO tells them apart."""
+  params = _rand_tree(jax.random.PRNGKey(5), [(5, 6), (7,)])
+  grads = _rand_tree(jax.random.PRNGKey(6), [(5, 6), (7,)])
+  outs = {}
+  for absolute in (True, False):
+    cfg = lopt.MLPLOpt(mup=False, absolute_time=absolute)
+    theta = cfg.init(jax.random.PRNGKey(7))
+    theta["mlp"]["layer_0"]["w_time"] = theta["mlp"]["layer_0"]["w_time"] * 30.0
+    state = cfg.init_state(params)
+    run = lambda count, n: cfg.update(theta, grads, state._replace(count=jnp.asarray(count)),
+                                      params, num_steps=n)[0]
+    outs[absolute] = (run(9, 40), run(19, 80))   # the update is at step count + 1
+  for k in params:
+    np.testing.assert_allclose(outs[False][0][k], outs[False][1][k], rtol=1e-6)
+    assert not np.allclose(outs[True][0][k], outs[True][1][k], rtol=1e-3)

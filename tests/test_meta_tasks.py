@@ -12,6 +12,7 @@ import optax
 import pytest
 
 import meta_tasks as mt
+import training.config
 from lopt.mup import multipliers
 from meta_tasks import models, suites
 from meta_tasks.families import META_INIT_SCALE
@@ -305,6 +306,12 @@ def test_distributions_and_suites():
   assert all(e.task.depth == 4 * e.tuning_task.depth for e in mt.get_suite("heldout-depth"))
   assert [e.num_steps for e in mt.get_suite("heldout-horizon")] == [
       5 * suites.META_HORIZON, 25 * suites.META_HORIZON]
+  # The -cpu horizons are held out from the longest *-cpu meta-training horizon.
+  longest = max(training.config.get_preset(p).max_horizon
+                for p in ("mulo-m-cpu", "mulo-s-cpu", "sp-lo-cpu"))
+  assert suites.META_HORIZON_CPU == longest
+  assert [e.num_steps for e in mt.get_suite("heldout-horizon-cpu")] == [5 * longest,
+                                                                        25 * longest]
   assert len(mt.get_suite("full")) == sum(len(mt.get_suite(n)) for n in (
       "heldout-width", "heldout-depth", "heldout-horizon", "heldout-arch", "heldout-data"))
   assert META_INIT_SCALE[0] < 1 < META_INIT_SCALE[1]
