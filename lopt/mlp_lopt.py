@@ -96,6 +96,17 @@ def check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:
                        "different architecture.")
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def schedule_factor(schedule: str, count: jax.Array, num_steps) -> jax.Array:
+  """The external step schedule at update number ``count`` (1-based) of ``num_steps``."""
+  if schedule == "constant" or num_steps is None:
+    return jnp.ones((), jnp.float32)
+  frac = jnp.clip(jnp.asarray(count, jnp.float32) / num_steps, 0.0, 1.0)
+  return 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+
+
 # The ratios the Adam-initialized LO starts from, and their weights in d.
 # m/sqrt(v) (β 0.9 / 0.999) is Adam without bias correction: up to 6.5x too
 # large a step in the first 100 steps. m over the Adafactor second moment of
@@ -129,6 +140,15 @@ def _embed_adam(layers: dict, hidden_layers: int) -> dict:
   return layers
 
 
+def _scale_direction(theta_mlp: dict, factor: jax.Array) -> dict:
+  """θ whose direction output is ``factor`` times the original: d is linear in
+  the output layer, so this scales the step exactly, in the XLA path and the
+  kernels alike, without another pass over the parameters."""
+  out = theta_mlp["output"]
+  scale = jnp.stack([factor, jnp.ones_like(factor)])
+  return {**theta_mlp, "output": {"w": out["w"] * scale, "b": out["b"] * scale}}
+
+
 @dataclasses.dataclass(frozen=True)
 class MLPLOpt:
   """Config of the per-parameter MLP learned optimizer (hashable: usable as a jit static)."""
@@ -153,6 +173,11 @@ class MLPLOpt:
   # the fraction of training: an LO meta-trained on horizons <= H never sees the
   # values they take after step H, so at longer horizons they are off-distribution.
   absolute_time: bool = True
+  # An external schedule on the step, as in Celo2: "cosine" multiplies it by
+  # 0.5 (1 + cos(π t / num_steps)), so it anneals to 0 at any horizon, however
+  # far past the meta-training horizons; "constant" (the reference) does not.
+  # Without num_steps the schedule is constant.
+  lr_schedule: str = "constant"
   # "auto": the fused Pallas kernels on GPU, XLA elsewhere; "xla": the reference;
   # "pallas": the kernels everywhere (interpret mode off GPU: slow, for tests).
   backend: str = "auto"
@@ -163,6 +188,8 @@ class MLPLOpt:
                        f"{self.hidden_size}, {self.hidden_layers}.")
     if self.backend not in kernels.BACKENDS:
       raise ValueError(f"backend must be one of {kernels.BACKENDS}, got {self.backend!r}.")
+    if self.lr_schedule not in LR_SCHEDULES:
+      raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
     if self.adam_init and not (self.raw_ratios
                                and self.hidden_size >= 2 * len(ADAM_INIT_FEATURES)):
       raise ValueError(f"adam_init=True needs raw_ratios=True (a normalized m/sqrt(v) has "
@@ -238,9 +265,11 @@ class MLPLOpt:
       tfeats = tfeats.at[:-1].set(0.0)  # keep only the fraction of training
 
     use_kernels = kernels.use_pallas(self.backend)
+    theta_mlp = _scale_direction(theta["mlp"],
+                                 schedule_factor(self.lr_schedule, count, num_steps))
 
     def one(g, p, acc, mult):
-      args = (theta["mlp"], tfeats, decays, g, p, acc)
+      args = (theta_mlp, tfeats, decays, g, p, acc)
       reference = functools.partial(self._xla_tensor_update, mult)
       if use_kernels and kernels.supports(p):
         return kernels.tensor_update(self, mult, *args, reference=reference,

@@ -62,8 +62,9 @@ def _assert_trees_close(got, want, rtol=2e-4):
                                err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("options", [{}, {"raw_ratios": True, "adam_init": True}],
-                         ids=["reference", "raw_ratios"])
+@pytest.mark.parametrize("options", [{}, {"raw_ratios": True, "adam_init": True,
+                                          "absolute_time": False, "lr_schedule": "cosine"}],
+                         ids=["reference", "adam_init_cosine"])
 def test_fused_equals_xla_on_every_rank_over_steps(options):
   xla = lopt.MLPLOpt(backend="xla", **options)
   fused = lopt.MLPLOpt(backend="pallas", **options)

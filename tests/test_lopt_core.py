@@ -454,3 +454,23 @@ def test_without_absolute_time_only_the_fraction_of_training_matters():
   for k in params:
     np.testing.assert_allclose(outs[False][0][k], outs[False][1][k], rtol=1e-6)
     assert not np.allclose(outs[True][0][k], outs[True][1][k], rtol=1e-3)
+
+
+def test_cosine_schedule_scales_the_step_exactly():
+  """lr_schedule="cosine": the update is the constant-schedule update times
+  0.5 (1 + cos(π t / N)) at update t (same θ and state); without num_steps it
+  is the constant one."""
+  params = _rand_tree(jax.random.PRNGKey(8), [(5, 6), (7,), ()])
+  grads = _rand_tree(jax.random.PRNGKey(9), [(5, 6), (7,), ()])
+  const, cos = lopt.MLPLOpt(mup=False), lopt.MLPLOpt(mup=False, lr_schedule="cosine")
+  theta = const.init(jax.random.PRNGKey(10))
+  state = const.init_state(params)
+  for count, n in [(0, 10), (4, 10), (9, 10), (30, 1000), (12, None)]:
+    s = state._replace(count=jnp.asarray(count))
+    want, _ = const.update(theta, grads, s, params, num_steps=n)
+    got, _ = cos.update(theta, grads, s, params, num_steps=n)
+    factor = 1.0 if n is None else 0.5 * (1 + np.cos(np.pi * (count + 1) / n))
+    for k in params:
+      np.testing.assert_allclose(got[k], factor * np.asarray(want[k]), rtol=1e-5, atol=1e-9)
+  with pytest.raises(ValueError, match="lr_schedule"):
+    lopt.MLPLOpt(lr_schedule="linear")

@@ -28,6 +28,7 @@ class MetaTrainConfig:
   raw_ratios: bool = False   # MLPLOpt: scale-free ratio features un-normalized
   adam_init: bool = False    # MLPLOpt: θ starts as μAdam with LR step_mult (needs raw_ratios)
   absolute_time: bool = True  # MLPLOpt: False reads only the fraction-of-training time feature
+  lr_schedule: str = "constant"  # MLPLOpt: external step schedule ("constant" | "cosine")
   # Inner tasks: a named meta_tasks distribution; one estimator per static config.
   distribution: str = "tiny"
   # Truncated unrolls and the estimator.
@@ -78,9 +79,10 @@ class MetaTrainConfig:
                        f"min_horizon ({self.min_horizon}).")
     if not self.sigma > 0:
       raise ValueError(f"sigma must be > 0, got {self.sigma}.")
-    if self.lopt != "mlp" and (self.raw_ratios or self.adam_init or not self.absolute_time):
-      raise ValueError("raw_ratios, adam_init and absolute_time are options of the MLP LO "
-                       "(lopt='mlp').")
+    if self.lopt != "mlp" and (self.raw_ratios or self.adam_init or not self.absolute_time
+                               or self.lr_schedule != "constant"):
+      raise ValueError("raw_ratios, adam_init, absolute_time and lr_schedule are options of "
+                       "the MLP LO (lopt='mlp').")
     if self.adam_init and not self.raw_ratios:
       raise ValueError("adam_init=True needs raw_ratios=True: a normalized m/sqrt(v) has "
                        "RMS 1 and cannot give Adam's step.")

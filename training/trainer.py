@@ -37,7 +37,7 @@ def make_lopt(config: MetaTrainConfig):
     return MLPLOpt(hidden_size=config.hidden_size, hidden_layers=config.hidden_layers,
                    step_mult=config.step_mult, exp_mult=config.exp_mult, mup=config.mup,
                    raw_ratios=config.raw_ratios, adam_init=config.adam_init,
-                   absolute_time=config.absolute_time)
+                   absolute_time=config.absolute_time, lr_schedule=config.lr_schedule)
   from lopt.velo import VeLOpt
   return VeLOpt(mup=config.mup, step_mult=config.step_mult, exp_mult=config.exp_mult)
 
