@@ -104,14 +104,20 @@ class MetaTrainConfig:
     return dataclasses.replace(self, **overrides)
 
 
-# What ships in checkpoints/ when no GPU is lent. ES-Single beat PES on the same
-# budget and step_mult 0.1 beat 0.01 (results/pretrained-cpu/estimator-comparison.md):
-# tuned AdamW takes LR 0.03-0.1 on these μP digits MLPs, so 0.01 is too small a step.
-# Horizons to 1000 and the DESIGN outer LR (3e-3 -> 1e-3): with max_horizon 200 the
-# μLOs diverged at 5x-25x horizons, and at outer LR 1e-2 longer horizons went unstable.
+# What ships in checkpoints/ when no GPU is lent (measurements:
+# results/pretrained-cpu/recipe-ablation.md). ES-Single beat PES on the same
+# budget (results/pretrained-cpu/estimator-comparison.md). θ starts as μAdam
+# with LR step_mult (adam_init, raw_ratios): from a random θ, 1000 outer steps of
+# 4 noisy pairs never caught up with tuned AdamW. Outer LR 3e-4 -> 1e-4: at
+# 3e-3 the noise-driven drift of θ broke the LO within 500 steps at horizons past
+# the meta-training ones. An external cosine schedule and only the fraction-of-
+# training time feature: without them the meta-trained LOs went unstable at
+# 5000 steps. log meta-loss: the evaluation asks for the final loss.
 _CPU_RECIPE = dict(estimator="es_single", step_mult=0.1, num_pairs=4, truncation_length=20,
                    min_horizon=50, max_horizon=1000, outer_steps=1000, warmup_steps=20,
-                   outer_lr=3e-3, outer_final_lr=1e-3, checkpoint_every=100, log_every=20)
+                   outer_lr=3e-4, outer_final_lr=1e-4, checkpoint_every=100, log_every=20,
+                   raw_ratios=True, adam_init=True, absolute_time=False,
+                   lr_schedule="cosine", log_meta_loss=True)
 
 _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
