@@ -8,7 +8,9 @@ and a small MLP outputs a direction ``d`` and a magnitude ``m``. The step is
     update = -step
 
 ``mup_multiplier`` is ``1/fan_in`` for hidden matrices when the LO runs in μP
-mode, and 1 otherwise (SP mode never scales).
+mode, and 1 otherwise (SP mode never scales). Options beyond the reference
+design (all off by default): ``raw_ratios``, ``adam_init``, ``absolute_time``
+and ``lr_schedule`` (a cosine factor on the step); see their comments.
 
 θ (the LO's weights) is an explicit argument and never lives in the optimizer
 state, so meta-training can perturb or differentiate it freely:
