@@ -101,10 +101,11 @@ def check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def schedule_factor(schedule: str, count: jax.Array, num_steps) -> jax.Array:
-  """The external step schedule at update number ``count`` (1-based) of ``num_steps``."""
+def schedule_factor(schedule: str, count: jax.Array, num_steps) -> jax.Array | None:
+  """The external step schedule at update number ``count`` (1-based) of
+  ``num_steps``; None where it is constant (nothing to scale)."""
   if schedule == "constant" or num_steps is None:
-    return jnp.ones((), jnp.float32)
+    return None
   frac = jnp.clip(jnp.asarray(count, jnp.float32) / num_steps, 0.0, 1.0)
   return 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
 
@@ -267,8 +268,10 @@ class MLPLOpt:
       tfeats = tfeats.at[:-1].set(0.0)  # keep only the fraction of training
 
     use_kernels = kernels.use_pallas(self.backend)
-    theta_mlp = _scale_direction(theta["mlp"],
-                                 schedule_factor(self.lr_schedule, count, num_steps))
+    theta_mlp = theta["mlp"]
+    factor = schedule_factor(self.lr_schedule, count, num_steps)
+    if factor is not None:
+      theta_mlp = _scale_direction(theta_mlp, factor)
 
     def one(g, p, acc, mult):
       args = (theta_mlp, tfeats, decays, g, p, acc)

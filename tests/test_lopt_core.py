@@ -97,6 +97,19 @@ def _rand_tree(key, shapes, scale=1.0):
   return {f"t{i}": scale * jax.random.normal(k, s) for i, (k, s) in enumerate(zip(keys, shapes))}
 
 
+def _np_run(shape, steps=3, seed=0, grad_scale=1.0):
+  """Random p and ``steps`` gradients (times ``grad_scale``) through both
+  accumulators: (last g, p, acc, np_acc)."""
+  rng = np.random.default_rng(seed)
+  acc, np_acc = F.init_acc(shape), np_init(shape)
+  p = rng.normal(size=shape).astype(np.float32)
+  for _ in range(steps):
+    g = (grad_scale * rng.normal(size=shape)).astype(np.float32)
+    acc = F.update_accumulators(acc, jnp.asarray(g), F.default_decays())
+    np_acc = np_accumulate(np_acc, g.astype(np.float64))
+  return g, p, acc, np_acc
+
+
 # ------------------------------------------------------------------ tests
 def test_factor_axes():
   assert F.factor_axes(()) is None and F.factor_axes((5,)) is None
@@ -108,14 +121,7 @@ def test_factor_axes():
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_features_match_numpy(shape):
-  rng = np.random.default_rng(0)
-  acc, np_acc = F.init_acc(shape), np_init(shape)
-  p = rng.normal(size=shape).astype(np.float32)
-  decays = F.default_decays()
-  for _ in range(3):
-    g = rng.normal(size=shape).astype(np.float32)
-    acc = F.update_accumulators(acc, jnp.asarray(g), decays)
-    np_acc = np_accumulate(np_acc, g.astype(np.float64))
+  g, p, acc, np_acc = _np_run(shape)
   for name in ("mom", "rms", "row", "col"):
     np.testing.assert_allclose(getattr(acc, name), np_acc[name], rtol=1e-5, atol=1e-7)
   got = F.tensor_features(jnp.asarray(g), jnp.asarray(p), acc)
@@ -125,18 +131,6 @@ def test_features_match_numpy(shape):
   # Normalization bounds every feature's second moment over the tensor by 1.
   ms = np.mean(np.square(np.asarray(got)).reshape(-1, F.NUM_ELEMENT_FEATURES), axis=0)
   assert np.all(ms <= 1 + 1e-5)
-
-
-def _np_run(shape, steps=3, seed=0):
-  """Random p and ``steps`` gradients through both accumulators: (g, p, acc, np_acc)."""
-  rng = np.random.default_rng(seed)
-  acc, np_acc = F.init_acc(shape), np_init(shape)
-  p = rng.normal(size=shape).astype(np.float32)
-  for _ in range(steps):
-    g = rng.normal(size=shape).astype(np.float32)
-    acc = F.update_accumulators(acc, jnp.asarray(g), F.default_decays())
-    np_acc = np_accumulate(np_acc, g.astype(np.float64))
-  return g, p, acc, np_acc
 
 
 @pytest.mark.parametrize("shape", [(7,), (5, 6), (3, 3, 4, 5)])
@@ -149,13 +143,8 @@ def test_raw_ratio_features_match_numpy(shape):
       "mom_rsqrt0", "mom_rsqrt1", "mom_rsqrt2", "fac_g0", "fac_g1", "fac_g2",
       "fac_mom0", "fac_mom1", "fac_mom2"]
   # Scaling the gradients leaves the raw ratios unchanged (they are scale-free).
-  acc10 = F.init_acc(shape)
-  rng = np.random.default_rng(0)
-  rng.normal(size=shape)
-  for _ in range(3):
-    acc10 = F.update_accumulators(acc10, 1e3 * jnp.asarray(rng.normal(size=shape), jnp.float32),
-                                  F.default_decays())
-  scaled = np.asarray(F.tensor_features(1e3 * jnp.asarray(g), jnp.asarray(p), acc10, True))
+  g1e3, _, acc1e3, _ = _np_run(shape, grad_scale=1e3)
+  scaled = np.asarray(F.tensor_features(jnp.asarray(g1e3), jnp.asarray(p), acc1e3, True))
   np.testing.assert_allclose(scaled[..., F.RATIO_FEATURES], got[..., F.RATIO_FEATURES],
                              rtol=1e-4)
 

@@ -83,9 +83,6 @@ class MetaTrainConfig:
                                or self.lr_schedule != "constant"):
       raise ValueError("raw_ratios, adam_init, absolute_time and lr_schedule are options of "
                        "the MLP LO (lopt='mlp').")
-    if self.adam_init and not self.raw_ratios:
-      raise ValueError("adam_init=True needs raw_ratios=True: a normalized m/sqrt(v) has "
-                       "RMS 1 and cannot give Adam's step.")
     if self.meta_loss not in ("train", "valid"):
       raise ValueError(f"meta_loss must be 'train' or 'valid', got {self.meta_loss!r}.")
 
