@@ -12,6 +12,20 @@ mode, and 1 otherwise (SP mode never scales). Options beyond the reference
 design (all off by default): ``raw_ratios``, ``adam_init``, ``absolute_time``
 and ``lr_schedule`` (a cosine factor on the step); see their comments.
 
+The robust form (``output_norm``, as in Celo2) bounds the step by construction:
+
+    u = d * exp(exp_mult * m)                     (per element)
+    step = u / rms(u) * base[group] * mup_multiplier * schedule
+    update = -step - weight_decay * base[group] * mup_multiplier * schedule * p
+
+``rms`` is over the tensor, so each tensor's step has RMS exactly
+``base * mult * schedule`` whatever the MLP outputs: the learned part shapes
+only the direction. ``base`` is ``step_mult`` for input and vector tensors and
+``hidden_step_mult`` for hidden-like ones (``lopt.mup.step_groups``), each
+times ``exp(θ)`` with ``learned_scales``. Decoupled weight decay applies to
+matrices only. Non-finite gradient elements are zeroed (and counted in the
+state) in every form, so one NaN cannot spread through the tensor statistics.
+
 θ (the LO's weights) is an explicit argument and never lives in the optimizer
 state, so meta-training can perturb or differentiate it freely:
 
@@ -44,6 +58,25 @@ _SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64)
 class MLPLOptState(NamedTuple):
   count: jax.Array   # int32 scalar: number of updates applied so far
   acc: Any           # pytree like params, leaves are features.TensorAcc
+  # int32 scalar: gradient elements that were non-finite and zeroed, over all
+  # updates (see ``sanitize_grad``).
+  nonfinite: jax.Array = jnp.zeros((), jnp.int32)
+
+
+def sanitize_grad(g: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``g`` in float32 with non-finite elements set to 0, and how many there were.
+
+  The LO's features are normalized by per-tensor means, so one NaN would
+  otherwise turn every element of the tensor (and its accumulators) NaN."""
+  g32 = jnp.asarray(g, jnp.float32)
+  ok = jnp.isfinite(g32)
+  return jnp.where(ok, g32, 0.0), jnp.sum(~ok, dtype=jnp.int32)
+
+
+def rms_normalize(u: jax.Array) -> jax.Array:
+  """``u / rms(u)`` over the whole tensor; 0 where ``u`` is all 0."""
+  ms = jnp.mean(jnp.square(u))
+  return jnp.where(ms > 0, u * jax.lax.rsqrt(jnp.where(ms > 0, ms, 1.0)), 0.0)
 
 
 def _check_param_dtypes(params: Any) -> None:
@@ -181,6 +214,21 @@ class MLPLOpt:
   # far past the meta-training horizons; "constant" (the reference) does not.
   # Without num_steps the schedule is constant.
   lr_schedule: str = "constant"
+  # Celo2's robust step (see the module docstring): each tensor's step is
+  # normalized to RMS 1 before the base step, μP multiplier and schedule scale
+  # it, so no θ can make the step run away on an unseen model.
+  output_norm: bool = False
+  # Base step of hidden-like tensors (hidden, μP/SP readouts; before their
+  # 1/fan_in). None: step_mult, the reference μLO rule. The absolute 1/fan_in
+  # makes a hidden matrix of a width-64 model step 64x less than an input layer
+  # at the same base, so the two groups want different bases.
+  hidden_step_mult: float | None = None
+  # Decoupled weight decay on matrices: -weight_decay * (that tensor's step
+  # size) * p, as AdamW does with its learning rate.
+  weight_decay: float = 0.0
+  # θ carries log-scales of the two base steps and of the weight decay (init 0),
+  # so meta-training tunes them.
+  learned_scales: bool = False
   # "auto": the fused Pallas kernels on GPU, XLA elsewhere; "xla": the reference;
   # "pallas": the kernels everywhere (interpret mode off GPU: slow, for tests).
   backend: str = "auto"
@@ -193,6 +241,12 @@ class MLPLOpt:
       raise ValueError(f"backend must be one of {kernels.BACKENDS}, got {self.backend!r}.")
     if self.lr_schedule not in LR_SCHEDULES:
       raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
+    for name in ("step_mult", "hidden_step_mult"):
+      value = getattr(self, name)
+      if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+        raise ValueError(f"{name} must be a positive finite float, got {value!r}.")
+    if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < float("inf")):
+      raise ValueError(f"weight_decay must be a finite float >= 0, got {self.weight_decay!r}.")
     if self.adam_init and not (self.raw_ratios
                                and self.hidden_size >= 2 * len(ADAM_INIT_FEATURES)):
       raise ValueError(f"adam_init=True needs raw_ratios=True (a normalized m/sqrt(v) has "
@@ -220,7 +274,11 @@ class MLPLOpt:
       layers = _embed_adam(layers, self.hidden_layers)
     decays = {"mom": jnp.zeros((3,), jnp.float32), "rms": jnp.zeros((), jnp.float32),
               "fac": jnp.zeros((3,), jnp.float32)}
-    return {"mlp": layers, "decay_logits": decays}
+    theta = {"mlp": layers, "decay_logits": decays}
+    if self.learned_scales:
+      theta["scales"] = {"log_lr": jnp.zeros((2,), jnp.float32),
+                         "log_wd": jnp.zeros((), jnp.float32)}
+    return theta
 
   def check_theta(self, theta: Any) -> None:
     """Raise a clear error if θ was made for a different architecture."""
@@ -230,7 +288,8 @@ class MLPLOpt:
   def init_state(self, params: Any) -> MLPLOptState:
     _check_param_dtypes(params)
     acc = jax.tree_util.tree_map(lambda p: F.init_acc(tuple(np.shape(p))), params)
-    return MLPLOptState(count=jnp.zeros((), jnp.int32), acc=acc)
+    return MLPLOptState(count=jnp.zeros((), jnp.int32), acc=acc,
+                        nonfinite=jnp.zeros((), jnp.int32))
 
   # ---------------------------------------------------------------- update
   def _mlp(self, theta: dict, feats: jax.Array, tfeats: jax.Array) -> jax.Array:
@@ -261,6 +320,7 @@ class MLPLOpt:
                        "update(grads, state, params) with params.")
     _check_num_steps(num_steps)
     mults = self._multipliers(mup, params)
+    groups = self._groups(mup, params)
     decays = F.decays_from_logits(F.Decays(**theta["decay_logits"]))
     count = state.count + 1
     tfeats = F.time_features(count, num_steps)
@@ -270,32 +330,63 @@ class MLPLOpt:
     use_kernels = kernels.use_pallas(self.backend)
     theta_mlp = theta["mlp"]
     factor = schedule_factor(self.lr_schedule, count, num_steps)
-    if factor is not None:
-      theta_mlp = _scale_direction(theta_mlp, factor)
+    if factor is not None and not self.output_norm:
+      theta_mlp = _scale_direction(theta_mlp, factor)  # the normalized form applies it after
+    scales = self._scales(theta)
 
-    def one(g, p, acc, mult):
+    def one(g, p, acc, mult, group):
+      g, bad = sanitize_grad(g)
       args = (theta_mlp, tfeats, decays, g, p, acc)
       reference = functools.partial(self._xla_tensor_update, mult)
       if use_kernels and kernels.supports(p):
-        return kernels.tensor_update(self, mult, *args, reference=reference,
-                                     interpret=kernels.interpret_mode())
-      return reference(*args)
+        u, acc = kernels.tensor_update(self, mult, *args, reference=reference,
+                                       interpret=kernels.interpret_mode())
+      else:
+        u, acc = reference(*args)
+      return self._finish(u, g, p, mult, group, factor, scales), acc, bad
 
     is_acc = lambda x: isinstance(x, F.TensorAcc)
     flat_g, treedef = jax.tree_util.tree_flatten(grads)
     flat_p = treedef.flatten_up_to(params)
     flat_acc = jax.tree_util.tree_leaves(state.acc, is_leaf=is_acc)
     flat_m = treedef.flatten_up_to(mults)
-    outs = [one(*args) for args in zip(flat_g, flat_p, flat_acc, flat_m)]
-    updates = jax.tree_util.tree_unflatten(treedef, [u for u, _ in outs])
-    new_acc = jax.tree_util.tree_unflatten(treedef, [a for _, a in outs])
-    return updates, MLPLOptState(count=count, acc=new_acc)
+    flat_grp = treedef.flatten_up_to(groups)
+    outs = [one(*args) for args in zip(flat_g, flat_p, flat_acc, flat_m, flat_grp)]
+    updates = jax.tree_util.tree_unflatten(treedef, [u for u, _, _ in outs])
+    new_acc = jax.tree_util.tree_unflatten(treedef, [a for _, a, _ in outs])
+    nonfinite = state.nonfinite + sum((b for _, _, b in outs), jnp.zeros((), jnp.int32))
+    return updates, MLPLOptState(count=count, acc=new_acc, nonfinite=nonfinite)
+
+  def _scales(self, theta: dict) -> tuple[jax.Array | float, jax.Array | float, jax.Array | float]:
+    """(input-group base, hidden-group base, weight decay), θ's learned scales applied."""
+    base = (self.step_mult, self.step_mult if self.hidden_step_mult is None
+            else self.hidden_step_mult)
+    if not self.learned_scales:
+      return base[0], base[1], self.weight_decay
+    sc = theta["scales"]
+    return (base[0] * jnp.exp(sc["log_lr"][0]), base[1] * jnp.exp(sc["log_lr"][1]),
+            self.weight_decay * jnp.exp(sc["log_wd"]))
+
+  def _finish(self, u, g, p, mult, group, factor, scales):
+    """From the raw update ``u`` (-d·exp(m)·step_mult·mult, schedule folded in
+    unless ``output_norm``) to the final one: the robust form's normalization,
+    the group's base step and the decoupled weight decay."""
+    base, wd = scales[group], scales[2]
+    lr = base * mult * (1.0 if factor is None else factor)  # this tensor's step size
+    if self.output_norm:
+      u = rms_normalize(u.astype(jnp.float32)) * lr
+      u = jnp.where(jnp.any(g != 0), u, 0.0)  # no gradient, no step (only decay)
+    elif self.learned_scales or (group == 1 and self.hidden_step_mult is not None):
+      u = u.astype(jnp.float32) * (base / self.step_mult)  # u already has step_mult
+    if self.weight_decay and jnp.ndim(p) >= 2:
+      u = u - (wd * lr) * jnp.asarray(p, jnp.float32)
+    return u.astype(jnp.result_type(p))
 
   def _xla_tensor_update(self, mult: float, theta_mlp: dict, tfeats: jax.Array,
                          decays: F.Decays, g: jax.Array, p: jax.Array,
                          acc: F.TensorAcc) -> tuple[jax.Array, F.TensorAcc]:
     """The reference update of one tensor: (update, new accumulators)."""
-    g32 = jnp.asarray(g, jnp.float32)
+    g32 = jnp.asarray(g, jnp.float32)  # already sanitized by update()
     acc = F.update_accumulators(acc, g32, decays)
     feats = F.tensor_features(g32, jnp.asarray(p, jnp.float32), acc, self.raw_ratios)
     step = self.tensor_step({"mlp": theta_mlp}, feats, tfeats) * mult
@@ -303,6 +394,13 @@ class MLPLOpt:
 
   def _multipliers(self, mup: Any, params: Any) -> Any:
     return step_multipliers(self, mup, params)
+
+  def _groups(self, mup: Any, params: Any) -> Any:
+    """Which base step each tensor uses: 0 (input, vector) or 1 (hidden-like).
+    SP mode has no kinds, so every tensor uses step_mult, as in the reference."""
+    if not self.mup or mup is None:
+      return jax.tree_util.tree_map(lambda _: 0, params)
+    return mup_lib.step_groups(mup, params)
 
   # ---------------------------------------------------------------- optax
   def as_optax(self, theta: dict, num_steps: int | None = None,

@@ -7,8 +7,10 @@ key passed to ``init``/``loss``/``sample_batch``, so vmapping those functions
 over keys vmaps over task instances.
 
 μP metadata: ``kinds`` is a pytree shaped like the params whose leaves are
-``"input" | "hidden" | "output" | "vector"`` (kernels in flax layout, last axis
-is the output axis, fan_in = prod(shape[:-1])). ``mup`` is ``kinds`` for μP
+``"input" | "hidden" | "output" | "sp_output" | "vector"`` (kernels in flax
+layout, last axis is the output axis, fan_in = prod(shape[:-1])). The readout
+of a μP model (which multiplies its output by 1/fan_in) is ``"output"``; the
+plain readout of an SP model is ``"sp_output"``, whose step needs 1/fan_in. ``mup`` is ``kinds`` for μP
 tasks and ``None`` for SP tasks, which is what ``lopt.mup.multipliers`` and the
 optimizers consume.
 """
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 PARAMETERIZATIONS = ("mup", "sp")
-KINDS = ("input", "hidden", "output", "vector")
+KINDS = ("input", "hidden", "output", "sp_output", "vector")
 SPLITS = ("train", "test")
 
 
@@ -83,19 +85,20 @@ def normalize_loss(loss: jax.Array, reference: float, max_value: float) -> jax.A
 
 
 def kinds_by_module(params: Any, input_modules: Sequence[str],
-                    output_modules: Sequence[str]) -> Any:
+                    output_modules: Sequence[str], sp_readout: bool = False) -> Any:
   """Kind of each leaf from the name of its top-level module.
 
   Rank < 2 tensors are vectors; matrices under a module named in
-  ``output_modules`` are outputs, under ``input_modules`` inputs, and every
-  other matrix is hidden. Models name their layers so this rule is exact.
+  ``output_modules`` are outputs (``"sp_output"`` with ``sp_readout``: an SP
+  model's readout has no 1/fan_in multiplier), under ``input_modules`` inputs,
+  and every other matrix is hidden. Models name their layers so this rule is exact.
   """
   def kind(path, leaf):
     top = path[0].key if hasattr(path[0], "key") else str(path[0])
     if np.ndim(leaf) < 2:
       return "vector"
     if top in output_modules:
-      return "output"
+      return "sp_output" if sp_readout else "output"
     if top in input_modules:
       return "input"
     return "hidden"

@@ -78,7 +78,8 @@ class _FlaxTask(Task):
     return _classification_metrics(self.apply(params, batch["inputs"]), self._targets(batch))
 
   def _kinds(self, params: Any) -> Any:
-    return kinds_by_module(params, models.INPUT_MODULES, models.OUTPUT_MODULES)
+    return kinds_by_module(params, models.INPUT_MODULES, models.OUTPUT_MODULES,
+                           sp_readout=self.parameterization == "sp")
 
 
 

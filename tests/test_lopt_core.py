@@ -386,12 +386,16 @@ def test_infer_kinds_from_base_model():
             "h": {"kernel": jnp.zeros((width, width))},
             "out": {"kernel": jnp.zeros((width, 3)), "bias": jnp.zeros(3)},
             "conv": jnp.zeros((3, 3, width, width))}
-  kinds = lopt.mup.infer_kinds(mlp(256), mlp(32))
+  kinds = lopt.mup.infer_kinds(mlp(256), mlp(32), readout="mup")
   assert kinds == {"in": {"kernel": "input", "bias": "vector"}, "h": {"kernel": "hidden"},
                    "out": {"kernel": "output", "bias": "vector"}, "conv": "hidden"}
   mults = lopt.mup.multipliers(kinds, mlp(256))
   assert mults["h"]["kernel"] == 1 / 256 and mults["conv"] == 1 / (9 * 256)
   assert mults["in"]["kernel"] == mults["out"]["kernel"] == mults["out"]["bias"] == 1.0
+  # The default is a plain (SP) readout: its step gets 1/fan_in.
+  sp = lopt.mup.infer_kinds(mlp(256), mlp(32))
+  assert sp["out"]["kernel"] == "sp_output"
+  assert lopt.mup.multipliers(sp, mlp(256))["out"]["kernel"] == 1 / 256
 
 
 def test_explicit_float_multipliers_are_used_as_is():

@@ -29,6 +29,10 @@ class MetaTrainConfig:
   adam_init: bool = False    # MLPLOpt: θ starts as μAdam with LR step_mult (needs raw_ratios)
   absolute_time: bool = True  # MLPLOpt: False reads only the fraction-of-training time feature
   lr_schedule: str = "constant"  # MLPLOpt: external step schedule ("constant" | "cosine")
+  output_norm: bool = False  # MLPLOpt: Celo2's per-tensor RMS-normalized step
+  hidden_step_mult: float | None = None  # MLPLOpt: base step of hidden-like tensors
+  lo_weight_decay: float = 0.0  # MLPLOpt: decoupled weight decay of the inner training
+  learned_scales: bool = False  # MLPLOpt: θ tunes the base steps and the weight decay
   # Inner tasks: a named meta_tasks distribution; one estimator per static config.
   distribution: str = "tiny"
   # Truncated unrolls and the estimator.
@@ -80,8 +84,11 @@ class MetaTrainConfig:
     if not self.sigma > 0:
       raise ValueError(f"sigma must be > 0, got {self.sigma}.")
     if self.lopt != "mlp" and (self.raw_ratios or self.adam_init or not self.absolute_time
-                               or self.lr_schedule != "constant"):
-      raise ValueError("raw_ratios, adam_init, absolute_time and lr_schedule are options of "
+                               or self.lr_schedule != "constant" or self.output_norm
+                               or self.hidden_step_mult is not None or self.lo_weight_decay
+                               or self.learned_scales):
+      raise ValueError("raw_ratios, adam_init, absolute_time, lr_schedule, output_norm, "
+                       "hidden_step_mult, lo_weight_decay and learned_scales are options of "
                        "the MLP LO (lopt='mlp').")
     if self.meta_loss not in ("train", "valid"):
       raise ValueError(f"meta_loss must be 'train' or 'valid', got {self.meta_loss!r}.")

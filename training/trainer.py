@@ -37,7 +37,9 @@ def make_lopt(config: MetaTrainConfig):
     return MLPLOpt(hidden_size=config.hidden_size, hidden_layers=config.hidden_layers,
                    step_mult=config.step_mult, exp_mult=config.exp_mult, mup=config.mup,
                    raw_ratios=config.raw_ratios, adam_init=config.adam_init,
-                   absolute_time=config.absolute_time, lr_schedule=config.lr_schedule)
+                   absolute_time=config.absolute_time, lr_schedule=config.lr_schedule,
+                   output_norm=config.output_norm, hidden_step_mult=config.hidden_step_mult,
+                   weight_decay=config.lo_weight_decay, learned_scales=config.learned_scales)
   from lopt.velo import VeLOpt
   return VeLOpt(mup=config.mup, step_mult=config.step_mult, exp_mult=config.exp_mult)
 
