@@ -61,6 +61,13 @@ TEACHER_SEED = 0
 
 DATASETS = tuple(IMAGE_DATASETS) + ("teacher",)
 
+# Tabular classification data shipped with scikit-learn: name -> (loader, classes).
+TABULAR_DATASETS = {"breast_cancer": ("load_breast_cancer", 2), "wine": ("load_wine", 3)}
+# On-device augmentation of image batches: random shifts of up to this many
+# pixels (zero padding) and Gaussian noise of this std on standardized pixels.
+AUGMENT_SHIFT = 1
+AUGMENT_NOISE = 0.2
+
 
 class ImageArrays(NamedTuple):
   """On-device image data. ``mean``/``std`` are per-channel train statistics in [0, 1] units."""
@@ -278,3 +285,86 @@ def sample_teacher(key: jax.Array, batch_size: int, split: str) -> dict[str, jax
   key = jax.random.fold_in(key, 0 if split == "train" else 1)
   x = jax.random.normal(key, (batch_size, TEACHER_INPUT_DIM), jnp.float32)
   return {"inputs": x, "labels": jnp.argmax(_teacher_logits(x), axis=-1).astype(jnp.int32)}
+
+
+# --------------------------------------------------------------------------
+# Tabular data and a uniform (dataset name -> arrays / batches) front end.
+
+class TabularArrays(NamedTuple):
+  """On-device standardized features (float32) and int32 labels."""
+  train_x: jax.Array
+  train_y: jax.Array
+  test_x: jax.Array
+  test_y: jax.Array
+
+
+@functools.lru_cache(maxsize=None)
+def load_tabular(name: str) -> TabularArrays:
+  """A scikit-learn tabular dataset: fixed 80/20 split, standardized by train stats."""
+  check_choice("tabular dataset", name, tuple(TABULAR_DATASETS))
+  import sklearn.datasets  # pylint: disable=import-outside-toplevel
+  bunch = getattr(sklearn.datasets, TABULAR_DATASETS[name][0])()
+  x, y = bunch.data.astype(np.float64), bunch.target.astype(np.int32)
+  order = np.random.default_rng(0).permutation(len(y))
+  n_train = int(round(0.8 * len(y)))
+  tr, te = order[:n_train], order[n_train:]
+  mean, std = x[tr].mean(axis=0), x[tr].std(axis=0) + 1e-8
+  f = lambda a: jnp.asarray((a - mean) / std, jnp.float32)
+  with jax.ensure_compile_time_eval():
+    return TabularArrays(f(x[tr]), jnp.asarray(y[tr]), f(x[te]), jnp.asarray(y[te]))
+
+
+def num_classes(dataset: str) -> int:
+  if dataset in TABULAR_DATASETS:
+    return TABULAR_DATASETS[dataset][1]
+  if dataset == "teacher":
+    return TEACHER_CLASSES
+  return IMAGE_DATASETS[dataset].num_classes
+
+
+def input_shape(dataset: str) -> tuple[int, ...]:
+  """Shape of one example at the dataset's native size."""
+  if dataset in TABULAR_DATASETS:
+    return (int(load_tabular(dataset).train_x.shape[1]),)
+  if dataset == "teacher":
+    return (TEACHER_INPUT_DIM,)
+  return image_shape(dataset, None, False)
+
+
+def load_dataset(dataset: str, data_dir: str | None = None) -> Any:
+  """On-device arrays of any dataset at its native size (() for the teacher)."""
+  if dataset in TABULAR_DATASETS:
+    return load_tabular(dataset)
+  if dataset == "teacher":
+    return ()
+  return load_images(dataset, None, False, data_dir)
+
+
+def augment_images(key: jax.Array, x: jax.Array) -> jax.Array:
+  """Per-example random shifts (up to ``AUGMENT_SHIFT`` px, zero padding) plus
+  Gaussian noise, on standardized NHWC images, on device."""
+  n, h, w, _ = x.shape
+  k_shift, k_noise = jax.random.split(key)
+  s = AUGMENT_SHIFT
+  padded = jnp.pad(x, ((0, 0), (s, s), (s, s), (0, 0)))
+  offsets = jax.random.randint(k_shift, (n, 2), 0, 2 * s + 1)
+  crop = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0),
+                                                       (h, w, x.shape[-1])))
+  return crop(padded, offsets) + AUGMENT_NOISE * jax.random.normal(k_noise, x.shape, x.dtype)
+
+
+def sample_dataset(dataset: str, data: Any, key: jax.Array, batch_size: int, split: str,
+                   augment: bool = False) -> dict[str, jax.Array]:
+  """A batch of ``dataset`` (``load_dataset``'s arrays); ``augment`` applies
+  ``augment_images`` to training batches of an image dataset."""
+  if dataset in TABULAR_DATASETS:
+    x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+    idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
+    return {"inputs": jnp.take(x, idx, axis=0), "labels": jnp.take(y, idx, axis=0)}
+  if dataset == "teacher":
+    return sample_teacher(key, batch_size, split)
+  k_batch, k_aug = jax.random.split(key)
+  batch = sample_images(data, k_batch, batch_size, split)
+  if augment and split == "train":
+    batch["inputs"] = augment_images(k_aug, batch["inputs"])
+  return batch

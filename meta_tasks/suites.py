@@ -36,6 +36,7 @@ from typing import Callable
 from meta_tasks.base import SuiteEntry
 from meta_tasks.families import IMAGENET32
 from meta_tasks.tasks import ImageCNNTask, ImageMLPTask, TransformerLMTask
+from meta_tasks.user_tasks import PlainCNNTask, PlainMLPTask, PlainTransformerLMTask
 
 META_HORIZON = 1000
 # The *-cpu meta-training presets draw horizons up to 1000 steps, so the held-out
@@ -99,7 +100,46 @@ def _cpu_suites(dd: str | None) -> dict[str, list[SuiteEntry]]:
   return suites
 
 
-_BUILDERS: list[Callable[[str | None], dict[str, list[SuiteEntry]]]] = [_cpu_suites, _gpu_suites]
+# Which entries of the user suites are non-saturating: their data cannot be
+# memorized within the horizon (fresh teacher samples, augmented digits, a 4 MB
+# text corpus), so a lower final training loss is real progress there.
+def is_non_saturating(task) -> bool:
+  return (getattr(task, "dataset", "") in ("teacher", "pydocs")
+          or bool(getattr(task, "augment", False)))
+
+
+def _user_suites(dd: str | None) -> dict[str, list[SuiteEntry]]:
+  """Models written the way users write them (plain flax, default initializers,
+  plain readouts, flax attention), on embedded data, CPU-sized. Baselines are
+  tuned on the task itself, as a user tunes on their own model.
+
+  ``screen-user-cpu`` is for choosing a recipe; ``heldout-user-cpu`` is never
+  looked at while choosing one. They share model families, not configs or data
+  (wine vs breast cancer; pydocs windows of 32 vs 64 bytes at other widths).
+  """
+  del dd
+  return {
+      "screen-user-cpu": [
+          _same(PlainMLPTask(dataset="digits", width=64, batch_size=64), 1000),
+          _same(PlainMLPTask(dataset="wine", width=64, batch_size=32), 300),
+          _same(PlainCNNTask(dataset="digits", augment=True, width=16), 500),
+          _same(PlainTransformerLMTask(seq_len=32, width=32, depth=1, num_heads=2,
+                                       batch_size=16), 500),
+          _same(PlainMLPTask(dataset="teacher", width=64, batch_size=64), 1000),
+      ],
+      "heldout-user-cpu": [
+          _same(PlainMLPTask(dataset="digits", augment=True, width=256), 2000),
+          _same(PlainMLPTask(dataset="breast_cancer", width=128, batch_size=64), 500),
+          _same(PlainCNNTask(dataset="digits", width=32), 1000),
+          _same(PlainTransformerLMTask(seq_len=64, width=64, depth=2, num_heads=4,
+                                       batch_size=32), 1000),
+          _same(PlainMLPTask(dataset="teacher", width=256, depth=4), 1000),
+      ],
+  }
+
+
+_BUILDERS: list[Callable[[str | None], dict[str, list[SuiteEntry]]]] = [
+    _cpu_suites, _user_suites, _gpu_suites]
 
 
 def suite_names() -> list[str]:

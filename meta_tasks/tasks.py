@@ -104,6 +104,9 @@ class _ImageTask(_FlaxTask):
   parameterization: str = "mup"
   output_mult: float = 1.0
   init_scale_range: tuple[float, float] = (1.0, 1.0)
+  # On-device augmentation of training batches (shifts, noise): the data can no
+  # longer be memorized within a horizon, so lower training loss is real progress.
+  augment: bool = False
   data_dir: str | None = dataclasses.field(default=None, compare=False)
 
   MIN_DEPTH: ClassVar[int] = 2
@@ -122,6 +125,8 @@ class _ImageTask(_FlaxTask):
     check_int("depth", self.depth, self.MIN_DEPTH)
     check_int("batch_size", self.batch_size)
     _check_model_fields(self)
+    if self.augment and self.dataset == "teacher":
+      raise ValueError("augment=True needs an image dataset; the teacher draws fresh data.")
 
   @property
   def name(self) -> str:
@@ -129,7 +134,8 @@ class _ImageTask(_FlaxTask):
       data = f"teacher{datasets.TEACHER_INPUT_DIM}"
     else:
       short = datasets.IMAGE_DATASETS[self.dataset].short
-      data = f"{short}{self.image_size}{'g' if self.grayscale else ''}"
+      data = (f"{short}{self.image_size}{'g' if self.grayscale else ''}"
+              f"{'aug' if self.augment else ''}")
     return (f"{self.KIND}-{self.parameterization}_{data}_w{self.width}_d{self.depth}_"
             f"{self.activation}_b{self.batch_size}"
             + _extras(self.output_mult, self.init_scale_range))
@@ -162,7 +168,9 @@ class _ImageTask(_FlaxTask):
   def _sample(self, data: Any, key: jax.Array, split: str) -> Any:
     if self.dataset == "teacher":
       return datasets.sample_teacher(key, self.batch_size, split)
-    return datasets.sample_images(data, key, self.batch_size, split)
+    if not self.augment:  # the same draws as before augmentation existed
+      return datasets.sample_images(data, key, self.batch_size, split)
+    return datasets.sample_dataset(self.dataset, data, key, self.batch_size, split, augment=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,16 +1,20 @@
 #!/usr/bin/env python
-"""Quick screen of learned-optimizer checkpoints on a fixed set of CPU tasks.
+"""Quick screen of learned optimizers on a screening suite (no LR tuning).
 
-    python scripts/screen_checkpoints.py init=runs/m/export_init m400=runs/m@400 m=runs/m
+    python scripts/screen_checkpoints.py m=runs/m m400=runs/m@400 \\
+        'norm=init:output_norm=true,step_mult=0.003,hidden_step_mult=0.1'
 
-Each argument is LABEL=PATH: a pretrained directory, a meta-training workdir
-(its export/), or WORKDIR@STEP (that checkpoint, exported to a temporary
-directory). For each it prints the final training loss, mean over seeds 0-2,
-on the tasks below. It is the fast loop used to compare recipes and
-checkpoints (results/pretrained-cpu/recipe-ablation.md); it does no LR tuning,
-so use scripts/evaluate.py for the protocol's comparison against baselines.
-Several of these tasks are also in the held-out -cpu suites: a recipe chosen by
-this screen has seen them.
+Each argument is LABEL=SOURCE, where SOURCE is a pretrained directory, a
+meta-training workdir (its export/), WORKDIR@STEP (that checkpoint, exported to
+a temporary directory), a shipped name, or ``init:FIELD=VALUE,...``: an
+untrained ``MLPLOpt`` with those fields (θ from PRNGKey(0); with adam_init it
+is the Adam-like starting point of meta-training). For each it prints, per
+task of ``--suite`` (default ``screen-user-cpu``, the suite for choosing
+recipes; never pass a held-out suite here), the mean over seeds of the test
+loss, the final train loss and the max loss spike (highest minibatch loss ÷
+step-0 loss, max over seeds). It is the fast loop used to compare LO forms,
+recipes and checkpoints (results/pretrained-cpu/recipe-ablation.md); use
+scripts/evaluate.py for the protocol's comparison against tuned baselines.
 """
 
 from __future__ import annotations
@@ -24,47 +28,70 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def screen_tasks():
-  from meta_tasks import ImageCNNTask, ImageMLPTask
-  tiny = ImageMLPTask(dataset="digits", width=32, depth=3, batch_size=128)
-  return [("w32@300", tiny, 300), ("w32@1000", tiny, 1000), ("w32@5000", tiny, 5000),
-          ("depth12@300", dataclasses.replace(tiny, depth=12), 300),
-          ("cnn@300", ImageCNNTask(dataset="digits", width=32, depth=2, batch_size=128), 300),
-          ("teacher@300", dataclasses.replace(tiny, dataset="teacher"), 300),
-          ("digits16@300", dataclasses.replace(tiny, image_size=16), 300)]
+def _value(text: str):
+  low = text.lower()
+  if low in ("true", "false"):
+    return low == "true"
+  if low == "none":
+    return None
+  for cast in (int, float):
+    try:
+      return cast(text)
+    except ValueError:
+      pass
+  return text
 
 
-def load(path: str):
+def load(source: str):
+  """(lo, theta) of a SOURCE (see the module docstring)."""
+  import jax
   import lopt
+  if source.startswith("init:"):
+    fields = dict(kv.split("=", 1) for kv in source[5:].split(",") if kv)
+    valid = {f.name for f in dataclasses.fields(lopt.MLPLOpt)}
+    unknown = sorted(set(fields) - valid)
+    if unknown:
+      raise SystemExit(f"error: unknown MLPLOpt fields {unknown}; valid: {sorted(valid)}")
+    lo = lopt.MLPLOpt(**{k: _value(v) for k, v in fields.items()})
+    return lo, lo.init(jax.random.PRNGKey(0))
   from training.export import export_workdir
-  if "@" in path:
-    workdir, step = path.rsplit("@", 1)
-    path = export_workdir(workdir, tempfile.mkdtemp(prefix="screen-"), step=int(step))
-  return lopt.load_pretrained(path)
+  if "@" in source:
+    workdir, step = source.rsplit("@", 1)
+    source = export_workdir(workdir, tempfile.mkdtemp(prefix="screen-"), step=int(step))
+  return lopt.load_pretrained(source)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("checkpoints", nargs="+", help="LABEL=PATH or LABEL=WORKDIR@STEP")
+  parser.add_argument("optimizers", nargs="+", help="LABEL=SOURCE")
+  parser.add_argument("--suite", default="screen-user-cpu")
   parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--max_steps", type=int, default=None, help="cap every horizon")
   args = parser.parse_args(argv)
 
   import numpy as np
+  from meta_tasks import get_suite
+  from training import task_spec
   from training.evaluation import train_curves
-  tasks = screen_tasks()
-  print("| checkpoint | " + " | ".join(name for name, _, _ in tasks) + " |")
-  print("|---" * (len(tasks) + 1) + "|")
-  for item in args.checkpoints:
-    label, _, path = item.partition("=")
-    if not path:
-      parser.error(f"expected LABEL=PATH, got {item!r}")
-    lo, theta = load(path)
+  entries = get_suite(args.suite)
+  print("test loss / final train loss / max spike, mean over seeds; "
+        f"suite {args.suite}")
+  print("| optimizer | " + " | ".join(f"{e.task.name}@{e.num_steps}" for e in entries) + " |")
+  print("|---" * (len(entries) + 1) + "|")
+  for item in args.optimizers:
+    label, _, source = item.partition("=")
+    if not source:
+      parser.error(f"expected LABEL=SOURCE, got {item!r}")
+    lo, theta = load(source)
     row = []
-    for _, task, steps in tasks:
-      curves = train_curves(lambda lr: lo.as_optax(theta, num_steps=steps, mup=task.kinds),
-                            task, steps, range(args.seeds))
-      row.append(f"{np.mean(curves.final_train_loss):.3g}")
+    for e in entries:
+      steps = e.num_steps if args.max_steps is None else min(e.num_steps, args.max_steps)
+      spec = task_spec.optimizer_spec(e.task)
+      c = train_curves(lambda lr: lo.as_optax(theta, num_steps=steps, mup=spec),
+                       e.task, steps, range(args.seeds))
+      row.append(f"{np.mean(c.test_loss):.3g} / {np.mean(c.final_train_loss):.3g} / "
+                 f"{np.max(c.max_spike):.2g}")
     print(f"| {label} | " + " | ".join(row) + " |", flush=True)
   return 0
 

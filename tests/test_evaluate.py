@@ -109,7 +109,9 @@ def test_report_numbers_equal_results_json(smoke_run):
     assert _same_number(row["test loss"], r["test_loss"], 4)
     assert row["test accuracy"] == "—" or abs(float(row["test accuracy"])
                                               - r["test_accuracy"]) <= 5e-5
-    assert _same_number(row["rank"], r["rank"], 3)
+    assert _same_number(row["rank (test)"], r["rank"], 3)
+    assert _same_number(row["rank (train)"], r["train_rank"], 3)
+    assert row["max loss spike"] == f"{r['max_loss_spike']:.3g}×"
     assert row["LR"] == ("untuned" if r["lr"] is None else f"{r['lr']:g}")
     s = r["speedup"]
     m = re.fullmatch(r"([<>]?)([0-9.e+-]+)×", row["speedup vs tuned AdamW"])
@@ -117,7 +119,8 @@ def test_report_numbers_equal_results_json(smoke_run):
   summary = tables[("smoke", report.SUMMARY_COLUMNS)]
   for row in summary:
     x = results["suites"]["smoke"]["summary"][row["optimizer"]]
-    assert float(row["average rank"]) == float(f"{x['average_rank']:.2f}")
+    assert float(row["average rank (test loss)"]) == float(f"{x['average_rank']:.2f}")
+    assert float(row["average rank (train loss)"]) == float(f"{x['average_train_rank']:.2f}")
     assert row["diverged runs"] == f"{x['num_diverged']}/{x['num_runs']}"
 
 
@@ -198,6 +201,24 @@ def test_speedup_closed_form():
                                 smooth=2)
   k = int(np.argmax((ref[:-1] + ref[1:]) / 2 <= 0.005)) + 1  # first smoothed point <= 0.005
   assert smoothed["reference_steps"] == ref_steps[k] and smoothed["value"] == ref_steps[k] / 100
+
+
+def test_max_loss_spike_metric():
+  curves = np.array([[2.0, 1.0, 3.0, 0.5],        # peak 3 over a start of 2
+                     [2.0, 1.0, 0.5, 0.1],        # never above the start
+                     [1.0, np.nan, 0.5, 0.1]])    # non-finite: +inf
+  np.testing.assert_array_equal(evaluation.max_loss_spike(curves), [1.5, 1.0, np.inf])
+  # The run-level number is the max over seeds, and a diverged seed is +inf.
+  out = evaluation._mark_divergence(
+      _FakeTask(), {"train_loss": curves, "final_train_loss": np.array([0.5, 0.1, 0.1]),
+                    "test_loss": np.array([0.6, 0.2, 0.2]),
+                    "normalized_final_train_loss": np.array([0.2, 0.05, 0.05])}, 1.0)
+  np.testing.assert_array_equal(out.max_spike, [1.5, 1.0, np.inf])
+  assert list(out.diverged) == [False, False, True]
+
+
+class _FakeTask:
+  MAX_NORMALIZED_LOSS = 2.0
 
 
 def test_window_means_and_ranks():

@@ -30,8 +30,12 @@ Definitions used throughout:
   of steps. Never reached: ``>`` AdamW's steps / the optimizer's (a lower
   bound); reached at the first stored point: ``<`` that step / the
   optimizer's (an upper bound). AdamW itself is 1 by definition.
-* rank: per task, by mean final train loss (diverged last, ties share the
-  average rank); averaged over the tasks of a suite.
+* max loss spike: the highest minibatch training loss of a run divided by its
+  step-0 loss (1 = never above the start); per task, the max over seeds. A
+  learned optimizer that is unstable shows here first.
+* rank: per task, by mean **test loss** (what users judge; diverged last, ties
+  share the average rank); averaged over the tasks of a suite. ``train_rank``
+  is the same by final train loss.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ import optax
 import lopt
 from lopt import baselines
 from meta_tasks import SuiteEntry, Task, get_suite, suite_names
+from training import task_spec
 
 REFERENCE = "adamw"
 TUNING_SEEDS = 3
@@ -71,7 +76,8 @@ PROTOCOL = (
     "entry's tuning_task (the meta-training-size variant: base width/depth; the task "
     "itself for horizon and dataset entries) at the entry's horizon, with "
     f"{TUNING_SEEDS} seeds disjoint from the reported seeds. The chosen LR minimises the mean "
-    "over tuning seeds of the final training loss; an LR with any diverged seed counts as "
+    "over tuning seeds of the final held-out (test-split) loss, as a user tuning on validation "
+    "loss would; an LR with any diverged seed counts as "
     "+inf, ties go to the smaller LR, and if every LR diverged the smallest is used. The "
     "chosen LR is transferred unchanged to the held-out task: for muadam this is the muP "
     "transfer (its per-tensor multipliers 1/fan_in for hidden matrices come from the task's "
@@ -93,6 +99,7 @@ class Curves:
   test_loss: np.ndarray           # [...] +inf where diverged
   test_accuracy: Optional[np.ndarray]  # [...] NaN where diverged; None if no accuracy
   diverged: np.ndarray            # [...] bool
+  max_spike: np.ndarray           # [...] max minibatch loss / step-0 loss (+inf if diverged)
   seconds: float                  # wall time of the call, compile included
 
 
@@ -181,7 +188,17 @@ def _mark_divergence(task: Task, out: dict[str, np.ndarray], seconds: float) -> 
     accuracy = np.where(diverged, np.nan, accuracy.astype(np.float64))
   return Curves(train_loss=curves, final_train_loss=np.where(diverged, np.inf, final_train),
                 test_loss=np.where(diverged | ~np.isfinite(test), np.inf, test),
-                test_accuracy=accuracy, diverged=diverged, seconds=seconds)
+                test_accuracy=accuracy, diverged=diverged,
+                max_spike=np.where(diverged, np.inf, max_loss_spike(curves)), seconds=seconds)
+
+
+def max_loss_spike(curves: np.ndarray) -> np.ndarray:
+  """Highest minibatch loss ÷ the step-0 loss, over the last axis (steps);
+  +inf where the curve is not finite."""
+  curves = np.asarray(curves, np.float64)
+  with np.errstate(all="ignore"):
+    spike = np.max(curves, axis=-1) / curves[..., 0]
+  return np.where(np.all(np.isfinite(curves), axis=-1) & (curves[..., 0] > 0), spike, np.inf)
 
 
 # --------------------------------------------------------------------------
@@ -206,8 +223,10 @@ class Optimizer:
     if self.baseline is None:
       # task.kinds (not task.mup): a μP LO on an SP task still needs to know
       # which tensors are hidden; an SP LO ignores it.
-      return lambda lr: self.lo.as_optax(self.theta, num_steps=num_steps, mup=task.kinds)
-    extra = {"mup": task.mup} if "mup" in baselines.hparams(self.baseline) else {}
+      spec = task_spec.optimizer_spec(task)
+      return lambda lr: self.lo.as_optax(self.theta, num_steps=num_steps, mup=spec)
+    extra = ({"mup": task_spec.baseline_spec(task)}
+             if "mup" in baselines.hparams(self.baseline) else {})
     return lambda lr: baselines.get(self.baseline, learning_rate=lr, **extra)
 
   def eval_params(self, state: Any, params: Any) -> Any:
@@ -431,6 +450,8 @@ def _run_result(opt: Optimizer, curves: Curves, lr: Optional[float], seeds: Sequ
       "test_accuracy_per_seed": acc,
       "diverged": diverged,
       "num_diverged": int(np.sum(diverged)),
+      "max_loss_spike": float(np.max(pick(curves.max_spike))),
+      "max_loss_spike_per_seed": pick(curves.max_spike),
       "seconds": curves.seconds,
       "curve": {"step": steps, "train_loss_per_seed": windows,
                 "train_loss_median": seed_median(windows)},
@@ -466,7 +487,7 @@ class Evaluator:
       curves = train_curves(opt.make_tx(task, num_steps), task, num_steps, self.tuning_seeds,
                             lrs=grid, eval_params=opt.eval_params,
                             eval_batches=self.eval_batches)
-      best = pick_lr(grid, curves.final_train_loss)
+      best = pick_lr(grid, curves.test_loss)
       self.log(f"  tuned {opt.label} on {task.name} ({num_steps} steps, {len(grid)} LRs x "
                f"{len(self.tuning_seeds)} seeds, {curves.seconds:.1f}s): lr={grid[best]:g}")
       self.tuning[key] = {
@@ -474,6 +495,7 @@ class Evaluator:
           "seeds": self.tuning_seeds, "lr_grid": grid,
           "mean_final_train_loss": [_mean_or_inf(r) for r in curves.final_train_loss],
           "final_train_loss_per_seed": curves.final_train_loss,
+          "mean_test_loss": [_mean_or_inf(r) for r in curves.test_loss],
           "num_diverged": curves.diverged.sum(axis=-1),
           "chosen_lr": grid[best], "chosen_index": best,
           "at_grid_edge": len(grid) > 1 and best in (0, len(grid) - 1),
@@ -514,9 +536,10 @@ class Evaluator:
     ref = results[reference]
     ref_steps = np.asarray(ref["curve"]["step"])
     ref_median = np.asarray(ref["curve"]["train_loss_median"])
-    ranks = average_ranks([r["final_train_loss"] for r in results.values()])
-    for (label, r), rank in zip(results.items(), ranks):
-      r["rank"] = rank
+    ranks = average_ranks([r["test_loss"] for r in results.values()])
+    train_ranks = average_ranks([r["final_train_loss"] for r in results.values()])
+    for (label, r), rank, train_rank in zip(results.items(), ranks, train_ranks):
+      r["rank"], r["train_rank"] = rank, train_rank
       if label == reference:  # 1 by definition (unless it diverged: then undefined)
         ok = math.isfinite(r["final_train_loss"])
         r["speedup"] = {"value": 1.0 if ok else None, "bound": "=" if ok else None,
@@ -562,6 +585,8 @@ def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int 
     for label in labels:
       rows = [t["results"][label] for t in tasks]
       summary[label] = {"average_rank": float(np.mean([r["rank"] for r in rows])),
+                        "average_train_rank": float(np.mean([r["train_rank"] for r in rows])),
+                        "max_loss_spike": float(max(r["max_loss_spike"] for r in rows)),
                         "num_diverged": sum(r["num_diverged"] for r in rows),
                         "num_runs": sum(len(r["seeds"]) for r in rows)}
     out_suites[name] = {"tasks": tasks, "summary": summary}

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from training.system import UnrollOutput, scan_unroll
+from training.task_spec import optimizer_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,7 @@ class LOTrainingSystem:
     loss, grads = jax.value_and_grad(self.task.loss)(state.params, batch, k_loss)
     # Tensor roles (kinds) exist for SP and μP tasks alike; an SP-mode LO ignores them.
     updates, opt_state = self.lopt.update(theta, grads, state.opt_state, state.params,
-                                          num_steps=state.horizon, mup=self.task.kinds,
+                                          num_steps=state.horizon, mup=optimizer_spec(self.task),
                                           loss=loss)
     params = jax.tree_util.tree_map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
     return InnerState(params, opt_state, state.step + 1, state.horizon), loss

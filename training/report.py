@@ -18,8 +18,10 @@ import numpy as np
 
 PLOTS_DIR = "plots"
 TASK_COLUMNS = ("task", "steps", "optimizer", "LR", "final train loss", "test loss",
-                "test accuracy", "speedup vs tuned AdamW", "rank")
-SUMMARY_COLUMNS = ("optimizer", "average rank", "diverged runs")
+                "test accuracy", "max loss spike", "speedup vs tuned AdamW", "rank (test)",
+                "rank (train)")
+SUMMARY_COLUMNS = ("optimizer", "average rank (test loss)", "average rank (train loss)",
+                   "max loss spike", "diverged runs")
 
 
 # --------------------------------------------------------------------------
@@ -39,6 +41,10 @@ def fmt_lr(x: Optional[float]) -> str:
 
 def fmt_rank(x: float) -> str:
   return f"{x:.2f}"
+
+
+def fmt_spike(x: Optional[float]) -> str:
+  return "diverged" if x is None else f"{x:.3g}×"
 
 
 def fmt_speedup(s: dict[str, Any]) -> str:
@@ -64,7 +70,8 @@ def task_rows(results: dict[str, Any]) -> Iterator[dict[str, Any]]:
                "optimizer": label, "lr": r["learning_rate"],
                "final_train_loss": r["final_train_loss"], "test_loss": r["test_loss"],
                "test_accuracy": r["test_accuracy"], "speedup": r["speedup"],
-               "rank": r["rank"], "num_diverged": r["num_diverged"],
+               "rank": r["rank"], "train_rank": r.get("train_rank", r["rank"]),
+               "max_loss_spike": r.get("max_loss_spike"), "num_diverged": r["num_diverged"],
                "num_seeds": len(r["seeds"])}
 
 
@@ -125,16 +132,21 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
             "if any seed diverged). Speedup vs tuned AdamW: steps AdamW's median curve needs "
             "to reach the optimizer's final median loss ÷ the optimizer's steps (`>`: AdamW "
             "never reached it, a lower bound; `<`: reached at its first point, an upper "
-            "bound). Rank: per task by final train loss; averaged per suite.", ""]
+            "bound). Max loss spike: the highest minibatch loss ÷ the step-0 loss (max over seeds). "
+            "Rank: per task by mean test loss (and, second, by final train loss); averaged "
+            "per suite.", ""]
   rows = list(task_rows(results))
   for suite, data in results["suites"].items():
     lines += [f"## Suite `{suite}`", ""]
-    summary = [(label, fmt_rank(x["average_rank"]), f"{x['num_diverged']}/{x['num_runs']}")
+    summary = [(label, fmt_rank(x["average_rank"]),
+                fmt_rank(x.get("average_train_rank", x["average_rank"])),
+                fmt_spike(x.get("max_loss_spike")), f"{x['num_diverged']}/{x['num_runs']}")
                for label, x in data["summary"].items()]
     lines += _table(SUMMARY_COLUMNS, summary) + [""]
     table = [(r["task"], r["steps"], r["optimizer"], fmt_lr(r["lr"]),
               fmt_loss(r["final_train_loss"]), fmt_loss(r["test_loss"]),
-              fmt_accuracy(r["test_accuracy"]), fmt_speedup(r["speedup"]), fmt_rank(r["rank"]))
+              fmt_accuracy(r["test_accuracy"]), fmt_spike(r["max_loss_spike"]),
+              fmt_speedup(r["speedup"]), fmt_rank(r["rank"]), fmt_rank(r["train_rank"]))
              for r in rows if r["suite"] == suite]
     lines += _table(TASK_COLUMNS, table) + [""]
     for task in data["tasks"]:
@@ -142,10 +154,12 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
       if path:
         lines += [f"![{task['task']}, {task['num_steps']} steps]({path})", ""]
   lines += ["## Learning-rate tuning", "",
-            "Mean final train loss over tuning seeds per LR (`diverged`: any seed diverged).", ""]
+            "Mean test loss over tuning seeds per LR, the tuning criterion (`diverged`: any "
+            "seed diverged).", ""]
   tuning = [(t["optimizer"], t["tuning_task"], t["num_steps"], fmt_lr(t["chosen_lr"]),
              ", ".join(f"{fmt_lr(lr)}: {fmt_loss(x)}"
-                       for lr, x in zip(t["lr_grid"], t["mean_final_train_loss"])))
+                       for lr, x in zip(t["lr_grid"],
+                                        t.get("mean_test_loss", t["mean_final_train_loss"]))))
             for t in results["tuning"]]
   lines += _table(("optimizer", "tuning task", "steps", "chosen LR", "LR: loss"), tuning)
   return "\n".join(lines) + "\n"
@@ -218,10 +232,12 @@ def log_to_wandb(results: dict[str, Any], workdir: str, project: str = "lopt-eva
                    config={**results["settings"], "protocol": results["protocol"],
                            "versions": results["versions"], "device": results["device"]})
   columns = ["suite", "task", "steps", "optimizer", "lr", "final_train_loss", "test_loss",
-             "test_accuracy", "speedup", "speedup_bound", "rank", "num_diverged"]
+             "test_accuracy", "max_loss_spike", "speedup", "speedup_bound", "rank",
+             "train_rank", "num_diverged"]
   rows = [[r["suite"], r["task"], r["steps"], r["optimizer"], r["lr"], r["final_train_loss"],
-           r["test_loss"], r["test_accuracy"], (r["speedup"] or {}).get("value"),
-           (r["speedup"] or {}).get("bound"), r["rank"], r["num_diverged"]]
+           r["test_loss"], r["test_accuracy"], r["max_loss_spike"],
+           (r["speedup"] or {}).get("value"), (r["speedup"] or {}).get("bound"), r["rank"],
+           r["train_rank"], r["num_diverged"]]
           for r in task_rows(results)]
   record = {"summary": wandb.Table(columns=columns, data=rows)}
   for path in sorted((Path(workdir) / PLOTS_DIR).glob("*.png")):

@@ -1,0 +1,253 @@
+"""Tasks written the way users write their models: plain flax, default initializers.
+
+These are the evaluation's stand-ins for "the models users bring". Nothing in
+them knows about μP: ``nn.Dense``/``nn.Conv``/``nn.Embed`` with flax's default
+initializers, a plain ``nn.Dense`` readout (no 1/fan_in output multiplier) and
+``nn.MultiHeadDotProductAttention``. So, like a user, the evaluation gets the
+optimizer's μP spec from ``lopt.mup.infer_kinds(params, narrow params)``:
+``narrow_task()`` is the same model at a narrower width (see
+``training.task_spec``). ``kinds`` is meta_tasks' own module-name view, used
+only where no narrow copy exists.
+
+* ``PlainMLPTask``: MLP on an image or tabular dataset (digits, with optional
+  on-device augmentation; the teacher; scikit-learn's breast cancer and wine).
+* ``PlainCNNTask``: conv layers, global average pool, dense readout.
+* ``PlainTransformerLMTask``: pre-LN decoder with flax's attention module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from meta_tasks import datasets, text
+from meta_tasks.base import check_choice, check_int, check_range, log_uniform, scale_matrices
+from meta_tasks.tasks import _classification_metrics, _FlaxTask, _fmt
+
+# The narrow copy (what a user would pass as the base model) is this many times
+# narrower, and at least ``MIN_NARROW_WIDTH`` wide.
+NARROW_FACTOR = 4
+MIN_NARROW_WIDTH = 4
+
+
+class PlainMLP(nn.Module):
+  width: int
+  depth: int           # linear layers, readout included
+  num_outputs: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape(x.shape[0], -1)
+    for _ in range(self.depth - 1):
+      x = nn.relu(nn.Dense(self.width)(x))
+    return nn.Dense(self.num_outputs)(x)
+
+
+class PlainCNN(nn.Module):
+  width: int
+  depth: int           # conv layers
+  num_outputs: int
+
+  @nn.compact
+  def __call__(self, x):
+    for i in range(self.depth):
+      x = nn.relu(nn.Conv(self.width, (3, 3), strides=2 if i == 0 else 1)(x))
+    x = x.mean(axis=(1, 2))
+    return nn.Dense(self.num_outputs)(x)
+
+
+class PlainBlock(nn.Module):
+  num_heads: int
+
+  @nn.compact
+  def __call__(self, x, mask):
+    d = x.shape[-1]
+    h = nn.LayerNorm()(x)
+    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, h, mask=mask)
+    h = nn.Dense(4 * d)(nn.LayerNorm()(x))
+    return x + nn.Dense(d)(nn.gelu(h))
+
+
+class PlainTransformerLM(nn.Module):
+  width: int
+  depth: int
+  num_heads: int
+  seq_len: int
+  vocab_size: int = text.VOCAB_SIZE
+
+  @nn.compact
+  def __call__(self, tokens):
+    x = nn.Embed(self.vocab_size, self.width)(tokens)
+    x = x + nn.Embed(self.seq_len, self.width)(jnp.arange(tokens.shape[1]))[None]
+    mask = nn.make_causal_mask(tokens)
+    for _ in range(self.depth):
+      x = PlainBlock(self.num_heads)(x, mask)
+    return nn.Dense(self.vocab_size)(nn.LayerNorm()(x))
+
+
+class _PlainTask(_FlaxTask):
+  """Shared: SP by construction, init scale, and the narrow copy."""
+
+  def narrow_task(self):
+    """The same model, ``NARROW_FACTOR`` times narrower: the base copy for ``infer_kinds``."""
+    if self.width // NARROW_FACTOR < MIN_NARROW_WIDTH:
+      raise ValueError(f"{self.name}: width {self.width} is too small for a narrower copy "
+                       f"(needs >= {NARROW_FACTOR * MIN_NARROW_WIDTH}).")
+    return dataclasses.replace(self, width=self.width // NARROW_FACTOR)
+
+  def init(self, key: jax.Array) -> Any:
+    k_scale, k_init = jax.random.split(key)
+    params = self.model.init(k_init, self._dummy_input())["params"]
+    return scale_matrices(params, log_uniform(k_scale, *self.init_scale_range))
+
+  def _kinds(self, params: Any) -> Any:
+    raise NotImplementedError(
+        f"{self.name} is a plain flax model with no μP kinds of its own: take them as a user "
+        "would, lopt.mup.infer_kinds(params, narrow params) with narrow_task() "
+        "(training.task_spec.optimizer_spec does this).")
+
+
+def _check_common(task) -> None:
+  check_int("width", task.width)
+  check_int("batch_size", task.batch_size)
+  check_range("init_scale_range", task.init_scale_range)
+  check_choice("parameterization", task.parameterization, ("sp",))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PlainMLPTask(_PlainTask):
+  """A plain flax MLP classifier on images (flattened), the teacher, or tabular data."""
+  dataset: str = "digits"
+  augment: bool = False
+  width: int = 128
+  depth: int = 3
+  batch_size: int = 128
+  init_scale_range: tuple[float, float] = (1.0, 1.0)
+  parameterization: str = "sp"
+  data_dir: str | None = dataclasses.field(default=None, compare=False)
+
+  def __post_init__(self):
+    check_choice("dataset", self.dataset, datasets.DATASETS + tuple(datasets.TABULAR_DATASETS))
+    check_int("depth", self.depth, 2)
+    _check_common(self)
+    if self.augment and self.dataset not in datasets.IMAGE_DATASETS:
+      raise ValueError(f"augment=True needs an image dataset, got {self.dataset!r}.")
+
+  @property
+  def name(self) -> str:
+    aug = "aug" if self.augment else ""
+    return (f"user-mlp_{self.dataset}{aug}_w{self.width}_d{self.depth}_b{self.batch_size}"
+            + ("" if self.init_scale_range == (1.0, 1.0) else
+               f"_is{_fmt(self.init_scale_range[0])}-{_fmt(self.init_scale_range[1])}"))
+
+  @property
+  def num_classes(self) -> int:
+    return datasets.num_classes(self.dataset)
+
+  @property
+  def reference_loss(self) -> float:
+    return math.log(self.num_classes)
+
+  @property
+  def model(self) -> nn.Module:
+    return PlainMLP(self.width, self.depth, self.num_classes)
+
+  def _dummy_input(self) -> jax.Array:
+    return jnp.zeros((1,) + datasets.input_shape(self.dataset), jnp.float32)
+
+  def data(self) -> Any:
+    return datasets.load_dataset(self.dataset, datasets.resolve_data_dir(self.data_dir))
+
+  def _sample(self, data: Any, key: jax.Array, split: str) -> Any:
+    return datasets.sample_dataset(self.dataset, data, key, self.batch_size, split,
+                                   augment=self.augment)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PlainCNNTask(_PlainTask):
+  """A plain flax CNN on an image dataset (optionally augmented on device)."""
+  dataset: str = "digits"
+  augment: bool = False
+  width: int = 32
+  depth: int = 2
+  batch_size: int = 128
+  init_scale_range: tuple[float, float] = (1.0, 1.0)
+  parameterization: str = "sp"
+  data_dir: str | None = dataclasses.field(default=None, compare=False)
+
+  def __post_init__(self):
+    check_choice("dataset", self.dataset, tuple(datasets.IMAGE_DATASETS))
+    check_int("depth", self.depth, 1)
+    _check_common(self)
+
+  name = property(lambda self: f"user-cnn_{self.dataset}{'aug' if self.augment else ''}_"
+                               f"w{self.width}_d{self.depth}_b{self.batch_size}")
+  num_classes = property(lambda self: datasets.num_classes(self.dataset))
+  reference_loss = property(lambda self: math.log(self.num_classes))
+  model = property(lambda self: PlainCNN(self.width, self.depth, self.num_classes))
+
+  def _dummy_input(self) -> jax.Array:
+    return jnp.zeros((1,) + datasets.input_shape(self.dataset), jnp.float32)
+
+  data = PlainMLPTask.data
+  _sample = PlainMLPTask._sample
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PlainTransformerLMTask(_PlainTask):
+  """A plain flax decoder-only byte LM (``nn.MultiHeadDotProductAttention``)."""
+  dataset: str = "pydocs"
+  seq_len: int = 64
+  width: int = 64
+  depth: int = 2
+  num_heads: int = 4
+  batch_size: int = 32
+  max_bytes: int = text.DEFAULT_MAX_BYTES
+  init_scale_range: tuple[float, float] = (1.0, 1.0)
+  parameterization: str = "sp"
+  data_dir: str | None = dataclasses.field(default=None, compare=False)
+
+  def __post_init__(self):
+    check_choice("text dataset", self.dataset, tuple(text.TEXT_DATASETS))
+    for what in ("seq_len", "depth", "num_heads", "max_bytes"):
+      check_int(what, getattr(self, what))
+    _check_common(self)
+    if self.width % self.num_heads:
+      raise ValueError(f"width {self.width} must be divisible by num_heads {self.num_heads}.")
+
+  def narrow_task(self):
+    narrow = super().narrow_task()  # keeps num_heads: only the head dimension narrows
+    if narrow.width % self.num_heads:
+      raise ValueError(f"{self.name}: the narrow width {narrow.width} is not divisible by "
+                       f"num_heads {self.num_heads}.")
+    return narrow
+
+  @property
+  def name(self) -> str:
+    size = "" if self.max_bytes == text.DEFAULT_MAX_BYTES else f"_mb{self.max_bytes}"
+    return (f"user-lm_{self.dataset}{size}_t{self.seq_len}_w{self.width}_d{self.depth}_"
+            f"h{self.num_heads}_b{self.batch_size}")
+
+  reference_loss = property(lambda self: math.log(text.VOCAB_SIZE))
+  model = property(lambda self: PlainTransformerLM(self.width, self.depth, self.num_heads,
+                                                   self.seq_len))
+
+  def _dummy_input(self) -> jax.Array:
+    return jnp.zeros((1, self.seq_len), jnp.int32)
+
+  def _targets(self, batch):
+    return batch["targets"]
+
+  def metrics(self, params: Any, batch: Any) -> dict[str, jax.Array]:
+    return _classification_metrics(self.apply(params, batch["inputs"]), batch["targets"])
+
+  def data(self) -> Any:
+    return text.load_text(self.dataset, datasets.resolve_data_dir(self.data_dir), self.max_bytes)
+
+  def _sample(self, data: Any, key: jax.Array, split: str) -> Any:
+    return text.sample_windows(data, key, self.batch_size, self.seq_len, split)
