@@ -7,14 +7,18 @@
 
     tx = lopt.pretrained_optax("mulo-m", num_steps=1000, mup=kinds)  # shipped, meta-trained
     velo = lopt.VeLOpt(mup=True)              # VeLO-style LO (μVeLO); its update needs loss=
+    tx = lopt.baselines.get("adamw", learning_rate=1e-3)             # tuned-baseline registry
+
+Works with optax, linen's ``TrainState`` and flax NNX's ``nnx.Optimizer``
+(``opt.update(model, grads, loss=loss)``); ``lopt.mup`` takes NNX modules and states.
 """
 
-from lopt import features, mup, velo
+from lopt import baselines, features, mup, velo
 from lopt.mlp_lopt import MLPLOpt, MLPLOptState
 from lopt.velo import VeLOpt, VeLOptState
-from lopt.pretrained import (available, load_metadata, load_pretrained, pretrained_optax,
-                             save_pretrained)
+from lopt.pretrained import (available, check_num_steps, load_metadata, load_pretrained,
+                             pretrained_optax, save_pretrained)
 
-__all__ = ["MLPLOpt", "MLPLOptState", "VeLOpt", "VeLOptState", "available", "features",
-           "load_metadata", "load_pretrained", "mup", "pretrained_optax", "save_pretrained",
-           "velo"]
+__all__ = ["MLPLOpt", "MLPLOptState", "VeLOpt", "VeLOptState", "available", "baselines",
+           "check_num_steps", "features", "load_metadata", "load_pretrained", "mup",
+           "pretrained_optax", "save_pretrained", "velo"]

@@ -89,10 +89,19 @@ def _check_param_dtypes(params: Any) -> None:
           "float64). Mask non-float leaves out with optax.masked(...).")
 
 
-def _check_num_steps(num_steps) -> None:
+def _check_num_steps(num_steps, required_by: str | None = None) -> None:
+  """Validate ``num_steps``. ``required_by``: why this LO cannot run without it
+  (None: it may be left out, and the fraction-of-training feature reads 0)."""
   # A jax array is allowed (meta-training draws a horizon per particle); only
   # concrete Python values can be checked here.
-  if num_steps is None or isinstance(num_steps, jax.Array):
+  if num_steps is None:
+    if required_by is not None:
+      raise ValueError(
+          f"num_steps is required: {required_by}. Pass num_steps=<your planned number of "
+          "training steps (optimizer updates)>, e.g. lo.as_optax(theta, num_steps=10_000, "
+          "mup=kinds) or lopt.pretrained_optax(name, num_steps=10_000, mup=kinds).")
+    return
+  if isinstance(num_steps, jax.Array):
     return
   if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps <= 0:
     raise ValueError(f"num_steps must be a positive int (the planned length of training) "
@@ -409,16 +418,40 @@ class MLPLOpt:
 
     ``update(grads, state, params, loss=None)``: ``loss`` is accepted (and
     ignored by this LO) so training loops can pass it to any learned optimizer.
+
+    ``num_steps`` is the planned number of updates. It is required (a
+    ValueError here otherwise) when ``lr_schedule="cosine"`` (the shipped LOs)
+    or ``absolute_time=False`` (the fraction of training is then the LO's only
+    sense of time). Past ``num_steps`` the schedule holds its final value: with
+    ``"cosine"`` that is 0, so update ``num_steps`` and every later one is
+    exactly 0 and training stops; ``lopt.check_num_steps(opt_state, num_steps)``
+    raises once that point is reached (call it outside jit).
+
+    flax NNX: params and gradients may be ``nnx.State``s of ``nnx.Param``
+    variables or of raw arrays (``nnx.Optimizer`` passes both); the LO works on
+    the arrays and returns updates in the structure of the gradients.
     """
     self.check_theta(theta)
-    _check_num_steps(num_steps)
+    needs = []
+    if self.lr_schedule == "cosine":
+      needs.append("its step follows a cosine schedule over num_steps (lr_schedule="
+                   "'cosine'); without it the schedule would silently be constant")
+    if not self.absolute_time:
+      needs.append("it reads the fraction of training t/num_steps as its only time feature "
+                   "(absolute_time=False)")
+    _check_num_steps(num_steps, required_by=(
+        f"this learned optimizer ({type(self).__name__}) " + " and ".join(needs)
+        if needs else None))
 
     def init_fn(params):
+      params = mup_lib.unwrap(params)
       self._multipliers(mup, params)  # fail early on a bad μP spec
       return self.init_state(params)
 
     def update_fn(updates, state, params=None, **extra_args):
       del extra_args  # e.g. loss=: not used by this architecture
-      return self.update(theta, updates, state, params, num_steps=num_steps, mup=mup)
+      new, state = self.update(theta, mup_lib.unwrap(updates), mup_lib.unwrap(state),
+                               mup_lib.unwrap(params), num_steps=num_steps, mup=mup)
+      return mup_lib.rewrap(updates, new), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -34,12 +34,22 @@ For a user's own model there are two ways to get a spec:
 * ``infer_kinds(params, base_params)``: compare with a narrower copy of the
   model, as the ``mup`` library does. Axes whose size differs between the two
   are the "infinite" (width) axes.
+
+flax NNX: every function here also takes an ``nnx.State`` (whose leaves are
+``nnx.Param`` variables or raw arrays) and ``infer_kinds`` takes the NNX
+modules themselves. Variables are unwrapped to their values and a spec is
+matched to the params by parameter path, so one spec works whether the params
+arrive wrapped or not (``nnx.Optimizer`` passes ``State``s of variables to
+``init`` and of raw arrays to ``update``), and whatever the container type
+(``State`` or the dict of ``nnx.to_pure_dict``). flax is never imported here:
+NNX objects can only exist once the user has imported ``flax.nnx``.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -76,16 +86,127 @@ def fan_in(shape: tuple[int, ...]) -> int:
   return int(math.prod(shape[:-1]))
 
 
+# ---------------------------------------------------------------- flax NNX
+def _nnx():
+  """``flax.nnx`` if it is already imported (NNX objects cannot exist otherwise)."""
+  return sys.modules.get("flax.nnx")
+
+
+def _variable_types() -> tuple[type, ...]:
+  nnx = _nnx()
+  if nnx is None:
+    return ()
+  # vars(), not getattr: flax 0.12 keeps VariableState as a deprecated alias
+  # whose attribute access warns; older flax had it as a separate class.
+  found = [vars(nnx).get("Variable"), vars(nnx).get("VariableState")]
+  return tuple({t for t in found if isinstance(t, type)})
+
+
+def _variable_value(v: Any) -> Any:
+  get = getattr(v, "get_value", None)
+  return get() if callable(get) else v.value
+
+
+def is_variable(x: Any) -> bool:
+  """Whether ``x`` is a flax NNX variable (``nnx.Param``, ``nnx.Variable``...)."""
+  types = _variable_types()
+  return bool(types) and isinstance(x, types)
+
+
+def has_variables(tree: Any) -> bool:
+  """Whether any node of ``tree`` is an NNX variable."""
+  types = _variable_types()
+  if not types:
+    return False
+  is_var = lambda x: isinstance(x, types)
+  return any(is_var(x) for x in jax.tree_util.tree_leaves(tree, is_leaf=is_var))
+
+
+def unwrap(tree: Any, is_leaf: Any = None) -> Any:
+  """``tree`` with every NNX variable replaced by its value (containers such as
+  ``nnx.State`` are kept). The identity when flax NNX is not in use."""
+  types = _variable_types()
+  if not types:
+    return tree
+  is_var = lambda x: isinstance(x, types)
+  leaf = is_var if is_leaf is None else (lambda x: is_var(x) or is_leaf(x))
+  return jax.tree_util.tree_map(lambda x: _variable_value(x) if is_var(x) else x,
+                                tree, is_leaf=leaf)
+
+
+def rewrap(like: Any, tree: Any) -> Any:
+  """The leaves of ``tree`` (an unwrapped copy of ``like``) back in ``like``'s
+  structure, variables included: what a transformation that unwrapped its
+  inputs returns, so its updates have the structure of its gradients."""
+  if not has_variables(like):
+    return tree
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like),
+                                      jax.tree_util.tree_leaves(tree))
+
+
+def _is_module(x: Any) -> bool:
+  nnx = _nnx()
+  return nnx is not None and isinstance(x, nnx.Module)
+
+
+def as_params(tree_or_model: Any) -> Any:
+  """Params as a pytree of arrays: an NNX module gives ``nnx.state(m, nnx.Param)``;
+  NNX variables are unwrapped."""
+  if _is_module(tree_or_model):
+    tree_or_model = _nnx().state(tree_or_model, _nnx().Param)
+  return unwrap(tree_or_model)
+
+
+def _path_names(path) -> list[str]:
+  return [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+
+
+def _show(paths, limit: int = 5) -> str:
+  shown = ["".join(f"[{n!r}]" for n in p) for p in paths[:limit]]
+  more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+  return ", ".join(shown) + more if shown else "none"
+
+
+def _align(spec: Any, params: Any, what: str = "μP spec"):
+  """Match ``spec``'s leaves to ``params``'s, by tree structure or else by
+  parameter path (ignoring NNX variable wrappers and the container types).
+
+  Returns ``(spec_leaves, params_flat_with_path, params_treedef)`` with the spec
+  leaves in the order of the (unwrapped) params' leaves."""
+  spec = as_params(spec) if _is_module(spec) else unwrap(spec, _is_leaf)
+  params = as_params(params)
+  flat_spec = jax.tree_util.tree_flatten_with_path(spec, is_leaf=_is_leaf)[0]
+  flat_params, treedef = jax.tree_util.tree_flatten_with_path(params)
+  if jax.tree_util.tree_structure(spec, is_leaf=_is_leaf) == treedef:
+    return [s for _, s in flat_spec], flat_params, treedef
+  spec_paths = [tuple(_path_names(p)) for p, _ in flat_spec]
+  want = [tuple(_path_names(p)) for p, _ in flat_params]
+
+  def strip(paths):  # a spec of linen's {"params": ...} also fits the inner tree
+    if paths and all(k[:1] == ("params",) for k in paths):
+      return [k[1:] for k in paths]
+    return paths
+
+  by_path = dict(zip(strip(spec_paths), (s for _, s in flat_spec)))
+  want_keys = strip(want)
+  if len(by_path) == len(flat_spec) and set(by_path) == set(want_keys) \
+      and len(set(want_keys)) == len(want_keys):
+    return [by_path[k] for k in want_keys], flat_params, treedef
+  want_set = set(want_keys)
+  missing = [k for k in want_keys if k not in by_path]
+  extra = [k for k in by_path if k not in want_set]
+  raise ValueError(
+      f"The {what} does not have the same tree structure as the params.\n"
+      f"  params without a {what} entry: {_show(missing)}\n"
+      f"  {what} entries that are not params: {_show(extra)}\n"
+      "Build it with lopt.mup.kinds_from_paths(params, rules) or "
+      "lopt.mup.infer_kinds(params, base_params) from the same params the optimizer "
+      "gets (for flax NNX: nnx.state(model, nnx.Param), or pass the modules to "
+      "infer_kinds), or pass mup=None for no μP scaling.")
+
+
 def _check_structure(spec: Any, params: Any, what: str = "μP spec") -> None:
-  spec_def = jax.tree_util.tree_structure(spec, is_leaf=_is_leaf)
-  params_def = jax.tree_util.tree_structure(params)
-  if spec_def != params_def:
-    raise ValueError(
-        f"The {what} does not have the same tree structure as the params.\n"
-        f"  spec:   {spec_def}\n  params: {params_def}\n"
-        "Build it with lopt.mup.kinds_from_paths(params, rules) or "
-        "lopt.mup.infer_kinds(params, base_params), or pass mup=None for "
-        "no μP scaling.")
+  _align(spec, params, what)
 
 
 def _check_kind(kind: Any, path: str) -> None:
@@ -129,10 +250,9 @@ def group_for(kind_or_value: Any) -> int:
 
 
 def multipliers(spec: Any, params: Any) -> Any:
-  """Pytree of per-tensor step multipliers (Python floats) for ``params``."""
-  _check_structure(spec, params)
-  flat_spec = jax.tree_util.tree_leaves(spec, is_leaf=_is_leaf)
-  flat_params, treedef = jax.tree_util.tree_flatten_with_path(params)
+  """Pytree of per-tensor step multipliers (Python floats) for ``params``, in
+  the structure of ``params`` with NNX variables unwrapped."""
+  flat_spec, flat_params, treedef = _align(spec, params)
   out = [multiplier_for(s, tuple(np.shape(p)), jax.tree_util.keystr(path))
          for s, (path, p) in zip(flat_spec, flat_params)]
   return jax.tree_util.tree_unflatten(treedef, out)
@@ -143,9 +263,7 @@ def step_groups(spec: Any, params: Any) -> Any:
   0 for input and vector tensors. An LO can give each group its own base step:
   the μLO rule's absolute 1/fan_in makes the two groups' best base steps differ
   by about the base width."""
-  _check_structure(spec, params)
-  flat_spec = jax.tree_util.tree_leaves(spec, is_leaf=_is_leaf)
-  treedef = jax.tree_util.tree_structure(params)
+  flat_spec, _, treedef = _align(spec, params)
   return jax.tree_util.tree_unflatten(treedef, [group_for(s) for s in flat_spec])
 
 
@@ -157,12 +275,14 @@ def kinds_from_paths(params: Any, rules: Mapping[str, str] | list[tuple[str, str
   ``"['Dense_0']['kernel']"``) to a kind; the first match wins. Tensors that
   match no rule get ``default``; with ``default=None`` rank<2 tensors become
   ``"vector"`` and any unmatched matrix is an error, so nothing is guessed.
+  ``params`` may be an NNX module or ``nnx.State`` (paths then read
+  ``"['linear1']['kernel']"``, without the variable wrapper).
   """
   items = list(rules.items()) if isinstance(rules, Mapping) else list(rules)
   for _, kind in items:
     if (kind.kind if isinstance(kind, Kind) else kind) not in KINDS:
       raise ValueError(f"Unknown μP kind {kind!r} in rules; valid kinds are {KINDS}.")
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  flat, treedef = jax.tree_util.tree_flatten_with_path(as_params(params))
   kinds = []
   for path, p in flat:
     name = jax.tree_util.keystr(path)
@@ -180,23 +300,46 @@ def kinds_from_paths(params: Any, rules: Mapping[str, str] | list[tuple[str, str
 READOUTS = ("sp", "mup")
 
 
-def _path_names(path) -> list[str]:
-  return [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
-
-
-def kernel_fan_in(path, shape: tuple[int, ...]) -> int:
+def kernel_fan_in(path, shape: tuple[int, ...], contracting: int | None = None) -> int:
   """Fan-in of a flax kernel from its path and shape: the size of its contracting
-  axes. ``(..., in, out)`` kernels (Dense, Conv, attention ``out``) contract all
-  but the last axis; flax attention's q/k/v kernels ``(d_model, heads,
-  head_dim)`` contract axis 0 alone."""
+  axes. ``contracting``, when known (an NNX ``LinearGeneral``'s
+  ``len(in_features)``), is the number of leading contracting axes. Otherwise:
+  ``(..., in, out)`` kernels (Dense, Conv, attention ``out``) contract all but
+  the last axis; flax attention's q/k/v kernels ``(d_model, heads, head_dim)``
+  contract axis 0 alone."""
+  if contracting is not None:
+    if not 1 <= contracting < len(shape):
+      raise ValueError(f"kernel {jax.tree_util.keystr(tuple(path)) if path else ''} of shape "
+                       f"{shape} cannot have {contracting} contracting axes.")
+    return int(math.prod(shape[:contracting]))
   names = _path_names(path)
   if len(shape) >= 3 and len(names) >= 2 and names[-2] in ATTENTION_QKV:
     return int(shape[0])
   return fan_in(shape)
 
 
+def _contracting_axes(model: Any) -> dict[tuple[str, ...], int]:
+  """For an NNX module: kernel path -> number of contracting axes, for every
+  ``nnx.LinearGeneral`` in it (its kernel is ``(*in_features, *out_features)``)."""
+  nnx = _nnx()
+  if not _is_module(model) or not hasattr(nnx, "iter_graph"):
+    return {}
+  general = getattr(nnx, "LinearGeneral", None)
+  out = {}
+  for path, node in nnx.iter_graph(model):
+    if general is not None and isinstance(node, general):
+      in_features = getattr(node, "in_features", None)
+      if isinstance(in_features, (tuple, list)) and in_features:
+        out[tuple(str(k) for k in path) + ("kernel",)] = len(in_features)
+  return out
+
+
 def infer_kinds(params: Any, base_params: Any, readout: str = "sp") -> Any:
   """Infer kinds by comparing ``params`` with a narrower copy, ``base_params``.
+
+  Both may be param pytrees (linen ``variables`` or ``variables["params"]``),
+  ``nnx.State``s, or flax NNX modules (their ``nnx.Param`` state is used, and
+  each ``nnx.LinearGeneral``'s ``in_features`` gives its kernel's fan-in).
 
   Axes whose size differs are infinite (they grow with width). For a tensor of
   rank >= 2 in flax layout (last axis = output): fan-in and fan-out both
@@ -205,21 +348,26 @@ def infer_kinds(params: Any, base_params: Any, readout: str = "sp") -> Any:
   library). Rank < 2 tensors, and leaves named ``bias`` or ``scale`` (flax
   attention's ``(heads, head_dim)`` biases), are vectors. Fan-in is the size of
   the contracting axes (``kernel_fan_in``); where it is not ``prod(shape[:-1])``
-  the leaf is a ``Kind(kind, fan_in)``.
+  the leaf is a ``Kind(kind, fan_in)``. A linen ``DenseGeneral`` with several
+  output axes that is not an attention q/k/v projection cannot be recognized
+  from its params: give its kind with ``Kind(kind, fan_in)`` yourself.
 
   ``readout``: ``"sp"`` (default: a plain flax readout with no output
   multiplier, as in any standard model) marks the readout ``"sp_output"``,
   whose step gets 1/fan_in; ``"mup"`` marks it ``"output"`` (unscaled) for a
   model that multiplies its readout's output by 1/fan_in itself. Getting this
   wrong on a plain model makes the readout's step fan_in times too large.
+
+  Raises if no axis differs (``base_params`` is not narrower): every matrix
+  would silently be an input layer, with no μP scaling at all.
   """
   if readout not in READOUTS:
     raise ValueError(f"readout must be one of {READOUTS} ('sp': a plain readout, as in "
                      f"standard flax models; 'mup': the model multiplies the readout's "
                      f"output by 1/fan_in), got {readout!r}.")
-  _check_structure(base_params, params, what="base params")
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  base_flat = jax.tree_util.tree_leaves(base_params)
+  contracting = _contracting_axes(params)
+  base_contracting = _contracting_axes(base_params)
+  base_flat, flat, treedef = _align(base_params, params, what="base params")
   kinds, any_width_axis = [], False
   for (path, p), b in zip(flat, base_flat):
     shape, base_shape = tuple(np.shape(p)), tuple(np.shape(b))
@@ -232,7 +380,9 @@ def infer_kinds(params: Any, base_params: Any, readout: str = "sp") -> Any:
     if len(shape) < 2 or (names and names[-1] in VECTOR_NAMES):
       kinds.append("vector")
       continue
-    fi, base_fi = kernel_fan_in(path, shape), kernel_fan_in(path, base_shape)
+    key = tuple(names)
+    fi = kernel_fan_in(path, shape, contracting.get(key))
+    base_fi = kernel_fan_in(path, base_shape, base_contracting.get(key, contracting.get(key)))
     in_inf = fi != base_fi
     out_inf = math.prod(shape) // fi != math.prod(base_shape) // base_fi
     kind = ("hidden" if in_inf and out_inf else

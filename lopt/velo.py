@@ -434,18 +434,33 @@ class VeLOpt:
   # ---------------------------------------------------------------- optax
   def as_optax(self, theta: dict, num_steps: int | None = None,
                mup: Any = None) -> optax.GradientTransformationExtraArgs:
-    """The LO at fixed θ as an optax transformation; its update needs ``loss=``."""
+    """The LO at fixed θ as an optax transformation; its update needs ``loss=``.
+
+    ``num_steps`` (the planned number of updates) feeds the fraction-of-training
+    features; left out, they read 0 (training length unknown). Past it,
+    t/num_steps exceeds 1 (values meta-training never showed the LO); no
+    schedule scales the step to 0, so training does not stop.
+
+    flax NNX: params and gradients may be ``nnx.State``s of ``nnx.Param``
+    variables or of raw arrays (``nnx.Optimizer`` passes both, and forwards
+    ``loss=`` from ``opt.update(model, grads, loss=loss)``); updates come back
+    in the structure of the gradients.
+    """
+    from lopt import mup as mup_lib
     self.check_theta(theta)
     _check_num_steps(num_steps)
 
     def init_fn(params):
+      params = mup_lib.unwrap(params)
       self._multipliers(mup, params)  # fail early on a bad μP spec
       return self.init_state(params)
 
     def update_fn(updates, state, params=None, loss=None, **extra_args):
       del extra_args  # other chained transformations' extras
-      return self.update(theta, updates, state, params, num_steps=num_steps, mup=mup,
-                         loss=loss)
+      new, state = self.update(theta, mup_lib.unwrap(updates), mup_lib.unwrap(state),
+                               mup_lib.unwrap(params), num_steps=num_steps, mup=mup,
+                               loss=mup_lib.unwrap(loss))
+      return mup_lib.rewrap(updates, new), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

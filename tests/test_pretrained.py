@@ -114,3 +114,68 @@ def test_pretrained_optax_trains_a_model():
   for _ in range(200):
     params, state = step(params, state)
   assert float(loss_fn(params)) < 0.8 * first
+
+
+# ------------------------------------------------------------------ bad names, num_steps
+def test_none_and_missing_paths_get_clear_errors(tmp_path):
+  with pytest.raises(TypeError, match=r"name of a shipped pretrained.*got None.*mulo-m"):
+    lopt.pretrained_optax(None, num_steps=10)
+  with pytest.raises(TypeError, match="got 3 of type int"):
+    lopt.load_pretrained(3)
+  with pytest.raises(ValueError, match="Empty pretrained learned optimizer name"):
+    lopt.pretrained_optax("", num_steps=10)
+  missing = tmp_path / "no" / "such"
+  for bad in (str(missing), missing, "./mulo-m-typo", "mulo-m/", "~/no-such-lopt-dir"):
+    with pytest.raises(FileNotFoundError, match="No such directory"):
+      lopt.pretrained_optax(bad, num_steps=10)
+  # A bare name that is not shipped is still a name error listing the shipped ones.
+  with pytest.raises(ValueError, match=r"Unknown pretrained learned optimizer 'mulo-q'.*mulo-m"):
+    lopt.pretrained_optax("mulo-q", num_steps=10)
+
+
+def test_num_steps_is_required_where_the_lo_depends_on_it():
+  with pytest.raises(ValueError, match=r"pretrained_optax\('mulo-m'\) needs num_steps=.*"
+                                       r"num_steps=10_000"):
+    lopt.pretrained_optax("mulo-m", mup={})
+  theta = lopt.MLPLOpt().init(jax.random.PRNGKey(0))
+  for config, why in ((dict(lr_schedule="cosine"), "cosine schedule"),
+                      (dict(absolute_time=False), "fraction of training")):
+    with pytest.raises(ValueError, match=rf"num_steps is required.*{why}.*num_steps=10_000"):
+      lopt.MLPLOpt(**config).as_optax(theta)
+  lopt.MLPLOpt().as_optax(theta)  # constant schedule, absolute time: may be left out
+
+
+def test_past_num_steps_the_cosine_lo_stops_and_the_check_says_so():
+  """What the README states: update number num_steps and every later one is
+  exactly 0 (the cosine schedule holds its final value); check_num_steps raises
+  from then on, and before that returns the number of updates applied."""
+  n = 4
+  lo, theta = lopt.load_pretrained("mulo-s")
+  params = {"w": jnp.ones((4, 4)) * 0.1, "b": jnp.zeros(4)}
+  kinds = {"w": "hidden", "b": "vector"}
+  tx = optax.chain(optax.clip_by_global_norm(1.0), lo.as_optax(theta, num_steps=n, mup=kinds))
+  state = tx.init(params)
+  grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.1), params)
+  update = jax.jit(tx.update)
+  for k in range(1, n + 3):  # update number k
+    assert lopt.check_num_steps(state, n) == k - 1
+    u, state = update(grads, state, params)
+    size = max(float(jnp.abs(x).max()) for x in jax.tree_util.tree_leaves(u))
+    assert (size == 0.0) == (k >= n), (k, size)
+    if k >= n:
+      with pytest.raises(RuntimeError, match=rf"applied {k} updates.*num_steps={n}"):
+        lopt.check_num_steps(state, n)
+      break
+  with pytest.raises(ValueError, match="no learned-optimizer state"):
+    lopt.check_num_steps(optax.adam(1e-3).init(params), n)
+
+
+def test_import_lopt_exports_baselines_without_importing_flax():
+  import subprocess
+  import sys
+  code = ("import sys, lopt; tx = lopt.baselines.get('adamw', learning_rate=1e-3); "
+          "tx.init({'w': __import__('jax').numpy.zeros(2)}); "
+          "assert 'flax' not in sys.modules, 'lopt imported flax'; print('ok')")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+  assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
