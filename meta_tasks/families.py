@@ -16,6 +16,12 @@ tfds-backed ones: same models, scikit-learn digits instead of ImageNet.
 ``mulo-m-cpu``     μP MLP, digits 8x8, widths 32/64/128, depth 3, batch 128
 ``mulo-s-cpu``     μP MLP, digits 8x8, width 32 (one config)
 ``sp-m-cpu``       SP version of mulo-m-cpu
+``mix-cpu``        a mix that rewards generalization: an MLP (w32) on fresh
+                   teacher samples, an MLP (w128) on augmented digits, a CNN on
+                   augmented digits, a byte LM on pydocs; μP and SP alternating;
+                   batch sizes 16-64; init scales 0.5-2
+``mix-sp-cpu``     the same configs, all SP (plain readouts): the SP-LO ablation
+``mix-s-cpu``      the two MLPs of mix-cpu, both at width 32 (the μLO_S analogue)
 =================  ==========================================================
 """
 
@@ -26,7 +32,7 @@ import itertools
 from typing import Callable, Sequence
 
 from meta_tasks.base import TaskFamily
-from meta_tasks.tasks import ImageMLPTask, QuadraticTask
+from meta_tasks.tasks import ImageCNNTask, ImageMLPTask, QuadraticTask, TransformerLMTask
 
 IMAGENET32 = "imagenet_resized/32x32"
 META_INIT_SCALE = (0.5, 2.0)   # "vary init scales" task augmentation
@@ -55,6 +61,30 @@ def _mulo(name: str, parameterization: str, size: str, offline: bool,
                     parameterization, data_dir=data_dir)
 
 
+def mix_family(name: str, parameterization: str, mlp_widths: Sequence[int] = (32, 128),
+               small: bool = False, data_dir: str | None = None) -> TaskFamily:
+  """Non-memorizable data in three architectures, so that lower training loss
+  is real progress and the LO cannot win by growing the logits: an MLP on fresh
+  teacher samples, an MLP on augmented digits, a CNN on augmented digits and a
+  byte LM on pydocs (``small``: the two MLPs only). The CNN and LM stay tiny:
+  on CPU their compile and step costs dominate. ``parameterization="mixed"``
+  alternates μP and SP over the configs, so a μLO also meets the plain SP
+  models users bring."""
+  def param(i):
+    return ("mup", "sp")[i % 2] if parameterization == "mixed" else parameterization
+  w_teacher, w_digits = mlp_widths
+  configs = [(ImageMLPTask, dict(dataset="teacher", width=w_teacher, batch_size=32)),
+             (ImageMLPTask, dict(dataset="digits", augment=True, width=w_digits, batch_size=64,
+                                 data_dir=data_dir))]
+  if not small:
+    configs += [(ImageCNNTask, dict(dataset="digits", augment=True, width=8, depth=2,
+                                    batch_size=64, data_dir=data_dir)),
+                (TransformerLMTask, dict(dataset="pydocs", seq_len=16, width=16, depth=1,
+                                         num_heads=2, batch_size=16))]
+  return TaskFamily(name, tuple(cls(parameterization=param(i), init_scale_range=META_INIT_SCALE,
+                                    **kw) for i, (cls, kw) in enumerate(configs)))
+
+
 def _quadratics(data_dir: str | None) -> TaskFamily:
   del data_dir
   return TaskFamily("quadratic", tuple(
@@ -74,6 +104,10 @@ DISTRIBUTIONS: dict[str, Callable[[str | None], TaskFamily]] = {
                                         data_dir=dd),
     "sp-m-cpu": lambda dd: mlp_family("sp-m-cpu", [("digits", None)], (32, 64, 128), (128,), "sp",
                                       data_dir=dd),
+    "mix-cpu": lambda dd: mix_family("mix-cpu", "mixed", data_dir=dd),
+    "mix-sp-cpu": lambda dd: mix_family("mix-sp-cpu", "sp", data_dir=dd),
+    "mix-s-cpu": lambda dd: mix_family("mix-s-cpu", "mixed", mlp_widths=(32, 32), small=True,
+                                       data_dir=dd),
 }
 for _name, _args in {
     "mulo-s": ("mup", "s", False), "mulo-m": ("mup", "m", False),

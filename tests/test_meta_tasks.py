@@ -291,7 +291,10 @@ def test_distributions_and_suites():
   cpu_configs = configs([n for n in mt.distribution_names() if n.startswith("tiny")
                          or n.endswith("-cpu")])
   all_configs = configs(mt.distribution_names())
-  held_out = ("heldout-width", "heldout-depth", "heldout-arch", "heldout-data")
+  held_out = ("heldout-width", "heldout-depth", "heldout-arch", "heldout-data", "heldout-user")
+  # The screening suite (looked at while choosing recipes) and the held-out one are disjoint.
+  screen = {e.task for e in mt.get_suite("screen-user-cpu")}
+  assert not screen & {e.task for e in mt.get_suite("heldout-user-cpu")}
   for name in mt.suite_names():
     for entry in mt.get_suite(name):
       assert entry.num_steps > 0 and entry.tuning_task is not None
