@@ -16,6 +16,11 @@ compilations across all outer steps (target: 1 per task shape), and the
 achieved TFLOP/s of the inner model (6·batch·Σ fan_in·fan_out per step: forward
 and backward matmuls only, so it excludes the optimizer's own work).
 
+``--backend`` picks the LO update's backend (xla, pallas; default auto),
+``--config NAME`` the architecture config of a pretrained LO instead of the
+reference ``MLPLOpt()``, and ``--max_seconds`` caps each timed loop.
+``bench_lo`` and ``bench_adam_floor`` are also imported by ``gpu_check.py``.
+
 Inputs are 32x32x3 like CIFAR-10. The pixel values do not affect throughput,
 so the script writes a synthetic uint8 array cache (``LOPT_CACHE_DIR``) in that
 shape instead of needing the real dataset.
@@ -39,15 +44,25 @@ CONFIGS = {
 }
 
 
-def _synthetic_cifar_cache(path) -> None:
+def _synthetic_cifar_cache(path, num_train: int = 50_000) -> None:
   import numpy as np
   rng = np.random.default_rng(0)
-  arrays = {"train_images": rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8),
-            "train_labels": rng.integers(0, 10, 50_000).astype(np.int32),
-            "test_images": rng.integers(0, 256, (10_000, 32, 32, 3), dtype=np.uint8),
-            "test_labels": rng.integers(0, 10, 10_000).astype(np.int32)}
+  num_test = max(num_train // 5, 1)
+  arrays = {"train_images": rng.integers(0, 256, (num_train, 32, 32, 3), dtype=np.uint8),
+            "train_labels": rng.integers(0, 10, num_train).astype(np.int32),
+            "test_images": rng.integers(0, 256, (num_test, 32, 32, 3), dtype=np.uint8),
+            "test_labels": rng.integers(0, 10, num_test).astype(np.int32)}
   path.parent.mkdir(parents=True, exist_ok=True)
   np.savez(path, **arrays)
+
+
+def prepare_data_cache(num_train: int = 50_000) -> None:
+  """Point ``LOPT_CACHE_DIR`` (a fresh temp dir unless set) at a synthetic CIFAR-10 cache."""
+  os.environ.setdefault("LOPT_CACHE_DIR", tempfile.mkdtemp(prefix="lopt_bench_"))
+  from meta_tasks.datasets import cache_path
+  path = cache_path(os.environ["LOPT_CACHE_DIR"], "cifar10", None, False)
+  if not path.exists():
+    _synthetic_cifar_cache(path, num_train)
 
 
 class AdamAsLOpt:
@@ -68,27 +83,55 @@ class AdamAsLOpt:
     return self.tx.update(grads, state, params)
 
 
-def bench_config(name: str, args) -> dict:
+def make_task(name: str, width: int | None = None, batch: int | None = None):
+  """The inner problem of config ``name`` (width/batch overridable, e.g. for smoke tests)."""
+  from meta_tasks import ImageMLPTask
+  spec = CONFIGS[name]
+  return ImageMLPTask(dataset="cifar10", width=width or spec["width"], depth=3,
+                      batch_size=batch or spec["batch_size"], parameterization="mup")
+
+
+def _timed(step, n: int, max_seconds: float | None) -> tuple[float, float, int]:
+  """Call ``step(i)`` (which blocks) 1 + up to ``n`` times: (seconds of the first
+  call, which includes compilation; median seconds of the others; how many).
+  With ``max_seconds``, stop once the timed calls have taken that long."""
+  t0 = time.perf_counter()
+  step(0)
+  first = time.perf_counter() - t0
+  times = []
+  for i in range(1, n + 1):
+    t0 = time.perf_counter()
+    step(i)
+    times.append(time.perf_counter() - t0)
+    if max_seconds is not None and sum(times) >= max_seconds:
+      break
+  return first, statistics.median(times), len(times)
+
+
+def _inner_flops(task, steps: int) -> float:
+  """Forward + backward matmul FLOPs of ``steps`` inner steps (6·batch·Σ fan_in·fan_out)."""
+  import math
+  from meta_tasks.datasets import image_shape
+  widths = [math.prod(image_shape("cifar10", None, False)), task.width, task.width, 10]
+  return 6 * task.batch_size * sum(a * b for a, b in zip(widths[:-1], widths[1:])) * steps
+
+
+def bench_lo(task, lo, *, pairs: int = 8, truncation: int = 50, outer_steps: int = 3,
+             max_seconds: float | None = None, data=None) -> dict:
+  """PES meta-training with the LO ``lo`` on ``task``: particle-steps/s of one
+  jitted outer step (``pairs`` antithetic pairs x ``truncation`` inner steps,
+  plus the θ update) and the XLA compilations over all outer steps."""
   import jax
   import optax
-  from lopt import MLPLOpt
-  from meta_tasks import ImageMLPTask
   from training import tracking
   from training.estimators import make_estimator
   from training.lo_system import LOTrainingSystem, TruncationSchedule
 
-  spec = CONFIGS[name]
-  task = ImageMLPTask(dataset="cifar10", width=spec["width"], depth=3,
-                      batch_size=args.batch or spec["batch_size"], parameterization="mup")
   schedule = TruncationSchedule(100, 1000)
-  particles = 2 * args.pairs
-
-  # --- PES with the learned optimizer.
-  lo = MLPLOpt(backend=args.backend) if args.backend else MLPLOpt()
-  data = task.data()  # a jit argument, never a baked-in constant
+  data = task.data() if data is None else data  # a jit argument, never a baked-in constant
   estimator = lambda data: make_estimator(
-      "pes", system=LOTrainingSystem(lo, task, args.truncation, schedule, data=data),
-      num_pairs=args.pairs, sigma=0.01)
+      "pes", system=LOTrainingSystem(lo, task, truncation, schedule, data=data),
+      num_pairs=pairs, sigma=0.01)
   opt = optax.adamw(3e-3)
   theta = lo.init(jax.random.PRNGKey(0))
 
@@ -97,48 +140,71 @@ def bench_config(name: str, args) -> dict:
     u, opt_state = opt.update(g, opt_state, theta)
     return optax.apply_updates(theta, u), opt_state, est_state
 
-  step = jax.jit(outer_step, donate_argnums=(1, 2))
-  est_state = jax.jit(estimator(None).init)(jax.random.PRNGKey(1), theta)
-  opt_state = opt.init(theta)
+  jitted = jax.jit(outer_step, donate_argnums=(1, 2))
+  carry = [theta, opt.init(theta), jax.jit(estimator(None).init)(jax.random.PRNGKey(1), theta)]
   compiles0 = tracking.compile_count()
-  times = []
-  for i in range(args.outer_steps + 1):
-    t0 = time.perf_counter()
-    theta, opt_state, est_state = step(theta, opt_state, est_state, jax.random.PRNGKey(i), data)
-    jax.block_until_ready(theta)
-    if i:  # step 0 includes compilation
-      times.append(time.perf_counter() - t0)
-  lo_compiles = tracking.compile_count() - compiles0
-  lo_time = statistics.median(times)
 
-  # --- Adam floor: the same inner models and K steps, no estimator.
-  adam_system = lambda data: LOTrainingSystem(AdamAsLOpt(), task, args.truncation, schedule,
-                                              data=data)
+  def step(i):
+    carry[:] = jitted(*carry, jax.random.PRNGKey(i), data)
+    jax.block_until_ready(carry[0])
+
+  first, seconds, timed = _timed(step, outer_steps, max_seconds)
+  steps = 2 * pairs * truncation
+  return dict(steps_per_s=steps / seconds, seconds_per_outer=seconds, first_s=first,
+              compiles=tracking.compile_count() - compiles0, outer_steps=timed,
+              tflops=_inner_flops(task, steps) / seconds / 1e12)
+
+
+def bench_adam_floor(task, *, pairs: int = 8, truncation: int = 50, outer_steps: int = 3,
+                     max_seconds: float | None = None, data=None) -> dict:
+  """The same 2·``pairs`` inner models trained for ``truncation`` steps by plain
+  Adam (vmapped, one scan, no estimator): the cost of the inner problem alone."""
+  import jax
+  from training import tracking
+  from training.lo_system import LOTrainingSystem, TruncationSchedule
+
+  schedule = TruncationSchedule(100, 1000)
+  particles = 2 * pairs
+  data = task.data() if data is None else data
+  system = lambda data: LOTrainingSystem(AdamAsLOpt(), task, truncation, schedule, data=data)
   dummy = {"unused": jax.numpy.zeros(())}
   keys = jax.random.split(jax.random.PRNGKey(2), particles)
-  states = jax.jit(jax.vmap(lambda k: adam_system(None).init_state(k)))(keys)
+  states = [jax.jit(jax.vmap(lambda k: system(None).init_state(k)))(keys)]
   unroll = jax.jit(lambda states, keys, data: jax.vmap(
-      lambda s, k: adam_system(data).unroll(dummy, dummy, s, k)[0])(states, keys),
+      lambda s, k: system(data).unroll(dummy, dummy, s, k)[0])(states, keys),
       donate_argnums=0)
-  adam_times = []
-  for i in range(args.outer_steps + 1):
-    t0 = time.perf_counter()
-    states = unroll(states, jax.random.split(jax.random.PRNGKey(100 + i), particles), data)
-    jax.block_until_ready(states)
-    if i:
-      adam_times.append(time.perf_counter() - t0)
-  adam_time = statistics.median(adam_times)
+  compiles0 = tracking.compile_count()
 
-  steps = particles * args.truncation
-  import math
-  from meta_tasks.datasets import image_shape
-  widths = [math.prod(image_shape("cifar10", None, False)), spec["width"], spec["width"], 10]
-  macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-  flops = 6 * task.batch_size * macs * steps
-  return dict(config=name, width=spec["width"], batch=task.batch_size,
-              lo_steps_per_s=steps / lo_time, adam_steps_per_s=steps / adam_time,
-              lo_tflops=flops / lo_time / 1e12, adam_tflops=flops / adam_time / 1e12,
-              compiles=lo_compiles, outer_steps=args.outer_steps)
+  def step(i):
+    states[0] = unroll(states[0], jax.random.split(jax.random.PRNGKey(100 + i), particles), data)
+    jax.block_until_ready(states[0])
+
+  first, seconds, timed = _timed(step, outer_steps, max_seconds)
+  steps = particles * truncation
+  return dict(steps_per_s=steps / seconds, seconds_per_outer=seconds, first_s=first,
+              compiles=tracking.compile_count() - compiles0, outer_steps=timed,
+              tflops=_inner_flops(task, steps) / seconds / 1e12)
+
+
+def bench_config(name: str, args) -> dict:
+  from lopt import MLPLOpt
+
+  task = make_task(name, args.width, args.batch)
+  config = {}
+  if args.config:
+    import lopt
+    config = dict(lopt.load_metadata(args.config)["config"])
+  if args.backend:
+    config["backend"] = args.backend
+  data = task.data()
+  kw = dict(pairs=args.pairs, truncation=args.truncation, outer_steps=args.outer_steps,
+            max_seconds=args.max_seconds, data=data)
+  lo = bench_lo(task, MLPLOpt(**config), **kw)
+  adam = bench_adam_floor(task, **kw)
+  return dict(config=name, width=task.width, batch=task.batch_size,
+              lo_steps_per_s=lo["steps_per_s"], adam_steps_per_s=adam["steps_per_s"],
+              lo_tflops=lo["tflops"], adam_tflops=adam["tflops"],
+              compiles=lo["compiles"], outer_steps=lo["outer_steps"])
 
 
 def main(argv=None) -> int:
@@ -151,7 +217,13 @@ def main(argv=None) -> int:
   parser.add_argument("--pairs", type=int, default=8)
   parser.add_argument("--truncation", type=int, default=50)
   parser.add_argument("--batch", type=int, default=None, help="override the batch size")
-  parser.add_argument("--backend", default=None, help="LO update backend, if selectable")
+  parser.add_argument("--width", type=int, default=None, help="override the hidden width")
+  parser.add_argument("--backend", default=None, help="LO update backend: auto, xla, pallas")
+  parser.add_argument("--config", default=None,
+                      help="meta-train the architecture config of this pretrained LO "
+                           "(e.g. mulo-m) instead of the reference MLPLOpt()")
+  parser.add_argument("--max_seconds", type=float, default=None,
+                      help="stop each timed loop once its outer steps took this long")
   args = parser.parse_args(argv)
 
   import jax
@@ -161,14 +233,11 @@ def main(argv=None) -> int:
   if unknown:
     parser.error(f"unknown configs {unknown}; valid: {list(CONFIGS)}")
   args.outer_steps = args.outer_steps or (100 if on_gpu else 3)
-  os.environ.setdefault("LOPT_CACHE_DIR", tempfile.mkdtemp(prefix="lopt_bench_"))
-  from meta_tasks.datasets import cache_path
-  path = cache_path(os.environ["LOPT_CACHE_DIR"], "cifar10", None, False)
-  if not path.exists():
-    _synthetic_cifar_cache(path)
+  prepare_data_cache()
 
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
-        f"{args.pairs} antithetic pairs, K={args.truncation}, hidden-32 μLO, PES")
+        f"{args.pairs} antithetic pairs, K={args.truncation}, PES, "
+        f"LO {args.config or 'reference'} config, backend {args.backend or 'auto'}")
   print(f"{'config':8} {'width':>5} {'batch':>5} {'PES LO steps/s':>15} {'Adam steps/s':>13} "
         f"{'Adam/LO':>8} {'LO TFLOP/s':>10} {'Adam TFLOP/s':>12} {'compiles':>9}")
   for name in configs:

@@ -16,7 +16,9 @@ peak. Bytes moved are counted two ways:
 
 Peak bandwidth comes from a table of known devices; on CPU (or an unknown
 device) it is a measured copy bandwidth (a large jitted ``x * 2``), and the
-table says so. On CPU the pallas backend runs in interpret mode, which times
+table says so. ``--config NAME`` benchmarks the architecture config of a
+pretrained LO (``lopt.load_metadata(NAME)["config"]``) instead of the reference
+``MLPLOpt(mup=False)``. ``bench_size`` is also imported by ``gpu_check.py``. On CPU the pallas backend runs in interpret mode, which times
 an emulation, not a kernel: it is skipped unless asked for.
 """
 
@@ -57,7 +59,12 @@ def _transformer(layers: int, d: int, mlp: int, extra: dict) -> dict:
   return shapes
 
 
+SIZES = ("tiny", "1m", "100m", "vit-b", "gpt2-medium")
+
+
 def param_shapes(name: str) -> dict[str, tuple[int, ...]]:
+  if name == "tiny":   # 2 x (64² + 64) = 8.3K: smoke tests (gpu_check.py --dry-run)
+    return {k: v for i in range(2) for k, v in _block(f"l{i}", 64, 64).items()}
   if name == "1m":     # 4 x (512² + 512) = 1.05M
     return {k: v for i in range(4) for k, v in _block(f"l{i}", 512, 512).items()}
   if name == "100m":   # 24 x (2048² + 2048) = 100.7M, the DESIGN.md reference point
@@ -68,7 +75,7 @@ def param_shapes(name: str) -> dict[str, tuple[int, ...]]:
         "pos_embedding": (1, 197, 768), **_block("head", 768, 1000)})
   if name == "gpt2-medium":  # 24 layers, d=1024, vocab 50257 (tied head): 355M
     return _transformer(24, 1024, 4096, {"wte": (50257, 1024), "wpe": (1024, 1024)})
-  raise ValueError(f"unknown size {name!r}; choose from 1m, 100m, vit-b, gpt2-medium")
+  raise ValueError(f"unknown size {name!r}; choose from {', '.join(SIZES)}")
 
 
 def _tree(shapes: dict, key: jax.Array) -> dict:
@@ -94,12 +101,20 @@ def time_call(fn, *args, warmup: int, iters: int) -> float:
   return statistics.median(times)
 
 
-def peak_bandwidth(device) -> tuple[float, str]:
-  """(bytes/s, where the number comes from)."""
-  kind = device.device_kind.lower()
+def table_peak_bandwidth(device_kind: str) -> float | None:
+  """Peak HBM bytes/s of a known device kind (e.g. "NVIDIA H100 80GB HBM3"), else None."""
+  kind = device_kind.lower()
   for keys, peak in PEAK_BANDWIDTH:
     if all(k in kind for k in keys):
-      return peak, f"table ({device.device_kind})"
+      return peak
+  return None
+
+
+def peak_bandwidth(device) -> tuple[float, str]:
+  """(bytes/s, where the number comes from)."""
+  peak = table_peak_bandwidth(device.device_kind)
+  if peak is not None:
+    return peak, f"table ({device.device_kind})"
   # 256 MiB read and written in place (donated), so no call pays for fresh pages.
   double = jax.jit(lambda x: x * 2, donate_argnums=0)
   x = jnp.ones((64 * 2**20,), jnp.float32)
@@ -113,7 +128,19 @@ def peak_bandwidth(device) -> tuple[float, str]:
           f"measured: copy bandwidth of a jitted in-place x*2 on {device.device_kind}")
 
 
-def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: float) -> list[dict]:
+def lo_from_config(config: dict | None, backend: str):
+  """The benchmarked LO: the reference ``MLPLOpt(mup=False)``, or ``MLPLOpt(**config)``
+  (e.g. a pretrained LO's architecture config) with ``backend`` overridden."""
+  if config is None:
+    return lopt.MLPLOpt(mup=False, backend=backend)
+  return lopt.MLPLOpt(**{**config, "backend": backend})
+
+
+def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: float | None,
+               config: dict | None = None) -> list[dict]:
+  """Rows (one per optimizer: optax.adam, then each backend) for the parameter set
+  ``name``. ``peak`` None (unknown device) leaves the bandwidth fractions None;
+  ``gbps`` (achieved GB/s of compulsory traffic) is always filled."""
   shapes = param_shapes(name)
   params = _tree(shapes, jax.random.PRNGKey(0))
   grads = jax.tree_util.tree_map(lambda p: 1e-3 * p, params)
@@ -125,14 +152,17 @@ def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: fl
   adam_update = jax.jit(adam.update)
   adam_s = time_call(adam_update, grads, adam_state, warmup=warmup, iters=iters)
   moved = _nbytes((grads, adam_state)) + _nbytes(jax.eval_shape(adam.update, grads, adam_state))
-  rows.append(dict(size=name, n=n, opt="optax.adam", seconds=adam_s, ratio=1.0,
+  rows.append(dict(size=name, n=n, opt="optax.adam", backend=None, seconds=adam_s, ratio=1.0,
                    compulsory=moved, model=None, state=_nbytes(adam_state) / n))
+  del adam_state
 
   for backend in backends:
-    lo = lopt.MLPLOpt(mup=False, backend=backend)
+    lo = lo_from_config(config, backend)
+    # A μP-mode LO needs the tensors' kinds: every matrix here is a hidden one.
+    kinds = lopt.mup.kinds_from_paths(params, {"kernel": "hidden"}) if lo.mup else None
     theta = lo.init(jax.random.PRNGKey(1))
     state = lo.init_state(params)
-    update = jax.jit(lambda g, s, p: lo.update(theta, g, s, p, num_steps=1000))
+    update = jax.jit(lambda g, s, p: lo.update(theta, g, s, p, num_steps=1000, mup=kinds))
     seconds = time_call(update, grads, state, params, warmup=warmup, iters=iters)
     moved = _nbytes((grads, state, params)) + _nbytes(
         jax.eval_shape(update, grads, state, params))
@@ -140,12 +170,14 @@ def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: fl
     label = f"MLPLOpt[{backend}]"
     if backend == "pallas" and lopt.kernels.interpret_mode():
       label += " (interpret)"
-    rows.append(dict(size=name, n=n, opt=label, seconds=seconds, ratio=seconds / adam_s,
-                     compulsory=moved, model=model, state=_nbytes(state) / n))
+    rows.append(dict(size=name, n=n, opt=label, backend=backend, seconds=seconds,
+                     ratio=seconds / adam_s, compulsory=moved, model=model,
+                     state=_nbytes(state) / n))
     del state
   for row in rows:
-    row["bw_compulsory"] = row["compulsory"] / row["seconds"] / peak
-    row["bw_model"] = row["model"] / row["seconds"] / peak if row["model"] else None
+    row["gbps"] = row["compulsory"] / row["seconds"] / 1e9
+    row["bw_compulsory"] = row["compulsory"] / row["seconds"] / peak if peak else None
+    row["bw_model"] = row["model"] / row["seconds"] / peak if row["model"] and peak else None
   return rows
 
 
@@ -153,12 +185,16 @@ def main() -> None:
   on_gpu = jax.default_backend() == "gpu"
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", default="1m,100m,vit-b,gpt2-medium" if on_gpu else "1m",
-                      help="comma-separated: 1m, 100m, vit-b, gpt2-medium")
+                      help="comma-separated: " + ", ".join(SIZES))
   parser.add_argument("--backends", default="xla,pallas" if on_gpu else "xla",
                       help="comma-separated MLPLOpt backends: xla, pallas")
   parser.add_argument("--iters", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--config", default=None,
+                      help="benchmark the architecture config of this pretrained LO "
+                           "(e.g. mulo-m) instead of the reference MLPLOpt(mup=False)")
   args = parser.parse_args()
+  config = lopt.load_metadata(args.config)["config"] if args.config else None
   backends = [b for b in args.backends.split(",") if b]
   for b in backends:
     if b not in ("xla", "pallas"):
@@ -168,6 +204,8 @@ def main() -> None:
   peak, peak_source = peak_bandwidth(device)
   print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}")
   print(f"peak bandwidth: {peak / 1e9:.1f} GB/s, {peak_source}")
+  if config is not None:
+    print(f"LO config of {args.config}: {config}")
   if "pallas" in backends and not on_gpu:
     print("note: pallas off GPU runs in interpret mode (an XLA emulation of the kernels); "
           "its time is not a kernel timing.")
@@ -180,7 +218,7 @@ def main() -> None:
   print(header)
   print("-" * len(header))
   for name in [s for s in args.sizes.split(",") if s]:
-    for row in bench_size(name, backends, args.warmup, args.iters, peak):
+    for row in bench_size(name, backends, args.warmup, args.iters, peak, config):
       model = f"{100 * row['bw_model']:6.1f}%" if row["bw_model"] else f"{'-':>7}"
       print(f"{row['size']:>12} {row['n'] / 1e6:7.1f}M {row['opt']:>28} "
             f"{1e3 * row['seconds']:9.3f} {row['ratio']:7.2f} "

@@ -1,0 +1,573 @@
+#!/usr/bin/env python
+"""One prepared GPU check: the fused kernels' tests, the update and meta-training
+benchmarks, and the shipped LO's form, as one JSON and one markdown table.
+
+    bash scripts/gpu_check.sh OUTDIR             # on one H100/H200: <= 8 minutes in all
+    bash scripts/gpu_check.sh --dry-run OUTDIR   # CPU, tiny sizes, Pallas in interpret mode
+
+Writes ``OUTDIR/gpu_check.json`` and ``OUTDIR/gpu_check.md`` (rewritten after
+every stage, so a run killed from outside still leaves what it measured) and
+prints the table. Each stage runs in its own subprocess with its own time limit;
+a stage that hangs is killed and recorded as ``timeout`` with the rows it had
+finished, and the other stages still run:
+
+* ``env``: the device, jax, the peak HBM bandwidth (H100 SXM 3.35 TB/s, H200
+  4.8 TB/s, from ``device_kind``; otherwise unknown);
+* ``fused_tests``: ``tests/test_fused_update.py`` under pytest with the real
+  compiled kernels (``JAX_PLATFORMS`` is set to the GPU, since the tests'
+  conftest would otherwise pick the CPU; the row records the backend and
+  whether the kernels ran interpreted);
+* ``bench_update``: one update at 1M and 100M params for optax.adam and the
+  reference μLO (``MLPLOpt(mup=False)``) on the XLA and Pallas backends
+  (``scripts/bench_update.py``'s ``bench_size``);
+* ``bench_meta``: PES meta-training particle-steps/s on the ``mulo-m`` and
+  ``small`` configs for the XLA and Pallas backends and the plain-Adam floor,
+  and the compile count (``scripts/bench_meta.py``);
+* ``shipped_lo``: the same update and meta benches for the architecture config
+  of the shipped default LO (``lopt.load_metadata("mulo-m")["config"]``, passed
+  through unchanged but for ``backend``), unless it equals the reference config.
+
+The JSON also holds the three GPU targets (update ≤ 2.5× Adam and ≥ 70% of
+peak bandwidth at 100M params; μLO_M-config meta-training ≥ 1500 particle-steps/s
+on an H100, scaled by peak bandwidth on other devices), each PASS, MISS or
+unmeasured. Nothing on this path imports tensorflow-datasets or wandb (the
+stages block both imports, as on the device machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "scripts")
+
+STAGES = ("env", "fused_tests", "bench_update", "bench_meta", "shipped_lo")
+# Seconds per stage on a GPU: 450 in all, leaving the 8-minute run 30 s of slack.
+GPU_LIMITS = {"env": 40, "fused_tests": 100, "bench_update": 70, "bench_meta": 140,
+              "shipped_lo": 100}
+DRY_LIMITS = {"env": 60, "fused_tests": 120, "bench_update": 120, "bench_meta": 300,
+              "shipped_lo": 240}
+# Imports the device machine cannot satisfy: a stage that needs one fails here too.
+BLOCKED_IMPORTS = ("tensorflow_datasets", "tensorflow", "wandb")
+DRY_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+H100_PEAK = 3.35e12
+TARGET_RATIO, TARGET_BW, TARGET_META_H100 = 2.5, 0.70, 1500.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+  """What each stage runs, on a GPU or in a dry run."""
+  update_sizes: tuple[str, ...]
+  update_iters: int
+  update_warmup: int
+  meta_configs: tuple[str, ...]   # in priority order: a timeout keeps the earlier rows
+  meta_width: int | None          # None: the config's own
+  meta_batch: int | None
+  pairs: int
+  truncation: int
+  outer_steps: int
+  max_seconds: float | None       # cap on each timed loop
+  data_examples: int              # synthetic CIFAR-10 training images
+  tests: tuple[str, ...]          # pytest node ids under tests/test_fused_update.py
+  shipped_meta_backends: tuple[str, ...]
+
+
+GPU = Sizes(update_sizes=("1m", "100m"), update_iters=10, update_warmup=2,
+            meta_configs=("mulo-m", "small"), meta_width=None, meta_batch=None, pairs=8,
+            truncation=50, outer_steps=20, max_seconds=5.0, data_examples=50_000,
+            tests=(), shipped_meta_backends=("pallas", "xla"))
+DRY = Sizes(update_sizes=("tiny",), update_iters=3, update_warmup=1,
+            meta_configs=("mulo-m", "small"), meta_width=16, meta_batch=8, pairs=2,
+            truncation=4, outer_steps=1, max_seconds=None, data_examples=2_000,
+            tests=("test_backend_selection", "test_kernels_lower_to_triton_for_gpu"),
+            # The Pallas path of PES is exercised by bench_meta; one backend keeps it fast.
+            shipped_meta_backends=("xla",))
+
+
+# ============================================================== stage side (child)
+class _Partial:
+  """A stage's result, rewritten atomically at ``path`` whenever it grows, so a
+  stage killed at its time limit still hands back what it finished."""
+
+  def __init__(self, path: str):
+    self.path, self.data = path, {}
+
+  def save(self) -> None:
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(self.data, f, default=_jsonable)
+    os.replace(tmp, self.path)
+
+
+def _jsonable(x):
+  try:
+    return float(x)
+  except (TypeError, ValueError):
+    return str(x)
+
+
+_T0 = time.perf_counter()
+
+
+def _progress(msg: str) -> None:
+  """A line in the stage's log: its tail lands in the JSON, so a hang shows where."""
+  print(f"[{time.perf_counter() - _T0:6.1f} s] {msg}", flush=True)
+
+
+def _block_imports() -> None:
+  for name in BLOCKED_IMPORTS:
+    sys.modules[name] = None  # `import name` now raises ImportError
+
+
+def stage_env(out: _Partial, sizes: Sizes, args) -> None:
+  import platform
+  import jax
+  import jaxlib
+  from bench_update import table_peak_bandwidth
+  import lopt
+  device = jax.devices()[0]
+  peak = table_peak_bandwidth(device.device_kind)
+  out.data.update(
+      device_kind=device.device_kind, backend=jax.default_backend(),
+      device_count=jax.device_count(), jax=jax.__version__, jaxlib=jaxlib.__version__,
+      python=platform.python_version(), peak_bytes_per_s=peak,
+      peak_source="table" if peak else "unknown device: no fraction of peak",
+      interpret_mode=lopt.kernels.interpret_mode())
+  out.save()
+
+
+def stage_fused_tests(out: _Partial, sizes: Sizes, args) -> None:
+  import pytest
+  path = os.path.join(ROOT, "tests", "test_fused_update.py")
+  targets = [f"{path}::{t}" for t in sizes.tests] or [path]
+  out.data.update(passed=0, failed=0, skipped=0, errors=0, failures=[],
+                  selected="all" if not sizes.tests else list(sizes.tests))
+  out.save()
+
+  class Counter:
+    def pytest_runtest_logreport(self, report):
+      if report.when == "call" or report.outcome != "passed":
+        key = {"passed": "passed", "skipped": "skipped"}.get(report.outcome)
+        if key is None:
+          key = "failed" if report.when == "call" else "errors"
+          out.data["failures"].append(f"{report.nodeid} ({report.when})")
+        out.data[key] += 1
+      if "backend" not in out.data:  # conftest has chosen the platform by now
+        import jax
+        import lopt
+        out.data.update(backend=jax.default_backend(),
+                        interpret_mode=lopt.kernels.interpret_mode())
+      out.save()
+
+  _progress(f"pytest {' '.join(targets)}")
+  t0 = time.perf_counter()
+  code = pytest.main(["-q", "-p", "no:cacheprovider", "-o", "addopts=", *targets],
+                     plugins=[Counter()])
+  out.data.update(exit_code=int(code), duration_s=time.perf_counter() - t0)
+  out.save()
+
+
+def _update_rows(out: _Partial, key: str, sizes: Sizes, config: dict | None) -> None:
+  import jax
+  from bench_update import bench_size, table_peak_bandwidth
+  peak = table_peak_bandwidth(jax.devices()[0].device_kind)
+  out.data.update(peak_bytes_per_s=peak, iters=sizes.update_iters, warmup=sizes.update_warmup)
+  out.data.setdefault(key, [])
+  for name in sizes.update_sizes:
+    _progress(f"update {name}: optax.adam, MLPLOpt[xla], MLPLOpt[pallas]")
+    out.data[key] += bench_size(name, ["xla", "pallas"], sizes.update_warmup,
+                                sizes.update_iters, peak, config)
+    out.save()
+
+
+def stage_bench_update(out: _Partial, sizes: Sizes, args) -> None:
+  _update_rows(out, "rows", sizes, None)
+
+
+def _meta_rows(out: _Partial, key: str, sizes: Sizes, config: dict | None,
+               backends: tuple[str, ...], floors: dict[str, dict]) -> None:
+  """Rows of PES particle-steps/s, in priority order: per config the Adam floor
+  (unless ``floors`` has it already), then each backend."""
+  import bench_meta
+  import lopt
+  bench_meta.prepare_data_cache(sizes.data_examples)
+  out.data.update(pairs=sizes.pairs, truncation=sizes.truncation)
+  out.data.setdefault(key, [])
+  kw = dict(pairs=sizes.pairs, truncation=sizes.truncation, outer_steps=sizes.outer_steps,
+            max_seconds=sizes.max_seconds)
+  for name in sizes.meta_configs:
+    task = bench_meta.make_task(name, sizes.meta_width, sizes.meta_batch)
+    data = task.data()
+    common = dict(config=name, width=task.width, batch=task.batch_size)
+    floor = floors.get(name)
+    if floor is None:
+      _progress(f"PES {name}: Adam floor")
+      floor = dict(common, opt="optax.adam floor", backend=None,
+                   **bench_meta.bench_adam_floor(task, data=data, **kw))
+      floors[name] = floor
+      out.data[key].append(floor)
+      out.save()
+    for backend in backends:
+      lo = (lopt.MLPLOpt(backend=backend) if config is None
+            else lopt.MLPLOpt(**{**config, "backend": backend}))
+      _progress(f"PES {name}: MLPLOpt[{backend}]")
+      row = dict(common, opt=f"MLPLOpt[{backend}]", backend=backend,
+                 **bench_meta.bench_lo(task, lo, data=data, **kw))
+      row["adam_floor_steps_per_s"] = floor["steps_per_s"]
+      row["vs_adam_floor"] = floor["steps_per_s"] / row["steps_per_s"]
+      out.data[key].append(row)
+      out.save()
+
+
+def stage_bench_meta(out: _Partial, sizes: Sizes, args) -> None:
+  _meta_rows(out, "rows", sizes, None, ("pallas", "xla"), {})
+
+
+def stage_shipped_lo(out: _Partial, sizes: Sizes, args) -> None:
+  import lopt
+  config = dict(lopt.load_metadata(args.pretrained)["config"])
+  reference = dataclasses.asdict(lopt.MLPLOpt())
+  differs = {k: [reference.get(k), v] for k, v in config.items()
+             if k != "backend" and reference.get(k) != v}
+  out.data.update(name=args.pretrained, config=config, differs=differs,
+                  equals_reference=not differs)
+  out.save()
+  if not differs:
+    return
+  floors = {}  # the Adam floors bench_meta measured in this run, where it got that far
+  if args.reuse and os.path.exists(args.reuse):
+    with open(args.reuse) as f:
+      for row in json.load(f).get("rows", []):
+        if row.get("backend") is None:
+          floors[row["config"]] = row
+  _update_rows(out, "update_rows", sizes, config)
+  _meta_rows(out, "meta_rows", sizes, config, sizes.shipped_meta_backends, floors)
+
+
+STAGE_FNS = {"env": stage_env, "fused_tests": stage_fused_tests,
+             "bench_update": stage_bench_update, "bench_meta": stage_bench_meta,
+             "shipped_lo": stage_shipped_lo}
+
+
+def run_stage(args) -> int:
+  _block_imports()
+  sys.path[:0] = [ROOT, SCRIPTS]
+  out = _Partial(args.result)
+  _progress(f"stage {args.stage} ({'dry run' if args.dry_run else 'device'})")
+  STAGE_FNS[args.stage](out, DRY if args.dry_run else GPU, args)
+  _progress(f"stage {args.stage} done")
+  return 0
+
+
+# ============================================================== orchestrator (parent)
+def _git_commit() -> str | None:
+  if os.environ.get("GPU_CHECK_COMMIT"):
+    return os.environ["GPU_CHECK_COMMIT"]
+  try:
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, timeout=10)
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  if head.returncode:
+    return None
+  return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _tail(path: str, chars: int = 4000) -> str:
+  try:
+    with open(path, errors="replace") as f:
+      text = f.read()
+  except OSError:
+    return ""
+  return text[-chars:]
+
+
+def _spawn(stage: str, limit: float, env: dict, scratch: str, args) -> dict:
+  """Run one stage in its own process group; kill the group at ``limit`` seconds."""
+  result = os.path.join(scratch, f"{stage}.json")
+  log = os.path.join(scratch, f"{stage}.log")
+  cmd = [sys.executable, os.path.abspath(__file__), "--stage", stage, "--result", result,
+         "--pretrained", args.pretrained, "--reuse", os.path.join(scratch, "bench_meta.json")]
+  if args.dry_run:
+    cmd.append("--dry-run")
+  t0 = time.perf_counter()
+  with open(log, "w") as f:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+      code = proc.wait(timeout=limit)
+      status = "ok" if code == 0 else "error"
+    except subprocess.TimeoutExpired:
+      code, status = None, "timeout"
+      for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 30)):
+        try:
+          os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+          break
+        try:
+          proc.wait(timeout=grace)
+          break
+        except subprocess.TimeoutExpired:
+          continue
+  seconds = time.perf_counter() - t0
+  data = {}
+  if os.path.exists(result):
+    try:
+      with open(result) as f:
+        data = json.load(f)
+    except (OSError, ValueError):
+      data = {}
+  return {"status": status, "seconds": seconds, "limit_s": limit, "returncode": code,
+          "result": data, "log_tail": _tail(log)}
+
+
+def _find(rows, **match):
+  for row in rows or []:
+    if all(row.get(k) == v for k, v in match.items()):
+      return row
+  return None
+
+
+def evaluate_targets(report: dict) -> list[dict]:
+  """The issue's three GPU targets, for the reference and the shipped LO forms."""
+  stages, dry = report["stages"], report["mode"] == "dry-run"
+  peak = stages.get("env", {}).get("result", {}).get("peak_bytes_per_s")
+  big = report["sizes"]["update_sizes"][-1]
+  meta_floor = TARGET_META_H100 * peak / H100_PEAK if peak else None
+  sources = [("reference", stages.get("bench_update", {}).get("result", {}).get("rows"),
+              stages.get("bench_meta", {}).get("result", {}).get("rows"))]
+  shipped = stages.get("shipped_lo", {}).get("result", {})
+  if shipped.get("differs"):
+    sources.append((f"shipped {shipped.get('name')}", shipped.get("update_rows"),
+                    shipped.get("meta_rows")))
+  targets = []
+  for form, update_rows, meta_rows in sources:
+    upd = _find(update_rows, size=big, backend="pallas")
+    meta = _find(meta_rows, config="mulo-m", backend="pallas")
+    checks = [
+        (f"Pallas update at {big}: ≤ {TARGET_RATIO}× optax.adam", upd and upd["ratio"],
+         TARGET_RATIO, "max", None),
+        (f"Pallas update at {big}: ≥ {TARGET_BW:.0%} of peak HBM bandwidth (model bytes)",
+         upd and upd.get("bw_model"), TARGET_BW, "min",
+         None if upd is None or peak else "unknown device: no peak bandwidth"),
+        ("mulo-m-config PES meta-training (Pallas): ≥ 1500 particle-steps/s on H100, "
+         "scaled by peak bandwidth", meta and meta["steps_per_s"], meta_floor, "min",
+         None if meta is None or peak else "unknown device: no bandwidth to scale by"),
+    ]
+    for what, value, bound, kind, why in checks:
+      if dry:
+        status = "n/a (dry run)"
+      elif why:
+        status = f"unmeasured ({why})"
+      elif value is None:
+        status = "unmeasured (stage did not finish)"
+      else:
+        ok = value <= bound if kind == "max" else value >= bound
+        status = "PASS" if ok else "MISS"
+      targets.append(dict(form=form, target=what, value=value, bound=bound, status=status))
+  return targets
+
+
+# ------------------------------------------------------------------ markdown
+def _num(x, fmt: str = "{:.3g}") -> str:
+  return "—" if x is None else fmt.format(x)
+
+
+def _update_md(stage: str, rows, prefix: str = "") -> list[list[str]]:
+  out = []
+  for r in rows or []:
+    bw = f"{_num(r['gbps'], '{:.1f}')} GB/s"
+    if r.get("bw_compulsory") is not None:
+      bw += f"; {r['bw_compulsory']:.0%} of peak (compulsory)"
+    if r.get("bw_model") is not None:
+      bw += f", {r['bw_model']:.0%} (model)"
+    out.append([stage, f"{prefix}update {r['size']} ({r['n'] / 1e6:.2f}M) {r['opt']}",
+                f"{1e3 * r['seconds']:.3f} ms", f"{r['ratio']:.2f}× adam", bw,
+                f"{r['state']:.1f}", "—", "ok"])
+  return out
+
+
+def _meta_md(stage: str, rows, prefix: str = "") -> list[list[str]]:
+  out = []
+  for r in rows or []:
+    vs = (f"{r['vs_adam_floor']:.1f}× slower than floor" if r.get("vs_adam_floor")
+          else "floor")
+    out.append([stage, f"{prefix}PES {r['config']} (w{r['width']}, b{r['batch']}) {r['opt']}",
+                f"{r['steps_per_s']:.1f} particle-steps/s", vs,
+                f"{r['tflops']:.3g} TFLOP/s (inner matmuls)", "—", str(r["compiles"]),
+                f"ok ({r['outer_steps']} timed outer step(s); the first, with its "
+                f"compile, took {r['first_s']:.1f} s)"])
+  return out
+
+
+def to_markdown(report: dict) -> str:
+  header = ["stage", "case", "measured", "vs Adam", "bandwidth / compute", "state B/param",
+            "compiles", "status"]
+  lines = []
+  for stage in STAGES:
+    s = report["stages"].get(stage)
+    if s is None:
+      lines.append([stage, "—", "—", "—", "—", "—", "—", "not run"])
+      continue
+    r, rows = s["result"], []
+    note = s["status"] if s["status"] == "ok" else (
+        f"{s['status'].upper()} after {s['seconds']:.0f} s (limit {s['limit_s']:.0f} s)")
+    if stage == "env" and r:
+      peak = r.get("peak_bytes_per_s")
+      rows.append([stage, "device", f"{r['device_kind']} ({r['backend']}), jax {r['jax']}",
+                   "—", f"peak {peak / 1e12:.2f} TB/s ({r['peak_source']})" if peak
+                   else f"peak {r['peak_source']}", "—", "—",
+                   f"{note}; commit {report.get('commit')}" + (
+                       "; WARNING: no GPU, so nothing here is a device figure"
+                       if report["mode"] == "device" and r["backend"] != "gpu" else "")])
+    elif stage == "fused_tests" and r:
+      counts = (f"{r.get('passed', 0)} passed, {r.get('failed', 0)} failed, "
+                f"{r.get('errors', 0)} errors, {r.get('skipped', 0)} skipped")
+      mode = ("interpret mode" if r.get("interpret_mode") else "compiled kernels") + \
+          f" on {r.get('backend', '?')}"
+      what = "tests/test_fused_update.py" + (
+          "" if r.get("selected") == "all" else f" ({', '.join(r.get('selected', []))})")
+      fails = f"; failed: {', '.join(r['failures'])}" if r.get("failures") else ""
+      rows.append([stage, what, counts, "—", "—", "—", "—", f"{note}; {mode}{fails}"])
+    elif stage == "bench_update":
+      rows += _update_md(stage, r.get("rows"))
+    elif stage == "bench_meta":
+      rows += _meta_md(stage, r.get("rows"))
+    elif stage == "shipped_lo" and r:
+      if r.get("equals_reference"):
+        rows.append([stage, f"{r['name']} config", "equals the reference MLPLOpt() config: "
+                     "see the reference rows", "—", "—", "—", "—", note])
+      else:
+        diff = ", ".join(f"{k}={v[1]}" for k, v in sorted(r.get("differs", {}).items()))
+        rows.append([stage, f"{r['name']} config", f"differs from the reference: {diff}",
+                     "—", "—", "—", "—", note])
+        rows += _update_md(stage, r.get("update_rows"), f"{r['name']} LO: ")
+        rows += _meta_md(stage, r.get("meta_rows"), f"{r['name']} LO: ")
+    if not rows:
+      rows.append([stage, "—", "—", "—", "—", "—", "—", note])
+    elif s["status"] != "ok":
+      rows.append([stage, "(rest of stage)", "—", "—", "—", "—", "—", note])
+    lines += rows
+  for t in report.get("targets", []):
+    lines.append(["target", f"{t['form']}: {t['target']}", _num(t["value"]),
+                  "—", f"bound {_num(t['bound'])}", "—", "—", t["status"]])
+  esc = lambda cell: str(cell).replace("|", "\\|").replace("\n", " ")
+  md = [f"GPU check ({report['mode']}), {report['started']}, commit {report.get('commit')}, "
+        f"{report.get('wall_s', 0):.0f} s wall-clock", "",
+        "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  md += ["| " + " | ".join(esc(c) for c in row) + " |" for row in lines]
+  return "\n".join(md) + "\n"
+
+
+def orchestrate(args) -> int:
+  os.makedirs(args.outdir, exist_ok=True)
+  sizes = DRY if args.dry_run else GPU
+  limits = dict(DRY_LIMITS if args.dry_run else GPU_LIMITS)
+  for item in filter(None, (args.limits or "").split(",")):
+    name, _, value = item.partition("=")
+    if name not in STAGES:
+      raise SystemExit(f"--limits: unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    limits[name] = float(value)
+  only = [s for s in (args.only or "").split(",") if s]
+  unknown = [s for s in only if s not in STAGES]
+  if unknown:
+    raise SystemExit(f"--only: unknown stages {unknown}; stages: {', '.join(STAGES)}")
+  budget = args.budget or sum(limits.values())
+  scratch = tempfile.mkdtemp(prefix="gpu_check_")
+
+  env = dict(os.environ, PYTHONUNBUFFERED="1",
+             PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+             LOPT_CACHE_DIR=os.path.join(scratch, "data"))
+  if args.dry_run:
+    env["JAX_PLATFORMS"] = "cpu"
+    # Unoptimized CPU code compiles about twice as fast; dry-run timings mean nothing anyway.
+    env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), DRY_XLA_FLAGS]))
+  compile_cache = args.compile_cache or (
+      os.path.join(tempfile.gettempdir(), "lopt-gpu-check-cache") if args.dry_run else None)
+  if compile_cache:  # a rerun (the test suite's dry run, say) skips the CPU compiles
+    env.update(JAX_COMPILATION_CACHE_DIR=compile_cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+
+  started = time.time()
+  report = {"schema": 1, "mode": "dry-run" if args.dry_run else "device",
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": _git_commit(), "budget_s": budget, "limits_s": limits,
+            "sizes": dataclasses.asdict(sizes), "pretrained": args.pretrained,
+            "stages": {}, "targets": []}
+
+  def write():
+    report["wall_s"] = time.time() - started
+    report["targets"] = evaluate_targets(report)
+    with open(os.path.join(args.outdir, "gpu_check.json"), "w") as f:
+      json.dump(report, f, indent=1, default=_jsonable)
+    with open(os.path.join(args.outdir, "gpu_check.md"), "w") as f:
+      f.write(to_markdown(report))
+
+  for stage in STAGES:
+    if only and stage not in only and stage != "env":
+      continue
+    left = budget - (time.time() - started)
+    if left < 5:
+      report["stages"][stage] = {"status": "skipped", "seconds": 0.0, "limit_s": 0.0,
+                                 "returncode": None, "result": {},
+                                 "log_tail": "no time left in the budget"}
+      write()
+      continue
+    print(f"[gpu_check] {stage} (limit {min(limits[stage], left):.0f} s) ...", flush=True)
+    res = _spawn(stage, min(limits[stage], left), env, scratch, args)
+    report["stages"][stage] = res
+    print(f"[gpu_check] {stage}: {res['status']} in {res['seconds']:.1f} s", flush=True)
+    if res["status"] != "ok":
+      print(res["log_tail"][-2000:], flush=True)
+    if stage == "env" and not args.dry_run and res["result"].get("backend") == "gpu":
+      env["JAX_PLATFORMS"] = "cuda"  # or tests/conftest.py would choose the CPU
+    write()
+  write()
+  print()
+  print(to_markdown(report), flush=True)
+  print(f"[gpu_check] wrote {os.path.join(args.outdir, 'gpu_check.json')} and gpu_check.md")
+  return 0
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=__doc__.split("\n\n", 1)[1])
+  parser.add_argument("outdir", nargs="?", help="folder for gpu_check.json and gpu_check.md")
+  parser.add_argument("--dry-run", action="store_true",
+                      help="tiny sizes on the CPU, Pallas in interpret mode (a smoke test)")
+  parser.add_argument("--pretrained", default="mulo-m",
+                      help="the shipped LO whose config shipped_lo benchmarks (default mulo-m)")
+  parser.add_argument("--only", default=None,
+                      help="comma list of stages to run (env always runs): " + ", ".join(STAGES))
+  parser.add_argument("--limits", default=None,
+                      help="per-stage time limits, e.g. bench_meta=200,shipped_lo=60")
+  parser.add_argument("--budget", type=float, default=None,
+                      help="seconds for all stages together (default: the sum of the limits)")
+  parser.add_argument("--compile-cache", default=None,
+                      help="persistent XLA compile cache dir (default: a temp dir in dry runs, "
+                           "none on the device)")
+  parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+  parser.add_argument("--result", help=argparse.SUPPRESS)
+  parser.add_argument("--reuse", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.stage:
+    return run_stage(args)
+  if not args.outdir:
+    parser.error("give the output folder: gpu_check.py [--dry-run] OUTDIR")
+  return orchestrate(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
