@@ -16,12 +16,13 @@ tfds-backed ones: same models, scikit-learn digits instead of ImageNet.
 ``mulo-m-cpu``     μP MLP, digits 8x8, widths 32/64/128, depth 3, batch 128
 ``mulo-s-cpu``     μP MLP, digits 8x8, width 32 (one config)
 ``sp-m-cpu``       SP version of mulo-m-cpu
-``mix-cpu``        a mix that rewards generalization: an MLP (w32) on fresh
-                   teacher samples, an MLP (w128) on augmented digits, a CNN on
+``mix-cpu``        a mix that rewards generalization (meta-train it on the
+                   validation loss): MLPs on fresh teacher samples (w32), augmented
+                   digits (w128) and plain digits (w32, memorizable), a CNN on
                    augmented digits, a byte LM on pydocs; μP and SP alternating;
                    batch sizes 16-64; init scales 0.5-2
 ``mix-sp-cpu``     the same configs, all SP (plain readouts): the SP-LO ablation
-``mix-s-cpu``      the two MLPs of mix-cpu, both at width 32 (the μLO_S analogue)
+``mix-s-cpu``      the three MLPs of mix-cpu, all at width 32 (the μLO_S analogue)
 =================  ==========================================================
 """
 
@@ -63,10 +64,12 @@ def _mulo(name: str, parameterization: str, size: str, offline: bool,
 
 def mix_family(name: str, parameterization: str, mlp_widths: Sequence[int] = (32, 128),
                small: bool = False, data_dir: str | None = None) -> TaskFamily:
-  """Non-memorizable data in three architectures, so that lower training loss
-  is real progress and the LO cannot win by growing the logits: an MLP on fresh
-  teacher samples, an MLP on augmented digits, a CNN on augmented digits and a
-  byte LM on pydocs (``small``: the two MLPs only). The CNN and LM stay tiny:
+  """Data in three architectures on which the LO cannot win by growing the
+  logits: an MLP on fresh teacher samples, an MLP on augmented digits, a CNN
+  on augmented digits and a byte LM on pydocs are non-memorizable (lower
+  training loss is real progress), and an MLP on plain digits is memorizable,
+  so that the validation meta-loss punishes overfitting (``small``: the three
+  MLPs only). The CNN and LM stay tiny:
   on CPU their compile and step costs dominate. ``parameterization="mixed"``
   alternates μP and SP over the configs, so a μLO also meets the plain SP
   models users bring."""
@@ -75,6 +78,10 @@ def mix_family(name: str, parameterization: str, mlp_widths: Sequence[int] = (32
   w_teacher, w_digits = mlp_widths
   configs = [(ImageMLPTask, dict(dataset="teacher", width=w_teacher, batch_size=32)),
              (ImageMLPTask, dict(dataset="digits", augment=True, width=w_digits, batch_size=64,
+                                 data_dir=data_dir)),
+             # Memorizable on purpose: with the validation meta-loss, growing the
+             # logits after the training data is fit is punished, not rewarded.
+             (ImageMLPTask, dict(dataset="digits", width=w_teacher, batch_size=32,
                                  data_dir=data_dir))]
   if not small:
     configs += [(ImageCNNTask, dict(dataset="digits", augment=True, width=8, depth=2,
