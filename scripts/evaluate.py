@@ -10,8 +10,10 @@ checkpoint (a pretrained directory, a meta-training workdir or a shipped name),
 or ``LABEL=`` either. Baselines are tuned on each entry's tuning task and the LR
 is transferred (see ``training.evaluation.PROTOCOL``); tuned AdamW is always run
 as the speedup reference. Writes WORKDIR/results.json, WORKDIR/report.md and
-WORKDIR/plots/*.png. Bad input (unknown optimizer or suite, missing or corrupt
-checkpoint, dataset not prepared) prints the reason and exits with status 2.
+WORKDIR/plots/*.png. Bad input (a bad flag value, unknown optimizer or suite,
+missing or corrupt checkpoint, unusable workdir, invalid --tasks regex, dataset
+not prepared) prints the reason on one line, naming the flag, and exits with
+status 2.
 """
 
 from __future__ import annotations
@@ -19,25 +21,62 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+  """Errors come out as one line (argparse's default prints the long usage first)."""
+
+  def error(self, message):
+    self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _positive_int(text: str) -> int:
-  value = int(text)
-  if value < 1:
+  try:
+    value = int(text)
+  except ValueError:
+    value = None
+  if value is None or value < 1:
     raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
   return value
 
 
 def _csv(text: str) -> list[str]:
-  return [t.strip() for t in text.split(",") if t.strip()]
+  items = [t.strip() for t in text.split(",") if t.strip()]
+  if not items:
+    raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+  return items
+
+
+def _regex(text: str) -> str:
+  try:
+    re.compile(text)
+  except re.error as e:
+    raise argparse.ArgumentTypeError(f"invalid regular expression {text!r}: {e}") from None
+  return text
+
+
+def _nonempty(text: str) -> str:
+  if not text.strip():
+    raise argparse.ArgumentTypeError("expected a non-empty value")
+  return text
+
+
+def _existing_dir(text: str) -> str:
+  if "://" not in text and not os.path.isdir(text):  # gs:// etc. are left to tfds
+    raise argparse.ArgumentTypeError(f"{text!r} is not an existing directory")
+  return text
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = _Parser(prog="evaluate.py", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--optimizers", type=_csv, required=True,
                       help="comma-separated baseline names and/or [LABEL=]checkpoint paths")
   parser.add_argument("--suite", type=_csv, required=True,
@@ -47,10 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--seeds", type=_positive_int, default=3, help="reported seeds (0..N-1)")
   parser.add_argument("--tuning_seeds", type=_positive_int, default=3,
                       help="seeds per LR when tuning (disjoint from the reported ones)")
-  parser.add_argument("--data_dir", default=None, help="tfds data_dir for the non-cpu suites")
+  parser.add_argument("--data_dir", type=_existing_dir, default=None,
+                      help="tfds data_dir for the non-cpu suites")
   parser.add_argument("--max_steps", type=_positive_int, default=None,
                       help="cap every horizon (a reduced run; the report says so)")
-  parser.add_argument("--tasks", default=None, metavar="REGEX",
+  parser.add_argument("--tasks", type=_regex, default=None, metavar="REGEX",
                       help="only run suite tasks whose name matches (a reduced run)")
   parser.add_argument("--lr_grid_points", type=_positive_int, default=None,
                       help="use this many evenly spaced points of each default LR grid")
@@ -60,30 +100,47 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a line for the report's notes (repeatable)")
   parser.add_argument("--wandb", action="store_true",
                       help="also log a wandb run (offline unless WANDB_MODE/WANDB_API_KEY)")
-  parser.add_argument("--wandb_project", default="lopt-eval")
+  parser.add_argument("--wandb_project", type=_nonempty, default="lopt-eval")
   return parser
 
 
+def _one_line(error: BaseException) -> str:
+  return " ".join(str(error).split())
+
+
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+
+  def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return EXIT_BAD_INPUT
+
+  from training.checkpoint import WorkdirError, check_workdir
+  try:
+    check_workdir(args.workdir)
+  except WorkdirError as e:
+    return fail(_one_line(e))
   from meta_tasks import DatasetNotPreparedError
   from training import evaluation, report
 
-  try:  # every input is checked, and every checkpoint loaded, before any training
+  # Every input is checked, and every checkpoint loaded, before any training.
+  try:
     suites = evaluation.check_suites(args.suite)
+  except ValueError as e:
+    return fail(f"argument --suite: {_one_line(e)}")
+  try:
     optimizers = evaluation.parse_optimizers(args.optimizers)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  os.makedirs(args.workdir, exist_ok=True)
+  except Exception as e:  # a checkpoint that does not load fails in many ways
+    kind = "" if isinstance(e, (ValueError, FileNotFoundError)) else f"{type(e).__name__}: "
+    return fail(f"argument --optimizers: {kind}{_one_line(e)}")
   try:
     results = evaluation.evaluate(
         optimizers, suites, seeds=args.seeds, tuning_seeds=args.tuning_seeds,
         data_dir=args.data_dir, max_steps=args.max_steps, lr_grid_points=args.lr_grid_points,
         eval_batches=args.eval_batches, task_filter=args.tasks)
   except (DatasetNotPreparedError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return fail(_one_line(e))
   results["notes"] = args.note
   results["command"] = ["scripts/evaluate.py", *(sys.argv[1:] if argv is None else argv)]
   path = os.path.join(args.workdir, "results.json")

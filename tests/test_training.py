@@ -13,7 +13,7 @@ import pytest
 
 import lopt
 from training import config as config_lib
-from training import export, tracking, trainer
+from training import checkpoint, export, tracking, trainer
 
 # Small and quick: quadratic inner tasks, 2 pairs, K=5, horizons 10-20.
 FAST = dict(distribution="quadratic", num_pairs=2, truncation_length=5, min_horizon=10,
@@ -105,9 +105,13 @@ def test_corrupt_checkpoint_falls_back_then_refuses(straight_run, tmp_path, caps
   state = trainer.run(_fast(outer_steps=6), workdir, progress=False)
   assert "resuming from step 4" in capsys.readouterr().out
   assert int(state.step) == 6
+  # The damaged step was moved aside and written again: the next run resumes from it.
+  assert os.listdir(os.path.join(workdir, checkpoint.CORRUPT_DIR))[0].startswith("6-")
+  trainer.run(_fast(outer_steps=6), workdir, progress=False)
+  assert "resuming from step 6" not in capsys.readouterr().out.lower()
   for step in sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()):
     corrupt(step)
-  with pytest.raises(RuntimeError, match="none could be restored"):
+  with pytest.raises(checkpoint.WorkdirError, match="none could be restored"):
     trainer.run(_fast(outer_steps=6), workdir, progress=False)
 
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import typing
 from typing import Any
+
+import numpy as np
 
 ESTIMATOR_NAMES = ("full_es", "truncated_es", "pes", "es_single", "tbptt")
 LOPT_NAMES = ("mlp", "velo")
@@ -66,32 +71,7 @@ class MetaTrainConfig:
                  "wandb_project", "wandb_mode")
 
   def __post_init__(self):
-    if self.lopt not in LOPT_NAMES:
-      raise ValueError(f"Unknown lopt {self.lopt!r}; valid: {LOPT_NAMES}.")
-    if self.estimator not in ESTIMATOR_NAMES:
-      raise ValueError(f"Unknown estimator {self.estimator!r}; valid: {ESTIMATOR_NAMES}.")
-    for name in ("num_pairs", "truncation_length", "min_horizon", "outer_steps",
-                 "checkpoint_every", "keep_checkpoints", "log_every", "hidden_size",
-                 "hidden_layers"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if self.max_horizon < self.min_horizon:
-      raise ValueError(f"max_horizon ({self.max_horizon}) < min_horizon ({self.min_horizon}).")
-    if self.truncation_length > self.min_horizon:
-      raise ValueError(f"truncation_length ({self.truncation_length}) must be <= "
-                       f"min_horizon ({self.min_horizon}).")
-    if not self.sigma > 0:
-      raise ValueError(f"sigma must be > 0, got {self.sigma}.")
-    if self.lopt != "mlp" and (self.raw_ratios or self.adam_init or not self.absolute_time
-                               or self.lr_schedule != "constant" or self.output_norm
-                               or self.hidden_step_mult is not None or self.lo_weight_decay
-                               or self.learned_scales):
-      raise ValueError("raw_ratios, adam_init, absolute_time, lr_schedule, output_norm, "
-                       "hidden_step_mult, lo_weight_decay and learned_scales are options of "
-                       "the MLP LO (lopt='mlp').")
-    if self.meta_loss not in ("train", "valid"):
-      raise ValueError(f"meta_loss must be 'train' or 'valid', got {self.meta_loss!r}.")
+    validate_config(self)
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -108,6 +88,129 @@ class MetaTrainConfig:
     return dataclasses.replace(self, **overrides)
 
 
+class ConfigError(ValueError):
+  """An invalid ``MetaTrainConfig`` field; ``field`` names it (the CLI flag is ``--field``)."""
+
+  def __init__(self, field: str, message: str):
+    super().__init__(f"{field} {message}")
+    self.field = field
+
+
+# Numeric fields: (kind, lower bound, whether the bound itself is allowed).
+# Every numeric field must be finite; fields not listed here (added later) get
+# the generic checks of their annotated type in ``validate_config``.
+_NUMERIC_RULES: dict[str, tuple[type, float, bool]] = {
+    "hidden_size": (int, 1, True),
+    "hidden_layers": (int, 1, True),
+    "step_mult": (float, 0.0, False),
+    "exp_mult": (float, 0.0, True),          # 0: no magnitude output
+    "hidden_step_mult": (float, 0.0, False),  # or None
+    "lo_weight_decay": (float, 0.0, True),
+    "num_pairs": (int, 1, True),
+    "sigma": (float, 0.0, False),
+    "truncation_length": (int, 1, True),
+    "min_horizon": (int, 1, True),
+    "max_horizon": (int, 1, True),
+    "delta_clip": (float, 0.0, False),       # or None
+    "outer_steps": (int, 1, True),
+    "outer_lr": (float, 0.0, False),
+    "outer_final_lr": (float, 0.0, True),
+    "warmup_steps": (int, 0, True),
+    "weight_decay": (float, 0.0, True),
+    "clip_norm": (float, 0.0, False),
+    "seed": (int, 0, True),
+    "checkpoint_every": (int, 1, True),
+    "keep_checkpoints": (int, 1, True),
+    "log_every": (int, 1, True),
+}
+_MAX_SEED = 2**32 - 1  # jax.random.PRNGKey silently wraps larger seeds onto small ones
+_WANDB_MODES = ("online", "offline", "disabled")
+_LR_SCHEDULES = ("constant", "cosine")
+
+
+def _type_hints() -> dict[str, Any]:
+  global _HINTS
+  if _HINTS is None:
+    _HINTS = typing.get_type_hints(MetaTrainConfig)
+  return _HINTS
+
+
+_HINTS: dict[str, Any] | None = None
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_number(name: str, value: Any, kind: type, low: float | None,
+                  inclusive: bool) -> None:
+  if kind is int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+      raise ConfigError(name, f"must be an integer, got {value!r}.")
+  elif not _is_number(value):
+    raise ConfigError(name, f"must be a number, got {value!r}.")
+  if not math.isfinite(value):
+    raise ConfigError(name, f"must be finite, got {value!r}.")
+  if low is not None and (value < low or (value == low and not inclusive)):
+    bound = f">= {low}" if inclusive else f"> {low}"
+    raise ConfigError(name, f"must be {bound}, got {value!r}.")
+
+
+def validate_config(config: "MetaTrainConfig") -> None:
+  """Check every field of a ``MetaTrainConfig``; raise ``ConfigError`` naming the first bad one.
+
+  Every numeric field must be a finite number of its type within its range
+  (``_NUMERIC_RULES``; a non-finite or out-of-range setting would otherwise
+  poison θ silently), booleans must be bools and names must be known.
+  """
+  hints = _type_hints()
+  for field in dataclasses.fields(config):
+    name, value = field.name, getattr(config, field.name)
+    hint = hints[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint)
+    if value is None:
+      if optional:
+        continue
+      raise ConfigError(name, "must not be None.")
+    if base is bool:
+      if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(name, f"must be true or false, got {value!r}.")
+    elif base is str:
+      if not isinstance(value, str) or not value.strip():
+        raise ConfigError(name, f"must be a non-empty string, got {value!r}.")
+    elif base in (int, float):
+      kind, low, inclusive = _NUMERIC_RULES.get(name, (base, None, True))
+      _check_number(name, value, kind, low, inclusive)
+  if config.seed > _MAX_SEED:
+    raise ConfigError("seed", f"must be <= {_MAX_SEED}, got {config.seed!r}.")
+  if config.lopt not in LOPT_NAMES:
+    raise ConfigError("lopt", f"must be one of {LOPT_NAMES}, got {config.lopt!r}.")
+  if config.estimator not in ESTIMATOR_NAMES:
+    raise ConfigError("estimator", f"must be one of {ESTIMATOR_NAMES}, got {config.estimator!r}.")
+  if config.meta_loss not in ("train", "valid"):
+    raise ConfigError("meta_loss", f"must be 'train' or 'valid', got {config.meta_loss!r}.")
+  if config.lr_schedule not in _LR_SCHEDULES:
+    raise ConfigError("lr_schedule", f"must be one of {_LR_SCHEDULES}, got {config.lr_schedule!r}.")
+  if config.wandb_mode is not None and config.wandb_mode not in _WANDB_MODES:
+    raise ConfigError("wandb_mode", f"must be one of {_WANDB_MODES} or None, "
+                      f"got {config.wandb_mode!r}.")
+  if config.max_horizon < config.min_horizon:
+    raise ConfigError("max_horizon", f"({config.max_horizon}) must be >= min_horizon "
+                      f"({config.min_horizon}).")
+  if config.truncation_length > config.min_horizon:
+    raise ConfigError("truncation_length", f"({config.truncation_length}) must be <= "
+                      f"min_horizon ({config.min_horizon}).")
+  if config.lopt != "mlp" and (config.raw_ratios or config.adam_init or not config.absolute_time
+                               or config.lr_schedule != "constant" or config.output_norm
+                               or config.hidden_step_mult is not None or config.lo_weight_decay
+                               or config.learned_scales):
+    raise ConfigError("lopt", "must be 'mlp' for raw_ratios, adam_init, absolute_time, "
+                      "lr_schedule, output_norm, hidden_step_mult, lo_weight_decay and "
+                      "learned_scales (options of the MLP LO).")
+
+
 # What ships in checkpoints/ when no GPU is lent (measurements:
 # results/pretrained-cpu/recipe-ablation.md). ES-Single beat PES on the same
 # budget (results/pretrained-cpu/estimator-comparison.md). θ starts as μAdam
@@ -122,6 +225,16 @@ _CPU_RECIPE = dict(estimator="es_single", step_mult=0.1, num_pairs=4, truncation
                    outer_lr=3e-4, outer_final_lr=1e-4, checkpoint_every=100, log_every=20,
                    raw_ratios=True, adam_init=True, absolute_time=False,
                    lr_schedule="cosine", log_meta_loss=True)
+
+# The generalization recipe (results/pretrained-cpu/recipe-ablation.md): the
+# robust LO form (Celo2-style RMS-normalized step with separate input/hidden base
+# steps, decoupled weight decay and meta-learned scales; hidden width 8) on the
+# ``mix-*`` distributions (non-memorizable data; MLPs, CNN and LM; μP and SP),
+# meta-trained on the validation loss.
+_MIX_RECIPE = dict(_CPU_RECIPE, hidden_size=8, output_norm=True, learned_scales=True,
+                   step_mult=0.002, hidden_step_mult=0.2, lo_weight_decay=0.1,
+                   meta_loss="valid", outer_lr=1e-3, outer_final_lr=3e-4, outer_steps=600,
+                   checkpoint_every=50)
 
 _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
@@ -143,6 +256,10 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # step_mult 0.01: at 0.1 the SP LO's raw (not 1/fan_in) hidden steps wrecked the
     # inner MLPs by outer step 140 and meta-training stalled at meta-loss 1.0.
     "sp-lo-cpu": dict(distribution="sp-m-cpu", mup=False, **{**_CPU_RECIPE, "step_mult": 0.01}),
+    # What ships since the generalization issue: the robust form on the mix distributions.
+    "mulo-m-mix-cpu": dict(distribution="mix-cpu", **_MIX_RECIPE),
+    "mulo-s-mix-cpu": dict(distribution="mix-s-cpu", **_MIX_RECIPE),
+    "sp-lo-mix-cpu": dict(distribution="mix-sp-cpu", mup=False, **_MIX_RECIPE),
     # VeLO-style LO.
     "velo-s": dict(lopt="velo", mup=False, distribution="sp-s", step_mult=0.001),
     "muvelo-m": dict(lopt="velo", mup=True, distribution="mulo-m", step_mult=0.001),

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from typing import Any
 
 import jax
+import numpy as np
 
 from lopt.pretrained import save_pretrained
 from training import checkpoint, tracking
-from training.config import config_from_json
 from training.trainer import initial_theta, make_lopt
 
 
@@ -27,23 +26,37 @@ def git_commit() -> str | None:
 
 def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = None,
                    extra_metadata: dict[str, Any] | None = None,
-                   initial: bool = False) -> str:
-  """Write ``out_dir`` (default ``workdir/export``) from the run's newest checkpoint.
+                   initial: bool = False, device: str | None = None) -> str:
+  """Write ``out_dir`` (default ``workdir/export``) from the run's newest checkpoint
+  (or the checkpoint of ``step``).
 
   ``initial=True`` exports the run's θ at outer step 0 instead (default
   ``workdir/export_init``): the untrained LO, to measure what meta-training bought.
+  A θ with a non-finite entry is never exported; that, a missing or unreadable
+  ``config.json`` and an unreadable checkpoint are ``checkpoint.WorkdirError``s.
+  ``device``: the device kind recorded in the metadata (default: this process's).
+
+  With several JAX processes, use ``export_in_subprocess``: orbax's save would
+  wait for the other processes.
   """
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = config_from_json(json.load(f))
+  config = checkpoint.read_config(workdir)
+  if config is None:
+    raise checkpoint.WorkdirError(
+        f"{workdir} has no readable config.json: is it a meta-training workdir? (Re-running "
+        "the training command on it rewrites config.json.)")
   lopt = make_lopt(config)
   if initial:
     theta, last = initial_theta(config), {"step": 0}
+    theta = jax.tree_util.tree_map(np.asarray, theta)
+    if not all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(theta)):
+      raise checkpoint.WorkdirError(f"the initial θ of {workdir} is non-finite; refusing to export it.")
     out_dir = out_dir or os.path.join(workdir, "export_init")
   else:
-    theta = checkpoint.restore_theta(os.path.join(workdir, "checkpoints"), step)
+    step, theta = checkpoint.restore_theta(os.path.join(workdir, "checkpoints"), step)
     metrics = tracking.read_metrics(workdir) if os.path.exists(
         os.path.join(workdir, "metrics.jsonl")) else []
-    last = metrics[-1] if metrics else {}
+    upto = [r for r in metrics if r.get("step", 0) <= step]
+    last = {**(upto[-1] if upto else {}), "step": step}
   metadata = {
       "parameterization": "mup" if config.mup else "sp",
       "training": {
@@ -52,7 +65,7 @@ def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = 
           "distribution": config.distribution,
           "outer_steps": int(last.get("step", 0)),
           "final_meta_loss": last.get("meta_loss"),
-          "device": jax.devices()[0].device_kind,
+          "device": device or jax.devices()[0].device_kind,
           "commit": git_commit(),
       },
       **(extra_metadata or {}),
@@ -60,3 +73,52 @@ def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = 
   out_dir = out_dir or os.path.join(workdir, "export")
   save_pretrained(out_dir, lopt, theta, metadata)
   return out_dir
+
+
+# Launch variables that would make a child process join the distributed run.
+_LAUNCH_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
+                "JAX_LOCAL_DEVICE_IDS", "LOPT_DISTRIBUTED", "SLURM_NTASKS",
+                "SLURM_STEP_NODELIST", "OMPI_COMM_WORLD_SIZE")
+
+
+def export_in_subprocess(workdir: str) -> tuple[str, str]:
+  """``export_workdir`` of the trained and the initial θ, in a fresh single
+  CPU process: what process 0 of a multi-process run calls (orbax's save would
+  otherwise wait for the other processes). Returns both output directories."""
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
+  env.update(JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p))
+  out = subprocess.run([sys.executable, "-m", "training.export", workdir, "--device",
+                        jax.devices()[0].device_kind], env=env, cwd=root,
+                       capture_output=True, text=True)
+  lines = out.stdout.strip().splitlines()
+  if out.returncode != 0 or len(lines) < 2:
+    last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    raise checkpoint.WorkdirError(f"exporting {workdir} failed: {last}")
+  return lines[-2], lines[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+  """``python -m training.export WORKDIR [--device KIND]``: export the trained
+  and the initial θ; prints the two directories, one a line."""
+  import argparse
+  import sys
+  parser = argparse.ArgumentParser(prog="python -m training.export")
+  parser.add_argument("workdir")
+  parser.add_argument("--device", default=None)
+  args = parser.parse_args(argv)
+  try:
+    trained = export_workdir(args.workdir, device=args.device)
+    initial = export_workdir(args.workdir, initial=True, device=args.device)
+  except (ValueError, FloatingPointError) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
+  print(trained)
+  print(initial)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -27,6 +27,7 @@ shardings.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, Sequence
 
@@ -102,6 +103,12 @@ def _put_global(tree: PyTree, shardings: PyTree) -> PyTree:
   # make_array_from_callback works across hosts: each process fills only its
   # addressable shards from the same global host value.
   def put(x, sharding):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      # Already global (e.g. built under with_sharding_constraint on a
+      # multi-process mesh): keep it, or reshard it on the devices.
+      if x.sharding.is_equivalent_to(sharding, x.ndim):
+        return x
+      return jax.device_put(x, sharding)
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding,
                                         lambda index: host[index])
@@ -139,6 +146,9 @@ def maybe_initialize_distributed() -> bool:
 
   After it, ``jax.devices()`` lists the devices of every process and
   ``particle_mesh()`` spans them all; every process runs the same program.
+  On CPU the cross-process collectives are gloo's (JAX's default; set here if
+  an older JAX left them off). Malformed launch variables are a ``ValueError``
+  naming the variable.
   """
   if jax.distributed.is_initialized():
     return True
@@ -146,17 +156,102 @@ def maybe_initialize_distributed() -> bool:
   explicit = all(name in env for name in
                  ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
                   "JAX_PROCESS_ID"))
-  slurm = (int(env.get("SLURM_NTASKS", "1")) > 1
-           and "SLURM_STEP_NODELIST" in env)
-  open_mpi = int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+  slurm = (_env_int("SLURM_NTASKS", 1) > 1 and "SLURM_STEP_NODELIST" in env)
+  open_mpi = _env_int("OMPI_COMM_WORLD_SIZE", 1) > 1
   forced = env.get("LOPT_DISTRIBUTED", "") not in ("", "0")
+  if not (explicit or slurm or open_mpi or forced):
+    return False
+  try:
+    from jax._src import xla_bridge
+    too_late = xla_bridge.backends_are_initialized()
+  except (ImportError, AttributeError):
+    too_late = False
+  if too_late:
+    raise RuntimeError(
+        "a multi-process launch was detected, but a JAX backend is already initialized in "
+        "this process: call training.sharding.maybe_initialize_distributed() before "
+        "importing lopt or training.trainer (importing lopt touches a backend). "
+        "scripts/meta_train.py does this for you.")
+  _enable_cpu_collectives()
   if explicit:
+    num_processes = _env_int("JAX_NUM_PROCESSES", 1)
+    process_id = _env_int("JAX_PROCESS_ID", 0)
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise ValueError(f"JAX_PROCESS_ID={process_id} and JAX_NUM_PROCESSES={num_processes}: "
+                       "need 0 <= JAX_PROCESS_ID < JAX_NUM_PROCESSES.")
+    if not env["JAX_COORDINATOR_ADDRESS"].strip():
+      raise ValueError("JAX_COORDINATOR_ADDRESS is empty; expected host:port of process 0.")
     jax.distributed.initialize(
         coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
-        num_processes=int(env["JAX_NUM_PROCESSES"]),
-        process_id=int(env["JAX_PROCESS_ID"]))
+        num_processes=num_processes, process_id=process_id)
     return True
-  if slurm or open_mpi or forced:
-    jax.distributed.initialize()
-    return True
-  return False
+  jax.distributed.initialize()
+  return True
+
+
+def _env_int(name: str, default: int) -> int:
+  text = os.environ.get(name, "")
+  if not text.strip():
+    return default
+  try:
+    return int(text)
+  except ValueError:
+    raise ValueError(f"environment variable {name}={text!r} is not an integer.") from None
+
+
+def _enable_cpu_collectives() -> None:
+  """Cross-process collectives on CPU: gloo, unless the user chose otherwise."""
+  try:
+    if not jax.config.jax_cpu_collectives_implementation:
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  except (AttributeError, ValueError):  # a JAX without the option
+    pass
+
+
+# ---------------------------------------------------------------- process sync
+# Control-flow agreement between processes goes through the coordination
+# service's key-value store, not through device collectives: on CPU a gloo
+# collective gives up if another process is more than 30 s late to its first
+# use (e.g. still compiling), while these wait up to an hour.
+_SYNC_TIMEOUT_MS = 60 * 60 * 1000
+_sync_counter = itertools.count()
+_own_keys: dict[str, str] = {}
+
+
+def _client():
+  from jax._src import distributed  # the runtime's coordination-service client
+  client = distributed.global_state.client
+  if client is None:
+    raise RuntimeError("several JAX processes but no jax.distributed client.")
+  return client
+
+
+def process_barrier(name: str) -> None:
+  """Wait until every process reaches this call (no-op with one process).
+  Every process must make the same sequence of these calls."""
+  if jax.process_count() == 1:
+    return
+  _client().wait_at_barrier(f"lopt/{name}/{next(_sync_counter)}", _SYNC_TIMEOUT_MS)
+
+
+def all_processes_agree(flag: bool, name: str = "agree") -> bool:
+  """True only if ``flag`` is true on every process (``flag`` itself with one
+  process). Every process must make the same sequence of these calls."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  client, me = _client(), jax.process_index()
+  key = f"lopt/{name}/{next(_sync_counter)}"
+  client.key_value_set(f"{key}/{me}", "1" if flag else "0")
+  values = [client.blocking_key_value_get(f"{key}/{i}", _SYNC_TIMEOUT_MS)
+            for i in range(jax.process_count())]
+  # Everyone has written this key, so everyone has read the previous one: drop ours.
+  previous = _own_keys.get(name)
+  if previous is not None:
+    client.key_value_delete(previous)
+  _own_keys[name] = f"{key}/{me}"
+  return all(v == "1" for v in values)
+
+
+def any_process(flag: bool, name: str = "any") -> bool:
+  """True if ``flag`` is true on any process."""
+  return not all_processes_agree(not flag, name)

@@ -63,8 +63,18 @@ class MetricsLog:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """Every record of ``workdir/metrics.jsonl`` (a line cut by a kill is skipped).
+  A value that was non-finite (e.g. the meta-loss of a step where every pair
+  diverged) is None."""
+  records = []
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          continue
+  return records
 
 
 # ------------------------------------------------------------------ wandb

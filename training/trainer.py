@@ -8,6 +8,7 @@ come back to the host only every ``log_every`` steps.
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from typing import Any, Callable, NamedTuple
@@ -63,10 +64,6 @@ def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformatio
                      optax.adamw(schedule, weight_decay=config.weight_decay))
 
 
-def _tree_mean(trees):
-  return jax.tree_util.tree_map(lambda *xs: sum(xs) / len(xs), *trees)
-
-
 class MetaTrainer:
   """Builds the systems and estimators of a config; ``outer_step`` is pure."""
 
@@ -78,6 +75,9 @@ class MetaTrainer:
     self.tasks = list(meta_tasks.get_distribution(config.distribution).configs())
     self.optimizer = make_outer_optimizer(config)
     self.particles_per_step = 2 * config.num_pairs * len(self.tasks)
+    # What an estimator's ``nan_resets`` counts when every pair (TBPTT: particle) diverged.
+    self.resets_if_all_diverged = config.num_pairs * (2 if config.estimator == "tbptt" else 1)
+    sharding.check_divisible(config.num_pairs, mesh)
 
   def data(self) -> tuple:
     """Every task's on-device arrays: an argument of ``outer_step``."""
@@ -111,29 +111,68 @@ class MetaTrainer:
                      jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
   def outer_step(self, state: MetaState, data: tuple) -> tuple[MetaState, dict[str, jax.Array]]:
+    """One θ update from every task's estimate.
+
+    A task whose every pair diverged this step contributes nothing (its
+    meta-loss is NaN, not 0); if that is every task, or if the meta-gradient,
+    the new θ or the new optimizer state is non-finite, θ and the optimizer
+    state stay as they were and ``skipped`` counts the step.
+    """
     key = jax.random.fold_in(state.key, state.step)
-    grads, new_states, metrics = [], [], {}
+    grads, alive, losses, new_states, metrics = [], [], [], [], {}
     estimators = self.estimators(data)
     for i, (est, est_state) in enumerate(zip(estimators, state.estimator_states)):
       g, est_state, m = est.estimate(state.theta, est_state, jax.random.fold_in(key, i))
+      ok = m["nan_resets"] < self.resets_if_all_diverged
       grads.append(g)
+      alive.append(ok)
+      losses.append(m["meta_loss"])
       new_states.append(est_state)
-      metrics[f"meta_loss/{self.tasks[i].name}"] = m["meta_loss"]
+      metrics[f"meta_loss/{self.tasks[i].name}"] = jnp.where(ok, m["meta_loss"], jnp.nan)
       metrics["nan_resets"] = metrics.get("nan_resets", 0) + m["nan_resets"]
       metrics["episodes_finished"] = metrics.get("episodes_finished", 0) + m["episodes_finished"]
-    grad = _tree_mean(grads)
-    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(grad)]))
+    num_alive = sum(a.astype(jnp.int32) for a in alive)
+    denominator = jnp.maximum(num_alive, 1)
+    grad = jax.tree_util.tree_map(
+        lambda *gs: sum(jnp.where(a, g, jnp.zeros_like(g)) for a, g in zip(alive, gs))
+        / denominator.astype(gs[0].dtype), *grads)
     updates, opt_state = self.optimizer.update(grad, state.opt_state, state.theta)
     theta = optax.apply_updates(state.theta, updates)
-    # A non-finite meta-gradient (every pair diverged) skips the θ update.
-    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+    ok = (num_alive > 0) & _all_finite(grad) & _all_finite(theta) & _all_finite(opt_state)
+    # Skipped: θ and the outer optimizer (momentum, weight decay, count) stay put.
+    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
     theta, opt_state = keep(theta, state.theta), keep(opt_state, state.opt_state)
+    loss_sum = sum(jnp.where(a, l, 0.0) for a, l in zip(alive, losses))
     metrics.update(
-        meta_loss=jnp.mean(jnp.asarray([metrics[f"meta_loss/{t.name}"] for t in self.tasks])),
+        meta_loss=jnp.where(num_alive > 0, loss_sum / denominator, jnp.nan),
         grad_norm=optax.tree.norm(grad), theta_norm=optax.tree.norm(theta),
-        skipped=state.skipped + (~finite).astype(jnp.int32))
-    return MetaState(theta, opt_state, tuple(new_states), state.key, state.step + 1,
-                     metrics["skipped"]), metrics
+        skipped=state.skipped + (~ok).astype(jnp.int32))
+    new_state = MetaState(theta, opt_state, tuple(new_states), state.key, state.step + 1,
+                          metrics["skipped"])
+    if self.mesh is not None:  # θ, counters and metrics replicated on every device
+      new_state = new_state._replace(
+          theta=sharding.constrain_replicated(new_state.theta, self.mesh),
+          opt_state=sharding.constrain_replicated(new_state.opt_state, self.mesh),
+          step=sharding.constrain_replicated(new_state.step, self.mesh),
+          skipped=sharding.constrain_replicated(new_state.skipped, self.mesh))
+      metrics = sharding.constrain_replicated(metrics, self.mesh)
+    return new_state, metrics
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  leaves = [x for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves \
+      else jnp.asarray(True)
+
+
+def state_shardings(abstract_state: MetaState, mesh) -> MetaState:
+  """Shardings of a ``MetaState`` on ``mesh``: each estimator's particles and
+  noise split over the particle axis, everything else replicated."""
+  whole = sharding.replicated_sharding(mesh)
+  out = jax.tree_util.tree_map(lambda _: whole, abstract_state)
+  return out._replace(estimator_states=tuple(
+      sharding.estimator_state_shardings(s, mesh) for s in abstract_state.estimator_states))
 
 
 class _StopFlag:
@@ -162,69 +201,117 @@ class _StopFlag:
       signal.signal(sig, handler)
 
 
+# Exit status of scripts/meta_train.py when a signal stopped the run before
+# outer_steps (a checkpoint was written: re-run the same command to resume).
+# 75 is EX_TEMPFAIL of sysexits.h: "temporary failure, try again".
+EXIT_PREEMPTED = 75
+
+
+def _host_record(metrics: dict[str, jax.Array]) -> dict[str, float | None]:
+  """Host floats; a non-finite value (no finite pair this step) becomes None."""
+  record = {}
+  for k, v in jax.device_get(metrics).items():
+    v = float(v)
+    record[k] = v if math.isfinite(v) else None
+  return record
+
+
 def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
         callback: Callable[[int, dict], None] | None = None, progress: bool = True) -> MetaState:
   """Meta-train in ``workdir``, resuming from its newest checkpoint if any.
 
   ``stop_after``: stop (with a checkpoint) after this many outer steps in this
-  call, as a preemption would. ``callback(step, record)`` sees every logged record.
+  call, as a preemption would. ``callback(step, record)`` sees every logged
+  record (on every process; only process 0 writes files). The returned state's
+  ``step`` is below ``config.outer_steps`` when a signal or ``stop_after``
+  stopped the run.
+
+  Everything is validated before anything is written: the workdir, the recipe
+  against ``config.json`` and against the restored checkpoint's own record, the
+  distribution and the device layout. Problems are ``ValueError``s
+  (``checkpoint.WorkdirError`` for the workdir and its checkpoints) with a
+  one-line message.
   """
   from tqdm.auto import tqdm
 
   sharding.maybe_initialize_distributed()
-  checkpoint.check_or_write_config(workdir, config)
+  multi = jax.process_count() > 1
+  lead = jax.process_index() == 0
+  checkpoint.check_workdir(workdir)
+  recorded = checkpoint.read_config(workdir)
+  if recorded is not None:
+    checkpoint.check_recipe(recorded, config, "workdir", workdir)
   mesh = sharding.particle_mesh() if jax.device_count() > 1 else None
   trainer = MetaTrainer(config, mesh)
-  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   init_key = jax.random.PRNGKey(config.seed)
-  restored = ckpt.restore_latest(jax.eval_shape(trainer.init, init_key))
-  if restored is None:
-    state, start = trainer.init(init_key), 0
-  else:
-    start, state, _ = restored
-    state = jax.tree_util.tree_map(jnp.asarray, state)
-    print(f"Resumed {workdir} from outer step {start}.")
-  if mesh is not None:
-    state = state._replace(estimator_states=tuple(
-        sharding.shard_estimator_state(s, mesh) for s in state.estimator_states))
-
-  metrics_log = tracking.MetricsLog(workdir, start)
-  wandb = tracking.WandbLogger(workdir, config.wandb_project, config.to_json(), config.wandb_mode)
-  compiles_before = tracking.compile_count()
-  step_fn = jax.jit(trainer.outer_step, donate_argnums=0)
-  data = trainer.data()
-  meta = {"config": config.to_json(), "tasks": [t.name for t in trainer.tasks]}
-
-  def save(step):
-    ckpt.save(step, state, state.theta, {**meta, "step": step})
-
-  step, last_time, last_step = start, time.perf_counter(), start
+  abstract = jax.eval_shape(trainer.init, init_key)
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  wandb = None
   try:
-    with _StopFlag() as stop, tqdm(total=config.outer_steps, initial=start, disable=not progress,
-                                   desc="meta-train", dynamic_ncols=True) as bar:
+    restored = ckpt.restore_latest(
+        abstract, config, shardings=None if mesh is None else state_shardings(abstract, mesh))
+    if restored is None:
+      state, start = trainer.init(init_key), 0
+      if mesh is not None:
+        state = sharding.replicate(state._replace(estimator_states=()), mesh)._replace(
+            estimator_states=tuple(sharding.shard_estimator_state(s, mesh)
+                                   for s in state.estimator_states))
+    else:
+      start, state, _ = restored
+      if mesh is None:
+        state = jax.tree_util.tree_map(jnp.asarray, state)
+      if lead:
+        print(f"Resumed {workdir} from outer step {start}.")
+    # Only now, with everything validated, does the workdir record this recipe.
+    checkpoint.write_config(workdir, config)
+
+    if lead:
+      metrics_log = tracking.MetricsLog(workdir, start)
+      wandb = tracking.WandbLogger(workdir, config.wandb_project, config.to_json(),
+                                   config.wandb_mode)
+    compiles_before = tracking.compile_count()
+    step_fn = jax.jit(trainer.outer_step, donate_argnums=0)
+    data = trainer.data()
+    if multi:
+      data = sharding.replicate(data, mesh)  # the same host data on every process: one global array
+      # Compile ahead, then start together: a process that compiles slower (or
+      # misses the compile cache) must not leave the others' first collective waiting.
+      step_fn = step_fn.lower(state, data).compile()
+      sharding.process_barrier("compiled")
+    meta = {"config": config.to_json(), "tasks": [t.name for t in trainer.tasks]}
+
+    step, last_time, last_step = start, time.perf_counter(), start
+    with _StopFlag() as stop, tqdm(total=config.outer_steps, initial=start,
+                                   disable=not (progress and lead), desc="meta-train",
+                                   dynamic_ncols=True) as bar:
       while step < config.outer_steps:
         state, metrics = step_fn(state, data)
         step += 1
         bar.update(1)
         done = step == config.outer_steps
         if step % config.log_every == 0 or done:
-          record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          record = _host_record(metrics)
           now = time.perf_counter()
           record.update(step=step, particle_steps_per_s=trainer.particles_per_step
                         * config.truncation_length * (step - last_step) / (now - last_time),
                         compiles=tracking.compile_count() - compiles_before)
           last_time, last_step = now, step
-          metrics_log.write(record)
-          wandb.log(record, step)
-          bar.set_postfix(meta_loss=f"{record['meta_loss']:.4f}")
+          if lead:
+            metrics_log.write(record)
+            wandb.log({k: v for k, v in record.items() if v is not None}, step)
+          loss = record["meta_loss"]
+          bar.set_postfix(meta_loss="all diverged" if loss is None else f"{loss:.4f}")
           if callback is not None:
             callback(step, record)
         preempted = stop.requested or (stop_after is not None and step - start >= stop_after)
+        if multi:  # a signal may reach one process only: all stop at the same step
+          preempted = sharding.any_process(preempted, "preempted")
         if step % config.checkpoint_every == 0 or done or preempted:
-          save(step)
+          ckpt.save(step, state, state.theta, {**meta, "step": step})
         if preempted:
           break
   finally:
     ckpt.close()
-    wandb.finish()
+    if wandb is not None:
+      wandb.finish()
   return state
