@@ -74,6 +74,13 @@ def _existing_dir(text: str) -> str:
   return text
 
 
+def _cache_dir(text: str) -> str:
+  text = _nonempty(text)
+  if os.path.exists(text) and not os.path.isdir(text):
+    raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+  return text
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = _Parser(prog="evaluate.py", description=__doc__,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="use this many evenly spaced points of each default LR grid")
   parser.add_argument("--eval_batches", type=_positive_int, default=4,
                       help="batches per split for the final train/test metrics")
+  parser.add_argument("--baseline_cache", type=_cache_dir, default=None, metavar="DIR",
+                      help="keep tuned baselines' tuning and runs in DIR and reuse them in "
+                      "later invocations (delete DIR after changing task or baseline code)")
   parser.add_argument("--note", action="append", default=[],
                       help="a line for the report's notes (repeatable)")
   parser.add_argument("--wandb", action="store_true",
@@ -138,7 +148,8 @@ def main(argv=None) -> int:
     results = evaluation.evaluate(
         optimizers, suites, seeds=args.seeds, tuning_seeds=args.tuning_seeds,
         data_dir=args.data_dir, max_steps=args.max_steps, lr_grid_points=args.lr_grid_points,
-        eval_batches=args.eval_batches, task_filter=args.tasks)
+        eval_batches=args.eval_batches, task_filter=args.tasks,
+        cache_dir=args.baseline_cache)
   except (DatasetNotPreparedError, ValueError) as e:
     return fail(_one_line(e))
   results["notes"] = args.note

@@ -13,6 +13,7 @@ import pytest
 
 import lopt
 from lopt import baselines
+import meta_tasks
 from meta_tasks import QuadraticTask
 from training import evaluation, report, tracking
 
@@ -170,6 +171,29 @@ def test_tuning_picks_the_known_best_lr():
   assert tuning["mean_final_train_loss"][2] < 1e-10  # 0 up to rounding of x - (x - c)
   assert list(tuning["num_diverged"]) == [2, 0, 0]
   assert ev.tune(sgd, QUADRATIC, 10) is tuning  # cached per (optimizer, task, horizon)
+
+
+def test_baseline_cache_reuses_tuning_and_runs_across_evaluators(tmp_path):
+  entry = meta_tasks.SuiteEntry(task=QUADRATIC, num_steps=10, tuning_task=None)
+  sgd = evaluation.Optimizer(label="sgd", baseline="sgd")
+
+  def evaluator(log):
+    return evaluation.Evaluator(seeds=[0, 1], tuning_seeds=2, log=log,
+                                lr_grids={"sgd": [40.0, 0.4, 4.0]}, cache_dir=str(tmp_path))
+
+  first_log, second_log = [], []
+  first = evaluator(first_log.append).run(sgd, entry)
+  second = evaluator(second_log.append).run(sgd, entry)
+  assert not any("cached" in line for line in first_log)
+  assert sum("cached" in line for line in second_log) == 2  # tuning and the run
+  assert second["learning_rate"] == first["learning_rate"] == 4.0
+  np.testing.assert_array_equal(second["final_train_loss_per_seed"],
+                                first["final_train_loss_per_seed"])
+  assert second["test_loss"] == first["test_loss"]
+  # A different horizon is a different key: nothing reused.
+  third_log = []
+  evaluator(third_log.append).run(sgd, meta_tasks.SuiteEntry(task=QUADRATIC, num_steps=8, tuning_task=None))
+  assert not any("cached" in line for line in third_log)
 
 
 def test_pick_lr_handles_nan_ties_and_all_diverged():

@@ -488,6 +488,7 @@ EVALUATE_BAD = [("--optimizers", v) for v in ("", ",", "nope", "lo=/nonexistent/
                            "--eval_batches")
     for v in ("0", "-1", "nan", "inf", "abc", "", "1.5")] + [
     ("--data_dir", "/nonexistent/tfds"), ("--data_dir", ""),
+    ("--baseline_cache", ""), ("--baseline_cache", "/etc/passwd"),
     ("--tasks", "("), ("--tasks", "no-task-has-this-name"),
     ("--wandb=yes", None), ("--wandb_project", ""), ("--wandb_project", "  ")]
 # --note takes any text (a line of the report): it has no bad value.

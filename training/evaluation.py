@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
+import json
 import math
 import os
 import re
@@ -458,6 +460,44 @@ def _run_result(opt: Optimizer, curves: Curves, lr: Optional[float], seeds: Sequ
   }
 
 
+class BaselineCache:
+  """Tuning and run results of tuned baselines, kept across invocations.
+
+  One JSON file per result, named by a hash of everything that determines it
+  (baseline, full task repr, horizon, seeds, LR grid, eval batches, protocol).
+  It does not see code changes: delete the folder after changing a task or a
+  baseline. Non-finite losses are stored as null and read back as inf.
+  """
+
+  def __init__(self, directory: str):
+    self.directory = directory
+
+  def _path(self, key: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return os.path.join(self.directory, f"{key['what']}-{digest}.json")
+
+  def load(self, key: dict[str, Any]) -> Optional[dict[str, Any]]:
+    path = self._path(key)
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      entry = json.load(f)
+    if entry.get("key") != key:  # a hash collision or a hand-edited file
+      return None
+    value = entry["value"]
+    for name in ("final_train_loss", "test_loss"):
+      if name in value and value[name] is None:
+        value[name] = math.inf
+    return value
+
+  def store(self, key: dict[str, Any], value: dict[str, Any]) -> None:
+    os.makedirs(self.directory, exist_ok=True)
+    path = self._path(key)
+    with open(path + ".tmp", "w") as f:  # atomic: a killed run never leaves half a file
+      json.dump({"key": key, "value": _finite_or_none(value)}, f, allow_nan=False)
+    os.replace(path + ".tmp", path)
+
+
 class Evaluator:
   """Runs the protocol; caches tuning per (optimizer, tuning task, horizon) and
   evaluations per (optimizer, task, horizon) within one run."""
@@ -465,8 +505,10 @@ class Evaluator:
   def __init__(self, seeds: Sequence[int], tuning_seeds: int = TUNING_SEEDS,
                max_steps: Optional[int] = None, lr_grid_points: Optional[int] = None,
                eval_batches: int = EVAL_BATCHES, log: Callable[[str], None] = print,
-               lr_grids: Optional[dict[str, Sequence[float]]] = None):
+               lr_grids: Optional[dict[str, Sequence[float]]] = None,
+               cache_dir: Optional[str] = None):
     self.seeds = list(seeds)
+    self.cache = BaselineCache(cache_dir) if cache_dir else None
     self.lr_grids = dict(lr_grids or {})  # baseline name -> grid, replacing the default
     self.tuning_seeds = [TUNING_SEED_OFFSET + i for i in range(tuning_seeds)]
     self.max_steps = max_steps
@@ -479,11 +521,25 @@ class Evaluator:
   def horizon(self, entry: SuiteEntry) -> int:
     return entry.num_steps if self.max_steps is None else min(entry.num_steps, self.max_steps)
 
+  def _cache_key(self, what: str, opt: Optimizer, task: Task, num_steps: int,
+                 **extra: Any) -> Optional[dict[str, Any]]:
+    if self.cache is None or not opt.tuned:  # learned optimizers are cheap to rerun
+      return None
+    return {"what": what, "protocol": PROTOCOL, "baseline": opt.baseline, "task": repr(task),
+            "num_steps": num_steps, "eval_batches": self.eval_batches, **extra}
+
   def tune(self, opt: Optimizer, task: Task, num_steps: int) -> dict[str, Any]:
     key = (opt.label, task.name, num_steps)
+    default = self.lr_grids.get(opt.baseline) or baselines.default_lr_grid(opt.baseline)
+    grid = subsample_grid(default, self.lr_grid_points)
+    cache_key = self._cache_key("tuning", opt, task, num_steps, lr_grid=grid,
+                                seeds=self.tuning_seeds)
+    if key not in self.tuning and cache_key is not None:
+      cached = self.cache.load(cache_key)
+      if cached is not None:
+        self.log(f"  tuned {opt.label} on {task.name}: lr={cached['chosen_lr']:g} (cached)")
+        self.tuning[key] = dict(cached, optimizer=opt.label)
     if key not in self.tuning:
-      default = self.lr_grids.get(opt.baseline) or baselines.default_lr_grid(opt.baseline)
-      grid = subsample_grid(default, self.lr_grid_points)
       curves = train_curves(opt.make_tx(task, num_steps), task, num_steps, self.tuning_seeds,
                             lrs=grid, eval_params=opt.eval_params,
                             eval_batches=self.eval_batches)
@@ -502,6 +558,8 @@ class Evaluator:
           "all_diverged": bool(np.all(curves.diverged)),
           "seconds": curves.seconds,
       }
+      if cache_key is not None:
+        self.cache.store(cache_key, self.tuning[key])
     return self.tuning[key]
 
   def run(self, opt: Optimizer, entry: SuiteEntry) -> dict[str, Any]:
@@ -513,11 +571,20 @@ class Evaluator:
     if opt.tuned:
       tuning = self.tune(opt, entry.tuning_task or entry.task, num_steps)
       lr = tuning["chosen_lr"]
+      cache_key = self._cache_key("run", opt, entry.task, num_steps, learning_rate=lr,
+                                  seeds=self.seeds)
+      cached = self.cache.load(cache_key) if cache_key is not None else None
+      if cached is not None:
+        self.log(f"  ran {opt.label} on {entry.task.name} (cached)")
+        self.runs[key] = dict(cached, optimizer=opt.label)
+        return self.runs[key]
       curves = train_curves(make_tx, entry.task, num_steps, self.seeds, lrs=[lr],
                             eval_params=opt.eval_params, eval_batches=self.eval_batches)
       result = _run_result(opt, curves, lr, self.seeds, lr_index=0)
       result["tuning"] = {k: tuning[k] for k in ("tuning_task", "num_steps", "chosen_lr",
                                                   "at_grid_edge", "all_diverged")}
+      if cache_key is not None:
+        self.cache.store(cache_key, result)
     else:
       curves = train_curves(make_tx, entry.task, num_steps, self.seeds,
                             eval_params=opt.eval_params, eval_batches=self.eval_batches)
@@ -557,11 +624,13 @@ def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int 
              tuning_seeds: int = TUNING_SEEDS, data_dir: Optional[str] = None,
              max_steps: Optional[int] = None, lr_grid_points: Optional[int] = None,
              eval_batches: int = EVAL_BATCHES, log: Callable[[str], None] = print,
-             task_filter: Optional[str] = None) -> dict[str, Any]:
+             task_filter: Optional[str] = None, cache_dir: Optional[str] = None
+             ) -> dict[str, Any]:
   """Run the protocol on ``suites``; return the JSON-ready results dict.
 
   ``task_filter``: a regex; only suite entries whose task name matches it run
-  (a reduced evaluation, recorded in the settings)."""
+  (a reduced evaluation, recorded in the settings). ``cache_dir``: reuse the
+  tuned baselines' results from earlier invocations (``BaselineCache``)."""
   suites = check_suites(suites)
   labels = [o.label for o in optimizers]
   reference = reference_label(optimizers)
@@ -575,7 +644,8 @@ def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int 
     for entry in suite:
       for task in {entry.task, entry.tuning_task or entry.task}:
         task.data()
-  evaluator = Evaluator(range(seeds), tuning_seeds, max_steps, lr_grid_points, eval_batches, log)
+  evaluator = Evaluator(range(seeds), tuning_seeds, max_steps, lr_grid_points, eval_batches, log,
+                        cache_dir=cache_dir)
   start = time.perf_counter()
   out_suites = {}
   for name, suite in entries.items():
