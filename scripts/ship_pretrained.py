@@ -9,8 +9,9 @@
 Each NAME=WORKDIR is exported from the run's newest checkpoint (θ with orbax +
 metadata.json). The evaluation numbers come from a ``scripts/evaluate.py``
 results.json in which the optimizer was labelled NAME. Per suite they are its
-average rank, the fraction of tasks where it beat tuned AdamW's final training
-loss, and its final losses per task.
+average rank (by test loss), the fractions of tasks where it beat tuned AdamW's
+test loss and final training loss, and per task its test and train losses,
+test accuracy and max loss spike next to AdamW's.
 """
 
 from __future__ import annotations
@@ -27,22 +28,23 @@ def headline(results: dict, label: str) -> dict:
   out = {"source": "scripts/evaluate.py", "command": results.get("command"),
          "device": results.get("device"), "suites": {}}
   for suite, data in results["suites"].items():
-    tasks, wins = {}, 0
+    tasks, wins = {}, {"test_loss": 0, "final_train_loss": 0}
     for entry in data["tasks"]:
       mine, ref = entry["results"].get(label), entry["results"].get("adamw")
       if mine is None:
         continue
+      keys = ("final_train_loss", "test_loss", "test_accuracy", "max_loss_spike")
       tasks[f"{entry['task']}@{entry['num_steps']}"] = {
-          "final_train_loss": mine["final_train_loss"], "test_accuracy": mine["test_accuracy"],
-          "adamw_final_train_loss": ref and ref["final_train_loss"]}
-      wins += bool(ref and mine["final_train_loss"] is not None
-                   and (ref["final_train_loss"] is None
-                        or mine["final_train_loss"] < ref["final_train_loss"]))
+          **{k: mine.get(k) for k in keys}, **{f"adamw_{k}": ref and ref.get(k) for k in keys}}
+      for k in wins:  # None is a divergence: worse than anything finite
+        wins[k] += bool(ref and mine[k] is not None and (ref[k] is None or mine[k] < ref[k]))
     if tasks:
       out["suites"][suite] = {
           "average_rank": data["summary"][label]["average_rank"],
           "num_optimizers": len(data["summary"]),
-          "beats_tuned_adamw_fraction": wins / len(tasks), "tasks": tasks}
+          "beats_tuned_adamw_test_loss_fraction": wins["test_loss"] / len(tasks),
+          "beats_tuned_adamw_train_loss_fraction": wins["final_train_loss"] / len(tasks),
+          "tasks": tasks}
   return out
 
 
