@@ -15,6 +15,10 @@ loss, the final train loss and the max loss spike (highest minibatch loss ÷
 step-0 loss, max over seeds). It is the fast loop used to compare LO forms,
 recipes and checkpoints (results/pretrained-cpu/recipe-ablation.md); use
 scripts/evaluate.py for the protocol's comparison against tuned baselines.
+
+It ends with each optimizer's average rank by test loss over the suite's
+tasks (ties share the mean rank): the criterion for choosing which checkpoint
+of a run ships (``scripts/ship_pretrained.py NAME=WORKDIR@STEP``).
 """
 
 from __future__ import annotations
@@ -54,10 +58,9 @@ def load(source: str):
       raise SystemExit(f"error: unknown MLPLOpt fields {unknown}; valid: {sorted(valid)}")
     lo = lopt.MLPLOpt(**{k: _value(v) for k, v in fields.items()})
     return lo, lo.init(jax.random.PRNGKey(0))
-  from training.export import export_workdir
+  from training.export import export_source
   if "@" in source:
-    workdir, step = source.rsplit("@", 1)
-    source = export_workdir(workdir, tempfile.mkdtemp(prefix="screen-"), step=int(step))
+    source = export_source(source, tempfile.mkdtemp(prefix="screen-"))
   return lopt.load_pretrained(source)
 
 
@@ -73,26 +76,34 @@ def main(argv=None) -> int:
   import numpy as np
   from meta_tasks import get_suite
   from training import task_spec
-  from training.evaluation import train_curves
+  from training.evaluation import average_ranks, train_curves
   entries = get_suite(args.suite)
   print("test loss / final train loss / max spike, mean over seeds; "
         f"suite {args.suite}")
   print("| optimizer | " + " | ".join(f"{e.task.name}@{e.num_steps}" for e in entries) + " |")
   print("|---" * (len(entries) + 1) + "|")
+  labels, test_losses = [], []
   for item in args.optimizers:
     label, _, source = item.partition("=")
     if not source:
       parser.error(f"expected LABEL=SOURCE, got {item!r}")
     lo, theta = load(source)
-    row = []
+    row, losses = [], []
     for e in entries:
       steps = e.num_steps if args.max_steps is None else min(e.num_steps, args.max_steps)
       spec = task_spec.optimizer_spec(e.task)
       c = train_curves(lambda lr: lo.as_optax(theta, num_steps=steps, mup=spec),
                        e.task, steps, range(args.seeds))
+      losses.append(float(np.mean(c.test_loss)))
       row.append(f"{np.mean(c.test_loss):.3g} / {np.mean(c.final_train_loss):.3g} / "
                  f"{np.max(c.max_spike):.2g}")
     print(f"| {label} | " + " | ".join(row) + " |", flush=True)
+    labels.append(label)
+    test_losses.append(losses)
+  per_task = [average_ranks(col) for col in zip(*test_losses)]  # rank per task column
+  ranks = np.mean(np.array(per_task), axis=0)
+  print("\naverage rank by test loss: " + ", ".join(
+      f"{l} {r:.2f}" for l, r in sorted(zip(labels, ranks), key=lambda x: x[1])))
   return 0
 
 

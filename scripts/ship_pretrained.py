@@ -7,7 +7,8 @@
         mulo-m=runs/mulo-m-cpu mulo-s=runs/mulo-s-cpu sp-lo=runs/sp-lo-cpu
 
 Each NAME=WORKDIR is exported from the run's newest checkpoint (θ with orbax +
-metadata.json). The evaluation numbers come from a ``scripts/evaluate.py``
+metadata.json); NAME=WORKDIR@STEP exports that checkpoint instead (the one a
+screen chose, see scripts/screen_checkpoints.py; @0 is the untrained θ). The evaluation numbers come from a ``scripts/evaluate.py``
 results.json in which the optimizer was labelled NAME. Per suite they are its
 average rank (by test loss), the fractions of tasks where it beat tuned AdamW's
 test loss and final training loss, and per task its test and train losses,
@@ -51,7 +52,7 @@ def headline(results: dict, label: str) -> dict:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("runs", nargs="+", help="NAME=WORKDIR")
+  parser.add_argument("runs", nargs="+", help="NAME=WORKDIR or NAME=WORKDIR@STEP")
   parser.add_argument("--results", required=True, help="evaluate.py results.json")
   parser.add_argument("--device_hours", action="append", default=[],
                       help="NAME=HOURS of device time the run took (repeatable)")
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
   parser.add_argument("--out", default="checkpoints")
   args = parser.parse_args(argv)
 
-  from training.export import export_workdir
+  from training.export import export_source
   with open(args.results) as f:
     results = json.load(f)
   hours = dict(item.split("=", 1) for item in args.device_hours)
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     evaluation = headline(results, name)
     if not evaluation["suites"]:
       parser.error(f"{args.results} has no results for an optimizer labelled {name!r}")
-    path = export_workdir(workdir, os.path.join(args.out, name), extra_metadata={
+    path = export_source(workdir, os.path.join(args.out, name), extra_metadata={
         "evaluation": evaluation})
     meta_path = os.path.join(path, "metadata.json")
     with open(meta_path) as f:

@@ -156,6 +156,25 @@ def test_export_init_is_the_runs_untrained_theta(straight_run, tmp_path):
   assert lopt.load_metadata(out)["training"]["outer_steps"] == 0
 
 
+def test_export_source_picks_the_named_step(straight_run, tmp_path):
+  """WORKDIR@STEP exports that checkpoint's θ, @0 the untrained θ, a bare
+  WORKDIR the newest; a malformed step is a clear error."""
+  workdir, state = straight_run
+  init = export.export_workdir(workdir, str(tmp_path / "init"), initial=True)
+  newest = export.export_workdir(workdir, str(tmp_path / "newest"))
+  step4 = export.export_workdir(workdir, str(tmp_path / "step4"), step=4)
+  for source, expected in ((f"{workdir}@0", init), (workdir, newest), (f"{workdir}@4", step4)):
+    out = export.export_source(source, str(tmp_path / source.replace(os.sep, "_")))
+    for a, b in zip(jax.tree_util.tree_leaves(lopt.load_pretrained(out)[1]),
+                    jax.tree_util.tree_leaves(lopt.load_pretrained(expected)[1])):
+      np.testing.assert_array_equal(a, b)
+  assert lopt.load_metadata(out)["training"]["outer_steps"] == 4
+  theta0, theta4 = (jax.tree_util.tree_leaves(lopt.load_pretrained(p)[1]) for p in (init, step4))
+  assert any(not np.array_equal(a, b) for a, b in zip(theta0, theta4))
+  with pytest.raises(ValueError, match="WORKDIR@STEP"):
+    export.export_source(f"{workdir}@last", str(tmp_path / "bad"))
+
+
 def _heldout_loss(theta, lo, tasks, num_steps, seeds=4):
   """Mean final training loss of ``tasks`` trained by the LO at θ, over seeds
   (the evaluator's own training loop)."""

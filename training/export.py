@@ -75,6 +75,26 @@ def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = 
   return out_dir
 
 
+def split_step(source: str) -> tuple[str, int | None]:
+  """``"WORKDIR@STEP"`` -> (WORKDIR, STEP); a plain ``"WORKDIR"`` -> (WORKDIR, None)."""
+  workdir, sep, step = source.rpartition("@")
+  if not sep:
+    return source, None
+  if not step.isdigit():
+    raise ValueError(f"{source!r}: expected WORKDIR@STEP with STEP an outer step "
+                     "(0 is the untrained θ), e.g. runs/mulo-m@400.")
+  return workdir, int(step)
+
+
+def export_source(source: str, out_dir: str,
+                  extra_metadata: dict[str, Any] | None = None) -> str:
+  """Export ``WORKDIR`` (newest checkpoint) or ``WORKDIR@STEP`` (that checkpoint;
+  ``@0`` is the initial θ, the start of meta-training) to ``out_dir``."""
+  workdir, step = split_step(source)
+  return export_workdir(workdir, out_dir, step=step or None, initial=step == 0,
+                        extra_metadata=extra_metadata)
+
+
 # Launch variables that would make a child process join the distributed run.
 _LAUNCH_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
                 "JAX_LOCAL_DEVICE_IDS", "LOPT_DISTRIBUTED", "SLURM_NTASKS",
