@@ -6,8 +6,9 @@
     python scripts/evaluate.py --optimizers adamw,mulo=runs/tiny --suite smoke --workdir /tmp/ev
 
 An optimizer is a baseline name (``lopt.baselines.names()``), a learned-optimizer
-checkpoint (a pretrained directory, a meta-training workdir or a shipped name),
-or ``LABEL=`` either. Baselines are tuned on each entry's tuning task and the LR
+checkpoint (a pretrained directory, a meta-training workdir, ``WORKDIR@STEP`` for
+one of its checkpoints with @0 the untrained θ, or a shipped name), or
+``LABEL=`` either. Baselines are tuned on each entry's tuning task and the LR
 is transferred (see ``training.evaluation.PROTOCOL``); tuned AdamW is always run
 as the speedup reference. Writes WORKDIR/results.json, WORKDIR/report.md and
 WORKDIR/plots/*.png. Bad input (a bad flag value, unknown optimizer or suite,

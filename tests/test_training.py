@@ -173,6 +173,12 @@ def test_export_source_picks_the_named_step(straight_run, tmp_path):
   assert any(not np.array_equal(a, b) for a, b in zip(theta0, theta4))
   with pytest.raises(ValueError, match="WORKDIR@STEP"):
     export.export_source(f"{workdir}@last", str(tmp_path / "bad"))
+  # scripts/evaluate.py takes the same source.
+  from training.evaluation import parse_optimizer
+  opt = parse_optimizer(f"{workdir}@4")
+  assert opt.label.endswith("@4") and opt.checkpoint == os.path.join(workdir, "export@4")
+  for a, b in zip(jax.tree_util.tree_leaves(opt.theta), theta4):
+    np.testing.assert_array_equal(a, b)
 
 
 def _heldout_loss(theta, lo, tasks, num_steps, seeds=4):

@@ -253,6 +253,9 @@ def _baseline_key(text: str) -> Optional[str]:
 def parse_optimizer(text: str) -> Optimizer:
   """``adamw`` | ``PATH`` | ``LABEL=adamw`` | ``LABEL=PATH`` (or a shipped LO name).
 
+  A meta-training ``WORKDIR@STEP`` is exported first (to ``WORKDIR/export@STEP``;
+  ``@0``, the untrained θ, to ``WORKDIR/export_init``).
+
   Raises ValueError / FileNotFoundError with the valid choices; a checkpoint is
   loaded here so a bad one fails before anything runs.
   """
@@ -264,6 +267,12 @@ def parse_optimizer(text: str) -> Optimizer:
   key = _baseline_key(value)
   if key is not None:
     return Optimizer(label=label or key, baseline=key)
+  workdir, sep, step = value.rpartition("@")
+  if sep and step.isdigit() and os.path.isdir(workdir):
+    from training.export import export_source  # pylint: disable=import-outside-toplevel
+    out = "export_init" if int(step) == 0 else f"export@{int(step)}"
+    value = export_source(value, os.path.join(workdir, out))
+    label = label or f"{Path(workdir.rstrip(os.sep)).name}@{step}"
   looks_like_path = os.sep in value or value.startswith(".") or os.path.exists(value)
   if not looks_like_path and value not in lopt.available():
     raise ValueError(
