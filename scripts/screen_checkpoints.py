@@ -16,9 +16,10 @@ step-0 loss, max over seeds). It is the fast loop used to compare LO forms,
 recipes and checkpoints (results/pretrained-cpu/recipe-ablation.md); use
 scripts/evaluate.py for the protocol's comparison against tuned baselines.
 
-It ends with each optimizer's average rank by test loss over the suite's
-tasks (ties share the mean rank): the criterion for choosing which checkpoint
-of a run ships (``scripts/ship_pretrained.py NAME=WORKDIR@STEP``).
+It ends with the optimizers ordered by average rank by test loss over the
+suite's tasks (ties within a task share the mean rank; equal averages are
+ordered by the geometric mean of the test losses): the criterion for choosing
+which checkpoint of a run ships (``scripts/ship_pretrained.py NAME=WORKDIR@STEP``).
 """
 
 from __future__ import annotations
@@ -102,8 +103,11 @@ def main(argv=None) -> int:
     test_losses.append(losses)
   per_task = [average_ranks(col) for col in zip(*test_losses)]  # rank per task column
   ranks = np.mean(np.array(per_task), axis=0)
-  print("\naverage rank by test loss: " + ", ".join(
-      f"{l} {r:.2f}" for l, r in sorted(zip(labels, ranks), key=lambda x: x[1])))
+  # Tie-break: the geometric mean of the test losses (scale-free across tasks).
+  geo = np.exp(np.mean(np.log(np.maximum(np.nan_to_num(test_losses, nan=np.inf), 1e-30)), axis=1))
+  order = sorted(range(len(labels)), key=lambda i: (ranks[i], geo[i]))
+  print("\naverage rank by test loss (geometric-mean test loss), best first: " + ", ".join(
+      f"{labels[i]} {ranks[i]:.2f} ({geo[i]:.3g})" for i in order))
   return 0
 
 
