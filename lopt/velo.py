@@ -54,7 +54,7 @@ import optax
 
 from lopt import features as F
 from lopt.mlp_lopt import (_check_num_steps, _check_param_dtypes, check_theta_tree,
-                            step_multipliers)
+                            sanitize_grad, step_multipliers)
 
 # Per-tensor LSTM inputs, in order: (name, width). The first block is computed
 # per tensor, the last two are shared by all tensors.
@@ -94,6 +94,9 @@ class VeLOptState(NamedTuple):
   lstm_h: jax.Array  # [num_tensors, lstm_hidden] float32 (θ's initial state is used at count 0)
   lstm_c: jax.Array  # [num_tensors, lstm_hidden] float32
   loss: LossStats
+  # int32 scalar: gradient elements that were non-finite and zeroed, over all
+  # updates (one NaN would otherwise reach every tensor through the LSTM).
+  nonfinite: jax.Array = jnp.zeros((), jnp.int32)
 
 
 class Controls(NamedTuple):
@@ -333,7 +336,8 @@ class VeLOpt:
     # Separate buffers, so the state can be donated to a jitted update.
     return VeLOptState(count=jnp.zeros((), jnp.int32), acc=acc,
                        lstm_h=jnp.zeros(shape, jnp.float32),
-                       lstm_c=jnp.zeros(shape, jnp.float32), loss=init_loss_stats())
+                       lstm_c=jnp.zeros(shape, jnp.float32), loss=init_loss_stats(),
+                       nonfinite=jnp.zeros((), jnp.int32))
 
   # ---------------------------------------------------------------- hypernetwork
   def hypernet(self, theta: dict, lstm_inputs: jax.Array, h: jax.Array,
@@ -382,7 +386,9 @@ class VeLOpt:
     flat_g, treedef = jax.tree_util.tree_flatten(grads)
     flat_p = treedef.flatten_up_to(params)
     flat_acc = jax.tree_util.tree_leaves(state.acc, is_leaf=is_acc)
-    flat_g = [jnp.asarray(g, jnp.float32) for g in flat_g]
+    sanitized = [sanitize_grad(g) for g in flat_g]
+    flat_g = [g for g, _ in sanitized]
+    nonfinite = state.nonfinite + sum((n for _, n in sanitized), jnp.zeros((), jnp.int32))
     flat_acc = [F.update_accumulators(a, g, decays) for a, g in zip(flat_acc, flat_g)]
 
     shared = jnp.concatenate([fraction_features(count, num_steps),
@@ -394,7 +400,7 @@ class VeLOpt:
     h = jnp.where(first, theta["lstm_init"]["h"], state.lstm_h)
     c = jnp.where(first, theta["lstm_init"]["c"], state.lstm_c)
     controls = self.hypernet(theta, lstm_inputs, h, c)
-    return treedef, flat_g, flat_p, flat_acc, count, loss_stats, controls
+    return treedef, flat_g, flat_p, flat_acc, count, loss_stats, nonfinite, controls
 
   def controls(self, theta: dict, grads: Any, state: VeLOptState, params: Any, *,
                num_steps: int | None = None, loss: Any = None) -> Controls:
@@ -409,7 +415,7 @@ class VeLOpt:
     """Functional update: returns (updates, new_state); updates are added to params."""
     if not jax.tree_util.tree_leaves(grads):  # nothing to optimize
       return grads, state._replace(count=state.count + 1)
-    treedef, flat_g, flat_p, flat_acc, count, loss_stats, ctrl = self._prepare(
+    treedef, flat_g, flat_p, flat_acc, count, loss_stats, nonfinite, ctrl = self._prepare(
         theta, grads, state, params, num_steps, loss)
     flat_mult = treedef.flatten_up_to(self._multipliers(mup, params))
     # Each tensor's MLP weights: its mixture of the bank.
@@ -425,7 +431,8 @@ class VeLOpt:
       scale = mult if self.mup else jnp.sqrt(jnp.mean(jnp.square(p32)) + PARAM_SCALE_EPS)
       updates.append((-(ctrl.lr_mult[i] * scale) * step).astype(jnp.result_type(p)))
     new_state = VeLOptState(count=count, acc=jax.tree_util.tree_unflatten(treedef, flat_acc),
-                            lstm_h=ctrl.lstm_h, lstm_c=ctrl.lstm_c, loss=loss_stats)
+                            lstm_h=ctrl.lstm_h, lstm_c=ctrl.lstm_c, loss=loss_stats,
+                            nonfinite=nonfinite)
     return jax.tree_util.tree_unflatten(treedef, updates), new_state
 
   def _multipliers(self, mup: Any, params: Any) -> Any:

@@ -227,6 +227,29 @@ def test_jit_equals_no_jit_and_composes_with_chain():
   assert any(np.abs(np.asarray(u)).max() > 0 for u in jax.tree_util.tree_leaves(u1))
 
 
+@pytest.mark.parametrize("lo", [LO, MU_LO], ids=["sp", "mup"])
+def test_one_nan_gradient_element_changes_only_itself(lo):
+  """A NaN element is zeroed and counted: every tensor steps exactly as if that
+  element's gradient were 0 (the LSTM pools over tensors, so without this one
+  NaN reaches them all), and the state stays finite afterwards."""
+  theta = lo.init(jax.random.PRNGKey(0))
+  shapes = [(7,), (5, 6), (4, 3)]
+  params, grads = _tree(1, shapes), _tree(2, shapes, 0.1)
+  kinds = {"t0": "vector", "t1": "hidden", "t2": "input"}
+  tx = lo.as_optax(theta, num_steps=10, mup=kinds if lo.mup else None)
+  update = jax.jit(tx.update)
+  loss = jnp.asarray(1.5)
+  bad = dict(grads, t1=grads["t1"].at[2, 3].set(jnp.nan))
+  zeroed = dict(grads, t1=grads["t1"].at[2, 3].set(0.0))
+  u_bad, s_bad = update(bad, tx.init(params), params, loss=loss)
+  u_zero, _ = update(zeroed, tx.init(params), params, loss=loss)
+  for k in params:
+    np.testing.assert_array_equal(np.asarray(u_bad[k]), np.asarray(u_zero[k]))
+  assert int(s_bad.nonfinite) == 1
+  u2, s2 = update(grads, s_bad, params, loss=loss)
+  assert _finite((u2, s2)) and int(s2.nonfinite) == 1
+
+
 def test_missing_loss_and_other_bad_input_fail_clearly():
   theta = LO.init(jax.random.PRNGKey(0))
   params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
