@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -61,7 +60,7 @@ def load(source: str):
     return lo, lo.init(jax.random.PRNGKey(0))
   from training.export import export_source
   if "@" in source:
-    source = export_source(source, tempfile.mkdtemp(prefix="screen-"))
+    source = export_source(source)  # to WORKDIR/export@STEP (or export_init)
   return lopt.load_pretrained(source)
 
 

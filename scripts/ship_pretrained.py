@@ -8,8 +8,8 @@
 
 Each NAME=WORKDIR is exported from the run's newest checkpoint (θ with orbax +
 metadata.json); NAME=WORKDIR@STEP exports that checkpoint instead (the one a
-screen chose, see scripts/screen_checkpoints.py; @0 is the untrained θ). The evaluation numbers come from a ``scripts/evaluate.py``
-results.json in which the optimizer was labelled NAME. Per suite they are its
+screen chose, see scripts/screen_checkpoints.py; @0 is the untrained θ). The
+evaluation numbers come from a ``scripts/evaluate.py`` results.json in which the optimizer was labelled NAME. Per suite they are its
 average rank (by test loss), the fractions of tasks where it beat tuned AdamW's
 test loss and final training loss, and per task its test and train losses,
 test accuracy and max loss spike next to AdamW's.

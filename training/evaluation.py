@@ -267,12 +267,10 @@ def parse_optimizer(text: str) -> Optimizer:
   key = _baseline_key(value)
   if key is not None:
     return Optimizer(label=label or key, baseline=key)
-  workdir, sep, step = value.rpartition("@")
-  if sep and step.isdigit() and os.path.isdir(workdir):
+  if "@" in value and os.path.isdir(value.rpartition("@")[0]):  # WORKDIR@STEP
     from training.export import export_source  # pylint: disable=import-outside-toplevel
-    out = "export_init" if int(step) == 0 else f"export@{int(step)}"
-    value = export_source(value, os.path.join(workdir, out))
-    label = label or f"{Path(workdir.rstrip(os.sep)).name}@{step}"
+    label = label or Path(value).name
+    value = export_source(value)
   looks_like_path = os.sep in value or value.startswith(".") or os.path.exists(value)
   if not looks_like_path and value not in lopt.available():
     raise ValueError(

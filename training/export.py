@@ -86,11 +86,14 @@ def split_step(source: str) -> tuple[str, int | None]:
   return workdir, int(step)
 
 
-def export_source(source: str, out_dir: str,
+def export_source(source: str, out_dir: str | None = None,
                   extra_metadata: dict[str, Any] | None = None) -> str:
   """Export ``WORKDIR`` (newest checkpoint) or ``WORKDIR@STEP`` (that checkpoint;
-  ``@0`` is the initial θ, the start of meta-training) to ``out_dir``."""
+  ``@0`` is the initial θ, the start of meta-training) to ``out_dir``; by
+  default ``WORKDIR/export``, ``WORKDIR/export@STEP`` or ``WORKDIR/export_init``."""
   workdir, step = split_step(source)
+  if out_dir is None and step:
+    out_dir = os.path.join(workdir, f"export@{step}")
   return export_workdir(workdir, out_dir, step=step or None, initial=step == 0,
                         extra_metadata=extra_metadata)
 
