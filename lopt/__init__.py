@@ -1,7 +1,8 @@
 """lopt: learned optimizers for JAX, as Optax transformations.
 
     import lopt
-    lo = lopt.MLPLOpt()                       # μLO config
+    lo = lopt.MLPLOpt()                       # μLO config (the reference form)
+    lo = lopt.forms.robust(hidden_size=8)     # the shipped form: lopt.step_rules composed
     theta = lo.init(jax.random.PRNGKey(0))    # its weights θ
     tx = lo.as_optax(theta, num_steps=1000, mup=lopt.mup.infer_kinds(params, base_params))
 
@@ -13,12 +14,12 @@ Works with optax, linen's ``TrainState`` and flax NNX's ``nnx.Optimizer``
 (``opt.update(model, grads, loss=loss)``); ``lopt.mup`` takes NNX modules and states.
 """
 
-from lopt import baselines, features, mup, velo
-from lopt.mlp_lopt import MLPLOpt, MLPLOptState
+from lopt import baselines, features, forms, mup, step_rules, velo
+from lopt.mlp_lopt import Features, MLPLOpt, MLPLOptState
 from lopt.velo import VeLOpt, VeLOptState
 from lopt.pretrained import (available, check_num_steps, load_metadata, load_pretrained,
                              pretrained_optax, save_pretrained)
 
-__all__ = ["MLPLOpt", "MLPLOptState", "VeLOpt", "VeLOptState", "available", "baselines",
-           "check_num_steps", "features", "load_metadata", "load_pretrained", "mup",
-           "pretrained_optax", "save_pretrained", "velo"]
+__all__ = ["Features", "MLPLOpt", "MLPLOptState", "VeLOpt", "VeLOptState", "available",
+           "baselines", "check_num_steps", "features", "forms", "load_metadata",
+           "load_pretrained", "mup", "pretrained_optax", "save_pretrained", "step_rules", "velo"]

@@ -53,8 +53,8 @@ import numpy as np
 import optax
 
 from lopt import features as F
-from lopt.mlp_lopt import (_check_num_steps, _check_param_dtypes, check_theta_tree,
-                            sanitize_grad, step_multipliers)
+from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, sanitize_grad,
+                         step_multipliers)
 
 # Per-tensor LSTM inputs, in order: (name, width). The first block is computed
 # per tensor, the last two are shared by all tensors.
@@ -324,13 +324,24 @@ class VeLOpt:
         theta["bank"]["b" + name[1:]] = zeros(n, shape[1])
     return theta
 
+  def to_record(self) -> dict[str, Any]:
+    """The JSON config record (metadata.json ``config``, ``MetaTrainConfig.lo``)."""
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_record(cls, record: dict[str, Any]) -> "VeLOpt":
+    unknown = sorted(set(record) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"VeLOpt config fields {unknown} are not understood by this lopt.")
+    return cls(**record)
+
   def check_theta(self, theta: Any) -> None:
     """Raise a clear error if θ was made for a different architecture."""
     check_theta_tree(jax.eval_shape(self._init, jax.random.PRNGKey(0)), theta, self)
 
   # ---------------------------------------------------------------- state
   def init_state(self, params: Any) -> VeLOptState:
-    _check_param_dtypes(params)
+    check_param_dtypes(params)
     acc = jax.tree_util.tree_map(lambda p: F.init_acc(tuple(np.shape(p))), params)
     shape = (len(jax.tree_util.tree_leaves(params)), self.lstm_hidden)
     # Separate buffers, so the state can be donated to a jitted update.
@@ -377,7 +388,7 @@ class VeLOpt:
           "loss=loss)`.")
     if jnp.ndim(loss) != 0:
       raise ValueError(f"loss= must be a scalar, got shape {jnp.shape(loss)}.")
-    _check_num_steps(num_steps)
+    check_num_steps(num_steps)
     decays = F.decays_from_logits(F.Decays(**theta["decay_logits"]))
     count = state.count + 1
     loss_stats = update_loss_stats(state.loss, loss, count)
@@ -455,7 +466,7 @@ class VeLOpt:
     """
     from lopt import mup as mup_lib
     self.check_theta(theta)
-    _check_num_steps(num_steps)
+    check_num_steps(num_steps)
 
     def init_fn(params):
       params = mup_lib.unwrap(params)

@@ -70,6 +70,7 @@ class AdamAsLOpt:
 
   def __init__(self, learning_rate: float = 1e-3):
     import optax
+    self.learning_rate = learning_rate
     self.tx = optax.adam(learning_rate)
 
   def init(self, key):
@@ -79,8 +80,18 @@ class AdamAsLOpt:
   def init_state(self, params):
     return self.tx.init(params)
 
+  def check_theta(self, theta):
+    if set(theta) != {"unused"}:
+      raise ValueError(f"θ of AdamAsLOpt is {{'unused': 0.0}}, got keys {sorted(theta)}.")
+
   def update(self, theta, grads, state, params, *, num_steps=None, mup=None, loss=None):
     return self.tx.update(grads, state, params)
+
+  def as_optax(self, theta, num_steps=None, mup=None):
+    return self.tx
+
+  def to_record(self):
+    return {"learning_rate": self.learning_rate}
 
 
 def make_task(name: str, width: int | None = None, batch: int | None = None):
@@ -199,7 +210,7 @@ def bench_config(name: str, args) -> dict:
   data = task.data()
   kw = dict(pairs=args.pairs, truncation=args.truncation, outer_steps=args.outer_steps,
             max_seconds=args.max_seconds, data=data)
-  lo = bench_lo(task, MLPLOpt(**config), **kw)
+  lo = bench_lo(task, MLPLOpt.from_record(config), **kw)
   adam = bench_adam_floor(task, **kw)
   return dict(config=name, width=task.width, batch=task.batch_size,
               lo_steps_per_s=lo["steps_per_s"], adam_steps_per_s=adam["steps_per_s"],

@@ -133,7 +133,7 @@ def lo_from_config(config: dict | None, backend: str):
   (e.g. a pretrained LO's architecture config) with ``backend`` overridden."""
   if config is None:
     return lopt.MLPLOpt(mup=False, backend=backend)
-  return lopt.MLPLOpt(**{**config, "backend": backend})
+  return lopt.MLPLOpt.from_record({**config, "backend": backend})
 
 
 def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: float | None,

@@ -218,7 +218,7 @@ def _meta_rows(out: _Partial, key: str, sizes: Sizes, config: dict | None,
       out.save()
     for backend in backends:
       lo = (lopt.MLPLOpt(backend=backend) if config is None
-            else lopt.MLPLOpt(**{**config, "backend": backend}))
+            else lopt.MLPLOpt.from_record({**config, "backend": backend}))
       _progress(f"PES {name}: MLPLOpt[{backend}]")
       row = dict(common, opt=f"MLPLOpt[{backend}]", backend=backend,
                  **bench_meta.bench_lo(task, lo, data=data, **kw))
@@ -235,7 +235,7 @@ def stage_bench_meta(out: _Partial, sizes: Sizes, args) -> None:
 def stage_shipped_lo(out: _Partial, sizes: Sizes, args) -> None:
   import lopt
   config = dict(lopt.load_metadata(args.pretrained)["config"])
-  reference = dataclasses.asdict(lopt.MLPLOpt())
+  reference = lopt.MLPLOpt().to_record()
   differs = {k: [reference.get(k), v] for k, v in config.items()
              if k != "backend" and reference.get(k) != v}
   out.data.update(name=args.pretrained, config=config, differs=differs,

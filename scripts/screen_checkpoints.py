@@ -52,11 +52,12 @@ def load(source: str):
   import lopt
   if source.startswith("init:"):
     fields = dict(kv.split("=", 1) for kv in source[5:].split(",") if kv)
-    valid = {f.name for f in dataclasses.fields(lopt.MLPLOpt)}
+    valid = {f.name for f in dataclasses.fields(lopt.MLPLOpt)} | set(lopt.forms.LEGACY_FIELDS)
+    valid -= {"features", "step"}
     unknown = sorted(set(fields) - valid)
     if unknown:
       raise SystemExit(f"error: unknown MLPLOpt fields {unknown}; valid: {sorted(valid)}")
-    lo = lopt.MLPLOpt(**{k: _value(v) for k, v in fields.items()})
+    lo = lopt.forms.from_flat({k: _value(v) for k, v in fields.items()})
     return lo, lo.init(jax.random.PRNGKey(0))
   from training.export import export_source
   if "@" in source:

@@ -62,8 +62,8 @@ def _assert_trees_close(got, want, rtol=2e-4):
                                err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("options", [{}, {"raw_ratios": True, "adam_init": True,
-                                          "absolute_time": False, "lr_schedule": "cosine"}],
+@pytest.mark.parametrize("options", [{}, {"features": lopt.Features(adam=True, absolute_time=False),
+                                          "step": (lopt.step_rules.Cosine(),)}],
                          ids=["reference", "adam_init_cosine"])
 def test_fused_equals_xla_on_every_rank_over_steps(options):
   xla = lopt.MLPLOpt(backend="xla", **options)

@@ -1,5 +1,6 @@
-"""The robust LO form (output_norm, group base steps, weight decay, learned
-scales) and NaN isolation, against a NumPy reference built on test_lopt_core's."""
+"""The robust LO form (lopt.forms.robust: RMS-normalized step, group base steps,
+weight decay, learned scales) and NaN isolation, against a NumPy reference
+built on test_lopt_core's."""
 
 import jax
 import jax.numpy as jnp
@@ -17,15 +18,15 @@ SHAPES = {"inp": (5, 8), "hid": (8, 8), "out": (8, 3), "vec": (8,)}
 FAN_IN = {"hid": 8, "out": 8}
 
 
-def _np_robust(cfg, theta, params, grads_seq, num_steps):
+def _np_robust(cfg, theta, params, grads_seq, num_steps, hidden=None, weight_decay=0.0,
+               learned_scales=False, adam=False):
   """NumPy transcription of the module docstring's robust update, step by step."""
   acc = {k: np_init(s) for k, s in SHAPES.items()}
   p = {k: np.asarray(v, np.float64) for k, v in params.items()}
   sc = theta.get("scales")
   lr_scale = np.exp(np.asarray(sc["log_lr"])) if sc else np.ones(2)
-  wd = cfg.weight_decay * (np.exp(float(sc["log_wd"])) if sc else 1.0)
-  base = [cfg.step_mult * lr_scale[0],
-          (cfg.hidden_step_mult or cfg.step_mult) * lr_scale[1]]
+  wd = weight_decay * (np.exp(float(sc["log_wd"])) if sc else 1.0)
+  base = [cfg.step_mult * lr_scale[0], (hidden or cfg.step_mult) * lr_scale[1]]
   out = []
   for t, grads in enumerate(grads_seq, start=1):
     sched = 0.5 * (1 + np.cos(np.pi * min(t / num_steps, 1.0)))
@@ -33,7 +34,7 @@ def _np_robust(cfg, theta, params, grads_seq, num_steps):
     for k in SHAPES:
       g = np.where(np.isfinite(grads[k]), grads[k], 0.0).astype(np.float64)
       acc[k] = np_accumulate(acc[k], g)
-      u = np_step(theta, np_features(g, p[k], acc[k], cfg.raw_ratios), t, num_steps, cfg)
+      u = np_step(theta, np_features(g, p[k], acc[k], adam), t, num_steps, cfg)
       group = int(KINDS[k] in ("hidden", "sp_output"))
       lr = base[group] * (1.0 / FAN_IN[k] if k in FAN_IN else 1.0) * sched
       u = u / np.sqrt(np.mean(u ** 2)) * lr if np.any(g != 0) else np.zeros_like(u)
@@ -51,24 +52,26 @@ def _setup(cfg, seed=0, steps=3):
   grads = [{k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
            for _ in range(steps)]
   theta = cfg.init(jax.random.PRNGKey(seed))
-  if cfg.learned_scales:
+  if "scales" in theta:
     theta["scales"] = {"log_lr": jnp.asarray([0.3, -0.2]), "log_wd": jnp.asarray(0.5)}
   return params, grads, theta
 
 
 @pytest.mark.parametrize("options", [
     dict(),
-    dict(hidden_step_mult=0.5, weight_decay=0.1),
-    dict(hidden_step_mult=0.5, weight_decay=0.1, learned_scales=True, raw_ratios=True,
-         adam_init=True),
+    dict(hidden=0.5, weight_decay=0.1),
+    dict(hidden=0.5, weight_decay=0.1, learned_scales=True, adam=True),
 ])
 def test_robust_form_matches_numpy(options):
-  cfg = lopt.MLPLOpt(output_norm=True, lr_schedule="cosine", step_mult=0.01, backend="xla",
-                     **options)
+  opts = dict(dict(hidden=None, weight_decay=0.0, learned_scales=False, adam=False), **options)
+  cfg = lopt.forms.robust(input=0.01, hidden=opts["hidden"] or 0.01,
+                          weight_decay=opts["weight_decay"],
+                          learned_scales=opts["learned_scales"], adam=opts["adam"],
+                          absolute_time=True, hidden_size=32, backend="xla")
   params, grads, theta = _setup(cfg)
   tx = cfg.as_optax(theta, num_steps=5, mup=KINDS)
   state, p = tx.init(params), params
-  want = _np_robust(cfg, theta, params, grads, num_steps=5)
+  want = _np_robust(cfg, theta, params, grads, num_steps=5, **opts)
   for g, w in zip(grads, want):
     u, state = jax.jit(tx.update)({k: jnp.asarray(v) for k, v in g.items()}, state, p)
     for k in SHAPES:  # atol: float32 cancellation where the MLP's output is near 0
@@ -79,7 +82,9 @@ def test_robust_form_matches_numpy(options):
 def test_robust_step_rms_is_the_base_step_whatever_theta():
   """The bound by construction: scaling θ's output layer by 1e4 leaves every
   tensor's step RMS at base * μP multiplier * schedule."""
-  cfg = lopt.MLPLOpt(output_norm=True, step_mult=0.003, hidden_step_mult=0.2, backend="xla")
+  cfg = lopt.forms.robust(input=0.003, hidden=0.2, weight_decay=0.0, learned_scales=False,
+                          cosine=False, adam=False, absolute_time=True, hidden_size=32,
+                          backend="xla")
   params, grads, theta = _setup(cfg)
   theta["mlp"]["output"]["w"] = theta["mlp"]["output"]["w"] * 1e4
   u, _ = cfg.update(theta, {k: jnp.asarray(v) for k, v in grads[0].items()},
@@ -90,7 +95,7 @@ def test_robust_step_rms_is_the_base_step_whatever_theta():
 
 
 def test_zero_gradient_tensor_gets_no_step():
-  cfg = lopt.MLPLOpt(output_norm=True, backend="xla")
+  cfg = lopt.MLPLOpt(step=(lopt.step_rules.RMSNormalize(),), backend="xla")
   params, grads, theta = _setup(cfg)
   g = {k: jnp.asarray(v) for k, v in grads[0].items()}
   g["hid"] = jnp.zeros_like(g["hid"])
@@ -98,25 +103,13 @@ def test_zero_gradient_tensor_gets_no_step():
   assert not np.any(np.asarray(u["hid"])) and np.all(np.asarray(u["inp"]) != 0)
 
 
-def test_reference_form_group_base_step_is_a_pure_rescale():
-  """Without output_norm, hidden_step_mult rescales hidden-like steps by
-  hidden_step_mult / step_mult exactly and leaves the others alone."""
-  ref = lopt.MLPLOpt(step_mult=0.01, backend="xla")
-  grp = lopt.MLPLOpt(step_mult=0.01, hidden_step_mult=0.3, backend="xla")
-  params, grads, theta = _setup(ref)
-  g = {k: jnp.asarray(v) for k, v in grads[0].items()}
-  u_ref, _ = ref.update(theta, g, ref.init_state(params), params, mup=KINDS)
-  u_grp, _ = grp.update(theta, g, grp.init_state(params), params, mup=KINDS)
-  for k in SHAPES:
-    factor = 30.0 if KINDS[k] in ("hidden", "sp_output") else 1.0
-    np.testing.assert_allclose(u_grp[k], factor * np.asarray(u_ref[k]), rtol=1e-5)
-
-
-@pytest.mark.parametrize("options", [dict(), dict(output_norm=True, weight_decay=0.1)])
-def test_one_nan_gradient_element_changes_only_itself(options):
+@pytest.mark.parametrize("form", ["reference", "robust"])
+def test_one_nan_gradient_element_changes_only_itself(form):
   """A NaN element is zeroed and counted: the rest of the tensor steps as if
   that element's gradient were 0, and the state stays finite afterwards."""
-  cfg = lopt.MLPLOpt(backend="xla", **options)
+  cfg = (lopt.MLPLOpt(backend="xla") if form == "reference" else
+         lopt.forms.robust(input=0.01, hidden=0.01, learned_scales=False, cosine=False,
+                           adam=False, absolute_time=True, hidden_size=32, backend="xla"))
   params, grads, theta = _setup(cfg)
   tx = cfg.as_optax(theta, num_steps=10, mup=KINDS)
   g = {k: jnp.asarray(v) for k, v in grads[0].items()}
@@ -133,9 +126,9 @@ def test_one_nan_gradient_element_changes_only_itself(options):
 
 
 def test_bad_robust_options():
-  with pytest.raises(ValueError, match="hidden_step_mult"):
-    lopt.MLPLOpt(hidden_step_mult=-1.0)
-  with pytest.raises(ValueError, match="weight_decay"):
-    lopt.MLPLOpt(weight_decay=float("nan"))
+  with pytest.raises(ValueError, match="hidden must be a positive finite float"):
+    lopt.forms.robust(hidden=-1.0)
+  with pytest.raises(ValueError, match="coef must be a positive finite float"):
+    lopt.forms.robust(weight_decay=float("nan"))
   with pytest.raises(ValueError, match="step_mult"):
     lopt.MLPLOpt(step_mult=float("inf"))

@@ -152,7 +152,7 @@ def test_raw_ratio_features_match_numpy(shape):
 def test_adam_init_steps_like_mu_adam():
   """With the random part's output zeroed, the Adam-initialized LO's update is
   -lr·mult·(½ m/sqrt(v+ε) + ½ m/sqrt(fac_v+ε)) in closed form, at every step."""
-  cfg = lopt.MLPLOpt(mup=True, raw_ratios=True, adam_init=True, step_mult=0.1,
+  cfg = lopt.MLPLOpt(mup=True, features=lopt.Features(adam=True), step_mult=0.1,
                      output_init_scale=0.0)
   theta = cfg.init(jax.random.PRNGKey(3))
   shapes = {"w_in": (6, 8), "w_hidden": (8, 8), "b": (8,)}
@@ -175,8 +175,8 @@ def test_adam_init_steps_like_mu_adam():
       np.testing.assert_allclose(updates[k], -0.1 * mult[k] * adam, rtol=1e-4, atol=1e-7,
                                  err_msg=k)
     params = optax.apply_updates(params, updates)
-  with pytest.raises(ValueError, match="raw_ratios"):
-    lopt.MLPLOpt(adam_init=True)
+  with pytest.raises(ValueError, match="features.adam needs hidden_size"):
+    lopt.MLPLOpt(hidden_size=2, features=lopt.Features(adam=True))
 
 
 def test_time_features():
@@ -437,7 +437,7 @@ def test_without_absolute_time_only_the_fraction_of_training_matters():
   grads = _rand_tree(jax.random.PRNGKey(6), [(5, 6), (7,)])
   outs = {}
   for absolute in (True, False):
-    cfg = lopt.MLPLOpt(mup=False, absolute_time=absolute)
+    cfg = lopt.MLPLOpt(mup=False, features=lopt.Features(absolute_time=absolute))
     theta = cfg.init(jax.random.PRNGKey(7))
     theta["mlp"]["layer_0"]["w_time"] = theta["mlp"]["layer_0"]["w_time"] * 30.0
     state = cfg.init_state(params)
@@ -455,7 +455,7 @@ def test_cosine_schedule_scales_the_step_exactly():
   is the constant one."""
   params = _rand_tree(jax.random.PRNGKey(8), [(5, 6), (7,), ()])
   grads = _rand_tree(jax.random.PRNGKey(9), [(5, 6), (7,), ()])
-  const, cos = lopt.MLPLOpt(mup=False), lopt.MLPLOpt(mup=False, lr_schedule="cosine")
+  const, cos = lopt.MLPLOpt(mup=False), lopt.MLPLOpt(mup=False, step=(lopt.step_rules.Cosine(),))
   theta = const.init(jax.random.PRNGKey(10))
   state = const.init_state(params)
   for count, n in [(0, 10), (4, 10), (9, 10), (30, 1000), (12, None)]:
@@ -465,5 +465,5 @@ def test_cosine_schedule_scales_the_step_exactly():
     factor = 1.0 if n is None else 0.5 * (1 + np.cos(np.pi * (count + 1) / n))
     for k in params:
       np.testing.assert_allclose(got[k], factor * np.asarray(want[k]), rtol=1e-5, atol=1e-9)
-  with pytest.raises(ValueError, match="lr_schedule"):
-    lopt.MLPLOpt(lr_schedule="linear")
+  with pytest.raises(ValueError, match="step must be a tuple of lopt.step_rules rules"):
+    lopt.MLPLOpt(step=("linear",))

@@ -140,7 +140,7 @@ def _readout_updates(lo, theta, kind, g, p, steps=3):
 
 @pytest.mark.parametrize("config", [
     dict(),
-    dict(output_norm=True, hidden_step_mult=0.03, weight_decay=0.1, lr_schedule="cosine"),
+    dict(step=lopt.forms.robust(input=0.01, hidden=0.03, learned_scales=False).step),
 ])
 def test_sp_output_step_is_the_mup_output_step_over_fan_in(config):
   """Exact invariant. A μP readout computes z = h·W/n (kind "output", step

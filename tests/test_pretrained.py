@@ -138,8 +138,8 @@ def test_num_steps_is_required_where_the_lo_depends_on_it():
                                        r"num_steps=10_000"):
     lopt.pretrained_optax("mulo-m", mup={})
   theta = lopt.MLPLOpt().init(jax.random.PRNGKey(0))
-  for config, why in ((dict(lr_schedule="cosine"), "cosine schedule"),
-                      (dict(absolute_time=False), "fraction of training")):
+  for config, why in ((dict(step=(lopt.step_rules.Cosine(),)), "cosine schedule"),
+                      (dict(features=lopt.Features(absolute_time=False)), "fraction of training")):
     with pytest.raises(ValueError, match=rf"num_steps is required.*{why}.*num_steps=10_000"):
       lopt.MLPLOpt(**config).as_optax(theta)
   lopt.MLPLOpt().as_optax(theta)  # constant schedule, absolute time: may be left out

@@ -1,0 +1,84 @@
+"""Checks and helpers shared by the learned optimizers (``MLPLOpt``, ``VeLOpt``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lopt import mup as mup_lib
+
+SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64)
+
+
+def sanitize_grad(g: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``g`` in float32 with non-finite elements set to 0, and how many there were.
+
+  The LOs' features are normalized by per-tensor means, so one NaN would
+  otherwise turn every element of the tensor (and its accumulators) NaN."""
+  g32 = jnp.asarray(g, jnp.float32)
+  ok = jnp.isfinite(g32)
+  return jnp.where(ok, g32, 0.0), jnp.sum(~ok, dtype=jnp.int32)
+
+
+def check_param_dtypes(params: Any) -> None:
+  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = jnp.result_type(p)
+    if not any(dtype == d for d in SUPPORTED_DTYPES):
+      raise TypeError(
+          f"Parameter {jax.tree_util.keystr(path)} has dtype {dtype}; the learned "
+          "optimizer supports floating-point params (float32, bfloat16, float16, "
+          "float64). Mask non-float leaves out with optax.masked(...).")
+
+
+def check_num_steps(num_steps, required_by: str | None = None) -> None:
+  """Validate ``num_steps``. ``required_by``: why this LO cannot run without it
+  (None: it may be left out, and the fraction-of-training feature reads 0)."""
+  # A jax array is allowed (meta-training draws a horizon per particle); only
+  # concrete Python values can be checked here.
+  if num_steps is None:
+    if required_by is not None:
+      raise ValueError(
+          f"num_steps is required: {required_by}. Pass num_steps=<your planned number of "
+          "training steps (optimizer updates)>, e.g. lo.as_optax(theta, num_steps=10_000, "
+          "mup=kinds) or lopt.pretrained_optax(name, num_steps=10_000, mup=kinds).")
+    return
+  if isinstance(num_steps, jax.Array):
+    return
+  if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps <= 0:
+    raise ValueError(f"num_steps must be a positive int (the planned length of training) "
+                     f"or None if unknown, got {num_steps!r}.")
+
+
+def step_multipliers(lo: Any, mup: Any, params: Any) -> Any:
+  """Per-tensor μP step multipliers of an LO config ``lo`` (1 everywhere in SP
+  mode); a μP-mode LO without a ``mup`` spec gets an error naming the fixes."""
+  if not lo.mup:
+    return jax.tree_util.tree_map(lambda _: 1.0, params)
+  if mup is None:
+    raise ValueError(
+        f"This learned optimizer ({type(lo).__name__}) is in μP mode and needs to know "
+        "which tensors are hidden matrices: pass mup=<spec> (see lopt.mup.kinds_from_paths "
+        f"/ lopt.mup.infer_kinds), or use an SP-mode LO ({type(lo).__name__}(mup=False)).")
+  return mup_lib.multipliers(mup, params)
+
+
+def check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:
+  """Raise a ValueError naming the tensor if ``theta`` does not have ``expected``'s
+  tree and shapes (``owner``, the LO config, is named in the message)."""
+  exp_flat = {jax.tree_util.keystr(k): v for k, v in
+              jax.tree_util.tree_flatten_with_path(expected)[0]}
+  got_flat = {jax.tree_util.keystr(k): v for k, v in
+              jax.tree_util.tree_flatten_with_path(theta)[0]}
+  missing = sorted(set(exp_flat) - set(got_flat))
+  extra = sorted(set(got_flat) - set(exp_flat))
+  if missing or extra:
+    raise ValueError(f"θ does not match {owner}: missing tensors {missing}, "
+                     f"unexpected tensors {extra}.")
+  for name, spec in exp_flat.items():
+    if tuple(np.shape(got_flat[name])) != tuple(spec.shape):
+      raise ValueError(f"θ tensor {name} has shape {tuple(np.shape(got_flat[name]))} but "
+                       f"{owner} expects {tuple(spec.shape)}; this θ comes from a "
+                       "different architecture.")
