@@ -43,7 +43,7 @@ ELEMENT_FEATURES = (
 NUM_ELEMENT_FEATURES = len(ELEMENT_FEATURES)  # 28
 # Ratios of a gradient statistic to the root of a second moment: already
 # scale-free, and their absolute size is the signal-to-noise that lets Adam
-# anneal. ``raw_ratios=True`` keeps them un-normalized (see MLPLOpt.raw_ratios).
+# anneal. ``raw_ratios=True`` keeps them un-normalized (``MLPLOpt(features=Features(adam=True))``).
 RATIO_FEATURES = tuple(i for i, name in enumerate(ELEMENT_FEATURES)
                        if name.startswith(("mom_rsqrt", "fac_g", "fac_mom")))
 # Features that read only the row/column accumulators: their per-tensor

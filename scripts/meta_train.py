@@ -19,16 +19,24 @@ Exit status: 0 finished (and exported); 2 bad input (a flag, the workdir, a
 recipe that differs from the workdir's, unreadable checkpoints), reported as
 one line; 75 stopped by SIGTERM / Ctrl-C before --outer_steps, with a
 checkpoint (re-run the same command to resume); 130 a second Ctrl-C (stopped at
-once, without a checkpoint); 1 an unexpected error (with its traceback).
+once, without a checkpoint); 1 an unexpected error (with its traceback). A
+failure of the disk is one line too: 73 read-only file system, 74 other I/O
+error, 77 permission denied (or a write-protected folder), 80 disk full or
+quota exceeded, 81 file too large (a file-size limit such as ulimit -f); see
+``lopt.diskio``. Another run holding the workdir is 2, naming its PID.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import sys
 import typing
+
+import simple_parsing
+from simple_parsing.wrappers.field_wrapper import NestedMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,33 +48,11 @@ EXIT_PREEMPTED = 75   # = training.trainer.EXIT_PREEMPTED (EX_TEMPFAIL: re-run t
 EXIT_INTERRUPTED = 130
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(simple_parsing.ArgumentParser):
   """Errors come out as one line (argparse's default prints the long usage first)."""
 
   def error(self, message):
     self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _parse_bool(text: str) -> bool:
-  if text.lower() in ("1", "true", "yes", "on"):
-    return True
-  if text.lower() in ("0", "false", "no", "off"):
-    return False
-  raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _parse_int(text: str) -> int:
-  try:
-    return int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def _parse_float(text: str) -> float:
-  try:
-    return float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def _parse_str(text: str) -> str:
@@ -75,35 +61,48 @@ def _parse_str(text: str) -> str:
   return text
 
 
-_PARSERS = {bool: _parse_bool, int: _parse_int, float: _parse_float, str: _parse_str}
-
-
-def _field_type(field: dataclasses.Field):
-  hint = typing.get_type_hints(config_lib.MetaTrainConfig)[field.name]
-  args = [a for a in typing.get_args(hint) if a is not type(None)]
-  base = _PARSERS.get(args[0] if args else hint, _parse_str)
-  if type(None) not in typing.get_args(hint):
-    return base
-
-  def optional(text: str):
+def _optional(base):
+  def parse(text: str):
     return None if text.strip().lower() == "none" else base(text)
+  parse.__name__ = base.__name__
+  return parse
 
-  return optional
+
+def _flags_class(config: config_lib.MetaTrainConfig) -> type:
+  """``MetaTrainConfig``'s fields with ``config``'s values as defaults and ``lo``
+  typed as its LO class: simple-parsing makes ``--field`` and ``--lo.<field>`` flags."""
+  hints = typing.get_type_hints(config_lib.MetaTrainConfig)
+  fields = []
+  for f in dataclasses.fields(config_lib.MetaTrainConfig):
+    hint, default = (type(config.lo) if f.name == "lo" else hints[f.name]), getattr(config, f.name)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    custom = {"help": " "}
+    if args and type(None) in typing.get_args(hint):  # --delta_clip none
+      custom.update(type=_optional(args[0]), help="none for None", metavar=args[0].__name__,
+                    nargs=None)
+    elif hint is str:
+      custom.update(type=_parse_str, metavar="str")
+    meta = {} if f.name == "lo" else {"custom_args": custom}
+    fields.append((f.name, hint, dataclasses.field(default=default, metadata=meta)))
+  return dataclasses.make_dataclass("MetaTrainFlags", fields, frozen=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-  parser = _Parser(prog="meta_train.py", description=__doc__,
-                   formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
+  """The parser; its defaults and ``--lo.*`` flags are those of ``preset`` (the
+  default config if None or unknown)."""
+  try:
+    config = config_lib.get_preset(preset) if preset else config_lib.MetaTrainConfig()
+  except ValueError:
+    config = config_lib.MetaTrainConfig()
+  parser = _Parser(prog="meta_train.py", description=__doc__, add_config_path_arg=False, nested_mode=NestedMode.WITHOUT_ROOT,
+                   argument_generation_mode=simple_parsing.ArgumentGenerationMode.NESTED,
+                   add_option_string_dash_variants=simple_parsing.DashVariant.UNDERSCORE)
   parser.add_argument("--preset", required=True, type=_parse_str,
                       help="one of: " + ", ".join(config_lib.preset_names()))
   parser.add_argument("--workdir", required=True, help="checkpoints, metrics, export")
   parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-  overrides = parser.add_argument_group("config overrides")
-  for field in dataclasses.fields(config_lib.MetaTrainConfig):
-    hint = typing.get_type_hints(config_lib.MetaTrainConfig)[field.name]
-    overrides.add_argument(f"--{field.name}", type=_field_type(field), default=None,
-                           help=f"default: {field.default!r}"
-                           + (" (none for None)" if type(None) in typing.get_args(hint) else ""))
+  parser.add_arguments(_flags_class(config), dest="config")
+  parser.print_help(io.StringIO())  # simple-parsing adds the flags lazily: add them now
   return parser
 
 
@@ -111,39 +110,47 @@ def _one_line(error: BaseException) -> str:
   return " ".join(str(error).split())
 
 
-def _build_config(args: argparse.Namespace):
-  """The validated config; raises ValueError naming the flag."""
-  fields = {f.name for f in dataclasses.fields(config_lib.MetaTrainConfig)}
-  overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+def _parse(argv) -> tuple[argparse.Namespace, config_lib.MetaTrainConfig]:
+  """(args, the validated config); raises ValueError naming the flag."""
+  first = argparse.ArgumentParser(add_help=False)
+  first.add_argument("--preset", default=None)
+  preset = first.parse_known_args(argv)[0].preset
+  given = [a[2:].split("=")[0] for a in (argv if argv is not None else sys.argv[1:])
+           if a.startswith("--lo.")]
   try:
-    config = config_lib.get_preset(args.preset, **overrides)
-  except config_lib.ConfigError as e:
-    raise ValueError(f"argument --{e.field}: {_one_line(e)}") from None
+    args = build_parser(preset).parse_args(argv)
+  except (TypeError, ValueError) as e:  # the LO's own checks, run while parsing
+    error = config_lib.lo_error(e, [g[3:] for g in given] or ["?"])
+    raise ValueError(f"argument --{error.field}: {_one_line(error)}") from None
+  try:
+    config_lib.get_preset(args.preset)
   except ValueError as e:  # an unknown preset
     raise ValueError(f"argument --preset: {_one_line(e)}") from None
+  flags = args.config
+  try:
+    config = config_lib.MetaTrainConfig(**{f.name: getattr(flags, f.name)
+                                           for f in dataclasses.fields(flags)})
+  except config_lib.ConfigError as e:
+    raise ValueError(f"argument --{e.field}: {_one_line(e)}") from None
   import meta_tasks
   if config.distribution not in meta_tasks.distribution_names():
     raise ValueError(f"argument --distribution: unknown distribution {config.distribution!r}; "
                      f"valid names: {', '.join(meta_tasks.distribution_names())}.")
-  from training import trainer
-  try:
-    trainer.make_lopt(config)  # the LO's own checks (e.g. adam_init needs raw_ratios)
-  except ValueError as e:
-    raise ValueError(f"the learned-optimizer flags do not fit together: {_one_line(e)}") from None
-  return config
+  return args, config
 
 
 def main(argv=None) -> int:
   """Run the command line; returns the exit status (see the module docstring)."""
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  prog = parser.prog
+  prog = "meta_train.py"
+  import contextlib
+  held = contextlib.ExitStack()  # the workdir lock, across training and export
   try:
     from training import sharding
     sharding.maybe_initialize_distributed()  # before any other JAX call
-    config = _build_config(args)
+    args, config = _parse(argv)
     from training import checkpoint, export, trainer
     checkpoint.check_workdir(args.workdir)
+    held.enter_context(checkpoint.workdir_lock(args.workdir))
     state = trainer.run(config, args.workdir, progress=not args.no_progress)
     step = int(state.step)
     if step < config.outer_steps:
@@ -159,13 +166,19 @@ def main(argv=None) -> int:
     else:
       return 0
     print(f"Exported the learned optimizer to {path} (its untrained θ to {init_path})")
-  except (ValueError, FloatingPointError) as e:
-    print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
-    return EXIT_BAD_INPUT
+  except (ValueError, FloatingPointError, OSError) as e:
+    from lopt import diskio
+    failure = diskio.io_failure(e)
+    if failure is None and not isinstance(e, (ValueError, FloatingPointError)):
+      raise
+    print(f"error: {failure[1] if failure else _one_line(e)}", file=sys.stderr, flush=True)
+    return failure[0] if failure else EXIT_BAD_INPUT
   except KeyboardInterrupt:
     print(f"{prog}: interrupted (no checkpoint of the steps since the last one).",
           file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED
+  finally:
+    held.close()
   return 0
 
 

@@ -236,16 +236,19 @@ def test_5_recipe_is_checked_against_the_checkpoint_metadata(copy_of, capsys):
 
 # ------------------------------------------------------------------ 6. non-finite settings
 # The 17 harmful values the issue measured, and more of the same kind.
-HARMFUL = [("step_mult", v) for v in (-1, 0, float("nan"), float("inf"))] + [
-    ("exp_mult", float("nan")), ("sigma", float("inf")),
+HARMFUL = [("lo.step_mult", v) for v in (-1, 0, float("nan"), float("inf"))] + [
+    ("lo.exp_mult", float("nan")), ("sigma", float("inf")),
     ("outer_lr", -1), ("outer_lr", float("nan")), ("outer_lr", float("inf")),
     ("outer_final_lr", -1), ("outer_final_lr", float("nan")), ("warmup_steps", -1),
     ("weight_decay", -1), ("weight_decay", float("nan")),
     ("clip_norm", 0), ("clip_norm", -1), ("clip_norm", float("nan")),
-    ("hidden_step_mult", 0), ("hidden_step_mult", float("inf")),
-    ("lo_weight_decay", -1e-3), ("lo_weight_decay", float("nan")),
+    ("lo.step", "RMSNormalize(), GroupBase(0.01, 0)"),
+    ("lo.step", "RMSNormalize(), GroupBase(0.01, float('inf'))"),
+    ("lo.step", "RMSNormalize(), WeightDecay(-1e-3), GroupBase()"),
+    ("lo.step", "RMSNormalize(), WeightDecay(float('nan')), GroupBase()"),
+    ("outer_lr", 1e308), ("lo.step_mult", 1e-60),
     ("delta_clip", 0), ("sigma", 0), ("seed", -1), ("seed", 2**40), ("num_pairs", 1.5),
-    ("outer_lr", True), ("mup", 1), ("outer_steps", 0),
+    ("outer_lr", True), ("lo.mup", 1), ("outer_steps", 0),
 ]
 
 
@@ -257,10 +260,11 @@ def test_6_harmful_settings_are_rejected(field, value):
 
 
 def test_6_valid_optional_settings_are_accepted():
-  c = _fast(hidden_step_mult=None, lo_weight_decay=0.0, delta_clip=None, exp_mult=0.0,
+  c = _fast(**{"lo.step": ""}, delta_clip=None, **{"lo.exp_mult": 0.0},
             warmup_steps=0, outer_final_lr=0.0, weight_decay=0.0, seed=2**32 - 1)
-  assert c.hidden_step_mult is None
-  assert _fast(hidden_step_mult=0.5, lo_weight_decay=1e-4).hidden_step_mult == 0.5
+  assert c.lo.step == ()
+  step = "RMSNormalize(), WeightDecay(1e-4), GroupBase(0.01, 0.5)"
+  assert _fast(**{"lo.step": step}).lo.step[2].hidden == 0.5
 
 
 def test_6_a_non_finite_theta_never_reaches_a_checkpoint_or_an_export(
@@ -299,7 +303,7 @@ def test_6_a_non_finite_theta_never_reaches_a_checkpoint_or_an_export(
 
 # ------------------------------------------------------------------ 7. every pair diverged
 def test_7_every_pair_diverged_skips_the_update_and_counts_it(tmp_path):
-  config = _fast(step_mult=1e30, outer_steps=3, checkpoint_every=3)
+  config = _fast(**{"lo.step_mult": 1e30}, outer_steps=3, checkpoint_every=3)
   records = []
   state = trainer.run(config, str(tmp_path / "diverged"), progress=False,
                       callback=lambda step, record: records.append(record))
@@ -427,7 +431,7 @@ def test_end_to_end_bad_flag_is_one_line_on_stderr(script, argv, flag, tmp_path)
 
 
 # ------------------------------------------------------------------ every flag, bad values
-NAMES = {"lopt", "estimator", "meta_loss", "lr_schedule", "distribution", "wandb_mode"}
+NAMES = {"estimator", "meta_loss", "distribution", "wandb_mode", "lo.backend"}
 
 
 def _meta_train_bad_values():
@@ -435,19 +439,31 @@ def _meta_train_bad_values():
   fields and their rules, so a new field is covered as soon as it exists."""
   import dataclasses
   import typing
-  hints = typing.get_type_hints(config_lib.MetaTrainConfig)
   cases = [("--preset", ""), ("--preset", "nope"), ("--workdir", ""),
            ("--workdir", "/proc/lopt-no-such-dir/run"), ("--no_progress=yes", None)]
-  for field in dataclasses.fields(config_lib.MetaTrainConfig):
-    name, hint = field.name, hints[field.name]
+
+  def fields(cls, prefix=""):  # (dotted name, type hint), nested dataclasses (lo) included
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+      default = field.default if field.default is not dataclasses.MISSING else None
+      if dataclasses.is_dataclass(default):
+        yield from fields(type(default), f"{prefix}{field.name}.")
+      else:
+        yield prefix + field.name, hints[field.name]
+
+  for name, hint in fields(config_lib.MetaTrainConfig):
     base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
     flag = f"--{name}"
     if base is bool:
       values = ["maybe", "", "2"]
+      no = ".".join(name.split(".")[:-1] + ["no" + name.split(".")[-1]])
+      cases += [(f"--{no}", v) for v in values]  # simple-parsing's negative flag
+    elif base is tuple:  # lo.step: step rules
+      values = ["Nope()", "GroupBase()", "1+"]
     elif base is str:
       values = [""] + (["nope"] if name in NAMES else [])
     else:
-      values = ["abc", "", "nan", "inf", "-inf"]
+      values = ["abc", "", "nan", "inf", "-inf"] + (["1e308"] if base is float else [])
       if base is int:
         values += ["1.5", "1e3"]
       kind, low, inclusive = config_lib._NUMERIC_RULES.get(name, (base, None, True))

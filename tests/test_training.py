@@ -132,7 +132,7 @@ def test_export_and_load_pretrained(straight_run, tmp_path):
   workdir, state = straight_run
   out = export.export_workdir(workdir, str(tmp_path / "exported"))
   lo, theta = lopt.load_pretrained(out)
-  assert lo == trainer.make_lopt(_fast())
+  assert lo == _fast().lo
   for a, b in zip(jax.tree_util.tree_leaves(theta), _theta_leaves(state)):
     np.testing.assert_array_equal(a, b)
   meta = lopt.load_metadata(out)
@@ -199,7 +199,7 @@ def test_tiny_meta_training_improves_heldout_digits(tmp_path):
   config = config_lib.get_preset("tiny", distribution="mulo-s-cpu", outer_steps=60,
                                  wandb_mode="disabled")
   state = trainer.run(config, str(tmp_path / "tiny"), progress=False)
-  lo = trainer.make_lopt(config)
+  lo = config.lo
   theta0 = trainer.MetaTrainer(config).init(jax.random.PRNGKey(config.seed)).theta
   heldout = [e.task for e in meta_tasks.get_suite("smoke")]
   before = _heldout_loss(theta0, lo, heldout, num_steps=60)
@@ -212,7 +212,7 @@ def test_log_meta_loss_is_the_log_of_the_normalized_loss():
   import meta_tasks
   from training.lo_system import LOG_META_FLOOR, LOTrainingSystem, TruncationSchedule
   task = meta_tasks.get_distribution("quadratic").configs()[0]
-  lo = trainer.make_lopt(_fast())
+  lo = _fast().lo
   theta = trainer.initial_theta(_fast())
   theta = jax.tree_util.tree_map(lambda x: x + 0.1, theta)  # non-zero steps
   outs = []

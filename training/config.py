@@ -13,31 +13,23 @@ import json
 import math
 import numbers
 import typing
+import warnings
 from typing import Any
 
 import numpy as np
 
+from lopt import Features, MLPLOpt, VeLOpt, forms, protocol
+from lopt.step_rules import Cosine
+
 ESTIMATOR_NAMES = ("full_es", "truncated_es", "pes", "es_single", "tbptt")
-LOPT_NAMES = ("mlp", "velo")
 
 
 @dataclasses.dataclass(frozen=True)
 class MetaTrainConfig:
-  # Learned optimizer.
-  lopt: str = "mlp"
-  mup: bool = True
-  hidden_size: int = 32
-  hidden_layers: int = 2
-  step_mult: float = 0.01
-  exp_mult: float = 0.001
-  raw_ratios: bool = False   # MLPLOpt: scale-free ratio features un-normalized
-  adam_init: bool = False    # MLPLOpt: θ starts as μAdam with LR step_mult (needs raw_ratios)
-  absolute_time: bool = True  # MLPLOpt: False reads only the fraction-of-training time feature
-  lr_schedule: str = "constant"  # MLPLOpt: external step schedule ("constant" | "cosine")
-  output_norm: bool = False  # MLPLOpt: Celo2's per-tensor RMS-normalized step
-  hidden_step_mult: float | None = None  # MLPLOpt: base step of hidden-like tensors
-  lo_weight_decay: float = 0.0  # MLPLOpt: decoupled weight decay of the inner training
-  learned_scales: bool = False  # MLPLOpt: θ tunes the base steps and the weight decay
+  # The learned optimizer: an lopt config dataclass (``lopt.MLPLOpt`` or
+  # ``lopt.VeLOpt``); its fields are the flags ``--lo.<field>`` (``--lo.features.adam``).
+  # JSON: {"architecture": ..., "config": lo.to_record()}, as in metadata.json.
+  lo: MLPLOpt | VeLOpt = MLPLOpt()
   # Inner tasks: a named meta_tasks distribution; one estimator per static config.
   distribution: str = "tiny"
   # Truncated unrolls and the estimator.
@@ -74,17 +66,24 @@ class MetaTrainConfig:
     validate_config(self)
 
   def to_json(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    out["lo"] = {"architecture": type(self.lo).__name__, "config": self.lo.to_record()}
+    return out
 
   def recipe(self) -> dict[str, Any]:
     """The fields that define the run (compared on resume)."""
     return {k: v for k, v in self.to_json().items() if k not in self.BOOKKEEPING}
 
   def replace(self, **overrides) -> "MetaTrainConfig":
+    """A copy with ``overrides``; ``"lo.<field>"`` keys (``"lo.features.adam"``)
+    replace fields of the learned optimizer's own config."""
+    nested = {k[3:]: overrides.pop(k) for k in list(overrides) if k.startswith("lo.")}
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
     if unknown:
       raise ValueError(f"Unknown config fields {unknown}; valid fields: "
                        f"{[f.name for f in dataclasses.fields(self)]}.")
+    if nested:
+      overrides["lo"] = _replace_lo(overrides.get("lo", self.lo), nested)
     return dataclasses.replace(self, **overrides)
 
 
@@ -97,15 +96,19 @@ class ConfigError(ValueError):
 
 
 # Numeric fields: (kind, lower bound, whether the bound itself is allowed).
-# Every numeric field must be finite; fields not listed here (added later) get
-# the generic checks of their annotated type in ``validate_config``.
+# Every numeric field must be finite and a float32 (θ and the inner training
+# run in float32); fields not listed here (added later) get the generic checks
+# of their annotated type in ``validate_config``. "lo." fields are the LO's.
 _NUMERIC_RULES: dict[str, tuple[type, float, bool]] = {
-    "hidden_size": (int, 1, True),
-    "hidden_layers": (int, 1, True),
-    "step_mult": (float, 0.0, False),
-    "exp_mult": (float, 0.0, True),          # 0: no magnitude output
-    "hidden_step_mult": (float, 0.0, False),  # or None
-    "lo_weight_decay": (float, 0.0, True),
+    "lo.hidden_size": (int, 1, True),
+    "lo.hidden_layers": (int, 1, True),
+    "lo.step_mult": (float, 0.0, False),
+    "lo.exp_mult": (float, 0.0, True),          # 0: no magnitude output
+    "lo.output_init_scale": (float, 0.0, True),
+    "lo.lstm_hidden": (int, 1, True),
+    "lo.num_mlps": (int, 1, True),
+    "lo.mlp_hidden": (int, 1, True),
+    "lo.mlp_layers": (int, 1, True),
     "num_pairs": (int, 1, True),
     "sigma": (float, 0.0, False),
     "truncation_length": (int, 1, True),
@@ -125,17 +128,7 @@ _NUMERIC_RULES: dict[str, tuple[type, float, bool]] = {
 }
 _MAX_SEED = 2**32 - 1  # jax.random.PRNGKey silently wraps larger seeds onto small ones
 _WANDB_MODES = ("online", "offline", "disabled")
-_LR_SCHEDULES = ("constant", "cosine")
-
-
-def _type_hints() -> dict[str, Any]:
-  global _HINTS
-  if _HINTS is None:
-    _HINTS = typing.get_type_hints(MetaTrainConfig)
-  return _HINTS
-
-
-_HINTS: dict[str, Any] | None = None
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _is_number(value: Any) -> bool:
@@ -151,30 +144,29 @@ def _check_number(name: str, value: Any, kind: type, low: float | None,
     raise ConfigError(name, f"must be a number, got {value!r}.")
   if not math.isfinite(value):
     raise ConfigError(name, f"must be finite, got {value!r}.")
+  if kind is float and (abs(value) > _FLOAT32_MAX or (value != 0 and np.float32(value) == 0)):
+    raise ConfigError(name, f"must be representable in float32 (|x| <= 3.4e38 and, unless 0, "
+                      f"not rounding to 0), got {value!r}.")
   if low is not None and (value < low or (value == low and not inclusive)):
     bound = f">= {low}" if inclusive else f"> {low}"
     raise ConfigError(name, f"must be {bound}, got {value!r}.")
 
 
-def validate_config(config: "MetaTrainConfig") -> None:
-  """Check every field of a ``MetaTrainConfig``; raise ``ConfigError`` naming the first bad one.
-
-  Every numeric field must be a finite number of its type within its range
-  (``_NUMERIC_RULES``; a non-finite or out-of-range setting would otherwise
-  poison θ silently), booleans must be bools and names must be known.
-  """
-  hints = _type_hints()
-  for field in dataclasses.fields(config):
-    name, value = field.name, getattr(config, field.name)
-    hint = hints[name]
+def _check_fields(obj: Any, prefix: str = "") -> None:
+  """The generic checks of every field of the dataclass ``obj`` (nested ones too)."""
+  hints = typing.get_type_hints(type(obj))
+  for field in dataclasses.fields(obj):
+    name, value = prefix + field.name, getattr(obj, field.name)
+    hint = hints[field.name]
     args = typing.get_args(hint)
-    optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint)
     if value is None:
-      if optional:
+      if type(None) in args:
         continue
       raise ConfigError(name, "must not be None.")
-    if base is bool:
+    if dataclasses.is_dataclass(value):
+      _check_fields(value, name + ".")
+    elif base is bool:
       if not isinstance(value, (bool, np.bool_)):
         raise ConfigError(name, f"must be true or false, got {value!r}.")
     elif base is str:
@@ -183,16 +175,26 @@ def validate_config(config: "MetaTrainConfig") -> None:
     elif base in (int, float):
       kind, low, inclusive = _NUMERIC_RULES.get(name, (base, None, True))
       _check_number(name, value, kind, low, inclusive)
+
+
+def validate_config(config: "MetaTrainConfig") -> None:
+  """Check every field of a ``MetaTrainConfig``; raise ``ConfigError`` naming the first bad one.
+
+  Every numeric field must be a finite float32 number of its type within its
+  range (``_NUMERIC_RULES``; a non-finite or out-of-range setting would
+  otherwise poison θ silently), booleans must be bools and names must be known.
+  The LO's fields are checked the same way (``lo.<field>``), then by the LO itself.
+  """
+  if not isinstance(config.lo, tuple(protocol.architectures().values())):
+    raise ConfigError("lo", f"must be one of {sorted(protocol.architectures())}, "
+                      f"got {config.lo!r}.")
+  _check_fields(config)
   if config.seed > _MAX_SEED:
     raise ConfigError("seed", f"must be <= {_MAX_SEED}, got {config.seed!r}.")
-  if config.lopt not in LOPT_NAMES:
-    raise ConfigError("lopt", f"must be one of {LOPT_NAMES}, got {config.lopt!r}.")
   if config.estimator not in ESTIMATOR_NAMES:
     raise ConfigError("estimator", f"must be one of {ESTIMATOR_NAMES}, got {config.estimator!r}.")
   if config.meta_loss not in ("train", "valid"):
     raise ConfigError("meta_loss", f"must be 'train' or 'valid', got {config.meta_loss!r}.")
-  if config.lr_schedule not in _LR_SCHEDULES:
-    raise ConfigError("lr_schedule", f"must be one of {_LR_SCHEDULES}, got {config.lr_schedule!r}.")
   if config.wandb_mode is not None and config.wandb_mode not in _WANDB_MODES:
     raise ConfigError("wandb_mode", f"must be one of {_WANDB_MODES} or None, "
                       f"got {config.wandb_mode!r}.")
@@ -202,13 +204,48 @@ def validate_config(config: "MetaTrainConfig") -> None:
   if config.truncation_length > config.min_horizon:
     raise ConfigError("truncation_length", f"({config.truncation_length}) must be <= "
                       f"min_horizon ({config.min_horizon}).")
-  if config.lopt != "mlp" and (config.raw_ratios or config.adam_init or not config.absolute_time
-                               or config.lr_schedule != "constant" or config.output_norm
-                               or config.hidden_step_mult is not None or config.lo_weight_decay
-                               or config.learned_scales):
-    raise ConfigError("lopt", "must be 'mlp' for raw_ratios, adam_init, absolute_time, "
-                      "lr_schedule, output_norm, hidden_step_mult, lo_weight_decay and "
-                      "learned_scales (options of the MLP LO).")
+
+
+def lo_error(error: Exception, fields: list[str]) -> ConfigError:
+  """The ``ConfigError`` of an LO's own ValueError: names the ``lo.<field>`` its
+  message starts with, else the only one of ``fields`` given, else ``lo``."""
+  text = " ".join(str(error).split())
+  for name in sorted(fields, key=len, reverse=True):
+    leaf = name.split(".")[-1]
+    if text.startswith(leaf + " "):
+      return ConfigError(f"lo.{name}", text[len(leaf) + 1:])
+  return ConfigError(f"lo.{fields[0]}" if len(fields) == 1 else "lo", text)
+
+
+def _replace_lo(lo: Any, nested: dict[str, Any], prefix: str = "") -> Any:
+  """``lo`` with dotted-path fields replaced (``{"features.adam": True}``)."""
+  groups: dict[str, dict[str, Any]] = {}
+  for key, value in nested.items():
+    head, _, rest = key.partition(".")
+    groups.setdefault(head, {})[rest] = value
+  known = {f.name for f in dataclasses.fields(lo)}
+  unknown = sorted(f"lo.{prefix}{k}" for k in set(groups) - known)
+  if unknown:
+    raise ValueError(f"Unknown config fields {unknown}; valid fields of {type(lo).__name__}: "
+                     f"{sorted(f'lo.{prefix}{k}' for k in known)}.")
+  changes = {}
+  for head, sub in groups.items():
+    if "" in sub:
+      changes[head] = sub[""]
+      if head == "step" and isinstance(sub[""], str):
+        from lopt import step_rules
+        try:
+          changes[head] = step_rules.parse(sub[""])
+        except ValueError as e:
+          raise lo_error(e, [prefix + "step"]) from None
+    else:
+      changes[head] = _replace_lo(getattr(lo, head), sub, f"{prefix}{head}.")
+  try:
+    return dataclasses.replace(lo, **changes)
+  except (TypeError, ValueError) as e:
+    if isinstance(e, ConfigError):
+      raise
+    raise lo_error(e, [prefix + k for k in nested]) from None
 
 
 # What ships in checkpoints/ when no GPU is lent (measurements:
@@ -220,19 +257,20 @@ def validate_config(config: "MetaTrainConfig") -> None:
 # the meta-training ones. An external cosine schedule and only the fraction-of-
 # training time feature: without them the meta-trained LOs went unstable at
 # 5000 steps. log meta-loss: the evaluation asks for the final loss.
-_CPU_RECIPE = dict(estimator="es_single", step_mult=0.1, num_pairs=4, truncation_length=20,
+_CPU_LO = MLPLOpt(step_mult=0.1, features=Features(adam=True, absolute_time=False),
+                  step=(Cosine(),))
+_CPU_RECIPE = dict(estimator="es_single", lo=_CPU_LO, num_pairs=4, truncation_length=20,
                    min_horizon=50, max_horizon=1000, outer_steps=1000, warmup_steps=20,
                    outer_lr=3e-4, outer_final_lr=1e-4, checkpoint_every=100, log_every=20,
-                   raw_ratios=True, adam_init=True, absolute_time=False,
-                   lr_schedule="cosine", log_meta_loss=True)
+                   log_meta_loss=True)
 
 # The generalization recipe (results/pretrained-cpu/recipe-ablation.md): the
 # robust LO form (Celo2-style RMS-normalized step with separate input/hidden base
 # steps, decoupled weight decay and meta-learned scales; hidden width 8) on the
 # ``mix-*`` distributions (non-memorizable data; MLPs, CNN and LM; μP and SP),
 # meta-trained on the validation loss.
-_MIX_RECIPE = dict(_CPU_RECIPE, hidden_size=8, output_norm=True, learned_scales=True,
-                   step_mult=0.002, hidden_step_mult=0.2, lo_weight_decay=0.1,
+_MIX_RECIPE = dict(_CPU_RECIPE, lo=forms.robust(hidden_size=8, input=0.002, hidden=0.2,
+                                                weight_decay=0.1),
                    meta_loss="valid", outer_lr=1e-3, outer_final_lr=3e-4, outer_steps=600,
                    checkpoint_every=50)
 
@@ -244,26 +282,28 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # The μLO recipe (DESIGN.md §5): PES, K=50, 8 pairs, σ=0.01, horizons 100-1000.
     "mulo-s": dict(distribution="mulo-s"),
     "mulo-m": dict(distribution="mulo-m"),
-    "sp-lo": dict(distribution="sp-m", mup=False),
+    "sp-lo": dict(distribution="sp-m", lo=MLPLOpt(mup=False)),
     # Offline versions of the same recipes on the embedded digits data.
     "mulo-s-digits": dict(distribution="mulo-s-digits"),
     "mulo-m-digits": dict(distribution="mulo-m-digits"),
-    "sp-lo-digits": dict(distribution="sp-m-digits", mup=False),
+    "sp-lo-digits": dict(distribution="sp-m-digits", lo=MLPLOpt(mup=False)),
     # CPU-scale μLO_M / μLO_S / SP LO (what ships in checkpoints/ when no GPU is lent):
     # digits 8x8, base width 32, horizons 50-1000 (the -cpu suites' reference).
     "mulo-m-cpu": dict(distribution="mulo-m-cpu", **_CPU_RECIPE),
     "mulo-s-cpu": dict(distribution="mulo-s-cpu", **_CPU_RECIPE),
     # step_mult 0.01: at 0.1 the SP LO's raw (not 1/fan_in) hidden steps wrecked the
     # inner MLPs by outer step 140 and meta-training stalled at meta-loss 1.0.
-    "sp-lo-cpu": dict(distribution="sp-m-cpu", mup=False, **{**_CPU_RECIPE, "step_mult": 0.01}),
+    "sp-lo-cpu": dict(distribution="sp-m-cpu", **{**_CPU_RECIPE, "lo": dataclasses.replace(
+        _CPU_LO, mup=False, step_mult=0.01)}),
     # What ships since the generalization issue: the robust form on the mix distributions.
     "mulo-m-mix-cpu": dict(distribution="mix-cpu", **_MIX_RECIPE),
     "mulo-s-mix-cpu": dict(distribution="mix-s-cpu", **_MIX_RECIPE),
-    "sp-lo-mix-cpu": dict(distribution="mix-sp-cpu", mup=False, **_MIX_RECIPE),
+    "sp-lo-mix-cpu": dict(distribution="mix-sp-cpu", **{**_MIX_RECIPE, "lo": dataclasses.replace(
+        _MIX_RECIPE["lo"], mup=False)}),
     # VeLO-style LO.
-    "velo-s": dict(lopt="velo", mup=False, distribution="sp-s", step_mult=0.001),
-    "muvelo-m": dict(lopt="velo", mup=True, distribution="mulo-m", step_mult=0.001),
-    "muvelo-tiny": dict(lopt="velo", mup=True, distribution="tiny", step_mult=0.001,
+    "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
+    "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
+    "muvelo-tiny": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="tiny",
                         num_pairs=4, truncation_length=10, min_horizon=20, max_horizon=60,
                         outer_steps=300, warmup_steps=10, outer_lr=1e-2, outer_final_lr=3e-3,
                         checkpoint_every=50, log_every=5),
@@ -288,7 +328,33 @@ def get_preset(name: str, **overrides) -> MetaTrainConfig:
   return MetaTrainConfig().replace(**{**_BASE_PRESETS[base], **fields, **overrides})
 
 
+# The LO fields of MetaTrainConfig before issue 20 (flat; now ``lo``).
+_FLAT_LO_FIELDS = ("lopt", "mup", "hidden_size", "hidden_layers", "step_mult", "exp_mult",
+                   "raw_ratios", "adam_init", "absolute_time", "lr_schedule", "output_norm",
+                   "hidden_step_mult", "lo_weight_decay", "learned_scales")
+
+
 def config_from_json(data: dict[str, Any]) -> MetaTrainConfig:
+  """The config of a ``to_json`` record; a flat record of lopt before issue 20
+  (LO fields at the top level) is converted, with a FutureWarning."""
+  data = dict(data)
+  flat = {k: data.pop(k) for k in _FLAT_LO_FIELDS if k in data}
+  if flat:
+    warnings.warn(f"This config is the flat form of lopt before issue 20 (LO fields "
+                  f"{sorted(flat)} at the top level); it is converted to lo={{architecture, "
+                  "config}}. Re-write it (MetaTrainConfig.to_json) to drop this warning.",
+                  FutureWarning, stacklevel=2)
+    if flat.pop("lopt", "mlp") == "velo":
+      data["lo"] = VeLOpt(**{k: flat[k] for k in ("mup", "step_mult", "exp_mult") if k in flat})
+    else:
+      flat["weight_decay"] = flat.pop("lo_weight_decay", 0.0)
+      data["lo"] = forms.from_flat(flat)
+  elif isinstance(data.get("lo"), dict):
+    record = data["lo"]
+    try:
+      data["lo"] = protocol.from_record(record.get("architecture"), record.get("config", {}))
+    except (TypeError, ValueError) as e:
+      raise ConfigError("lo", " ".join(str(e).split())) from None
   return MetaTrainConfig().replace(**data)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from lopt.pretrained import save_pretrained
 from training import checkpoint, tracking
-from training.trainer import initial_theta, make_lopt
+from training.trainer import initial_theta
 
 
 def git_commit() -> str | None:
@@ -44,7 +44,7 @@ def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = 
     raise checkpoint.WorkdirError(
         f"{workdir} has no readable config.json: is it a meta-training workdir? (Re-running "
         "the training command on it rewrites config.json.)")
-  lopt = make_lopt(config)
+  lopt = config.lo
   if initial:
     theta, last = initial_theta(config), {"step": 0}
     theta = jax.tree_util.tree_map(np.asarray, theta)
@@ -58,7 +58,7 @@ def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = 
     upto = [r for r in metrics if r.get("step", 0) <= step]
     last = {**(upto[-1] if upto else {}), "step": step}
   metadata = {
-      "parameterization": "mup" if config.mup else "sp",
+      "parameterization": "mup" if config.lo.mup else "sp",
       "training": {
           "recipe": config.recipe(),
           "estimator": config.estimator,

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lopt.protocol import LearnedOptimizer
 from training import checkpoint, sharding, tracking
 from training.config import MetaTrainConfig
 from training.estimators import make_estimator
@@ -32,19 +33,6 @@ class MetaState(NamedTuple):
   skipped: jax.Array     # int32: outer steps whose meta-gradient was non-finite
 
 
-def make_lopt(config: MetaTrainConfig):
-  if config.lopt == "mlp":
-    from lopt import MLPLOpt
-    return MLPLOpt(hidden_size=config.hidden_size, hidden_layers=config.hidden_layers,
-                   step_mult=config.step_mult, exp_mult=config.exp_mult, mup=config.mup,
-                   raw_ratios=config.raw_ratios, adam_init=config.adam_init,
-                   absolute_time=config.absolute_time, lr_schedule=config.lr_schedule,
-                   output_norm=config.output_norm, hidden_step_mult=config.hidden_step_mult,
-                   weight_decay=config.lo_weight_decay, learned_scales=config.learned_scales)
-  from lopt.velo import VeLOpt
-  return VeLOpt(mup=config.mup, step_mult=config.step_mult, exp_mult=config.exp_mult)
-
-
 def split_init_key(key: jax.Array) -> jax.Array:
   """The (θ, estimators, run) keys of a run's initial state, from PRNGKey(seed)."""
   return jax.random.split(key, 3)
@@ -52,7 +40,7 @@ def split_init_key(key: jax.Array) -> jax.Array:
 
 def initial_theta(config: MetaTrainConfig) -> Any:
   """θ at outer step 0 of a run with this config (the untrained LO)."""
-  return make_lopt(config).init(split_init_key(jax.random.PRNGKey(config.seed))[0])
+  return config.lo.init(split_init_key(jax.random.PRNGKey(config.seed))[0])
 
 
 def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
@@ -71,7 +59,7 @@ class MetaTrainer:
     import meta_tasks
     self.config = config
     self.mesh = mesh
-    self.lopt = make_lopt(config)
+    self.lopt: LearnedOptimizer = config.lo
     self.tasks = list(meta_tasks.get_distribution(config.distribution).configs())
     self.optimizer = make_outer_optimizer(config)
     self.particles_per_step = 2 * config.num_pairs * len(self.tasks)
