@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,8 @@ REQUIRED_KEYS = ("format", "format_version", "architecture", "config")
 
 
 def _architectures() -> dict[str, type]:
-  from lopt.mlp_lopt import MLPLOpt
-  from lopt.velo import VeLOpt
-  return {"MLPLOpt": MLPLOpt, "VeLOpt": VeLOpt}
+  from lopt.protocol import architectures
+  return architectures()
 
 
 def shipped_dir() -> Path:
@@ -51,47 +51,266 @@ def available() -> list[str]:
   return sorted(p.name for p in root.iterdir() if (p / "metadata.json").is_file())
 
 
+def _record_of(lopt: Any) -> dict[str, Any]:
+  """The LO's JSON config record (its ``to_record`` where it has one)."""
+  to_record = getattr(lopt, "to_record", None)
+  return to_record() if callable(to_record) else dataclasses.asdict(lopt)
+
+
+def _from_record(cls: type, record: dict[str, Any]) -> Any:
+  """The LO built from its record, through its migration hook (``from_record``)."""
+  from_record = getattr(cls, "from_record", None)
+  return from_record(record) if callable(from_record) else cls(**record)
+
+
 def save_pretrained(directory: str | os.PathLike, lopt: Any, theta: Any,
                     metadata: dict[str, Any] | None = None) -> Path:
-  """Write θ (orbax) and metadata.json for ``lopt`` (an LO config dataclass)."""
+  """Write θ (orbax), metadata.json and integrity.json (the SHA-256 of every
+  file) for ``lopt`` (an LO config dataclass).
+
+  Atomic: everything is written to a temporary sibling, fsynced, and swapped in
+  whole, so a reader, a crash or a kill at any moment sees the previous export
+  or the new one, never a mix or nothing. Other files in ``directory`` are
+  carried over. The metadata is checked against the same schema as on load, and
+  θ must be finite. A write-protected or unwritable ``directory`` or a disk
+  failure is a ``lopt.diskio.DiskError`` with one line (nothing is changed).
+  """
+  import shutil
   import orbax.checkpoint as ocp
+  from lopt import diskio
   lopt.check_theta(theta)
+  theta = jax.tree_util.tree_map(np.asarray, jax.device_get(theta))
   directory = Path(directory).absolute()
-  directory.mkdir(parents=True, exist_ok=True)
   meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
-          "architecture": type(lopt).__name__, "config": dataclasses.asdict(lopt),
+          "architecture": type(lopt).__name__, "config": _record_of(lopt),
           **(metadata or {})}
-  theta_dir = directory / "theta"
-  if theta_dir.exists():
-    import shutil
-    shutil.rmtree(theta_dir)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(theta_dir, jax.device_get(theta))
-  (directory / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+  meta = json.loads(json.dumps(meta))  # what the file will hold (tuples become lists)
+  built = _check_metadata(meta, str(directory / "metadata.json"))
+  _check_theta_finite(theta, str(directory / "theta"))
+  if built != lopt:
+    raise ValueError(f"{directory / 'metadata.json'}: the config record of {lopt} does not "
+                     f"rebuild the same optimizer (it gives {built}).")
+  staging = None
+  try:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    diskio.recover_dir(directory)
+    if directory.exists():
+      if not directory.is_dir():
+        raise ValueError(f"{directory} exists and is not a directory.")
+      diskio.check_writable(directory)
+    staging = diskio.staging_dir(directory)
+    with diskio.quiet_orbax(), ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(staging / "theta", theta)
+    (staging / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    if directory.is_dir():  # the user's own files in it are kept
+      for entry in directory.iterdir():
+        if entry.name not in ("metadata.json", "theta", diskio.RECORD):
+          copy = shutil.copytree if entry.is_dir() else shutil.copy2
+          copy(entry, staging / entry.name)
+    diskio.write_record(staging)
+    diskio.replace_dir(staging, directory)
+    staging = None
+  except Exception as e:  # noqa: BLE001 - orbax raises many types
+    failure = diskio.io_failure(e, f"cannot write {directory}")
+    if failure is None:
+      raise
+    raise diskio.DiskError(failure[1], failure[0]) from None
+  finally:
+    if staging is not None:
+      shutil.rmtree(staging, ignore_errors=True)
   return directory
 
 
-def validate_metadata(meta: Any, where: str = "metadata.json") -> None:
-  """Raise a clear error if the metadata is not a loadable pretrained LO."""
+# ------------------------------------------------------------------ the schema
+# Range rules on top of each config dataclass's own ``__post_init__`` checks,
+# by field name wherever the field appears in the (nested) config.
+# exp_mult: the step is d·exp(exp_mult·m); |exp_mult·m| must stay below
+# log(float32 max) ≈ 88.7 for network outputs up to |m| = 100.
+_FLOAT32_LOG_MAX = float(np.log(np.finfo(np.float32).max))
+RANGES: dict[str, tuple[float, float, str]] = {
+    "exp_mult": (-_FLOAT32_LOG_MAX / 100, _FLOAT32_LOG_MAX / 100,
+                 "exp(exp_mult·m) must stay finite in float32 for network outputs |m| <= 100"),
+}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class MetadataError(ValueError):
+  """metadata.json is not a valid pretrained LO (one line naming the file and field)."""
+
+
+def _legacy_fields(cls: type) -> tuple[str, ...]:
+  """The flat fields an old record of ``cls`` had (its migration hook's list)."""
+  fields = getattr(cls, "LEGACY_FIELDS", None)
+  if fields is None:
+    try:
+      from lopt import forms
+      fields = getattr(forms, "LEGACY_FIELDS", ()) if cls.__name__ == "MLPLOpt" else ()
+    except ImportError:
+      fields = ()
+  return tuple(fields)
+
+
+def _check_record_keys(raw: Any, canonical: Any, where: str, path: str) -> None:
+  """Every key of the canonical record (the LO's own ``to_record``) is in the
+  file's record, and no other: a missing field is an error, not a default."""
+  if isinstance(canonical, dict):
+    if not isinstance(raw, dict):
+      raise MetadataError(f"{where}: {path} must be a JSON object, got {_show(raw)}.")
+    missing = sorted(set(canonical) - set(raw))
+    if missing:
+      raise MetadataError(f"{where}: {path}.{missing[0]} is missing (a missing field is not "
+                          "given its default: it may be a different optimizer).")
+    unknown = sorted(set(raw) - set(canonical))
+    if unknown:
+      raise MetadataError(f"{where}: {path}.{unknown[0]} is not a field of this lopt's config.")
+    for k in canonical:
+      _check_record_keys(raw[k], canonical[k], where, f"{path}.{k}")
+  elif isinstance(canonical, (list, tuple)):
+    if not isinstance(raw, list) or len(raw) != len(canonical):
+      raise MetadataError(f"{where}: {path} must be a list of {len(canonical)}, got {_show(raw)}.")
+    for i, (r, c) in enumerate(zip(raw, canonical)):
+      _check_record_keys(r, c, where, f"{path}[{i}]")
+
+
+def _show(value: Any) -> str:
+  text = json.dumps(value) if not isinstance(value, float) else repr(value)
+  return (text if len(text) <= 60 else text[:57] + "...") + f" ({type(value).__name__})"
+
+
+def _check_value(value: Any, hint: Any, where: str, path: str) -> None:
+  """``value`` against the type hint of its dataclass field, then range rules."""
+  import math
+  import typing
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+    if value is None and type(None) in args:
+      return
+    hint = next((a for a in args if a is not type(None)), hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+  name = path.rsplit(".", 1)[-1]
+  if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+    if not isinstance(value, hint):
+      raise MetadataError(f"{where}: {path} must be a {hint.__name__} record, got {_show(value)}.")
+    _check_dataclass(value, where, path)
+  elif hint is bool:
+    if not isinstance(value, bool):
+      raise MetadataError(f"{where}: {path} must be true or false, got {_show(value)}.")
+  elif hint is int:
+    if isinstance(value, bool) or not isinstance(value, int):
+      raise MetadataError(f"{where}: {path} must be an integer, got {_show(value)}.")
+    if value < 0:
+      raise MetadataError(f"{where}: {path} must be >= 0, got {value}.")
+  elif hint is float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise MetadataError(f"{where}: {path} must be a number, got {_show(value)}.")
+    if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
+      raise MetadataError(f"{where}: {path} must be finite in float32, got {value!r}.")
+  elif hint is str:
+    if not isinstance(value, str):
+      raise MetadataError(f"{where}: {path} must be a string, got {_show(value)}.")
+  elif hint is tuple or origin is tuple:
+    if not isinstance(value, tuple):
+      raise MetadataError(f"{where}: {path} must be a list, got {_show(value)}.")
+    item_hint = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+    for i, item in enumerate(value):
+      if dataclasses.is_dataclass(item):
+        _check_dataclass(item, where, f"{path}[{i}]")
+      elif item_hint is not None:
+        _check_value(item, item_hint, where, f"{path}[{i}]")
+  if name in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+    low, high, why = RANGES[name]
+    if not low <= value <= high:
+      raise MetadataError(f"{where}: {path} = {value!r} is outside [{low:.4g}, {high:.4g}] "
+                          f"({why}).")
+
+
+def _check_dataclass(obj: Any, where: str, path: str) -> None:
+  import typing
+  try:
+    hints = typing.get_type_hints(type(obj))
+  except Exception:  # noqa: BLE001 - unresolvable annotations: check what resolves
+    hints = {}
+  for field in dataclasses.fields(obj):
+    if field.name in hints and typing.get_origin(hints[field.name]) is not typing.ClassVar:
+      _check_value(getattr(obj, field.name), hints[field.name], where,
+                   f"{path}.{field.name}")
+
+
+def _check_metadata(meta: Any, where: str) -> Any:
+  """The LO of a metadata record, checked strictly; ``MetadataError`` naming
+  ``where`` and the field otherwise.
+
+  The checks come from the LO's config dataclass, not from a list of today's
+  fields: the record goes through the class's migration hook (``from_record``,
+  which converts older records) and its ``__post_init__``; then every field of
+  the resulting object, nested records and tuples of step rules included, is
+  checked against its type hint (a bool is a JSON true/false, not "false"; a
+  float is finite in float32), and against ``RANGES``. A record of the current
+  form must have every field of the LO's own record (``to_record``); an older
+  flat one every field its migration reads."""
   if not isinstance(meta, dict):
-    raise ValueError(f"{where}: expected a JSON object, got {type(meta).__name__}.")
+    raise MetadataError(f"{where}: expected a JSON object, got {type(meta).__name__}.")
   missing = [k for k in REQUIRED_KEYS if k not in meta]
   if missing:
-    raise ValueError(f"{where} is missing {missing}; is this a lopt pretrained checkpoint?")
+    raise MetadataError(f"{where}: {missing[0]} is missing; is this a lopt pretrained "
+                        "checkpoint?")
   if meta["format"] != FORMAT:
-    raise ValueError(f"{where}: format is {meta['format']!r}, expected {FORMAT!r}.")
-  if meta["format_version"] != FORMAT_VERSION:
-    raise ValueError(f"{where}: format_version {meta['format_version']} is not supported by "
-                     f"this lopt (it reads version {FORMAT_VERSION}); upgrade lopt or re-export.")
+    raise MetadataError(f"{where}: format is {meta['format']!r}, expected {FORMAT!r}.")
+  if meta["format_version"] != FORMAT_VERSION or isinstance(meta["format_version"], bool):
+    raise MetadataError(f"{where}: format_version {meta['format_version']!r} is not supported "
+                        f"by this lopt (it reads version {FORMAT_VERSION}); upgrade lopt or "
+                        "re-export.")
   archs = _architectures()
-  if meta["architecture"] not in archs:
-    raise ValueError(f"{where}: unknown architecture {meta['architecture']!r}; this lopt "
-                     f"knows {sorted(archs)}.")
-  fields = {f.name for f in dataclasses.fields(archs[meta["architecture"]])}
-  unknown = sorted(set(meta["config"]) - fields)
-  if unknown:
-    raise ValueError(f"{where}: config fields {unknown} are not understood by "
-                     f"{meta['architecture']} in this lopt version.")
+  if not isinstance(meta["architecture"], str) or meta["architecture"] not in archs:
+    raise MetadataError(f"{where}: architecture {meta['architecture']!r} is unknown; this "
+                        f"lopt knows {sorted(archs)}.")
+  if "parameterization" in meta and meta["parameterization"] not in ("mup", "sp"):
+    raise MetadataError(f"{where}: parameterization must be 'mup' or 'sp', got "
+                        f"{_show(meta['parameterization'])}.")
+  cls, raw = archs[meta["architecture"]], meta["config"]
+  if not isinstance(raw, dict):
+    raise MetadataError(f"{where}: config must be a JSON object, got {_show(raw)}.")
+  import typing
+  hints = typing.get_type_hints(cls)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  legacy = [k for k in _legacy_fields(cls) if k not in fields]
+  is_legacy = any(k in raw for k in legacy)
+  # Scalar fields can be checked before the record is built, so that their
+  # errors name the field (a constructor's TypeError would not).
+  for name, value in raw.items():
+    if name in fields and hints.get(name) in (bool, int, float, str):
+      _check_value(value, hints[name], where, f"config.{name}")
+  if is_legacy:
+    scalars = [n for n in fields if hints.get(n) in (bool, int, float, str)]
+    absent = [k for k in (*legacy, *scalars) if k not in raw]
+    if absent:
+      raise MetadataError(f"{where}: config.{absent[0]} is missing (a missing field is not "
+                          "given its default: it may be a different optimizer).")
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", DeprecationWarning)  # an old record, converted
+      lopt = _from_record(cls, raw)
+  except (TypeError, ValueError, KeyError, AttributeError) as e:
+    raise MetadataError(f"{where}: config is not a valid {cls.__name__} in this lopt "
+                        f"version ({' '.join(str(e).split())}).") from None
+  if not is_legacy:
+    _check_record_keys(raw, json.loads(json.dumps(_record_of(lopt))), where, "config")
+  _check_dataclass(lopt, where, "config")
+  return lopt
+
+
+def validate_metadata(meta: Any, where: str = "metadata.json") -> None:
+  """Raise ``MetadataError`` (a ValueError naming ``where`` and the field) if
+  the metadata is not a loadable pretrained LO; see ``_check_metadata``."""
+  _check_metadata(meta, where)
+
+
+def _check_theta_finite(theta: Any, where: str) -> None:
+  for path, x in jax.tree_util.tree_flatten_with_path(theta)[0]:
+    bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x))))
+    if bad:
+      raise MetadataError(f"{where}: θ tensor {jax.tree_util.keystr(path)} has {bad} "
+                          f"non-finite entries of {np.size(x)}.")
 
 
 def _looks_like_path(name_or_path: str | os.PathLike) -> bool:
@@ -135,31 +354,62 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
                    f"{available()} (or pass a path to a pretrained directory).")
 
 
+def _verify_files(path: Path) -> None:
+  """Check ``path``'s files against its integrity record. Shipped checkpoints
+  must have one; an export without one (written by an older lopt) loads with
+  a warning, as its data cannot be verified."""
+  from lopt import diskio
+  shipped = path.resolve().parent == shipped_dir().resolve()
+  try:
+    verified = diskio.verify_record(path, required=shipped)
+  except diskio.IntegrityError as e:
+    raise MetadataError(f"{e} Refusing to load it.") from None
+  if not verified:
+    warnings.warn(f"{path} has no {diskio.RECORD} (exported by an older lopt): its files "
+                  "cannot be verified. Re-export it, or seal it with `python -m lopt.diskio "
+                  f"seal {path}` once you trust it.", stacklevel=3)
+
+
 def load_metadata(name_or_path: str | os.PathLike) -> dict[str, Any]:
   path = _resolve(name_or_path)
+  meta_path = path / "metadata.json"
   try:
-    meta = json.loads((path / "metadata.json").read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path / 'metadata.json'} is not valid JSON: {e}") from e
-  validate_metadata(meta, str(path / "metadata.json"))
+    meta = json.loads(meta_path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise MetadataError(f"{meta_path} is not valid JSON: {' '.join(str(e).split())}") from None
+  validate_metadata(meta, str(meta_path))
   return meta
 
 
 def load_pretrained(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
-  """``(lopt, theta)`` of a shipped name (see ``available()``) or a directory."""
+  """``(lopt, theta)`` of a shipped name (see ``available()``) or a directory.
+
+  Before anything is built, the files are checked against their integrity
+  record (``integrity.json``: required for shipped checkpoints, a warning if an
+  older export has none), the metadata against the strict schema
+  (``validate_metadata``), and θ must match the architecture and be finite.
+  Every refusal is a ``ValueError`` naming the file and the field or tensor."""
   import orbax.checkpoint as ocp
+  from lopt import diskio
   path = _resolve(name_or_path)
+  _verify_files(path)
   meta = load_metadata(path)
-  lopt = _architectures()[meta["architecture"]](**meta["config"])
+  lopt = _check_metadata(meta, str(path / "metadata.json"))
   abstract = jax.eval_shape(lopt.init, jax.random.PRNGKey(0))
+  diskio.silence_closed_event_loops()
   try:
-    with ocp.StandardCheckpointer() as ckptr:
+    with diskio.quiet_orbax(), ocp.StandardCheckpointer() as ckptr:
       theta = ckptr.restore((path / "theta").absolute())
   except Exception as e:
-    raise ValueError(f"Could not read θ from {path / 'theta'} ({type(e).__name__}: {e}). "
-                     "The checkpoint is missing or corrupt.") from e
+    raise ValueError(f"Could not read θ from {path / 'theta'} ({type(e).__name__}: "
+                     f"{' '.join(str(e).split())[:300]}). The checkpoint is missing or "
+                     "corrupt.") from None
   theta = jax.tree_util.tree_map(np.asarray, theta)
-  lopt.check_theta(theta)  # names the tensor if the architecture does not match
+  try:
+    lopt.check_theta(theta)  # names the tensor if the architecture does not match
+  except ValueError as e:
+    raise MetadataError(f"{path / 'theta'}: {e}") from None
+  _check_theta_finite(theta, str(path / "theta"))
   theta = jax.tree_util.tree_map(lambda a, s: np.asarray(a, s.dtype), theta, abstract)
   return lopt, theta
 

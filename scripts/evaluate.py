@@ -127,15 +127,12 @@ def main(argv=None) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
     return EXIT_BAD_INPUT
 
-  from training.checkpoint import WorkdirError, check_workdir
-  try:
-    check_workdir(args.workdir)
-  except WorkdirError as e:
-    return fail(_one_line(e))
   from meta_tasks import DatasetNotPreparedError
   from training import evaluation, report
+  from training.checkpoint import WorkdirError, check_workdir
 
-  # Every input is checked, and every checkpoint loaded, before any training.
+  # Every input is checked, and every checkpoint loaded, before any training
+  # and before the workdir is created (a rejected command leaves no folder).
   try:
     suites = evaluation.check_suites(args.suite)
   except ValueError as e:
@@ -145,6 +142,10 @@ def main(argv=None) -> int:
   except Exception as e:  # a checkpoint that does not load fails in many ways
     kind = "" if isinstance(e, (ValueError, FileNotFoundError)) else f"{type(e).__name__}: "
     return fail(f"argument --optimizers: {kind}{_one_line(e)}")
+  try:
+    check_workdir(args.workdir)
+  except WorkdirError as e:
+    return fail(_one_line(e))
   try:
     results = evaluation.evaluate(
         optimizers, suites, seeds=args.seeds, tuning_seeds=args.tuning_seeds,

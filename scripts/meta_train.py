@@ -183,4 +183,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  status = main()
+  if status in (73, 74, 77, 80, 81):  # a disk failure (lopt.diskio): orbax may still have
+    sys.stdout.flush()               # threads waiting on the failed write; they must not
+    sys.stderr.flush()               # hold the exit (nor print after the one line)
+    os._exit(status)
+  sys.exit(status)

@@ -24,22 +24,50 @@ Resume rules:
   failed ones are moved to ``WORKDIR/checkpoints_corrupt/`` so the run writes
   those steps again. If none restores, it is an error: never a silent restart.
 * θ is never checkpointed unless every entry is finite.
+* Every checkpoint carries its own integrity record (in its metadata item,
+  written in the same atomic orbax commit): a checksum of every state array
+  (``lopt-words-v1``, below), of every θ leaf, and the SHA-256 of the rest of
+  the metadata. On restore each restored array is checksummed again; any
+  mismatch makes the checkpoint corrupt (warned, moved aside, the previous one
+  used). A checkpoint written before records existed is used with a warning.
+* One writer per workdir: ``workdir_lock`` (an ``fcntl.flock`` on
+  ``WORKDIR/.lopt.lock``, released by the OS when the process dies) is held by
+  process 0 of a run from before anything is written until the run returns. A
+  second run is refused with a ``WorkdirBusy`` naming the PID that holds it.
+  With several processes only process 0 locks: it writes every shared file
+  (config.json, metrics, the export) and the others write their checkpoint
+  shards only in lockstep with it; a lock per process would make the processes
+  of one run refuse each other.
+* Write failures of the disk (full, file-size limit, read-only, permission)
+  are ``lopt.diskio.DiskError``s with one line; orbax's logging and its
+  background-thread noise are silenced, and no ``*.orbax-checkpoint-tmp``
+  directory is left: a failed save removes its own, and opening the
+  checkpoints removes any a killed run left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import functools
+import glob
+import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lopt import diskio
 from training import sharding
 from training.config import MetaTrainConfig, config_from_json, dumps
 
@@ -50,6 +78,99 @@ CORRUPT_DIR = "checkpoints_corrupt"
 
 class WorkdirError(ValueError):
   """The workdir, its config or its checkpoints cannot be used as asked (one-line message)."""
+
+
+class WorkdirBusy(WorkdirError):
+  """Another process holds the workdir's lock."""
+
+
+LOCK_FILE = ".lopt.lock"
+_held: dict[str, list] = {}  # lock path -> [file descriptor, depth]: re-entrant per process
+
+
+def _holder(path: str) -> str:
+  try:
+    with open(path) as f:
+      text = f.read().split()
+  except OSError:
+    text = []
+  if text and text[0].isdigit():
+    return f"PID {text[0]}" + (f" on {text[1]}" if len(text) > 1 else "")
+  return "a process that has not written its PID yet"
+
+
+def _acquire(workdir: str) -> str:
+  path = os.path.realpath(os.path.join(workdir, LOCK_FILE))
+  if path in _held:
+    _held[path][1] += 1
+    return path
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    failure = diskio.io_failure(e, f"cannot create the lock file {path}")
+    raise (diskio.DiskError(failure[1], failure[0]) if failure else e) from None
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    os.close(fd)
+    if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+      raise WorkdirBusy(
+          f"The workdir {workdir} is in use by another run ({_holder(path)} holds {path}); "
+          "wait for it to finish, or use another --workdir.") from None
+    raise
+  os.ftruncate(fd, 0)
+  os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+  _held[path] = [fd, 1]
+  return path
+
+
+def _release(path: str) -> None:
+  entry = _held.get(path)
+  if entry is None:
+    return
+  entry[1] -= 1
+  if entry[1] == 0:
+    del _held[path]
+    fcntl.flock(entry[0], fcntl.LOCK_UN)
+    os.close(entry[0])
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Hold ``WORKDIR/.lopt.lock`` (process 0 only; every process agrees on the
+  outcome). ``WorkdirBusy`` names the holder's PID if another process has it.
+  Re-entrant within a process (the CLI holds it across training and export)."""
+  path, error = None, None
+  if jax.process_index() == 0:
+    try:
+      path = _acquire(workdir)
+    except (WorkdirError, OSError) as e:
+      error = e
+  if not sharding.all_processes_agree(error is None, "workdir_lock"):
+    if path is not None:
+      _release(path)
+    if error is not None:
+      raise error
+    raise WorkdirBusy(f"Process 0 could not lock the workdir {workdir}.")
+  try:
+    yield
+  finally:
+    if path is not None:
+      _release(path)
+
+
+def holds_workdir_lock(run):
+  """Decorator for ``trainer.run(config, workdir, ...)``: the workdir is
+  checked and locked before the run reads or writes anything in it."""
+
+  @functools.wraps(run)
+  def locked(config, workdir, *args, **kwargs):
+    sharding.maybe_initialize_distributed()  # before jax.process_index
+    check_workdir(workdir)
+    with workdir_lock(workdir):
+      return run(config, workdir, *args, **kwargs)
+
+  return locked
 
 
 def _flat(tree: Any) -> dict[str, Any]:
@@ -138,12 +259,13 @@ def write_config(workdir: str, config: MetaTrainConfig) -> None:
   if jax.process_index() != 0:
     return
   path = os.path.join(workdir, "config.json")
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(dumps(config))
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    diskio.write_atomic(path, dumps(config))
+  except OSError as e:
+    failure = diskio.io_failure(e, f"cannot write {path}")
+    if failure is None:
+      raise
+    raise diskio.DiskError(*failure[::-1]) from None
 
 
 def _check_finite(theta: Any, what: str) -> None:
@@ -159,6 +281,116 @@ def _host(tree: Any) -> Any:
   return jax.tree_util.tree_map(np.asarray, tree)
 
 
+def _as_disk_error(error: BaseException, what: str) -> BaseException:
+  """A ``DiskError`` (one line, its exit status) if the disk caused ``error``; else ``error``."""
+  failure = diskio.io_failure(error, what)
+  return error if failure is None else diskio.DiskError(failure[1], failure[0])
+
+
+# ---------------------------------------------------------------------- integrity
+# ``lopt-words-v1``: an array's bytes as 32-bit words u_i (narrower dtypes
+# widened, bool as 0/1), then two sums mod 2^32:
+#   a = Σ u_i (2i + 1)        b = Σ h(u_i) ((i·0x9E3779B1 + 0x7F4A7C15) | 1)
+# with h(u) = v ^ (v >> 13), v = u·0x85EBCA6B. Every weight is odd, hence
+# invertible mod 2^32: a change of any single word always changes ``a``, and a
+# change of several words goes unnoticed with probability about 2^-64. Integer
+# sums are exact in any order, so the host (numpy) and a sharded global array
+# (a jitted reduction, for several processes) give the same digest.
+CHECKSUM = "lopt-words-v1"
+_MASK = np.uint64(0xFFFFFFFF)
+_CHUNK = 1 << 22
+
+
+def _words_np(x: np.ndarray) -> np.ndarray:
+  a = np.ascontiguousarray(x)
+  if a.dtype == np.bool_:
+    return a.reshape(-1).astype(np.uint32)
+  view = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}.get(a.dtype.itemsize)
+  if view is None:
+    raise TypeError(f"cannot checksum dtype {a.dtype}")
+  return a.reshape(-1).view(view).astype(np.uint32, copy=False)
+
+
+def _digest_np(x: Any) -> str:
+  words = _words_np(np.asarray(x))
+  a = b = 0
+  for start in range(0, words.size, _CHUNK):
+    u = words[start:start + _CHUNK].astype(np.uint64)
+    i = np.arange(start, start + u.size, dtype=np.uint64)
+    a += int(np.sum((u * ((2 * i + 1) & _MASK)) & _MASK))
+    v = (u * np.uint64(0x85EBCA6B)) & _MASK
+    h = v ^ (v >> np.uint64(13))
+    w = (((i * np.uint64(0x9E3779B1)) & _MASK) + np.uint64(0x7F4A7C15)) & _MASK | np.uint64(1)
+    b += int(np.sum((h * w) & _MASK))
+  return f"{a & 0xFFFFFFFF:08x}{b & 0xFFFFFFFF:08x}"
+
+
+@jax.jit
+def _digest_words_jax(x: jax.Array) -> jax.Array:
+  if x.dtype == jnp.bool_:
+    u = x.astype(jnp.uint32)
+  else:
+    size = jnp.dtype(x.dtype).itemsize
+    view = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[size]
+    u = jax.lax.bitcast_convert_type(x, view).astype(jnp.uint32)
+  u = u.reshape(-1)
+  i = jax.lax.iota(jnp.uint32, u.size)
+  a = jnp.sum(u * (2 * i + 1), dtype=jnp.uint32)
+  v = u * jnp.uint32(0x85EBCA6B)
+  h = v ^ (v >> 13)
+  b = jnp.sum(h * ((i * jnp.uint32(0x9E3779B1) + jnp.uint32(0x7F4A7C15)) | 1), dtype=jnp.uint32)
+  return jnp.stack([a, b])
+
+
+def digest(x: Any) -> str:
+  """The ``lopt-words-v1`` checksum of one array (host or global)."""
+  if getattr(x, "is_fully_addressable", True):
+    return _digest_np(np.asarray(x))
+  a, b = np.asarray(_digest_words_jax(x))  # a global array: reduced where it lives
+  return f"{int(a):08x}{int(b):08x}"
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+  body = {k: v for k, v in meta.items() if k != "integrity"}
+  return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _integrity(flat: dict[str, Any], theta: Any, meta: dict[str, Any]) -> dict[str, Any]:
+  return {"checksum": CHECKSUM,
+          "state": {k: [str(np.dtype(x.dtype)), list(np.shape(x)), digest(x)]
+                    for k, x in flat.items()},
+          "theta": [digest(x) for x in jax.tree_util.tree_leaves(theta)],
+          "meta_sha256": _meta_digest(meta)}
+
+
+def _verify_meta(meta: dict[str, Any]) -> dict[str, Any] | None:
+  """The checkpoint's integrity record after checking the metadata against it;
+  None for a checkpoint written before records existed."""
+  record = meta.get("integrity")
+  if record is None:
+    return None
+  if not (isinstance(record, dict) and record.get("checksum") == CHECKSUM
+          and isinstance(record.get("state"), dict) and isinstance(record.get("theta"), list)):
+    raise ValueError("its integrity record is damaged")
+  if record.get("meta_sha256") != _meta_digest(meta):
+    raise ValueError("its metadata does not match its integrity record")
+  return record
+
+
+def _verify_arrays(record: dict[str, Any], flat: dict[str, Any] | None, theta: list) -> None:
+  if flat is not None:
+    if sorted(record["state"]) != sorted(flat):
+      raise ValueError("its state arrays are not those of its integrity record")
+    for key in sorted(flat):
+      x = flat[key]
+      dtype, shape, want = record["state"][key]
+      if (str(np.dtype(x.dtype)), list(np.shape(x))) != (dtype, shape) or digest(x) != want:
+        raise ValueError(f"state array {key} does not match its checksum (damaged on disk)")
+  if len(theta) != len(record["theta"]) or any(
+      digest(x) != want for x, want in zip(theta, record["theta"])):
+    raise ValueError("θ does not match its checksum (damaged on disk)")
+
+
 # ---------------------------------------------------------------------- checkpoints
 class Checkpointer:
   """Keeps the last ``keep`` checkpoints of a run under ``workdir/checkpoints``."""
@@ -166,9 +398,30 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int):
     self.workdir = workdir
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self._unverified_warned = False
+    diskio.silence_closed_event_loops()
+    if jax.process_index() == 0:  # what a killed or failed save left behind
+      for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+    sharding.process_barrier("checkpoint_tmp_cleanup")
+    try:
+      with diskio.quiet_orbax():
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    except Exception as e:  # noqa: BLE001 - orbax raises many types
+      raise _as_disk_error(e, f"cannot create {self.directory}") from None
+    # Checked now, before any training: an orbax save into a folder it cannot
+    # write leaves threads waiting for a signal that never comes.
+    error = None
+    if jax.process_index() == 0:
+      try:
+        diskio.check_writable(self.directory)
+      except OSError as e:
+        error = _as_disk_error(e, f"cannot write in {self.directory}")
+    if not sharding.all_processes_agree(error is None, "checkpoints_writable"):
+      self.close()
+      raise error or diskio.DiskError(f"process 0 cannot write in {self.directory}.")
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -180,21 +433,40 @@ class Checkpointer:
     if all(getattr(x, "is_fully_addressable", True) for x in leaves):
       state = jax.device_get(state)  # one process: plain host arrays
     # Several processes: global arrays, each process writes its own shards.
-    saved = self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_flat(state)),
-        theta=ocp.args.StandardSave(theta),
-        meta=ocp.args.JsonSave(meta)))
-    self.manager.wait_until_finished()
+    flat = _flat(state)
+    meta = {**meta, "integrity": _integrity(flat, theta, meta)}
+    try:
+      with diskio.quiet_orbax():
+        saved = self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(flat),
+            theta=ocp.args.StandardSave(theta),
+            meta=ocp.args.JsonSave(meta)))
+        self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - orbax raises many types
+      self._failed = True
+      if jax.process_index() == 0:  # no half-written step is left behind (orbax's other
+        pattern = os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")
+        for _ in range(10):         # items may still be finishing their writes)
+          for tmp in glob.glob(pattern):
+            shutil.rmtree(tmp, ignore_errors=True)
+          time.sleep(0.05)
+          if not glob.glob(pattern):
+            break
+      raise _as_disk_error(e, f"cannot write checkpoint {step} in {self.directory}") from None
     if not saved:
       raise WorkdirError(f"orbax did not save step {step} in {self.directory} (it holds steps "
                          f"{self.steps()}); remove the checkpoints past the step to resume from.")
 
   def _restore_one(self, step: int, target: dict, theta_target: Any, treedef,
                    num_theta_leaves: int) -> tuple[Any, dict]:
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), theta=ocp.args.StandardRestore(theta_target),
-        meta=ocp.args.JsonRestore()))
+    with diskio.quiet_orbax():
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), theta=ocp.args.StandardRestore(theta_target),
+          meta=ocp.args.JsonRestore()))
     flat, meta = restored["state"], restored["meta"]
+    if not isinstance(meta, dict):
+      raise ValueError(f"metadata is not a JSON object ({str(meta)[:80]})")
+    record = _verify_meta(meta)
     if sorted(flat) != sorted(target):
       raise ValueError(f"state has {len(flat)} arrays, expected {len(target)}")
     for key, spec in target.items():
@@ -207,10 +479,13 @@ class Checkpointer:
         np.shape(a) != np.shape(b) or not np.array_equal(np.asarray(a), np.asarray(b))
         for a, b in zip(theta, in_state)):
       raise ValueError("the theta item differs from the θ inside the state")
+    if record is not None:
+      _verify_arrays(record, flat, theta)
     _check_finite(theta, "non-finite θ")
-    if not isinstance(meta, dict) or meta.get("step", step) != step:
+    if meta.get("step", step) != step:
       raise ValueError(f"metadata is not this step's ({str(meta)[:80]})")
     meta["recorded_config"] = config_from_json(meta["config"]) if "config" in meta else None
+    meta["verified"] = record is not None
     return state, meta
 
   def restore_latest(self, abstract_state: Any, config: MetaTrainConfig | None = None,
@@ -250,6 +525,9 @@ class Checkpointer:
         errors.append((step, _short(error) if error is not None else "failed on another process"))
         continue
       recorded = meta.pop("recorded_config")
+      if not meta.pop("verified"):
+        _warn(f"checkpoint {step} in {self.directory} has no integrity record (written by an "
+              "older lopt): its arrays cannot be verified. The next checkpoint will have one.")
       if config is not None and recorded is not None:
         check_recipe(recorded, config, f"checkpoint {step}", self.workdir)
       if errors:
@@ -272,13 +550,18 @@ class Checkpointer:
       for step in steps:
         src = os.path.join(self.directory, str(step))
         if os.path.exists(src):
-          shutil.move(src, os.path.join(dest_root, f"{step}-{stamp}"))
+          os.replace(src, os.path.join(dest_root, f"{step}-{stamp}"))  # same file system
     sharding.process_barrier("quarantine")
     self.manager.reload()
     return dest_root
 
   def close(self) -> None:
-    self.manager.close()
+    try:
+      with diskio.quiet_orbax():
+        self.manager.close()
+    except Exception:  # noqa: BLE001 - after a failed save, which was already reported
+      if not getattr(self, "_failed", False):
+        raise
 
 
 def restore_theta(checkpoint_dir: str, step: int | None = None) -> tuple[int, Any]:
@@ -286,12 +569,14 @@ def restore_theta(checkpoint_dir: str, step: int | None = None) -> tuple[int, An
   nested dict of host arrays. ``WorkdirError`` if there is none, if it cannot be
   read, or if θ is non-finite. Reads on this process only (no collectives)."""
   me = jax.process_index()
+  diskio.silence_closed_event_loops()
   directory = os.path.abspath(checkpoint_dir)
   if not os.path.isdir(directory):
     raise WorkdirError(f"No checkpoints in {checkpoint_dir}.")
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
-          primary_host=me, active_processes={me})))
+  with diskio.quiet_orbax():  # its read_only warnings
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+        read_only=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me})))
   try:
     steps = sorted(manager.all_steps())
     if not steps:
@@ -301,13 +586,22 @@ def restore_theta(checkpoint_dir: str, step: int | None = None) -> tuple[int, An
     elif step not in steps:
       raise WorkdirError(f"No checkpoint of step {step} in {checkpoint_dir} (it has {steps}).")
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(theta=ocp.args.StandardRestore()))
+      with diskio.quiet_orbax():
+        restored = manager.restore(step, args=ocp.args.Composite(
+            theta=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+      meta = restored["meta"]
+      if not isinstance(meta, dict):
+        raise ValueError("its metadata is not a JSON object")
+      record = _verify_meta(meta)
+      theta = _host(restored["theta"])
+      if record is not None:
+        _verify_arrays(record, None, jax.tree_util.tree_leaves(theta))
     except Exception as e:  # orbax raises many types for partial/corrupt files
       raise WorkdirError(f"θ of checkpoint {step} in {checkpoint_dir} cannot be read "
                          f"({_short(e)}); re-run the training command to repair it.") from None
   finally:
-    manager.close()
-  theta = _host(restored["theta"])
+    with diskio.quiet_orbax():
+      manager.close()
   try:
     _check_finite(theta, f"checkpoint {step} in {checkpoint_dir}")
   except FloatingPointError as e:

@@ -135,9 +135,13 @@ def main(argv: list[str] | None = None) -> int:
   try:
     trained = export_workdir(args.workdir, device=args.device)
     initial = export_workdir(args.workdir, initial=True, device=args.device)
-  except (ValueError, FloatingPointError) as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    return 2
+  except (ValueError, FloatingPointError, OSError) as e:
+    from lopt import diskio
+    failure = diskio.io_failure(e)
+    if failure is None and isinstance(e, OSError):
+      raise
+    print(f"error: {failure[1] if failure else ' '.join(str(e).split())}", file=sys.stderr)
+    return failure[0] if failure else 2
   print(trained)
   print(initial)
   return 0

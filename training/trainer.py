@@ -204,6 +204,7 @@ def _host_record(metrics: dict[str, jax.Array]) -> dict[str, float | None]:
   return record
 
 
+@checkpoint.holds_workdir_lock  # one writer per workdir, locked before any write
 def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
         callback: Callable[[int, dict], None] | None = None, progress: bool = True) -> MetaState:
   """Meta-train in ``workdir``, resuming from its newest checkpoint if any.
