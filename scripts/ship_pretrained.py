@@ -81,6 +81,8 @@ def main(argv=None) -> int:
       meta["description"] = descriptions[name]
     with open(meta_path, "w") as f:
       json.dump(meta, f, indent=2, sort_keys=True)
+    from lopt import diskio
+    diskio.write_record(path)  # the metadata changed: its integrity record must follow
     print(f"{name}: {path}")
   return 0
 
