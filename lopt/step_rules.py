@@ -104,6 +104,7 @@ def _needs(rule, rules: tuple, needed: type, why: str) -> None:
 class RMSNormalize(StepRule):
   """Celo2's robust step: the direction gets RMS 1 over the tensor (0 for a
   tensor without gradient), so the step size is ``lr`` whatever θ outputs."""
+  unit_direction: ClassVar[bool] = True
 
   def __call__(self, theta, step, ctx):
     d = rms_normalize(step.direction.astype(jnp.float32))
@@ -120,7 +121,12 @@ class GroupBase(StepRule):
     _positive(self, input=self.input, hidden=self.hidden)
 
   def check(self, rules):
-    _needs(self, rules, RMSNormalize, "the network's raw step already carries its size")
+    # A base step needs a size-free direction: RMSNormalize's, or Adam's
+    # (``lopt.adaptive.AdamDirection``); the raw μLO step carries its own size.
+    if not any(getattr(r, "unit_direction", False) for r in rules):
+      raise ValueError("GroupBase needs RMSNormalize() or AdamDirection() in the same step "
+                       "rules, to make the direction size-free: the network's raw step "
+                       "already carries its size.")
 
   def __call__(self, theta, step, ctx):
     return step._replace(lr=step.lr * (self.input, self.hidden)[ctx.group] * ctx.mult)

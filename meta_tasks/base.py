@@ -29,7 +29,7 @@ import numpy as np
 
 PARAMETERIZATIONS = ("mup", "sp")
 KINDS = ("input", "hidden", "output", "sp_output", "vector")
-SPLITS = ("train", "test")
+SPLITS = ("train", "valid", "test")
 
 
 # --------------------------------------------------------------------------
@@ -159,13 +159,28 @@ class Task(abc.ABC):
     """On-device arrays the sampler reads; loaded once per process and shared."""
     return ()
 
+  # A task with ``reserve_valid`` (a dataclass field of the tasks that support
+  # it) trains on its training data minus the last ``datasets.VALID_FRACTION``,
+  # which is its "valid" split: what meta-training validates on, disjoint from
+  # the "test" split that evaluation reports.
+  reserve_valid: bool = False
+
+  def _train_split(self) -> str:
+    return "fit" if self.reserve_valid else "train"
+
   def sample_batch(self, key: jax.Array, data: Any = None) -> Any:
     """A training batch, gathered on device by random index (jittable)."""
-    return self._sample(self._data_or_default(data), key, "train")
+    return self._sample(self._data_or_default(data), key, self._train_split())
 
   def sample_eval_batch(self, key: jax.Array, split: str = "test", data: Any = None) -> Any:
-    """A batch from the held-out ``"test"`` split or from ``"train"`` (jittable)."""
+    """A batch from the held-out ``"test"`` split, the ``"valid"`` split (tasks
+    with ``reserve_valid`` only) or from ``"train"`` (jittable)."""
     check_choice("split", split, SPLITS)
+    if split == "valid" and not self.reserve_valid:
+      raise ValueError(f"Task {self.name} has no validation split: build it with "
+                       "reserve_valid=True (it then trains without those rows).")
+    if split == "train":
+      split = self._train_split()
     return self._sample(self._data_or_default(data), key, split)
 
   def normalizer(self, loss: jax.Array) -> jax.Array:

@@ -255,12 +255,32 @@ def _to_device(arrays: dict[str, np.ndarray]) -> ImageArrays:
       jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))
 
 
+# The "valid" split: the last VALID_FRACTION of a dataset's training data. A
+# meta-training task that validates on it trains on the rest ("fit"), so its
+# meta-objective never sees the test split that evaluation reports.
+VALID_FRACTION = 0.2
+TRAIN_SPLITS = ("train", "fit", "valid")
+
+
+def train_range(n: int, split: str) -> tuple[int, int]:
+  """Index range [lo, hi) of ``split`` ("train": all, "fit", "valid") in n training rows."""
+  cut = n - max(1, int(round(VALID_FRACTION * n)))
+  return {"train": (0, n), "fit": (0, cut), "valid": (cut, n)}[split]
+
+
+def _pick(split: str, train: tuple, test: tuple) -> tuple[tuple, int, int]:
+  """(arrays, lo, hi) to sample ``split`` from: a training range, or all of test."""
+  if split in TRAIN_SPLITS:
+    return (train,) + train_range(train[0].shape[0], split)
+  return test, 0, test[0].shape[0]
+
+
 def sample_images(data: ImageArrays, key: jax.Array, batch_size: int,
                   split: str) -> dict[str, jax.Array]:
   """Random batch by index gather on device; images standardized to float32."""
-  images, labels = ((data.train_images, data.train_labels) if split == "train"
-                    else (data.test_images, data.test_labels))
-  idx = jax.random.randint(key, (batch_size,), 0, images.shape[0])
+  (images, labels), lo, hi = _pick(split, (data.train_images, data.train_labels),
+                                   (data.test_images, data.test_labels))
+  idx = jax.random.randint(key, (batch_size,), lo, hi)
   x = jnp.take(images, idx, axis=0).astype(jnp.float32) / 255.0
   return {"inputs": (x - data.mean) / data.std, "labels": jnp.take(labels, idx, axis=0)}
 
@@ -282,7 +302,8 @@ def _teacher_logits(x: jax.Array) -> jax.Array:
 def sample_teacher(key: jax.Array, batch_size: int, split: str) -> dict[str, jax.Array]:
   """Fresh Gaussian inputs labelled by the fixed teacher; split picks a disjoint key stream."""
   check_int("batch_size", batch_size)
-  key = jax.random.fold_in(key, 0 if split == "train" else 1)
+  # Infinite data: "fit" is "train"; "valid" and "test" are streams of their own.
+  key = jax.random.fold_in(key, {"train": 0, "fit": 0, "test": 1, "valid": 2}[split])
   x = jax.random.normal(key, (batch_size, TEACHER_INPUT_DIM), jnp.float32)
   return {"inputs": x, "labels": jnp.argmax(_teacher_logits(x), axis=-1).astype(jnp.int32)}
 
@@ -314,7 +335,39 @@ def load_tabular(name: str) -> TabularArrays:
     return TabularArrays(f(x[tr]), jnp.asarray(y[tr]), f(x[te]), jnp.asarray(y[te]))
 
 
+# Small-data synthetic tables for meta-training only (never evaluated on):
+# name -> (features, classes, training rows, label-flip probability, seed).
+# Few rows and noisy labels: an MLP memorizes them within a few hundred steps,
+# after which only restraint keeps the validation loss down. That is the
+# regime where users' small datasets trained long punish an optimizer.
+SYNTHETIC_TABULAR = {"synth-a": (16, 2, 320, 0.15, 1), "synth-b": (24, 3, 480, 0.1, 2),
+                     "synth-c": (12, 4, 640, 0.2, 3)}
+_SYNTH_TEST_ROWS = 2048
+
+
+@functools.lru_cache(maxsize=None)
+def load_synthetic_tabular(name: str) -> TabularArrays:
+  """Gaussian inputs labelled by a fixed random tanh teacher, labels flipped at
+  random with the config's probability; the test rows are fresh draws."""
+  check_choice("synthetic tabular dataset", name, tuple(SYNTHETIC_TABULAR))
+  dim, classes, rows, flip, seed = SYNTHETIC_TABULAR[name]
+  rng = np.random.default_rng(seed)
+  w1 = rng.standard_normal((dim, 32)) / np.sqrt(dim)
+  w2 = rng.standard_normal((32, classes)) * 2.0 / np.sqrt(32)
+
+  def draw(n):
+    x = rng.standard_normal((n, dim))
+    y = np.argmax(np.tanh(x @ w1) @ w2, axis=-1)
+    flipped = rng.random(n) < flip
+    y = np.where(flipped, rng.integers(0, classes, n), y)
+    return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+  with jax.ensure_compile_time_eval():
+    return TabularArrays(*draw(rows), *draw(_SYNTH_TEST_ROWS))
+
+
 def num_classes(dataset: str) -> int:
+  if dataset in SYNTHETIC_TABULAR:
+    return SYNTHETIC_TABULAR[dataset][1]
   if dataset in TABULAR_DATASETS:
     return TABULAR_DATASETS[dataset][1]
   if dataset == "teacher":
@@ -324,6 +377,8 @@ def num_classes(dataset: str) -> int:
 
 def input_shape(dataset: str) -> tuple[int, ...]:
   """Shape of one example at the dataset's native size."""
+  if dataset in SYNTHETIC_TABULAR:
+    return (SYNTHETIC_TABULAR[dataset][0],)
   if dataset in TABULAR_DATASETS:
     return (int(load_tabular(dataset).train_x.shape[1]),)
   if dataset == "teacher":
@@ -333,6 +388,8 @@ def input_shape(dataset: str) -> tuple[int, ...]:
 
 def load_dataset(dataset: str, data_dir: str | None = None) -> Any:
   """On-device arrays of any dataset at its native size (() for the teacher)."""
+  if dataset in SYNTHETIC_TABULAR:
+    return load_synthetic_tabular(dataset)
   if dataset in TABULAR_DATASETS:
     return load_tabular(dataset)
   if dataset == "teacher":
@@ -357,9 +414,9 @@ def sample_dataset(dataset: str, data: Any, key: jax.Array, batch_size: int, spl
                    augment: bool = False) -> dict[str, jax.Array]:
   """A batch of ``dataset`` (``load_dataset``'s arrays); ``augment`` applies
   ``augment_images`` to training batches of an image dataset."""
-  if dataset in TABULAR_DATASETS:
-    x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
-    idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
+  if dataset in TABULAR_DATASETS or dataset in SYNTHETIC_TABULAR:
+    (x, y), lo, hi = _pick(split, (data.train_x, data.train_y), (data.test_x, data.test_y))
+    idx = jax.random.randint(key, (batch_size,), lo, hi)
     return {"inputs": jnp.take(x, idx, axis=0), "labels": jnp.take(y, idx, axis=0)}
   if dataset == "teacher":
     return sample_teacher(key, batch_size, split)

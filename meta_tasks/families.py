@@ -23,6 +23,10 @@ tfds-backed ones: same models, scikit-learn digits instead of ImageNet.
                    batch sizes 16-64; init scales 0.5-2
 ``mix-sp-cpu``     the same configs, all SP (plain readouts): the SP-LO ablation
 ``mix-s-cpu``      the three MLPs of mix-cpu, all at width 32 (the μLO_S analogue)
+``tiny-mix``       tiny tasks for many samples per second: digits MLPs w32 (plain
+                   and augmented), small noisy synthetic tables (memorized fast),
+                   a teacher MLP, a byte LM w16; μP and plain flax; every task
+                   reserves a validation split
 =================  ==========================================================
 """
 
@@ -89,7 +93,34 @@ def mix_family(name: str, parameterization: str, mlp_widths: Sequence[int] = (32
                 (TransformerLMTask, dict(dataset="pydocs", seq_len=16, width=16, depth=1,
                                          num_heads=2, batch_size=16))]
   return TaskFamily(name, tuple(cls(parameterization=param(i), init_scale_range=META_INIT_SCALE,
-                                    **kw) for i, (cls, kw) in enumerate(configs)))
+                                    reserve_valid=True, **kw)
+                               for i, (cls, kw) in enumerate(configs)))
+
+
+def tiny_mix_family(name: str, data_dir: str | None = None) -> TaskFamily:
+  """Tiny tasks for many ES samples per CPU-second, covering the failure modes
+  users hit: 8x8 digits MLPs of hidden 32 (as in Celo2; memorizable, and
+  augmented), small noisy synthetic tables that are memorized within a few
+  hundred steps (restraint), a fresh-sample teacher (speed) and a tiny byte
+  LM. μP models and plain flax models (whose μP spec is inferred from a
+  narrow copy, as users get it) alternate. Every task reserves a validation
+  split, so the meta-objective can be the validation loss."""
+  from meta_tasks.tasks import TransformerLMTask as LM
+  from meta_tasks.user_tasks import PlainMLPTask as Plain
+  common = dict(init_scale_range=META_INIT_SCALE, reserve_valid=True)
+  tasks = (
+      ImageMLPTask(dataset="digits", width=32, depth=2, batch_size=32, data_dir=data_dir,
+                   **common),
+      Plain(dataset="digits", augment=True, width=32, depth=2, batch_size=32,
+            data_dir=data_dir, **common),
+      Plain(dataset="synth-a", width=32, depth=2, batch_size=32, **common),
+      Plain(dataset="synth-b", width=64, depth=3, batch_size=16, **common),
+      Plain(dataset="synth-c", width=32, depth=2, batch_size=64, **common),
+      ImageMLPTask(dataset="teacher", width=32, depth=2, batch_size=32, **common),
+      LM(dataset="pydocs", seq_len=16, width=16, depth=1, num_heads=2, batch_size=8,
+         **common),
+  )
+  return TaskFamily(name, tasks)
 
 
 def _quadratics(data_dir: str | None) -> TaskFamily:
@@ -111,6 +142,7 @@ DISTRIBUTIONS: dict[str, Callable[[str | None], TaskFamily]] = {
                                         data_dir=dd),
     "sp-m-cpu": lambda dd: mlp_family("sp-m-cpu", [("digits", None)], (32, 64, 128), (128,), "sp",
                                       data_dir=dd),
+    "tiny-mix": lambda dd: tiny_mix_family("tiny-mix", data_dir=dd),
     "mix-cpu": lambda dd: mix_family("mix-cpu", "mixed", data_dir=dd),
     "mix-sp-cpu": lambda dd: mix_family("mix-sp-cpu", "sp", data_dir=dd),
     "mix-s-cpu": lambda dd: mix_family("mix-s-cpu", "mixed", mlp_widths=(32, 32), small=True,

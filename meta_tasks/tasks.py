@@ -27,12 +27,13 @@ def _fmt(x: float) -> str:
   return f"{x:g}"
 
 
-def _extras(output_mult: float, init_scale_range: tuple[float, float]) -> str:
+def _extras(output_mult: float, init_scale_range: tuple[float, float],
+            reserve_valid: bool = False) -> str:
   """Name suffix for non-default knobs, so names stay unique per static config."""
   s = "" if output_mult == 1.0 else f"_om{_fmt(output_mult)}"
   if init_scale_range != (1.0, 1.0):
     s += f"_is{_fmt(init_scale_range[0])}-{_fmt(init_scale_range[1])}"
-  return s
+  return s + ("_rv" if reserve_valid else "")
 
 
 def _classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
@@ -107,6 +108,7 @@ class _ImageTask(_FlaxTask):
   # On-device augmentation of training batches (shifts, noise): the data can no
   # longer be memorized within a horizon, so lower training loss is real progress.
   augment: bool = False
+  reserve_valid: bool = False   # see Task.reserve_valid
   data_dir: str | None = dataclasses.field(default=None, compare=False)
 
   MIN_DEPTH: ClassVar[int] = 2
@@ -138,7 +140,7 @@ class _ImageTask(_FlaxTask):
               f"{'aug' if self.augment else ''}")
     return (f"{self.KIND}-{self.parameterization}_{data}_w{self.width}_d{self.depth}_"
             f"{self.activation}_b{self.batch_size}"
-            + _extras(self.output_mult, self.init_scale_range))
+            + _extras(self.output_mult, self.init_scale_range, self.reserve_valid))
 
   @property
   def num_classes(self) -> int:
@@ -218,6 +220,7 @@ class TransformerLMTask(_FlaxTask):
   output_mult: float = 1.0
   init_scale_range: tuple[float, float] = (1.0, 1.0)
   max_bytes: int = text.DEFAULT_MAX_BYTES
+  reserve_valid: bool = False   # see Task.reserve_valid
   data_dir: str | None = dataclasses.field(default=None, compare=False)
 
   def __post_init__(self):
@@ -233,7 +236,7 @@ class TransformerLMTask(_FlaxTask):
     size = "" if self.max_bytes == text.DEFAULT_MAX_BYTES else f"_mb{self.max_bytes}"
     return (f"lm-{self.parameterization}_{self.dataset}{size}_t{self.seq_len}_w{self.width}_"
             f"d{self.depth}_h{self.num_heads}_{self.activation}_b{self.batch_size}"
-            + _extras(self.output_mult, self.init_scale_range))
+            + _extras(self.output_mult, self.init_scale_range, self.reserve_valid))
 
   @property
   def model(self) -> nn.Module:

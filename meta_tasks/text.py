@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from meta_tasks.base import check_choice
+from meta_tasks import datasets
 from meta_tasks.datasets import open_tfds_source, read_records, resolve_data_dir
 
 # name -> (tfds name, train split, held-out split); "pydocs" is embedded.
@@ -115,7 +116,12 @@ def load_text(dataset: str = "pydocs", data_dir: str | None = None,
 def sample_windows(data: TextArrays, key: jax.Array, batch_size: int, seq_len: int,
                    split: str) -> dict[str, jax.Array]:
   """Random (batch, seq_len) next-byte problems: inputs and targets shifted by one."""
-  tokens = data.train_tokens if split == "train" else data.test_tokens
-  starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - seq_len)
+  if split in datasets.TRAIN_SPLITS:
+    tokens = data.train_tokens
+    lo, hi = datasets.train_range(tokens.shape[0], split)
+  else:
+    tokens, lo, hi = data.test_tokens, 0, data.test_tokens.shape[0]
+  # A window lies wholly inside its split's range.
+  starts = jax.random.randint(key, (batch_size,), lo, hi - seq_len)
   window = jnp.take(tokens, starts[:, None] + jnp.arange(seq_len + 1), axis=0).astype(jnp.int32)
   return {"inputs": window[:, :-1], "targets": window[:, 1:]}

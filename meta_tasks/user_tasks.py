@@ -129,10 +129,12 @@ class PlainMLPTask(_PlainTask):
   batch_size: int = 128
   init_scale_range: tuple[float, float] = (1.0, 1.0)
   parameterization: str = "sp"
+  reserve_valid: bool = False   # see Task.reserve_valid
   data_dir: str | None = dataclasses.field(default=None, compare=False)
 
   def __post_init__(self):
-    check_choice("dataset", self.dataset, datasets.DATASETS + tuple(datasets.TABULAR_DATASETS))
+    check_choice("dataset", self.dataset, datasets.DATASETS + tuple(datasets.TABULAR_DATASETS)
+                 + tuple(datasets.SYNTHETIC_TABULAR))
     check_int("depth", self.depth, 2)
     _check_common(self)
     if self.augment and self.dataset not in datasets.IMAGE_DATASETS:
@@ -143,7 +145,8 @@ class PlainMLPTask(_PlainTask):
     aug = "aug" if self.augment else ""
     return (f"user-mlp_{self.dataset}{aug}_w{self.width}_d{self.depth}_b{self.batch_size}"
             + ("" if self.init_scale_range == (1.0, 1.0) else
-               f"_is{_fmt(self.init_scale_range[0])}-{_fmt(self.init_scale_range[1])}"))
+               f"_is{_fmt(self.init_scale_range[0])}-{_fmt(self.init_scale_range[1])}")
+            + ("_rv" if self.reserve_valid else ""))
 
   @property
   def num_classes(self) -> int:

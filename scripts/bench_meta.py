@@ -218,6 +218,80 @@ def bench_config(name: str, args) -> dict:
               compiles=lo["compiles"], outer_steps=lo["outer_steps"])
 
 
+def bench_distribution(name: str, lo, *, pairs: int, truncation: int, outer_steps: int,
+                       estimator: str = "es_single", meta_loss: str = "valid",
+                       max_seconds: float | None = None) -> dict:
+  """Meta-training throughput on a named distribution: one jitted outer step
+  runs one ``estimator`` per static task config (``pairs`` antithetic pairs
+  each, K=``truncation``) and the θ update, as ``training.trainer`` does; and,
+  in the same process, the same particles trained by plain Adam (the inner
+  tasks alone). Their difference is the LO's share of the time."""
+  import jax
+  import optax
+  import meta_tasks
+  from training import tracking
+  from training.estimators import make_estimator
+  from training.lo_system import LOTrainingSystem, TruncationSchedule
+
+  tasks = meta_tasks.get_distribution(name).configs()
+  data = tuple(t.data() for t in tasks)
+  schedule = TruncationSchedule(truncation, 1000)
+
+  def systems(opt, data, **kw):
+    return [LOTrainingSystem(opt, t, truncation, schedule, data=d, **kw)
+            for t, d in zip(tasks, data)]
+
+  opt = optax.adam(1e-3)
+  theta = lo.init(jax.random.PRNGKey(0))
+
+  def estimators(data):
+    return [make_estimator(estimator, system=s, num_pairs=pairs, sigma=0.01)
+            for s in systems(lo, data, meta_loss=meta_loss)]
+
+  def outer_step(theta, opt_state, est_states, key, data):
+    grads, new = [], []
+    for i, (e, st) in enumerate(zip(estimators(data), est_states)):
+      g, st, _ = e.estimate(theta, st, jax.random.fold_in(key, i))
+      grads.append(g)
+      new.append(st)
+    g = jax.tree_util.tree_map(lambda *x: sum(x) / len(x), *grads)
+    u, opt_state = opt.update(g, opt_state, theta)
+    return optax.apply_updates(theta, u), opt_state, tuple(new)
+
+  init = jax.jit(lambda k, th: tuple(e.init(jax.random.fold_in(k, i), th)
+                                     for i, e in enumerate(estimators((None,) * len(tasks)))))
+  carry = [theta, opt.init(theta), init(jax.random.PRNGKey(1), theta)]
+  jitted = jax.jit(outer_step, donate_argnums=(1, 2))
+  compiles0 = tracking.compile_count()
+
+  def lo_step(i):
+    carry[:] = jitted(*carry, jax.random.PRNGKey(i), data)
+    jax.block_until_ready(carry[0])
+
+  lo_first, lo_s, timed = _timed(lo_step, outer_steps, max_seconds)
+  compiles = tracking.compile_count() - compiles0
+
+  particles = 2 * pairs
+  dummy = {"unused": jax.numpy.zeros(())}
+  adam_systems = lambda d: systems(AdamAsLOpt(), d, meta_loss=meta_loss)
+  keys = jax.random.split(jax.random.PRNGKey(2), particles)
+  states = [tuple(jax.jit(jax.vmap(lambda k, s=s: s.init_state(k)))(keys)
+                  for s in adam_systems((None,) * len(tasks)))]
+  unroll = jax.jit(lambda states, keys, data: tuple(
+      jax.vmap(lambda st, k, s=s: s.unroll(dummy, dummy, st, k)[0])(st, keys)
+      for s, st in zip(adam_systems(data), states)), donate_argnums=0)
+
+  def adam_step(i):
+    states[0] = unroll(states[0], jax.random.split(jax.random.PRNGKey(100 + i), particles), data)
+    jax.block_until_ready(states[0])
+
+  _, adam_s, _ = _timed(adam_step, outer_steps, max_seconds)
+  steps = 2 * pairs * truncation * len(tasks)
+  return dict(tasks=[t.name for t in tasks], steps_per_s=steps / lo_s, seconds_per_outer=lo_s,
+              first_s=lo_first, compiles=compiles, outer_steps=timed,
+              adam_steps_per_s=steps / adam_s, lo_share=max(0.0, 1 - adam_s / lo_s))
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -149,8 +149,56 @@ def test_eval_split_is_held_out():
   task = mt.ImageMLPTask(dataset="digits", width=8)
   data = task.data()
   assert data.train_images.shape[0] == 1438 and data.test_images.shape[0] == 359
-  with pytest.raises(ValueError, match="'val'.*'train', 'test'"):
+  with pytest.raises(ValueError, match="'val'.*'train', 'valid', 'test'"):
     task.sample_eval_batch(KEY, split="val")
+
+
+def test_valid_split_is_disjoint_from_fit_and_test():
+  """reserve_valid: training batches come from the first 80% of the training
+  rows, validation batches from the last 20%; the test split is untouched."""
+  from meta_tasks import datasets
+  plain = mt.ImageMLPTask(dataset="digits", width=8, batch_size=512)
+  task = mt.ImageMLPTask(dataset="digits", width=8, batch_size=512, reserve_valid=True)
+  assert task.name.endswith("_rv") and task.name != plain.name
+  n = task.data().train_images.shape[0]
+  assert datasets.train_range(n, "fit") == (0, 1150) and datasets.train_range(n, "valid") == (1150, n)
+  with pytest.raises(ValueError, match="reserve_valid=True"):
+    plain.sample_eval_batch(KEY, split="valid")
+  data = task.data()
+  rows = np.asarray(data.train_images).reshape(n, -1)
+  def row_ids(batch):
+    x = np.asarray(batch["inputs"]) * np.asarray(data.std) + np.asarray(data.mean)
+    x = np.rint(x.reshape(x.shape[0], -1) * 255.0)
+    return [int(np.flatnonzero((rows == xi).all(axis=1))[0]) for xi in x]
+  fit = row_ids(task.sample_batch(KEY))
+  valid = row_ids(task.sample_eval_batch(KEY, split="valid"))
+  assert max(fit) < 1150 <= min(valid)
+  # The plain task's training batches are what they were (the whole train split).
+  np.testing.assert_array_equal(
+      np.asarray(plain.sample_batch(KEY)["labels"]),
+      np.asarray(data.train_labels)[np.asarray(jax.random.randint(KEY, (512,), 0, n))])
+
+
+def test_text_valid_windows_stay_in_their_range():
+  from meta_tasks import datasets, text
+  data = text.TextArrays(jnp.arange(1000, dtype=jnp.int32), jnp.zeros((100,), jnp.int32))
+  lo, hi = datasets.train_range(1000, "valid")
+  for split, (a, b) in (("fit", (0, lo)), ("valid", (lo, hi))):
+    w = text.sample_windows(data, KEY, 256, 16, split)
+    starts, last = np.asarray(w["inputs"])[:, 0], np.asarray(w["targets"])[:, -1]
+    assert starts.min() >= a and last.max() < b and last.max() > b - 40
+
+
+def test_synthetic_tables_are_small_noisy_and_fixed():
+  from meta_tasks import datasets
+  for name, (dim, classes, rows, flip, _) in datasets.SYNTHETIC_TABULAR.items():
+    d = datasets.load_synthetic_tabular(name)
+    assert d.train_x.shape == (rows, dim) and d.test_x.shape[1] == dim
+    counts = np.bincount(np.asarray(d.train_y), minlength=classes)
+    assert counts.min() > 0.05 * rows  # every class present
+  again = datasets.load_synthetic_tabular.__wrapped__("synth-a")
+  np.testing.assert_array_equal(np.asarray(again.train_x),
+                                np.asarray(datasets.load_synthetic_tabular("synth-a").train_x))
 
 
 # ------------------------------------------------------------------ compilation

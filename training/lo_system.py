@@ -64,7 +64,8 @@ class LOTrainingSystem:
   ``lopt`` is any learned optimizer with the functional interface
   ``init_state(params)`` / ``update(theta, grads, state, params, num_steps=, mup=, loss=)``.
   ``meta_loss``: "train" (normalized training loss of each step's batch) or
-  "valid" (normalized loss on a fresh test-split batch at each step).
+  "valid" (normalized loss on a batch of the task's validation split, which
+  its training batches never draw from and evaluation never reports).
   ``log_meta_loss``: use log(normalized loss + ``LOG_META_FLOOR``) instead, so
   that halving the loss late in training counts as much as halving it early
   (a linear mean barely sees the difference between 1e-2 and 1e-3).
@@ -76,6 +77,11 @@ class LOTrainingSystem:
   meta_loss: str = "train"
   log_meta_loss: bool = False
   random_initial_offset: bool = True
+  # Only the last ``final_fraction`` of each episode's steps carry meta-loss
+  # (the others report 0, identically for both members of a pair, so they add
+  # nothing to Δ): users judge the end of training, and an average over the
+  # whole trajectory rewards speed, which on small data is memorization.
+  final_fraction: float = 1.0
   # The task's on-device arrays (``task.data()``). Pass them in as an argument of
   # the jitted step, not closed over: a closed-over dataset becomes a constant
   # baked into the program, which is slow to compile at ImageNet scale.
@@ -84,6 +90,13 @@ class LOTrainingSystem:
   def __post_init__(self):
     if self.meta_loss not in ("train", "valid"):
       raise ValueError(f"meta_loss must be 'train' or 'valid', got {self.meta_loss!r}.")
+    if not 0 < self.final_fraction <= 1:
+      raise ValueError(f"final_fraction must be in (0, 1], got {self.final_fraction!r}.")
+    if self.meta_loss == "valid" and not getattr(self.task, "reserve_valid", False):
+      raise ValueError(
+          f"meta_loss='valid' needs a validation split disjoint from the test split that "
+          f"evaluation reports, but task {self.task.name} has none: build it with "
+          "reserve_valid=True.")
     if not 1 <= self.truncation_length <= self.schedule.min_length:
       raise ValueError(
           f"truncation_length ({self.truncation_length}) must be between 1 and the "
@@ -123,7 +136,7 @@ class LOTrainingSystem:
       new_state, loss = self.inner_step(theta, state, k)
       if self.meta_loss == "valid":
         k_eval = jax.random.fold_in(k, 1)
-        batch = self.task.sample_eval_batch(k_eval, split="test", data=self.data)
+        batch = self.task.sample_eval_batch(k_eval, split="valid", data=self.data)
         loss = self.task.loss(new_state.params, batch, k_eval)
       end = new_state.step >= new_state.horizon
       # A diverged particle reports NaN (not the normalizer's clipped max) so the
@@ -132,6 +145,9 @@ class LOTrainingSystem:
       if self.log_meta_loss:
         meta = jnp.log(meta + LOG_META_FLOOR)
       meta = jnp.where(jnp.isfinite(loss), meta, jnp.nan)
+      if self.final_fraction < 1:
+        counted = new_state.step > (1 - self.final_fraction) * new_state.horizon
+        meta = jnp.where(counted, meta, 0.0)
       return _tree_where(end, fresh, new_state), meta, end
 
     return scan_unroll(step, theta_cur, theta_next, state, k_steps, self.truncation_length)

@@ -1,0 +1,342 @@
+"""The adaptive LO: μAdamW at θ = 0, with bounded learned adaptation on top.
+
+At θ = 0 this is exactly a hand-designed optimizer, μAdamW with a cosine
+schedule and decoupled weight decay (``lopt.forms.adaptive`` is that form):
+
+    a    = m̂ / (sqrt(v̂) + eps)                    Adam's direction (bias-corrected)
+    lr   = base[group] · mup_mult · cosine(t / T)   per-tensor step size
+    u    = -lr · a - lr · wd · p                    (wd on matrices only)
+
+θ adds three things, each zero-initialized so that θ = 0 changes nothing.
+All three are step rules (``lopt.step_rules``) or this LO's network:
+
+(a) ``LearnedScales`` and ``ShapedCosine``: log-multipliers of the base step
+    per μP group and of the weight decay, and the schedule's shape
+    (cosine ** exp(θ)).
+(b) ``TensorAdaptive``: a per-tensor MLP over pooled statistics (gradient-norm
+    and parameter-norm trend since update 1, momentum signal-to-noise,
+    fraction of training, μP group, and the loss's progress and trend when
+    ``loss=`` is given) whose two outputs become a step and a weight-decay
+    multiplier, each within ``[1/bound, bound]`` (``bound ** tanh(·)``).
+    Without ``loss=`` the loss features read 0 and a flag says so: gradient
+    statistics alone carry the adaptation.
+(c) The network: a per-element MLP over scale-free features (Adam's
+    direction, g/sqrt(v̂), p/rms(p)), with the tensor statistics in its bias;
+    ``AdamDirection`` adds its tanh-bounded output to Adam's direction.
+
+So a tensor's step is within ×``bound`` of the hand-designed one times the
+learned scalars: the LO can learn restraint once a task is memorized, or
+larger steps where they pay, and it cannot run away on an unseen model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lopt import mup as mup_lib
+from lopt import step_rules
+from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, sanitize_grad,
+                         step_multipliers)
+from lopt.step_rules import GroupBase, LearnedScales, Step, StepRule, WeightDecay
+
+# Pooled per-tensor statistics (``tensor_stats``), read by the head and, as
+# context, by the per-element network.
+TENSOR_FEATURES = ("frac", "grad_trend", "snr", "param_trend", "has_loss", "loss_progress",
+                   "loss_trend", "group_input", "group_hidden", "is_vector")
+NUM_TENSOR_FEATURES = len(TENSOR_FEATURES)
+ELEMENT_FEATURES = ("adam", "g_over_rms", "p_over_rms")
+NUM_ELEMENT_FEATURES = len(ELEMENT_FEATURES)
+LOSS_EMA = 0.9      # decay of the log-loss average that the loss trend compares with
+_TINY = 1e-30
+
+
+class AdaptiveTensorState(NamedTuple):
+  m: jax.Array          # Adam's first moment, float32, shape of the param
+  v: jax.Array          # Adam's second moment
+  log_g0: jax.Array     # log rms of the first gradient (set at update 1)
+  log_p0: jax.Array     # log rms of the params at update 1
+  mults: jax.Array      # [2]: this update's (step, weight-decay) multipliers, for inspection
+
+
+class AdaptiveLOptState(NamedTuple):
+  count: jax.Array      # int32: updates applied
+  tensors: Any          # pytree like params of AdaptiveTensorState
+  log_loss0: jax.Array  # log of the first loss given (0 without loss=)
+  log_loss_ema: jax.Array
+  nonfinite: jax.Array  # int32: non-finite gradient elements zeroed so far
+
+
+class TensorStats(NamedTuple):
+  """What the adaptive rules read about a tensor (``TensorContext.acc``)."""
+  m_hat: jax.Array      # bias-corrected moments
+  v_hat: jax.Array
+  eps: float
+  feats: jax.Array      # [NUM_TENSOR_FEATURES] pooled statistics
+
+
+def _log_rms(x: jax.Array) -> jax.Array:
+  return 0.5 * jnp.log(jnp.mean(jnp.square(x)) + _TINY)
+
+
+def bounded(raw: jax.Array, bound: float) -> jax.Array:
+  """``bound ** tanh(raw)``: 1 at 0, always within [1/bound, bound]."""
+  return jnp.exp(math.log(bound) * jnp.tanh(raw))
+
+
+# ---------------------------------------------------------------- step rules
+@dataclasses.dataclass(frozen=True)
+class AdamDirection(StepRule):
+  """The direction is Adam's, ``m̂ / (sqrt(v̂) + eps)``, plus the network's
+  output bounded by tanh (a residual: 0 at θ = 0). The step size is left to
+  ``lr`` (``GroupBase`` and the schedule)."""
+  unit_direction: ClassVar[bool] = True
+
+  def __call__(self, theta, step, ctx):
+    s = ctx.acc
+    adam = s.m_hat / (jnp.sqrt(s.v_hat) + s.eps)
+    return step._replace(direction=-(adam + jnp.tanh(step.direction)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorAdaptive(StepRule):
+  """Per-tensor step and weight-decay multipliers from pooled statistics, each
+  within [1/bound, bound]; θ's output layer starts at 0 (multipliers 1)."""
+  bound: float = 10.0
+  hidden: int = 16
+  theta_key: ClassVar[str] = "adapt"
+
+  def __post_init__(self):
+    if not (isinstance(self.bound, (int, float)) and 1 <= self.bound < 1e6):
+      raise ValueError(f"TensorAdaptive: bound must be a float in [1, 1e6), got {self.bound!r}.")
+    if not (isinstance(self.hidden, int) and self.hidden >= 1):
+      raise ValueError(f"TensorAdaptive: hidden must be an int >= 1, got {self.hidden!r}.")
+
+  def init(self, key):
+    w0 = jax.random.normal(key, (NUM_TENSOR_FEATURES, self.hidden), jnp.float32)
+    return {"w0": w0 / np.sqrt(NUM_TENSOR_FEATURES), "b0": jnp.zeros((self.hidden,), jnp.float32),
+            "w1": jnp.zeros((self.hidden, 2), jnp.float32), "b1": jnp.zeros((2,), jnp.float32)}
+
+  def multipliers(self, theta, feats: jax.Array) -> jax.Array:
+    """[step, weight decay] multipliers of one tensor."""
+    out = jax.nn.relu(feats @ theta["w0"] + theta["b0"]) @ theta["w1"] + theta["b1"]
+    return bounded(out, self.bound)
+
+  def __call__(self, theta, step, ctx):
+    mult = self.multipliers(theta, ctx.acc.feats)
+    return Step(step.direction, step.lr * mult[0],
+                None if step.wd is None else step.wd * mult[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapedCosine(StepRule):
+  """``lr *= cosine(t / num_steps) ** exp(θ)``: θ = 0 is the plain cosine."""
+  theta_key: ClassVar[str] = "schedule"
+  requires_num_steps: ClassVar[str] = ("its step follows a cosine schedule over num_steps "
+                                       "(the ShapedCosine step rule)")
+
+  def init(self, key):
+    return {"log_shape": jnp.zeros((), jnp.float32)}
+
+  def __call__(self, theta, step, ctx):
+    factor = step_rules.cosine_factor(ctx.count, ctx.num_steps)
+    if factor is None:
+      return step
+    return step._replace(lr=step.lr * factor ** jnp.exp(theta["log_shape"]))
+
+
+step_rules.RULES.update({cls.__name__: cls for cls in
+                         (AdamDirection, TensorAdaptive, ShapedCosine)})
+
+
+def default_rules(lr_input: float = 1e-3, lr_hidden: float = 0.25, weight_decay: float = 0.1,
+                  bound: float = 10.0) -> tuple:
+  """μAdamW's step size rules with the three learned parts (θ = 0: none of them acts)."""
+  return (AdamDirection(), WeightDecay(weight_decay), LearnedScales(), TensorAdaptive(bound),
+          GroupBase(lr_input, lr_hidden), ShapedCosine())
+
+
+# ---------------------------------------------------------------- the LO
+@dataclasses.dataclass(frozen=True)
+class AdaptiveLOpt:
+  """Config of the adaptive LO (hashable: usable as a jit static)."""
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  residual_hidden: int = 8
+  mup: bool = True
+  # The step rules, in order; ``default_rules()`` is μAdamW plus the learned parts.
+  step: tuple = dataclasses.field(default_factory=default_rules, metadata={"custom_args": dict(
+      type=step_rules.parse, nargs=None, metavar="RULES")})
+
+  def __post_init__(self):
+    for name in ("b1", "b2"):
+      if not 0 <= getattr(self, name) < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}.")
+    if not (isinstance(self.eps, (int, float)) and 0 < self.eps < 1):
+      raise ValueError(f"eps must be a float in (0, 1), got {self.eps!r}.")
+    if not (isinstance(self.residual_hidden, int) and self.residual_hidden >= 1):
+      raise ValueError(f"residual_hidden must be an int >= 1, got {self.residual_hidden!r}.")
+    step_rules.check(self.step)
+    if not any(isinstance(r, AdamDirection) for r in self.step):
+      raise ValueError("AdaptiveLOpt's step rules need AdamDirection(): its network outputs "
+                       "a residual on Adam's direction.")
+
+  def to_record(self) -> dict[str, Any]:
+    record = dataclasses.asdict(self)
+    record["step"] = step_rules.to_record(self.step)
+    return record
+
+  @classmethod
+  def from_record(cls, record: dict[str, Any]) -> "AdaptiveLOpt":
+    known = {f.name for f in dataclasses.fields(cls)}
+    if set(record) - known:
+      raise ValueError(f"AdaptiveLOpt config fields {sorted(set(record) - known)} are not "
+                       f"understood by this lopt (known: {sorted(known)}).")
+    return cls(**{**record, "step": step_rules.from_record(record.get("step", []))})
+
+  # ---------------------------------------------------------------- θ
+  def init(self, key: jax.Array) -> dict:
+    """θ: random first layers, zero output layers and scales (θ's effect is 0)."""
+    keys = jax.random.split(key, len(self.step) + 2)
+    nf, ne, h = NUM_TENSOR_FEATURES, NUM_ELEMENT_FEATURES, self.residual_hidden
+    normal = lambda k, shape: jax.random.normal(k, shape, jnp.float32) / np.sqrt(ne + nf)
+    theta = {"residual": {"w0": normal(keys[0], (ne, h)), "w_ctx": normal(keys[1], (nf, h)),
+                          "b0": jnp.zeros((h,), jnp.float32),
+                          "w1": jnp.zeros((h,), jnp.float32), "b1": jnp.zeros((), jnp.float32)}}
+    for k, rule in zip(keys[2:], self.step):
+      if rule.theta_key:
+        theta[rule.theta_key] = rule.init(k)
+    return theta
+
+  def check_theta(self, theta: Any) -> None:
+    check_theta_tree(jax.eval_shape(self.init, jax.random.PRNGKey(0)), theta, self)
+
+  # ---------------------------------------------------------------- state
+  def init_state(self, params: Any) -> AdaptiveLOptState:
+    check_param_dtypes(params)
+    zero = jnp.zeros((), jnp.float32)
+
+    def one(p):
+      z = jnp.zeros(np.shape(p), jnp.float32)
+      return AdaptiveTensorState(z, z, zero, zero, jnp.ones((2,), jnp.float32))
+    return AdaptiveLOptState(jnp.zeros((), jnp.int32), jax.tree_util.tree_map(one, params),
+                             zero, zero, jnp.zeros((), jnp.int32))
+
+  # ---------------------------------------------------------------- update
+  def _groups(self, mup: Any, params: Any) -> Any:
+    if not self.mup or mup is None:
+      return jax.tree_util.tree_map(lambda _: 0, params)
+    return mup_lib.step_groups(mup, params)
+
+  @staticmethod
+  def _loss_features(state: AdaptiveLOptState, loss: Any):
+    """((has_loss, log-loss progress since update 1, log-loss trend), (loss0, ema))."""
+    if loss is None:
+      z = jnp.zeros((), jnp.float32)
+      return (z, z, z), (state.log_loss0, state.log_loss_ema)
+    first = state.count == 0
+    log_loss = jnp.log(jnp.maximum(jnp.asarray(loss, jnp.float32), 1e-30))
+    ok = jnp.isfinite(log_loss)
+    log_loss = jnp.where(ok, log_loss, state.log_loss_ema)
+    loss0 = jnp.where(first, log_loss, state.log_loss0)
+    ema = jnp.where(first, log_loss, state.log_loss_ema)
+    progress = jnp.clip(log_loss - loss0, -10.0, 2.0) / 3.0
+    trend = jnp.clip(log_loss - ema, -2.0, 2.0)
+    new_ema = LOSS_EMA * ema + (1 - LOSS_EMA) * log_loss
+    return (ok.astype(jnp.float32), progress, trend), (loss0, new_ema)
+
+  def _residual(self, theta: dict, stats: TensorStats, g: jax.Array, p: jax.Array) -> jax.Array:
+    """(c): the per-element network's raw output (AdamDirection bounds and adds it)."""
+    res = theta["residual"]
+    inv = 1.0 / (jnp.sqrt(stats.v_hat) + self.eps)
+    x = jnp.stack([stats.m_hat * inv, jnp.clip(g * inv, -10.0, 10.0),
+                   p * jax.lax.rsqrt(jnp.mean(jnp.square(p)) + _TINY)], axis=-1)
+    h = jax.nn.relu(x @ res["w0"] + (stats.feats @ res["w_ctx"] + res["b0"]))
+    return h @ res["w1"] + res["b1"]
+
+  def update(self, theta: dict, grads: Any, state: AdaptiveLOptState, params: Any, *,
+             num_steps: int | None = None, mup: Any = None,
+             loss: Any = None) -> tuple[Any, AdaptiveLOptState]:
+    """Functional update: (updates, new_state); updates are added to params."""
+    if params is None:
+      raise ValueError("The learned optimizer reads parameter values: call "
+                       "update(grads, state, params) with params.")
+    check_num_steps(num_steps)
+    mults = step_multipliers(self, mup, params)
+    groups = self._groups(mup, params)
+    count = state.count + 1
+    t = count.astype(jnp.float32)
+    frac = (jnp.zeros((), jnp.float32) if num_steps is None
+            else jnp.clip(t / num_steps, 0.0, 1.0))
+    loss_feats, (log_loss0, log_loss_ema) = self._loss_features(state, loss)
+    first = count == 1
+    bc1, bc2 = 1.0 - self.b1 ** t, 1.0 - self.b2 ** t
+    adapt = next((r for r in self.step if isinstance(r, TensorAdaptive)), None)
+
+    def one(g, p, ts: AdaptiveTensorState, mult, group):
+      g, bad = sanitize_grad(g)
+      p32 = jnp.asarray(p, jnp.float32)
+      m = self.b1 * ts.m + (1 - self.b1) * g
+      v = self.b2 * ts.v + (1 - self.b2) * jnp.square(g)
+      m_hat, v_hat = m / bc1, v / bc2
+      log_g, log_p = _log_rms(g), _log_rms(p32)
+      log_g0 = jnp.where(first, log_g, ts.log_g0)
+      log_p0 = jnp.where(first, log_p, ts.log_p0)
+      snr = _log_rms(m_hat) - 0.5 * jnp.log(jnp.mean(v_hat) + _TINY)
+      onehot = (float(np.ndim(p) >= 2 and group == 0), float(group == 1), float(np.ndim(p) < 2))
+      feats = jnp.stack([frac, jnp.clip(log_g - log_g0, -10.0, 10.0) / 3.0,
+                         jnp.clip(snr, -5.0, 1.0), jnp.clip(log_p - log_p0, -5.0, 5.0),
+                         *loss_feats, *(jnp.float32(x) for x in onehot)])
+      # Statistics beyond float32 (g² overflowing) can give inf - inf: read 0.
+      feats = jnp.where(jnp.isnan(feats), 0.0, feats)
+      stats = TensorStats(m_hat, v_hat, self.eps, feats)
+      ctx = step_rules.TensorContext(g, p, mult, group, count, num_steps, loss, stats,
+                                     (self.b1, self.b2))
+      u = step_rules.apply(self.step, theta, Step(self._residual(theta, stats, g, p32)), ctx)
+      seen = (jnp.ones((2,), jnp.float32) if adapt is None
+              else adapt.multipliers(theta[adapt.theta_key], feats))
+      return u, AdaptiveTensorState(m, v, log_g0, log_p0, seen), bad
+
+    is_ts = lambda x: isinstance(x, AdaptiveTensorState)
+    flat_g, treedef = jax.tree_util.tree_flatten(grads)
+    flat = zip(flat_g, treedef.flatten_up_to(params),
+               jax.tree_util.tree_leaves(state.tensors, is_leaf=is_ts),
+               treedef.flatten_up_to(mults), treedef.flatten_up_to(groups))
+    outs = [one(*args) for args in flat]
+    updates = jax.tree_util.tree_unflatten(treedef, [o[0] for o in outs])
+    tensors = jax.tree_util.tree_unflatten(treedef, [o[1] for o in outs])
+    nonfinite = state.nonfinite + sum((o[2] for o in outs), jnp.zeros((), jnp.int32))
+    return updates, AdaptiveLOptState(count, tensors, log_loss0, log_loss_ema, nonfinite)
+
+  # ---------------------------------------------------------------- optax
+  def as_optax(self, theta: dict, num_steps: int | None = None,
+               mup: Any = None) -> optax.GradientTransformationExtraArgs:
+    """The LO at fixed θ as an optax transformation; ``update(..., loss=)`` is
+    optional (the head then reads gradient statistics only). ``num_steps`` is
+    required: the step follows a cosine schedule over it, and the head reads
+    the fraction of training."""
+    self.check_theta(theta)
+    needs = [r.requires_num_steps for r in self.step if r.requires_num_steps]
+    needs.append("it reads the fraction of training t/num_steps")
+    check_num_steps(num_steps, required_by=f"this learned optimizer ({type(self).__name__}) "
+                    + " and ".join(needs))
+
+    def init_fn(params):
+      params = mup_lib.unwrap(params)
+      step_multipliers(self, mup, params)  # fail early on a bad μP spec
+      return self.init_state(params)
+
+    def update_fn(updates, state, params=None, loss=None, **extra_args):
+      del extra_args
+      new, state = self.update(theta, mup_lib.unwrap(updates), mup_lib.unwrap(state),
+                               mup_lib.unwrap(params), num_steps=num_steps, mup=mup, loss=loss)
+      return mup_lib.rewrap(updates, new), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

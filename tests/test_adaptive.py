@@ -1,0 +1,157 @@
+"""The adaptive LO: θ = 0 is μAdamW with a cosine schedule (NumPy reference),
+the learned multipliers stay bounded for any θ and any input, and it runs
+with and without ``loss=``."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lopt.adaptive import AdaptiveLOpt, bounded, default_rules
+
+SPEC = {"w_in": "input", "w_h": "hidden", "b": "vector", "head": "sp_output"}
+SHAPES = {"w_in": (5, 4), "w_h": (4, 4), "b": (4,), "head": (4, 3)}
+
+
+def _params(seed=0):
+  rng = np.random.default_rng(seed)
+  return {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
+
+
+def _grads(step, seed=1):
+  rng = np.random.default_rng(seed + 100 * step)
+  return {k: (rng.standard_normal(s) * 10.0 ** rng.uniform(-3, 1)).astype(np.float32)
+          for k, s in SHAPES.items()}
+
+
+def numpy_mu_adamw(lo: AdaptiveLOpt, params, steps: int, num_steps: int,
+                   lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2):
+  """μAdamW, float64: Adam (bias-corrected) × base step of the tensor's role ×
+  its μP multiplier × cosine(t/T), decoupled weight decay on matrices."""
+  p = {k: v.astype(np.float64) for k, v in params.items()}
+  m = {k: np.zeros_like(v) for k, v in p.items()}
+  v = {k: np.zeros_like(x) for k, x in p.items()}
+  base = {"w_in": lr_input, "w_h": lr_hidden / 4, "b": lr_input, "head": lr_hidden / 4}
+  out = []
+  for t in range(1, steps + 1):
+    g = _grads(t)
+    sched = 0.5 * (1 + math.cos(math.pi * min(t / num_steps, 1.0)))
+    upd = {}
+    for k in p:
+      m[k] = lo.b1 * m[k] + (1 - lo.b1) * g[k]
+      v[k] = lo.b2 * v[k] + (1 - lo.b2) * g[k].astype(np.float64) ** 2
+      a = (m[k] / (1 - lo.b1 ** t)) / (np.sqrt(v[k] / (1 - lo.b2 ** t)) + lo.eps)
+      lr = base[k] * sched
+      upd[k] = -lr * a - (lr * weight_decay * p[k] if p[k].ndim >= 2 else 0.0)
+      p[k] = p[k] + upd[k]
+    out.append(upd)
+  return out
+
+
+@pytest.mark.parametrize("with_loss", [False, True])
+def test_theta_zero_is_mu_adamw(with_loss):
+  lo = AdaptiveLOpt(step=default_rules(lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2))
+  theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
+  params = _params()
+  expected = numpy_mu_adamw(lo, params, steps=6, num_steps=8)
+  state = lo.init_state(params)
+  p = jax.tree_util.tree_map(jnp.asarray, params)
+  update = jax.jit(lambda g, s, p, loss: lo.update(theta, g, s, p, num_steps=8, mup=SPEC,
+                                                   loss=loss if with_loss else None))
+  for t in range(1, 7):
+    u, state = update(_grads(t), state, p, jnp.float32(2.0 / t))
+    for k in SHAPES:
+      np.testing.assert_allclose(np.asarray(u[k]), expected[t - 1][k], rtol=1e-4, atol=1e-8)
+    p = optax.apply_updates(p, u)
+
+
+def test_random_theta_init_is_also_the_hand_designed_form():
+  """θ from init (random first layers, zero output layers) changes nothing."""
+  lo = AdaptiveLOpt()
+  theta = lo.init(jax.random.PRNGKey(3))
+  zero = jax.tree_util.tree_map(jnp.zeros_like, theta)
+  params = _params()
+  s1 = s0 = lo.init_state(params)
+  for t in range(1, 4):
+    u1, s1 = lo.update(theta, _grads(t), s1, params, num_steps=10, mup=SPEC, loss=1.0 / t)
+    u0, s0 = lo.update(zero, _grads(t), s0, params, num_steps=10, mup=SPEC, loss=1.0 / t)
+    for k in SHAPES:
+      np.testing.assert_array_equal(np.asarray(u1[k]), np.asarray(u0[k]))
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_multipliers_bounded_for_adversarial_inputs(scale):
+  """Huge head weights and extreme gradients, params and losses: the per-tensor
+  step and weight-decay multipliers stay within [1/bound, bound] and finite,
+  and so the step is at most bound × the learned-scalar form's."""
+  lo = AdaptiveLOpt(step=default_rules(bound=10.0))
+  theta = lo.init(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  theta["adapt"]["w1"] = jnp.asarray(rng.standard_normal((16, 2)) * 1e6, jnp.float32)
+  theta["adapt"]["b1"] = jnp.asarray([1e6, -1e6], jnp.float32)
+  theta["residual"]["w1"] = jnp.asarray(rng.standard_normal(8) * 1e6, jnp.float32)
+  params = {k: v * scale for k, v in _params().items()}
+  state = lo.init_state(params)
+  for t, loss in enumerate([1e30, 1e-30, float("nan"), 3.0], start=1):
+    grads = {k: g * scale * (1e20 if t == 2 else 1.0) for k, g in _grads(t).items()}
+    u, state = lo.update(theta, grads, state, params, num_steps=5, mup=SPEC, loss=loss)
+    for k in SHAPES:
+      mults = np.asarray(state.tensors[k].mults)
+      assert np.all(np.isfinite(mults))
+      assert np.all(mults >= 0.1 * (1 - 1e-6)) and np.all(mults <= 10.0 * (1 + 1e-6)), mults
+      assert np.all(np.isfinite(np.asarray(u[k])))
+
+
+def test_bounded_closed_form():
+  x = jnp.asarray([-1e9, -1.0, 0.0, 0.5, 1e9], jnp.float32)
+  np.testing.assert_allclose(np.asarray(bounded(x, 10.0)),
+                             10.0 ** np.tanh(np.asarray(x, np.float64)), rtol=1e-6)
+  assert float(bounded(jnp.float32(0.0), 10.0)) == 1.0
+
+
+def test_head_reads_gradients_without_loss():
+  """Without loss= the multiplier still moves with gradient statistics: a
+  head that reads only the gradient-norm trend gives a smaller step once the
+  gradients have shrunk."""
+  lo = AdaptiveLOpt()
+  theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
+  w0 = np.zeros((10, 16), np.float32)
+  w0[1, 0] = -1.0                           # hidden unit 0 = relu(-grad_trend)
+  w1 = np.zeros((16, 2), np.float32)
+  w1[0, 0] = -1.0                           # step multiplier shrinks with it
+  theta["adapt"]["w0"], theta["adapt"]["w1"] = jnp.asarray(w0), jnp.asarray(w1)
+  params = _params()
+  state = lo.init_state(params)
+  _, state = lo.update(theta, _grads(1), state, params, num_steps=100, mup=SPEC)
+  assert float(state.tensors["w_h"].mults[0]) == 1.0
+  small = {k: g * 1e-3 for k, g in _grads(2).items()}
+  _, state = lo.update(theta, small, state, params, num_steps=100, mup=SPEC)
+  expected = 10.0 ** np.tanh(-np.log(1e3) / 3.0)  # grad trend feature = log(1e-3)/3
+  got = float(state.tensors["w_h"].mults[0])
+  assert got < 1.0 and abs(got - expected) < 0.25 * expected
+
+
+def test_as_optax_in_chain_and_requires_num_steps():
+  lo = AdaptiveLOpt()
+  theta = lo.init(jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="num_steps"):
+    lo.as_optax(theta, mup=SPEC)
+  tx = optax.chain(optax.clip_by_global_norm(1.0), lo.as_optax(theta, num_steps=10, mup=SPEC))
+  params = _params()
+  state = tx.init(params)
+  u, state = jax.jit(tx.update)(_grads(1), state, params)
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(u))
+
+
+def test_config_record_round_trip_and_rule_checks():
+  from lopt import step_rules
+  lo = AdaptiveLOpt()
+  again = AdaptiveLOpt.from_record(lo.to_record())
+  assert again == lo and hash(again) == hash(lo)
+  with pytest.raises(ValueError, match="AdamDirection"):
+    AdaptiveLOpt(step=(step_rules.RMSNormalize(),))
+  with pytest.raises(ValueError, match="size-free"):  # no unit-direction rule
+    step_rules.check((step_rules.GroupBase(0.1, 0.1),))
