@@ -262,7 +262,7 @@ def _check_metadata(meta: Any, where: str) -> Any:
                         "re-export.")
   archs = _architectures()
   if not isinstance(meta["architecture"], str) or meta["architecture"] not in archs:
-    raise MetadataError(f"{where}: architecture {meta['architecture']!r} is unknown; this "
+    raise MetadataError(f"{where}: unknown architecture {meta['architecture']!r}; this "
                         f"lopt knows {sorted(archs)}.")
   if "parameterization" in meta and meta["parameterization"] not in ("mup", "sp"):
     raise MetadataError(f"{where}: parameterization must be 'mup' or 'sp', got "

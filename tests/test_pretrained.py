@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import lopt
+from lopt import diskio
 from lopt import pretrained
 
 SHIPPED = lopt.available()
@@ -55,6 +56,7 @@ def test_mismatched_architecture_is_rejected(copy_of_shipped):
   meta = json.loads((copy_of_shipped / "metadata.json").read_text())
   meta["config"]["hidden_size"] = 64  # θ on disk has hidden 32
   (copy_of_shipped / "metadata.json").write_text(json.dumps(meta))
+  diskio.write_record(copy_of_shipped)  # sealed: the edit is deliberate, the θ check refuses it
   with pytest.raises(ValueError, match=r"θ tensor .* has shape .* expects"):
     lopt.load_pretrained(copy_of_shipped)
 
@@ -63,12 +65,15 @@ def test_unknown_architecture_and_version_are_rejected(copy_of_shipped):
   path = copy_of_shipped / "metadata.json"
   meta = json.loads(path.read_text())
   path.write_text(json.dumps({**meta, "architecture": "Transformer9000"}))
+  diskio.write_record(copy_of_shipped)  # sealed: the schema must refuse it by itself
   with pytest.raises(ValueError, match="unknown architecture 'Transformer9000'"):
     lopt.load_pretrained(copy_of_shipped)
   path.write_text(json.dumps({**meta, "config": {**meta["config"], "wings": 2}}))
+  diskio.write_record(copy_of_shipped)
   with pytest.raises(ValueError, match=r"config fields \['wings'\] are not understood"):
     lopt.load_pretrained(copy_of_shipped)
   path.write_text("{not json")
+  diskio.write_record(copy_of_shipped)
   with pytest.raises(ValueError, match="not valid JSON"):
     lopt.load_pretrained(copy_of_shipped)
 
@@ -77,6 +82,9 @@ def test_corrupt_theta_is_rejected(copy_of_shipped):
   for f in (copy_of_shipped / "theta").rglob("*"):
     if f.is_file():
       f.write_bytes(b"corrupt")
+  with pytest.raises(ValueError, match="does not match its SHA-256"):
+    lopt.load_pretrained(copy_of_shipped)
+  diskio.write_record(copy_of_shipped)  # sealed as it is: orbax's read fails instead
   with pytest.raises(ValueError, match="missing or corrupt"):
     lopt.load_pretrained(copy_of_shipped)
 
