@@ -37,9 +37,10 @@ class LearnedOptimizer(Protocol):
 
 def architectures() -> dict[str, type]:
   """Name (metadata.json ``architecture``, ``MetaTrainConfig.lo.architecture``) -> class."""
+  from lopt.adaptive import AdaptiveLOpt
   from lopt.mlp_lopt import MLPLOpt
   from lopt.velo import VeLOpt
-  return {"MLPLOpt": MLPLOpt, "VeLOpt": VeLOpt}
+  return {"MLPLOpt": MLPLOpt, "VeLOpt": VeLOpt, "AdaptiveLOpt": AdaptiveLOpt}
 
 
 def from_record(architecture: str, record: dict[str, Any]) -> LearnedOptimizer:

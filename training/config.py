@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lopt import Features, MLPLOpt, VeLOpt, forms, protocol
+from lopt import AdaptiveLOpt, Features, MLPLOpt, VeLOpt, forms, protocol
 from lopt.step_rules import Cosine
 
 ESTIMATOR_NAMES = ("full_es", "truncated_es", "pes", "es_single", "tbptt")
@@ -29,7 +29,7 @@ class MetaTrainConfig:
   # The learned optimizer: an lopt config dataclass (``lopt.MLPLOpt`` or
   # ``lopt.VeLOpt``); its fields are the flags ``--lo.<field>`` (``--lo.features.adam``).
   # JSON: {"architecture": ..., "config": lo.to_record()}, as in metadata.json.
-  lo: MLPLOpt | VeLOpt = MLPLOpt()
+  lo: MLPLOpt | VeLOpt | AdaptiveLOpt = MLPLOpt()
   # Inner tasks: a named meta_tasks distribution; one estimator per static config.
   distribution: str = "tiny"
   # Truncated unrolls and the estimator.
@@ -41,6 +41,8 @@ class MetaTrainConfig:
   max_horizon: int = 1000
   meta_loss: str = "train"
   log_meta_loss: bool = False   # meta-loss log(normalized loss + 1e-4): weighs late training
+  # Only the last final_fraction of each episode's steps carry meta-loss (1: all).
+  final_fraction: float = 1.0
   delta_clip: float | None = None
   sign_delta: bool = False
   # Outer optimizer: AdamW, warmup then cosine from outer_lr to outer_final_lr.
@@ -57,10 +59,18 @@ class MetaTrainConfig:
   log_every: int = 10
   wandb_project: str = "lopt"
   wandb_mode: str | None = None  # None: offline unless WANDB_MODE / WANDB_API_KEY say otherwise
+  # Meta-validation (training/meta_validation.py): every validate_every outer
+  # steps (0: never) and at the last one, θ trains every task of validate_suite
+  # for its full horizon with validate_seeds seeds; scored against θ₀, the best
+  # is exported to WORKDIR/export_best.
+  validate_every: int = 0
+  validate_suite: str = "screen-user-cpu"
+  validate_seeds: int = 1
 
   # Fields that may differ between a checkpoint and the command that resumes it.
   BOOKKEEPING = ("checkpoint_every", "keep_checkpoints", "log_every",
-                 "wandb_project", "wandb_mode")
+                 "wandb_project", "wandb_mode", "validate_every", "validate_suite",
+                 "validate_seeds")
 
   def __post_init__(self):
     validate_config(self)
@@ -115,6 +125,7 @@ _NUMERIC_RULES: dict[str, tuple[type, float, bool]] = {
     "min_horizon": (int, 1, True),
     "max_horizon": (int, 1, True),
     "delta_clip": (float, 0.0, False),       # or None
+    "final_fraction": (float, 0.0, False),
     "outer_steps": (int, 1, True),
     "outer_lr": (float, 0.0, False),
     "outer_final_lr": (float, 0.0, True),
@@ -125,6 +136,8 @@ _NUMERIC_RULES: dict[str, tuple[type, float, bool]] = {
     "checkpoint_every": (int, 1, True),
     "keep_checkpoints": (int, 1, True),
     "log_every": (int, 1, True),
+    "validate_every": (int, 0, True),
+    "validate_seeds": (int, 1, True),
 }
 _MAX_SEED = 2**32 - 1  # jax.random.PRNGKey silently wraps larger seeds onto small ones
 _WANDB_MODES = ("online", "offline", "disabled")
@@ -198,6 +211,14 @@ def validate_config(config: "MetaTrainConfig") -> None:
   if config.wandb_mode is not None and config.wandb_mode not in _WANDB_MODES:
     raise ConfigError("wandb_mode", f"must be one of {_WANDB_MODES} or None, "
                       f"got {config.wandb_mode!r}.")
+  if config.final_fraction > 1:
+    raise ConfigError("final_fraction", f"must be in (0, 1], got {config.final_fraction!r}.")
+  if config.validate_every:
+    import meta_tasks  # pylint: disable=import-outside-toplevel
+    suites = [n for n in meta_tasks.suite_names() if not n.startswith("heldout")]
+    if config.validate_suite not in suites:  # held-out suites are never used for choosing
+      raise ConfigError("validate_suite", f"must be one of {suites} (not a held-out suite), "
+                        f"got {config.validate_suite!r}.")
   if config.max_horizon < config.min_horizon:
     raise ConfigError("max_horizon", f"({config.max_horizon}) must be >= min_horizon "
                       f"({config.min_horizon}).")
@@ -274,6 +295,19 @@ _MIX_RECIPE = dict(_CPU_RECIPE, lo=forms.robust(hidden_size=8, input=0.002, hidd
                    meta_loss="valid", outer_lr=1e-3, outer_final_lr=3e-4, outer_steps=600,
                    checkpoint_every=50)
 
+# Meta-training that learns (issue 19): the adaptive form (μAdamW at θ = 0 plus
+# bounded learned adaptation) on tiny tasks, many particles per compiled step;
+# the objective is what users measure: the validation loss (a split disjoint
+# from every test split) over the last 30% of each episode, its ± differences
+# reduced to their sign (VeLO: each task's loss scale drops out), horizons up
+# to 2000 (the held-out user suites train 300-2000 steps).
+_ADAPTIVE_RECIPE = dict(estimator="es_single", lo=AdaptiveLOpt(), distribution="tiny-mix",
+                        num_pairs=8, truncation_length=20, min_horizon=50, max_horizon=2000,
+                        meta_loss="valid", final_fraction=0.3, sign_delta=True,
+                        log_meta_loss=True, outer_steps=50_000, warmup_steps=100,
+                        outer_lr=1e-3, outer_final_lr=1e-4, clip_norm=1.0,
+                        checkpoint_every=200, keep_checkpoints=3, log_every=20)
+
 _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
     "tiny": dict(distribution="tiny", num_pairs=4, truncation_length=10, min_horizon=20,
@@ -300,6 +334,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     "mulo-s-mix-cpu": dict(distribution="mix-s-cpu", **_MIX_RECIPE),
     "sp-lo-mix-cpu": dict(distribution="mix-sp-cpu", **{**_MIX_RECIPE, "lo": dataclasses.replace(
         _MIX_RECIPE["lo"], mup=False)}),
+    "mulo-a-cpu": dict(_ADAPTIVE_RECIPE),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

@@ -65,6 +65,8 @@ def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = 
           "distribution": config.distribution,
           "outer_steps": int(last.get("step", 0)),
           "final_meta_loss": last.get("meta_loss"),
+          "inner_steps": last.get("inner_steps"),
+          "cpu_hours": last.get("cpu_hours"),
           "device": device or jax.devices()[0].device_kind,
           "commit": git_commit(),
       },

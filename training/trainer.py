@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from lopt.protocol import LearnedOptimizer
-from training import checkpoint, sharding, tracking
+from training import checkpoint, meta_validation, sharding, tracking
 from training.config import MetaTrainConfig
 from training.estimators import make_estimator
 from training.lo_system import LOTrainingSystem, TruncationSchedule
@@ -81,7 +81,7 @@ class MetaTrainer:
     for task, task_data in zip(self.tasks, data):
       system = LOTrainingSystem(self.lopt, task, c.truncation_length, schedule,
                                 meta_loss=c.meta_loss, log_meta_loss=c.log_meta_loss,
-                                data=task_data)
+                                final_fraction=c.final_fraction, data=task_data)
       kwargs = dict(system=system, num_pairs=c.num_pairs, mesh=self.mesh)
       if c.estimator != "tbptt":
         kwargs.update(sigma=c.sigma, delta_clip=c.delta_clip, sign_delta=c.sign_delta)
@@ -204,6 +204,15 @@ def _host_record(metrics: dict[str, jax.Array]) -> dict[str, float | None]:
   return record
 
 
+def _cpu_hours_before(workdir: str, start: int) -> float:
+  """CPU-hours the run had spent by outer step ``start`` (0 for a new run)."""
+  import os
+  if start == 0 or not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    return 0.0
+  done = [r for r in tracking.read_metrics(workdir) if r.get("step", 0) <= start]
+  return float(next((r["cpu_hours"] for r in reversed(done) if r.get("cpu_hours")), 0.0))
+
+
 @checkpoint.holds_workdir_lock  # one writer per workdir, locked before any write
 def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
         callback: Callable[[int, dict], None] | None = None, progress: bool = True) -> MetaState:
@@ -223,10 +232,9 @@ def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
   """
   from tqdm.auto import tqdm
 
-  sharding.maybe_initialize_distributed()
+  # The distributed init and the workdir check ran in ``holds_workdir_lock``.
   multi = jax.process_count() > 1
   lead = jax.process_index() == 0
-  checkpoint.check_workdir(workdir)
   recorded = checkpoint.read_config(workdir)
   if recorded is not None:
     checkpoint.check_recipe(recorded, config, "workdir", workdir)
@@ -251,6 +259,7 @@ def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
         state = jax.tree_util.tree_map(jnp.asarray, state)
       if lead:
         print(f"Resumed {workdir} from outer step {start}.")
+    validator = meta_validation.for_run(config, workdir, start)  # None unless validate_every
     # Only now, with everything validated, does the workdir record this recipe.
     checkpoint.write_config(workdir, config)
 
@@ -269,6 +278,10 @@ def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
       sharding.process_barrier("compiled")
     meta = {"config": config.to_json(), "tasks": [t.name for t in trainer.tasks]}
 
+    # The run's cost so far, carried across resumes through metrics.jsonl:
+    # process CPU time (all threads) and inner steps, recorded in the export.
+    cpu_before = _cpu_hours_before(workdir, start)
+    cpu0 = time.process_time()
     step, last_time, last_step = start, time.perf_counter(), start
     with _StopFlag() as stop, tqdm(total=config.outer_steps, initial=start,
                                    disable=not (progress and lead), desc="meta-train",
@@ -278,13 +291,19 @@ def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
         step += 1
         bar.update(1)
         done = step == config.outer_steps
-        if step % config.log_every == 0 or done:
+        validating = meta_validation.is_validation_step(config, step)
+        if step % config.log_every == 0 or done or validating:
           record = _host_record(metrics)
           now = time.perf_counter()
           record.update(step=step, particle_steps_per_s=trainer.particles_per_step
                         * config.truncation_length * (step - last_step) / (now - last_time),
-                        compiles=tracking.compile_count() - compiles_before)
+                        compiles=tracking.compile_count() - compiles_before,
+                        inner_steps=step * trainer.particles_per_step * config.truncation_length,
+                        cpu_hours=cpu_before + (time.process_time() - cpu0) / 3600)
           last_time, last_step = now, step
+          if validating and validator is not None:  # reads θ only; its time is not throughput
+            record.update(validator(step, state.theta))
+            last_time = time.perf_counter()
           if lead:
             metrics_log.write(record)
             wandb.log({k: v for k, v in record.items() if v is not None}, step)
