@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Plot a meta-training run's meta-validation score against outer step.
+
+    python scripts/plot_meta_validation.py results/meta-runs/mulo-a-cpu [--out curve.png]
+
+Reads WORKDIR/metrics.jsonl (the ``meta_valid/score`` records written every
+``validate_every`` outer steps, training/meta_validation.py). The score is the
+geometric mean over the validation suite's tasks of test loss ÷ θ₀'s test loss:
+θ₀, the untrained start, is the dashed line at 1.0 (and the point at outer step
+0); below it, meta-training is helping. The best step (the one exported to
+WORKDIR/export_best) is marked. Default output: WORKDIR/meta_validation.png.
+Exit status 2 (one line) when the workdir has no metrics.jsonl or no
+meta-validation record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+SCORE = "meta_valid/score"
+
+
+def read_curve(workdir: str) -> tuple[list[int], list[float], int | None]:
+  """(steps, scores, best step), θ₀'s (0, 1.0) first; best None if θ₀ stays best.
+  A later record of the same step (a re-run after a resume) replaces the earlier."""
+  by_step: dict[int, float] = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(record, dict) and isinstance(record.get(SCORE), (int, float)):
+        by_step[int(record["step"])] = float(record[SCORE])
+  steps = [0] + sorted(by_step)
+  scores = [1.0] + [by_step[s] for s in steps[1:]]
+  best, best_score = None, 1.0
+  for step, score in zip(steps[1:], scores[1:]):
+    if score < best_score:
+      best, best_score = step, score
+  return steps, scores, best
+
+
+def plot(workdir: str, out: str) -> str:
+  import matplotlib
+  matplotlib.use("Agg")  # headless; must precede pyplot
+  import matplotlib.pyplot as plt
+
+  steps, scores, best = read_curve(workdir)
+  fig, ax = plt.subplots(figsize=(6.4, 4.0))
+  ax.axhline(1.0, color="gray", ls="--", lw=1, label="θ₀ (untrained start) = 1")
+  ax.plot(steps, scores, marker="o", ms=3, lw=1.5, label="meta-validation score")
+  if best is not None:
+    ax.plot([best], [scores[steps.index(best)]], marker="*", ms=14, color="tab:red", ls="",
+            label=f"best: step {best}, {scores[steps.index(best)]:.3f} (export_best)")
+  ax.set_xlabel("outer step")
+  ax.set_ylabel("geo. mean test loss ÷ θ₀'s (lower is better)")
+  ax.set_title(f"Meta-validation of {os.path.basename(os.path.abspath(workdir))}", fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out, dpi=110)
+  plt.close(fig)
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="plot_meta_validation.py", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("workdir")
+  parser.add_argument("--out", default=None, help="PNG path (default WORKDIR/meta_validation.png)")
+  args = parser.parse_args(argv)
+  if not os.path.isfile(os.path.join(args.workdir, "metrics.jsonl")):
+    print(f"error: {args.workdir} has no metrics.jsonl; is it a meta-training workdir?",
+          file=sys.stderr)
+    return 2
+  steps, _, _ = read_curve(args.workdir)
+  if len(steps) == 1:
+    print(f"error: {args.workdir}/metrics.jsonl has no {SCORE} record; run with "
+          "--validate_every N to record meta-validation.", file=sys.stderr)
+    return 2
+  out = plot(args.workdir, args.out or os.path.join(args.workdir, "meta_validation.png"))
+  print(f"Wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

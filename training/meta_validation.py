@@ -1,0 +1,285 @@
+"""Meta-validation: is meta-training helping? (issue 19 part 4)
+
+Every ``validate_every`` outer steps (and at the last step) the trainer calls a
+``MetaValidator`` with the current θ. It trains every task of the screen suite
+(``validate_suite``, default ``screen-user-cpu``; never a held-out suite) for
+its full horizon with ``validate_seeds`` seeds (0..S-1) through the
+evaluation library's compiled sweep (``training.evaluation.Sweep``), θ being an
+argument of the compiled program: only the first validation compiles.
+
+Score: the geometric mean over the suite's tasks of
+
+    ratio = test loss of θ / test loss of θ₀
+
+(θ₀ = ``trainer.initial_theta(config)``, the run's untrained θ; its score is
+1.0; lower is better). A test loss is the mean over seeds, +inf if any seed
+diverged; a diverged run's ratio is ``DIVERGED_RATIO`` (10), and every ratio is
+clipped to [1/10, 10] (a task where θ₀ itself diverged and θ did not counts
+1/10, both diverged 1), so one task can move the score by at most ×10^(1/n).
+
+θ₀ is evaluated once, at the run's first validation, and its per-task test
+losses are kept in ``WORKDIR/meta_valid_ref.json`` (written atomically; read
+back on resume; a resume with another suite or seed count is refused, since
+the scores would not compare). θ₀ is always a candidate: a θ becomes the best
+only if its score is below every earlier score, 1.0 (θ₀) included, and it is
+then exported to ``WORKDIR/export_best`` (``lopt.save_pretrained``; metadata
+``meta_validation``: outer step, score, per-task ratios and test losses; read
+it with ``lopt.load_pretrained(WORKDIR / "export_best")``). On resume the best
+so far is the lowest score that ``metrics.jsonl`` holds at steps up to the
+restored one.
+
+What is logged at a validation step (merged into that step's record of
+metrics.jsonl and wandb): ``meta_valid/score``, ``meta_valid/best_score``,
+``meta_valid/is_best`` (1/0), ``meta_valid/seconds``, and per task
+``meta_valid/test_loss/<task>`` and ``meta_valid/ratio/<task>``.
+
+Validation reads θ and nothing else: the meta-training's own state, keys and
+results are bit-identical with and without it (tests/test_meta_validation.py).
+In a multi-process run only process 0 validates (the others wait at the next
+outer step's collectives); its ``export_best`` is written by a fresh
+single-process child, as orbax's save would wait for the other processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from training import evaluation, task_spec
+
+DIVERGED_RATIO = 10.0
+REF_FILE = "meta_valid_ref.json"
+BEST_DIR = "export_best"
+PREFIX = "meta_valid/"
+
+
+def task_ratio(loss: float, ref: float) -> float:
+  """Test loss of θ over θ₀'s, clipped to [1/DIVERGED_RATIO, DIVERGED_RATIO];
+  a non-finite (diverged) loss counts DIVERGED_RATIO (θ₀'s: 1/DIVERGED_RATIO)."""
+  ok, ref_ok = math.isfinite(loss), math.isfinite(ref)
+  if not ok:
+    return 1.0 if not ref_ok else DIVERGED_RATIO
+  if not ref_ok:
+    return 1.0 / DIVERGED_RATIO
+  if ref <= 0 or loss <= 0:  # a loss that reached 0: the smaller one wins outright
+    return 1.0 if loss == ref else (1.0 / DIVERGED_RATIO if loss < ref else DIVERGED_RATIO)
+  return float(np.clip(loss / ref, 1.0 / DIVERGED_RATIO, DIVERGED_RATIO))
+
+
+def geometric_mean(ratios: Sequence[float]) -> float:
+  return float(np.exp(np.mean(np.log(np.asarray(ratios, np.float64)))))
+
+
+def _task_names(entries) -> list[str]:
+  """Unique names: the task's, with ``@<steps>`` where a suite repeats a task."""
+  names = [e.task.name for e in entries]
+  return [n if names.count(n) == 1 else f"{n}@{e.num_steps}" for n, e in zip(names, entries)]
+
+
+def _json_loss(x: float) -> float | None:
+  return float(x) if math.isfinite(x) else None
+
+
+class MetaValidator:
+  """Validates θ of one run on a suite; ``validator(step, theta)`` -> record.
+
+  ``entries``: the suite entries (default ``meta_tasks.get_suite(config.validate_suite)``;
+  tests pass a tiny one). Building it compiles nothing; the first call compiles
+  one program per suite entry, later calls reuse them.
+  """
+
+  def __init__(self, config: Any, workdir: str, start_step: int = 0, entries=None,
+               log: Callable[[str], None] = print):
+    import meta_tasks
+    self.config, self.workdir, self.log = config, workdir, log
+    self.suite = config.validate_suite
+    self.entries = list(entries if entries is not None else meta_tasks.get_suite(self.suite))
+    if not self.entries:
+      raise ValueError(f"validate_suite {self.suite!r} has no tasks.")
+    self.names = _task_names(self.entries)
+    self.seeds = list(range(config.validate_seeds))
+    lo = config.lo
+    self.sweeps = []
+    for entry in self.entries:
+      spec = task_spec.optimizer_spec(entry.task)
+      make_tx = (lambda theta, n=entry.num_steps, spec=spec:
+                 lo.as_optax(theta, num_steps=n, mup=spec))
+      self.sweeps.append(evaluation.Sweep(make_tx, entry.task, entry.num_steps))
+    self.ref = self._read_ref()
+    self.best = self._best_before(start_step)
+
+  # ---------------------------------------------------------------- the record
+  def describe(self) -> dict[str, Any]:
+    return {"suite": self.suite, "seeds": self.seeds, "tasks": self.names,
+            "num_steps": {n: e.num_steps for n, e in zip(self.names, self.entries)}}
+
+  def _read_ref(self) -> dict[str, float] | None:
+    path = os.path.join(self.workdir, REF_FILE)
+    if not os.path.exists(path):
+      return None
+    try:
+      with open(path) as f:
+        data = json.load(f)
+      losses = data["test_loss"]
+      recorded = {k: data[k] for k in ("suite", "seeds", "tasks", "num_steps")}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      self.log(f"WARNING: {path} is unreadable ({type(e).__name__}); re-evaluating θ₀.")
+      return None
+    if recorded != self.describe():
+      raise ValueError(
+          f"{path} holds θ₀'s test losses for validation on {recorded['suite']!r} with seeds "
+          f"{recorded['seeds']} ({len(recorded['tasks'])} tasks); this run asks "
+          f"{self.suite!r} with seeds {self.seeds}, whose scores would not compare. Repeat "
+          f"the original --validate_suite/--validate_seeds, or delete {REF_FILE} and "
+          f"{BEST_DIR} to restart validation.")
+    return {k: (math.inf if v is None else float(v)) for k, v in losses.items()}
+
+  def _best_before(self, start_step: int) -> float:
+    """The lowest score logged at steps <= start_step (θ₀'s 1.0 if none is lower)."""
+    best = 1.0
+    path = os.path.join(self.workdir, "metrics.jsonl")
+    if self.ref is None or not os.path.exists(path):
+      return best
+    from training import tracking
+    for r in tracking.read_metrics(self.workdir):
+      score = r.get(PREFIX + "score")
+      if r.get("step", 0) <= start_step and isinstance(score, (int, float)):
+        best = min(best, float(score))
+    return best
+
+  # -------------------------------------------------------------- evaluation
+  def test_losses(self, theta: Any) -> dict[str, float]:
+    """Per task: the mean test loss over seeds (+inf if any seed diverged)."""
+    theta = jax.tree_util.tree_map(np.asarray, jax.device_get(theta))  # a host copy:
+    # uncommitted inputs, the same compiled program whatever θ's sharding was.
+    out = {}
+    for name, sweep in zip(self.names, self.sweeps):
+      curves = sweep(theta, self.seeds)
+      out[name] = float(np.mean(curves.test_loss)) if np.all(np.isfinite(curves.test_loss)) \
+          else math.inf
+    return out
+
+  def reference(self) -> dict[str, float]:
+    """θ₀'s per-task test losses: from meta_valid_ref.json, else evaluated and stored."""
+    if self.ref is None:
+      from lopt import diskio
+      from training.trainer import initial_theta
+      self.ref = self.test_losses(initial_theta(self.config))
+      record = {**self.describe(), "theta": "initial_theta(config): outer step 0",
+                "test_loss": {k: _json_loss(v) for k, v in self.ref.items()}}
+      diskio.write_atomic(os.path.join(self.workdir, REF_FILE),
+                          json.dumps(record, indent=1, sort_keys=True, allow_nan=False))
+    return self.ref
+
+  def __call__(self, step: int, theta: Any) -> dict[str, Any]:
+    """Validate θ of outer step ``step``; export it if it is the best so far;
+    return the metrics to log at ``step``."""
+    start = time.perf_counter()
+    ref = self.reference()
+    losses = self.test_losses(theta)
+    ratios = {k: task_ratio(losses[k], ref[k]) for k in self.names}
+    score = geometric_mean(list(ratios.values()))
+    is_best = score < self.best
+    if is_best:
+      self.best = score
+      self.export_best(step, theta, score, ratios, losses)
+    seconds = time.perf_counter() - start
+    self.log(f"meta-validation at outer step {step}: score {score:.4f} (θ₀ = 1), best "
+             f"{self.best:.4f}{' (new best, exported)' if is_best else ''}, {seconds:.0f} s")
+    record = {PREFIX + "score": score, PREFIX + "best_score": self.best,
+              PREFIX + "is_best": int(is_best), PREFIX + "seconds": seconds}
+    for k in self.names:
+      record[PREFIX + "test_loss/" + k] = _json_loss(losses[k])
+      record[PREFIX + "ratio/" + k] = ratios[k]
+    return record
+
+  def export_best(self, step: int, theta: Any, score: float, ratios: dict[str, float],
+                  losses: dict[str, float]) -> str:
+    metadata = {"meta_validation": {
+        "outer_step": int(step), "score": float(score), "suite": self.suite,
+        "seeds": self.seeds, "ratios": ratios,
+        "test_loss": {k: _json_loss(v) for k, v in losses.items()},
+        "reference_test_loss": {k: _json_loss(v) for k, v in self.reference().items()},
+        "rule": "geometric mean over tasks of test loss / θ₀'s (θ₀ = 1.0; lower is better)"}}
+    out = os.path.join(self.workdir, BEST_DIR)
+    if jax.process_count() > 1:
+      _export_in_subprocess(self.workdir, out, theta, metadata)
+    else:
+      export_theta(self.workdir, out, theta, metadata)
+    return out
+
+
+def export_theta(workdir: str, out_dir: str, theta: Any, metadata: dict[str, Any]) -> str:
+  """``lopt.save_pretrained`` of θ with the run's export metadata plus ``metadata``."""
+  from lopt.pretrained import save_pretrained
+  from training import checkpoint
+  from training.export import git_commit
+  config = checkpoint.read_config(workdir)
+  step = metadata["meta_validation"]["outer_step"]
+  meta = {"parameterization": "mup" if config.lo.mup else "sp",
+          "training": {"recipe": config.recipe(), "estimator": config.estimator,
+                       "distribution": config.distribution, "outer_steps": int(step),
+                       "device": jax.devices()[0].device_kind, "commit": git_commit()},
+          **metadata}
+  return str(save_pretrained(out_dir, config.lo, theta, meta))
+
+
+def _export_in_subprocess(workdir: str, out_dir: str, theta: Any,
+                          metadata: dict[str, Any]) -> None:
+  """``export_theta`` in a fresh single CPU process (process 0 of a multi-process run)."""
+  from training import checkpoint
+  from training.export import _LAUNCH_VARS
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(theta))]
+  with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+    np.savez(os.path.join(tmp, "theta.npz"), *leaves)
+    with open(os.path.join(tmp, "metadata.json"), "w") as f:
+      json.dump(metadata, f)
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
+    env.update(JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p))
+    out = subprocess.run([sys.executable, "-m", "training.meta_validation", workdir, out_dir,
+                          tmp], env=env, cwd=root, capture_output=True, text=True)
+  if out.returncode != 0:
+    last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    raise checkpoint.WorkdirError(f"exporting the best θ to {out_dir} failed: {last}")
+
+
+def main(argv: list[str] | None = None) -> int:
+  """``python -m training.meta_validation WORKDIR OUT_DIR TMP``: export θ from
+  TMP/theta.npz (leaves in the order of the run's θ) with TMP/metadata.json."""
+  from training import checkpoint
+  from training.trainer import initial_theta
+  workdir, out_dir, tmp = (argv if argv is not None else sys.argv[1:])
+  treedef = jax.tree_util.tree_structure(initial_theta(checkpoint.read_config(workdir)))
+  with np.load(os.path.join(tmp, "theta.npz")) as z:
+    leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
+  with open(os.path.join(tmp, "metadata.json")) as f:
+    metadata = json.load(f)
+  export_theta(workdir, out_dir, jax.tree_util.tree_unflatten(treedef, leaves), metadata)
+  return 0
+
+
+def for_run(config: Any, workdir: str, start_step: int) -> MetaValidator | None:
+  """The run's validator (process 0 of a run with ``validate_every`` > 0), else None."""
+  if not config.validate_every or jax.process_index() != 0:
+    return None
+  return MetaValidator(config, workdir, start_step)
+
+
+def is_validation_step(config: Any, step: int) -> bool:
+  return bool(config.validate_every) and (step % config.validate_every == 0
+                                          or step == config.outer_steps)
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
