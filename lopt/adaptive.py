@@ -256,10 +256,19 @@ class AdaptiveLOpt:
     """(c): the per-element network's raw output (AdamDirection bounds and adds it)."""
     res = theta["residual"]
     inv = 1.0 / (jnp.sqrt(stats.v_hat) + self.eps)
-    x = jnp.stack([stats.m_hat * inv, jnp.clip(g * inv, -10.0, 10.0),
-                   p * jax.lax.rsqrt(jnp.mean(jnp.square(p)) + _TINY)], axis=-1)
-    h = jax.nn.relu(x @ res["w0"] + (stats.feats @ res["w_ctx"] + res["b0"]))
-    return h @ res["w1"] + res["b1"]
+    xs = (stats.m_hat * inv, jnp.clip(g * inv, -10.0, 10.0),
+          p * jax.lax.rsqrt(jnp.mean(jnp.square(p)) + _TINY))
+    bias = stats.feats @ res["w_ctx"] + res["b0"]   # the tensor context, per hidden unit
+    # Written out unit by unit, not as matmuls over a stacked [..., 3] array:
+    # with 3 inputs and 8 units XLA then fuses the whole network into one
+    # elementwise pass (2.6x faster LO update on CPU, scripts/bench_meta.py).
+    out = res["b1"]
+    for j in range(self.residual_hidden):
+      h = bias[j]
+      for i, x in enumerate(xs):
+        h = h + x * res["w0"][i, j]
+      out = out + jax.nn.relu(h) * res["w1"][j]
+    return out
 
   def update(self, theta: dict, grads: Any, state: AdaptiveLOptState, params: Any, *,
              num_steps: int | None = None, mup: Any = None,
