@@ -3,6 +3,7 @@
 
     python scripts/bench_meta.py                       # small config (CPU default)
     python scripts/bench_meta.py --configs mulo-m,small --outer_steps 100   # GPU
+    python scripts/bench_meta.py --preset mulo-a-cpu    # a preset's real outer step
 
 For each configuration it times, in the same process:
 
@@ -292,6 +293,26 @@ def bench_distribution(name: str, lo, *, pairs: int, truncation: int, outer_step
               adam_steps_per_s=steps / adam_s, lo_share=max(0.0, 1 - adam_s / lo_s))
 
 
+def _bench_preset(args) -> int:
+  import jax
+  from training.config import get_preset
+  c = get_preset(args.preset)
+  r = bench_distribution(c.distribution, c.lo, pairs=c.num_pairs, truncation=c.truncation_length,
+                         outer_steps=args.outer_steps or 5, estimator=c.estimator,
+                         meta_loss=c.meta_loss, max_seconds=args.max_seconds)
+  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
+        f"preset {args.preset}: {type(c.lo).__name__} on {c.distribution} "
+        f"({len(r['tasks'])} task configs), {c.estimator}, {c.num_pairs} pairs each, "
+        f"K={c.truncation_length}, meta-loss {c.meta_loss}")
+  print(f"inner steps/s (LO meta-training, whole outer step): {r['steps_per_s']:9.0f}")
+  print(f"inner steps/s (same particles, plain Adam):         {r['adam_steps_per_s']:9.0f}")
+  print(f"LO update + estimator share of the time:            {100 * r['lo_share']:8.0f}%")
+  print(f"seconds per outer step {r['seconds_per_outer']:.3f}; first call (compile) "
+        f"{r['first_s']:.0f} s; XLA compilations, first call included, over {r['outer_steps']} timed outer steps: "
+        f"{r['compiles']}")
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -309,9 +330,14 @@ def main(argv=None) -> int:
                            "(e.g. mulo-m) instead of the reference MLPLOpt()")
   parser.add_argument("--max_seconds", type=float, default=None,
                       help="stop each timed loop once its outer steps took this long")
+  parser.add_argument("--preset", default=None,
+                      help="time a meta-training preset's real outer step instead (its LO, "
+                           "distribution, estimator, pairs, K and meta-loss; e.g. mulo-a-cpu)")
   args = parser.parse_args(argv)
 
   import jax
+  if args.preset:
+    return _bench_preset(args)
   on_gpu = jax.default_backend() == "gpu"
   configs = args.configs.split(",") if args.configs else (list(CONFIGS) if on_gpu else ["small"])
   unknown = [c for c in configs if c not in CONFIGS]
