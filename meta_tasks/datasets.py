@@ -62,7 +62,8 @@ TEACHER_SEED = 0
 DATASETS = tuple(IMAGE_DATASETS) + ("teacher",)
 
 # Tabular classification data shipped with scikit-learn: name -> (loader, classes).
-TABULAR_DATASETS = {"breast_cancer": ("load_breast_cancer", 2), "wine": ("load_wine", 3)}
+TABULAR_DATASETS = {"breast_cancer": ("load_breast_cancer", 2), "wine": ("load_wine", 3),
+                    "iris": ("load_iris", 3)}
 # On-device augmentation of image batches: random shifts of up to this many
 # pixels (zero padding) and Gaussian noise of this std on standardized pixels.
 AUGMENT_SHIFT = 1

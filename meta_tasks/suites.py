@@ -126,6 +126,9 @@ def _user_suites(dd: str | None) -> dict[str, list[SuiteEntry]]:
           _same(PlainTransformerLMTask(seq_len=32, width=32, depth=1, num_heads=2,
                                        batch_size=16), 500),
           _same(PlainMLPTask(dataset="teacher", width=64, batch_size=64), 1000),
+          # Small data trained long: 142 rows, memorized within ~200 steps,
+          # then 2800 more where only restraint keeps the test loss down.
+          _same(PlainMLPTask(dataset="wine", width=128, batch_size=16), 3000),
       ],
       "heldout-user-cpu": [
           _same(PlainMLPTask(dataset="digits", augment=True, width=256), 2000),
@@ -134,6 +137,8 @@ def _user_suites(dd: str | None) -> dict[str, list[SuiteEntry]]:
           _same(PlainTransformerLMTask(seq_len=64, width=64, depth=2, num_heads=4,
                                        batch_size=32), 1000),
           _same(PlainMLPTask(dataset="teacher", width=256, depth=4), 1000),
+          # Small data trained long (120 rows, memorized within ~100 steps).
+          _same(PlainMLPTask(dataset="iris", width=64, batch_size=16), 3000),
       ],
   }
 
