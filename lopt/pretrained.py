@@ -414,8 +414,27 @@ def load_pretrained(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
   return lopt, theta
 
 
+def check_step_mult(step_mult: Any) -> float:
+  """``step_mult`` as a float; ``ValueError`` unless it is a finite number > 0
+  (and not rounding to 0 in float32)."""
+  import numbers
+  if (not isinstance(step_mult, numbers.Real) or isinstance(step_mult, bool)
+      or not np.isfinite(float(step_mult)) or step_mult <= 0 or np.float32(step_mult) == 0
+      or abs(step_mult) > _FLOAT32_MAX):
+    raise ValueError(f"step_mult must be a finite number > 0 (1: the learned optimizer as "
+                     f"meta-trained; 0.5 halves every update), got {step_mult!r}.")
+  return float(step_mult)
+
+
+def with_step_mult(tx: Any, step_mult: Any) -> Any:
+  """``tx`` with every update multiplied by ``step_mult`` (a float, or a traced
+  scalar under jit): ``optax.chain(tx, optax.scale(step_mult))``."""
+  import optax
+  return optax.chain(tx, optax.scale(step_mult))
+
+
 def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = None,
-                     mup: Any = None):
+                     mup: Any = None, step_mult: float = 1.0):
   """The pretrained LO as an optax transformation, ready to use.
 
   ``num_steps``, the planned number of training steps (optimizer updates), is
@@ -425,9 +444,15 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
   value, 0: update ``num_steps`` and every later one is exactly 0, so training
   stops (``check_num_steps(opt_state, num_steps)`` raises once it has).
   ``mup``: the μP spec of your params (``lopt.mup.infer_kinds``) for a μP LO.
+  ``step_mult``: the one tuning knob, a multiplier on every update the LO
+  makes (default 1: the LO exactly as meta-trained, the transformation
+  unchanged; otherwise ``optax.chain(lo, optax.scale(step_mult))``). It must be
+  a finite number > 0. ``scripts/evaluate.py`` reports each LO untuned and
+  tuned over a step_mult grid as large as AdamW's LR grid.
   Works with optax, linen's ``TrainState`` and ``nnx.Optimizer``.
   """
   _resolve(name_or_path)  # a bad name or path is reported before num_steps
+  step_mult = check_step_mult(step_mult)
   if num_steps is None:
     raise ValueError(
         f"pretrained_optax({str(name_or_path)!r}) needs num_steps=<your planned number of "
@@ -436,7 +461,8 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
         "num_steps with a cosine schedule. E.g. lopt.pretrained_optax("
         f"{str(name_or_path)!r}, num_steps=10_000, mup=kinds).")
   lopt, theta = load_pretrained(name_or_path)
-  return lopt.as_optax(theta, num_steps=num_steps, mup=mup)
+  tx = lopt.as_optax(theta, num_steps=num_steps, mup=mup)
+  return tx if step_mult == 1.0 else with_step_mult(tx, step_mult)
 
 
 def _lo_states(opt_state: Any) -> list[Any]:

@@ -10,7 +10,9 @@ checkpoint (a pretrained directory, a meta-training workdir, ``WORKDIR@STEP`` fo
 one of its checkpoints with @0 the untrained θ, or a shipped name), or
 ``LABEL=`` either. Baselines are tuned on each entry's tuning task and the LR
 is transferred (see ``training.evaluation.PROTOCOL``); tuned AdamW is always run
-as the speedup reference. Writes WORKDIR/results.json, WORKDIR/report.md and
+as the speedup reference. Each learned optimizer is reported untuned (as
+exported) and as ``LABEL (tuned)``: its step multiplier tuned over as many grid
+points as AdamW's LR grid by the same rule (``--no_step_mult_tuning``: untuned only). Writes WORKDIR/results.json, WORKDIR/report.md and
 WORKDIR/plots/*.png. Bad input (a bad flag value, unknown optimizer or suite,
 missing or corrupt checkpoint, unusable workdir, invalid --tasks regex, dataset
 not prepared) prints the reason on one line, naming the flag, and exits with
@@ -107,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--baseline_cache", type=_cache_dir, default=None, metavar="DIR",
                       help="keep tuned baselines' tuning and runs in DIR and reuse them in "
                       "later invocations (delete DIR after changing task or baseline code)")
+  parser.add_argument("--no_step_mult_tuning", action="store_true",
+                      help="report learned optimizers untuned only (by default each LO also "
+                      "gets an 'LO (tuned)' row: its step multiplier tuned over as many grid "
+                      "points as AdamW's LR grid, by the same test-loss rule)")
   parser.add_argument("--note", action="append", default=[],
                       help="a line for the report's notes (repeatable)")
   parser.add_argument("--wandb", action="store_true",
@@ -138,7 +144,8 @@ def main(argv=None) -> int:
   except ValueError as e:
     return fail(f"argument --suite: {_one_line(e)}")
   try:
-    optimizers = evaluation.parse_optimizers(args.optimizers)
+    optimizers = evaluation.parse_optimizers(args.optimizers,
+                                             tune_step_mult=not args.no_step_mult_tuning)
   except Exception as e:  # a checkpoint that does not load fails in many ways
     kind = "" if isinstance(e, (ValueError, FileNotFoundError)) else f"{type(e).__name__}: "
     return fail(f"argument --optimizers: {kind}{_one_line(e)}")

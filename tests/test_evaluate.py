@@ -2,6 +2,7 @@
 a learned-optimizer checkpoint as an optimizer, NaN safety, one compile per
 sweep, the tuning argmin, the speedup in closed form, and bad input."""
 
+import dataclasses
 import json
 import os
 import re
@@ -102,7 +103,7 @@ def test_report_numbers_equal_results_json(smoke_run):
   tables = _parse_tables(open(os.path.join(workdir, "report.md")).read())
   rows = tables[("smoke", report.TASK_COLUMNS)]
   expected = list(report.task_rows(results))
-  assert len(rows) == len(expected) == 2 * 2  # 2 tasks x (mulo, adamw)
+  assert len(rows) == len(expected) == 2 * 3  # 2 tasks x (mulo, mulo (tuned), adamw)
   for row, r in zip(rows, expected):
     assert (row["task"], int(row["steps"]), row["optimizer"]) == (r["task"], r["steps"],
                                                                   r["optimizer"])
@@ -113,7 +114,10 @@ def test_report_numbers_equal_results_json(smoke_run):
     assert _same_number(row["rank (test)"], r["rank"], 3)
     assert _same_number(row["rank (train)"], r["train_rank"], 3)
     assert row["max loss spike"] == f"{r['max_loss_spike']:.3g}×"
-    assert row["LR"] == ("untuned" if r["lr"] is None else f"{r['lr']:g}")
+    if r["optimizer"] == "mulo (tuned)":
+      assert row["LR"] == f"step×{r['step_mult']:g}"
+    else:
+      assert row["LR"] == ("untuned" if r["lr"] is None else f"{r['lr']:g}")
     s = r["speedup"]
     m = re.fullmatch(r"([<>]?)([0-9.e+-]+)×", row["speedup vs tuned AdamW"])
     assert m and (m.group(1) or "=") == s["bound"] and _same_number(m.group(2), s["value"], 3)
@@ -130,12 +134,72 @@ def test_learned_optimizer_checkpoint_runs(smoke_run, lo_checkpoint):
   described = [o for o in results["optimizers"] if o["label"] == "mulo"][0]
   assert described["kind"] == "learned" and described["checkpoint"] == lo_checkpoint
   assert described["architecture"] == "MLPLOpt"
+  tuned = [o for o in results["optimizers"] if o["label"] == "mulo (tuned)"][0]
+  assert tuned["step_mult_tuned"] and not described["step_mult_tuned"]
   for task in results["suites"]["smoke"]["tasks"]:
-    r = task["results"]["mulo"]
-    assert r["learning_rate"] is None and r["tuning"] is None
+    r = task["results"]["mulo"]   # untuned: as exported, step multiplier 1
+    assert r["learning_rate"] is None and r["tuning"] is None and r["step_mult"] == 1.0
     assert r["num_diverged"] == 0 and np.isfinite(r["final_train_loss"])
     assert np.all(np.isfinite(r["curve"]["train_loss_per_seed"]))
-  assert all(t["optimizer"] == "adamw" for t in results["tuning"])  # LOs are not tuned
+    t = task["results"]["mulo (tuned)"]
+    assert t["learning_rate"] is None and t["tuning"]["hparam"] == "step_mult"
+    assert t["step_mult"] == t["tuning"]["chosen"]
+  # The LO's step multiplier gets the same tuning budget as AdamW's LR: as many
+  # grid points, the same seeds and horizon, the test-loss rule.
+  by_opt = {}
+  for t in results["tuning"]:
+    by_opt.setdefault(t["optimizer"], []).append(t)
+  assert set(by_opt) == {"adamw", "mulo (tuned)"}
+  for a, m in zip(by_opt["adamw"], by_opt["mulo (tuned)"]):
+    assert len(m["grid"]) == len(a["lr_grid"]) == 2
+    assert m["grid"] == evaluation.step_mult_grid(2) and m["hparam"] == "step_mult"
+    assert (m["seeds"], m["num_steps"], m["tuning_task"]) == (a["seeds"], a["num_steps"],
+                                                             a["tuning_task"])
+    best = int(np.argmin([np.inf if x is None else x for x in m["mean_test_loss"]]))
+    assert m["chosen"] == m["grid"][best]
+
+
+def test_step_mult_grid():
+  assert evaluation.step_mult_grid(7) == [0.1778, 0.3162, 0.5623, 1.0, 1.778, 3.162, 5.623]
+  assert evaluation.step_mult_grid(1) == [1.0]
+  assert evaluation.step_mult_grid(2) == [0.5623, 1.0]
+  for n in range(1, 10):
+    g = evaluation.step_mult_grid(n)
+    assert len(g) == n and 1.0 in g and g == sorted(g)
+
+
+def test_pretrained_step_mult_scales_every_update(lo_checkpoint):
+  params = {"w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4),
+            "b": np.ones(4, np.float32)}
+  grads = jax.tree.map(lambda p: np.cos(3 * p) + 0.1, params)
+  kinds = lopt.mup.kinds_from_paths(params, {r"w": "input"})
+  plain = lopt.pretrained_optax(lo_checkpoint, num_steps=10, mup=kinds)
+  half = lopt.pretrained_optax(lo_checkpoint, num_steps=10, mup=kinds, step_mult=0.5)
+  one = lopt.pretrained_optax(lo_checkpoint, num_steps=10, mup=kinds, step_mult=1.0)
+  s_plain, s_half = plain.init(params), half.init(params)
+  assert jax.tree_util.tree_structure(one.init(params)) == jax.tree_util.tree_structure(
+      s_plain)   # step_mult=1: the transformation unchanged
+  both = jax.jit(lambda s1, s2: (plain.update(grads, s1, params), half.update(grads, s2, params)))
+  for _ in range(3):   # the same inputs each step: the LO's own state evolves identically
+    (u_plain, s_plain), (u_half, s_half) = both(s_plain, s_half)
+    assert any(np.any(np.asarray(u) != 0) for u in jax.tree.leaves(u_plain))
+    for a, b in zip(jax.tree.leaves(u_plain), jax.tree.leaves(u_half)):
+      np.testing.assert_array_equal(np.asarray(b), np.float32(0.5) * np.asarray(a))
+  assert lopt.check_num_steps(s_half, 10) == 3   # the LO state is still found
+  for bad in (0, -1.0, float("nan"), float("inf"), True, "2", 1e-50):
+    with pytest.raises(ValueError, match="step_mult"):
+      lopt.pretrained_optax(lo_checkpoint, num_steps=10, step_mult=bad)
+
+
+def test_tuned_lo_at_step_mult_1_is_the_untuned_lo(lo_checkpoint):
+  untuned = evaluation.parse_optimizer(f"mulo={lo_checkpoint}")
+  tuned = dataclasses.replace(untuned, label="mulo (tuned)", tune_step_mult=True)
+  assert tuned.tuned and not untuned.tuned and tuned.hparam == "step_mult"
+  a = evaluation.train_curves(untuned.make_tx(QUADRATIC, 8), QUADRATIC, 8, seeds=[0])
+  b = evaluation.train_curves(tuned.make_tx(QUADRATIC, 8), QUADRATIC, 8, seeds=[0],
+                              lrs=[1.0, 0.5])
+  np.testing.assert_allclose(b.train_loss[0], a.train_loss, rtol=1e-6)
+  assert not np.allclose(b.train_loss[1], a.train_loss)
 
 
 QUADRATIC = QuadraticTask(dim=4, condition_number=1.0, noise=0.0, batch_size=2)

@@ -60,6 +60,7 @@ import optax
 
 import lopt
 from lopt import baselines
+from lopt.pretrained import with_step_mult
 from meta_tasks import SuiteEntry, Task, get_suite, suite_names
 from training import task_spec
 
@@ -83,11 +84,28 @@ PROTOCOL = (
     "+inf, ties go to the smaller LR, and if every LR diverged the smallest is used. The "
     "chosen LR is transferred unchanged to the held-out task: for muadam this is the muP "
     "transfer (its per-tensor multipliers 1/fan_in for hidden matrices come from the task's "
-    "metadata); adamw and the other SP baselines reuse the same LR. Learned optimizers are "
-    "not tuned: they run as exported, with num_steps = the horizon and the task's tensor kinds "
-    "as muP spec (task.kinds, also for SP tasks, so a muP LO still scales hidden matrices by "
-    "1/fan_in; an SP LO ignores it). Results: fresh seeds 0..S-1, final metrics on fixed "
+    "metadata); adamw and the other SP baselines reuse the same LR. Learned optimizers run "
+    "as exported, with num_steps = the horizon and the task's tensor kinds as muP spec "
+    "(task.kinds, also for SP tasks, so a muP LO still scales hidden matrices by 1/fan_in; an "
+    "SP LO ignores it), and are reported twice: untuned (step multiplier 1) and tuned, with "
+    "the same budget and rule as the baselines: a step multiplier on every update (optax.scale "
+    "after the LO, lopt.pretrained_optax's step_mult) chosen over step_mult_grid(n), n = the "
+    "number of points of AdamW's LR grid (a quarter-decade log grid around 1), on the same "
+    "tuning task, horizon and tuning seeds, by the same test-loss rule (ties to the smaller "
+    "multiplier). Results: fresh seeds 0..S-1, final metrics on fixed "
     "batches of the train/test splits. Tuned AdamW is always run as the speedup reference.")
+
+STEP_MULT_SPACING = 0.25   # decades between points of the step-multiplier grid
+
+
+def step_mult_grid(points: int) -> list[float]:
+  """``points`` step multipliers 10^(k/4) around 1 (1 included; odd counts are
+  symmetric, even ones have one more point below 1): 7 points span 0.18-5.6."""
+  if points < 1:
+    raise ValueError(f"points must be >= 1, got {points}.")
+  low = -(points // 2)
+  return [float(f"{10 ** (STEP_MULT_SPACING * k):.4g}") if k else 1.0
+          for k in range(low, low + points)]
 
 
 # --------------------------------------------------------------------------
@@ -236,17 +254,28 @@ class Optimizer:
   theta: Any = dataclasses.field(default=None, compare=False, repr=False)
   metadata: Any = dataclasses.field(default=None, compare=False, repr=False)
   added_as_reference: bool = False   # tuned AdamW added only to compute speedups
+  tune_step_mult: bool = False       # a learned optimizer tuned over step_mult_grid
 
   @property
   def tuned(self) -> bool:
-    return self.baseline is not None
+    return self.baseline is not None or self.tune_step_mult
+
+  @property
+  def hparam(self) -> Optional[str]:
+    """What tuning chooses: ``learning_rate``, ``step_mult`` or None (untuned)."""
+    if self.baseline is not None:
+      return "learning_rate"
+    return "step_mult" if self.tune_step_mult else None
 
   def make_tx(self, task: Task, num_steps: int) -> Callable[[Any], optax.GradientTransformation]:
     if self.baseline is None:
       # task.kinds (not task.mup): a μP LO on an SP task still needs to know
       # which tensors are hidden; an SP LO ignores it.
       spec = task_spec.optimizer_spec(task)
-      return lambda lr: self.lo.as_optax(self.theta, num_steps=num_steps, mup=spec)
+      lo = lambda: self.lo.as_optax(self.theta, num_steps=num_steps, mup=spec)
+      if self.tune_step_mult:  # the step multiplier is the traced grid value
+        return lambda mult: with_step_mult(lo(), mult)
+      return lambda lr: lo()
     extra = ({"mup": task_spec.baseline_spec(task)}
              if "mup" in baselines.hparams(self.baseline) else {})
     return lambda lr: baselines.get(self.baseline, learning_rate=lr, **extra)
@@ -261,6 +290,7 @@ class Optimizer:
       return {"label": self.label, "kind": "baseline", "name": self.baseline,
               "added_as_reference": self.added_as_reference}
     return {"label": self.label, "kind": "learned", "checkpoint": self.checkpoint,
+            "step_mult_tuned": self.tune_step_mult,
             "architecture": (self.metadata or {}).get("architecture"),
             "config": (self.metadata or {}).get("config")}
 
@@ -305,11 +335,22 @@ def parse_optimizer(text: str) -> Optimizer:
   return Optimizer(label=name, checkpoint=str(value), lo=lo, theta=theta, metadata=metadata)
 
 
-def parse_optimizers(texts: Sequence[str]) -> list[Optimizer]:
-  """Parse a list and add tuned AdamW (the speedup reference) if it is missing."""
-  opts = [parse_optimizer(t) for t in texts if t.strip()]
-  if not opts:
+TUNED_SUFFIX = " (tuned)"
+
+
+def parse_optimizers(texts: Sequence[str], tune_step_mult: bool = True) -> list[Optimizer]:
+  """Parse a list and add tuned AdamW (the speedup reference) if it is missing.
+
+  ``tune_step_mult``: every learned optimizer ``L`` is followed by ``L (tuned)``,
+  the same LO with its step multiplier tuned like a baseline's LR."""
+  parsed = [parse_optimizer(t) for t in texts if t.strip()]
+  if not parsed:
     raise ValueError("No optimizers given.")
+  opts = []
+  for o in parsed:
+    opts.append(o)
+    if tune_step_mult and o.baseline is None:
+      opts.append(dataclasses.replace(o, label=o.label + TUNED_SUFFIX, tune_step_mult=True))
   labels = [o.label for o in opts]
   if len(set(labels)) != len(labels):
     raise ValueError(f"Duplicate optimizer labels {labels}; use LABEL=PATH to tell them apart.")
@@ -470,6 +511,7 @@ def _run_result(opt: Optimizer, curves: Curves, lr: Optional[float], seeds: Sequ
   return {
       "optimizer": opt.label,
       "learning_rate": lr,
+      "step_mult": None,          # learned optimizers: 1 untuned, the chosen one tuned
       "seeds": list(seeds),
       "final_train_loss": _mean_or_inf(pick(curves.final_train_loss)),
       "final_train_loss_per_seed": pick(curves.final_train_loss),
@@ -550,15 +592,25 @@ class Evaluator:
 
   def _cache_key(self, what: str, opt: Optimizer, task: Task, num_steps: int,
                  **extra: Any) -> Optional[dict[str, Any]]:
-    if self.cache is None or not opt.tuned:  # learned optimizers are cheap to rerun
+    if self.cache is None or opt.baseline is None:  # learned optimizers are cheap to rerun
       return None
     return {"what": what, "protocol": PROTOCOL, "baseline": opt.baseline, "task": repr(task),
             "num_steps": num_steps, "eval_batches": self.eval_batches, **extra}
 
+  def grid(self, opt: Optimizer) -> list[float]:
+    """The tuning grid: a baseline's LR grid, or for a tuned LO ``step_mult_grid``
+    with as many points as AdamW's LR grid (the same tuning budget)."""
+    def lr_grid(name):
+      return subsample_grid(self.lr_grids.get(name) or baselines.default_lr_grid(name),
+                            self.lr_grid_points)
+    if opt.baseline is not None:
+      return lr_grid(opt.baseline)
+    return step_mult_grid(len(lr_grid(REFERENCE)))
+
   def tune(self, opt: Optimizer, task: Task, num_steps: int) -> dict[str, Any]:
     key = (opt.label, task.name, num_steps)
-    default = self.lr_grids.get(opt.baseline) or baselines.default_lr_grid(opt.baseline)
-    grid = subsample_grid(default, self.lr_grid_points)
+    grid = self.grid(opt)
+    name = "lr" if opt.baseline is not None else "step_mult"
     cache_key = self._cache_key("tuning", opt, task, num_steps, lr_grid=grid,
                                 seeds=self.tuning_seeds)
     if key not in self.tuning and cache_key is not None:
@@ -571,16 +623,18 @@ class Evaluator:
                             lrs=grid, eval_params=opt.eval_params,
                             eval_batches=self.eval_batches)
       best = pick_lr(grid, curves.test_loss)
-      self.log(f"  tuned {opt.label} on {task.name} ({num_steps} steps, {len(grid)} LRs x "
-               f"{len(self.tuning_seeds)} seeds, {curves.seconds:.1f}s): lr={grid[best]:g}")
+      self.log(f"  tuned {opt.label} on {task.name} ({num_steps} steps, {len(grid)} {name}s x "
+               f"{len(self.tuning_seeds)} seeds, {curves.seconds:.1f}s): {name}={grid[best]:g}")
       self.tuning[key] = {
           "optimizer": opt.label, "tuning_task": task.name, "num_steps": num_steps,
+          "hparam": opt.hparam, "grid": grid, "chosen": grid[best],
           "seeds": self.tuning_seeds, "lr_grid": grid,
           "mean_final_train_loss": [_mean_or_inf(r) for r in curves.final_train_loss],
           "final_train_loss_per_seed": curves.final_train_loss,
           "mean_test_loss": [_mean_or_inf(r) for r in curves.test_loss],
           "num_diverged": curves.diverged.sum(axis=-1),
-          "chosen_lr": grid[best], "chosen_index": best,
+          "chosen_lr": grid[best] if opt.baseline is not None else None,
+          "chosen_index": best,
           "at_grid_edge": len(grid) > 1 and best in (0, len(grid) - 1),
           "all_diverged": bool(np.all(curves.diverged)),
           "seconds": curves.seconds,
@@ -595,7 +649,16 @@ class Evaluator:
     if key in self.runs:
       return self.runs[key]
     make_tx = opt.make_tx(entry.task, num_steps)
-    if opt.tuned:
+    if opt.tune_step_mult:
+      tuning = self.tune(opt, entry.tuning_task or entry.task, num_steps)
+      mult = tuning["chosen"]
+      curves = train_curves(make_tx, entry.task, num_steps, self.seeds, lrs=[mult],
+                            eval_params=opt.eval_params, eval_batches=self.eval_batches)
+      result = _run_result(opt, curves, None, self.seeds, lr_index=0)
+      result["step_mult"] = mult
+      result["tuning"] = {k: tuning[k] for k in ("tuning_task", "num_steps", "hparam",
+                                                  "chosen", "at_grid_edge", "all_diverged")}
+    elif opt.tuned:
       tuning = self.tune(opt, entry.tuning_task or entry.task, num_steps)
       lr = tuning["chosen_lr"]
       cache_key = self._cache_key("run", opt, entry.task, num_steps, learning_rate=lr,
@@ -616,6 +679,7 @@ class Evaluator:
       curves = train_curves(make_tx, entry.task, num_steps, self.seeds,
                             eval_params=opt.eval_params, eval_batches=self.eval_batches)
       result = _run_result(opt, curves, None, self.seeds, lr_index=None)
+      result["step_mult"] = 1.0
       result["tuning"] = None
     self.log(f"  ran {opt.label} on {entry.task.name} ({num_steps} steps, "
              f"{curves.seconds:.1f}s): final train loss {result['final_train_loss']:.4g}, "
@@ -695,6 +759,7 @@ def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int 
       "settings": {"suites": list(suites), "seeds": list(range(seeds)),
                    "tuning_seeds": evaluator.tuning_seeds, "max_steps": max_steps,
                    "lr_grid_points": lr_grid_points, "eval_batches": eval_batches,
+                   "step_mult_tuned": any(o.tune_step_mult for o in optimizers),
                    "task_filter": task_filter,
                    "max_curve_points": MAX_CURVE_POINTS, "smooth_fraction": SMOOTH_FRACTION,
                    "reference": reference},

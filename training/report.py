@@ -39,6 +39,25 @@ def fmt_lr(x: Optional[float]) -> str:
   return "untuned" if x is None else f"{x:g}"
 
 
+def fmt_step_mult(x: float) -> str:
+  return f"step×{x:g}"
+
+
+def fmt_hparam(lr: Optional[float], step_mult: Optional[float], tuned: bool) -> str:
+  """The LR column: a baseline's tuned LR, ``step×M`` for an LO whose step
+  multiplier was tuned, ``untuned`` for an LO as exported (step multiplier 1)."""
+  if lr is not None:
+    return fmt_lr(lr)
+  return fmt_step_mult(step_mult) if tuned and step_mult is not None else "untuned"
+
+
+def fmt_choice(t: dict[str, Any], x: Optional[float]) -> str:
+  """A tuning grid value: an LR, or ``×M`` for a step multiplier."""
+  if t.get("hparam") == "step_mult":
+    return "—" if x is None else f"×{x:g}"
+  return fmt_lr(x)
+
+
 def fmt_rank(x: float) -> str:
   return f"{x:.2f}"
 
@@ -68,6 +87,7 @@ def task_rows(results: dict[str, Any]) -> Iterator[dict[str, Any]]:
       for label, r in task["results"].items():
         yield {"suite": suite, "task": task["task"], "steps": task["num_steps"],
                "optimizer": label, "lr": r["learning_rate"],
+               "step_mult": r.get("step_mult"), "tuned": r.get("tuning") is not None,
                "final_train_loss": r["final_train_loss"], "test_loss": r["test_loss"],
                "test_accuracy": r["test_accuracy"], "speedup": r["speedup"],
                "rank": r["rank"], "train_rank": r.get("train_rank", r["rank"]),
@@ -101,15 +121,25 @@ def _notes(results: dict[str, Any]) -> list[str]:
   added = [o["label"] for o in results["optimizers"] if o.get("added_as_reference")]
   if added:
     notes.append("Tuned AdamW was not requested; it was added as the speedup reference.")
+  if not s.get("step_mult_tuned", True) and any(
+      o.get("kind") == "learned" for o in results["optimizers"]):
+    notes.append("Learned optimizers are reported untuned only (--no_step_mult_tuning); "
+                 "the baselines were tuned.")
   edges = [t for t in results["tuning"] if t["at_grid_edge"]]
   for t in edges:
-    notes.append(f"{t['optimizer']}: the chosen LR {fmt_lr(t['chosen_lr'])} on "
+    what = "step multiplier" if t.get("hparam") == "step_mult" else "LR"
+    notes.append(f"{t['optimizer']}: the chosen {what} {fmt_choice(t, _chosen(t))} on "
                  f"{t['tuning_task']} ({t['num_steps']} steps) is at the edge of its grid.")
   for t in results["tuning"]:
     if t["all_diverged"]:
-      notes.append(f"{t['optimizer']}: every LR diverged on {t['tuning_task']}; "
+      what = "step multiplier" if t.get("hparam") == "step_mult" else "LR"
+      notes.append(f"{t['optimizer']}: every {what} diverged on {t['tuning_task']}; "
                    "the smallest was used.")
   return notes
+
+
+def _chosen(t: dict[str, Any]) -> Optional[float]:
+  return t.get("chosen", t.get("chosen_lr"))
 
 
 def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) -> str:
@@ -143,7 +173,8 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
                 fmt_spike(x.get("max_loss_spike")), f"{x['num_diverged']}/{x['num_runs']}")
                for label, x in data["summary"].items()]
     lines += _table(SUMMARY_COLUMNS, summary) + [""]
-    table = [(r["task"], r["steps"], r["optimizer"], fmt_lr(r["lr"]),
+    table = [(r["task"], r["steps"], r["optimizer"],
+              fmt_hparam(r["lr"], r["step_mult"], r["tuned"]),
               fmt_loss(r["final_train_loss"]), fmt_loss(r["test_loss"]),
               fmt_accuracy(r["test_accuracy"]), fmt_spike(r["max_loss_spike"]),
               fmt_speedup(r["speedup"]), fmt_rank(r["rank"]), fmt_rank(r["train_rank"]))
@@ -153,15 +184,17 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
       path = plots.get((task["task"], task["num_steps"]))
       if path:
         lines += [f"![{task['task']}, {task['num_steps']} steps]({path})", ""]
-  lines += ["## Learning-rate tuning", "",
-            "Mean test loss over tuning seeds per LR, the tuning criterion (`diverged`: any "
-            "seed diverged).", ""]
-  tuning = [(t["optimizer"], t["tuning_task"], t["num_steps"], fmt_lr(t["chosen_lr"]),
-             ", ".join(f"{fmt_lr(lr)}: {fmt_loss(x)}"
-                       for lr, x in zip(t["lr_grid"],
+  lines += ["## Tuning", "",
+            "Mean test loss over tuning seeds per grid point, the tuning criterion "
+            "(`diverged`: any seed diverged). Baselines tune their LR; a learned optimizer's "
+            "`(tuned)` row tunes its step multiplier (`×M`) over as many points.", ""]
+  tuning = [(t["optimizer"], t["tuning_task"], t["num_steps"], fmt_choice(t, _chosen(t)),
+             ", ".join(f"{fmt_choice(t, lr)}: {fmt_loss(x)}"
+                       for lr, x in zip(t.get("grid", t["lr_grid"]),
                                         t.get("mean_test_loss", t["mean_final_train_loss"]))))
             for t in results["tuning"]]
-  lines += _table(("optimizer", "tuning task", "steps", "chosen LR", "LR: loss"), tuning)
+  lines += _table(("optimizer", "tuning task", "steps", "chosen LR / step mult",
+                   "value: test loss"), tuning)
   return "\n".join(lines) + "\n"
 
 
@@ -188,6 +221,8 @@ def plot_curves(results: dict[str, Any], workdir: str) -> dict[tuple[str, int], 
         per_seed = np.array(r["curve"]["train_loss_per_seed"], dtype=np.float64)  # None -> nan
         median = np.array(r["curve"]["train_loss_median"], dtype=np.float64)
         lr = "" if r["learning_rate"] is None else f" (lr {fmt_lr(r['learning_rate'])})"
+        if r.get("tuning") and r.get("step_mult") is not None and r["learning_rate"] is None:
+          lr = f" ({fmt_step_mult(r['step_mult'])})"
         line, = ax.plot(steps, median, label=label + lr, lw=1.5)
         with np.errstate(all="ignore"):
           lo, hi = np.nanmin(per_seed, axis=0), np.nanmax(per_seed, axis=0)
