@@ -42,8 +42,8 @@ import optax
 
 from lopt import mup as mup_lib
 from lopt import step_rules
-from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, sanitize_grad,
-                         step_multipliers)
+from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, optax_from_lo,
+                         sanitize_grad, step_multipliers)
 from lopt.step_rules import GroupBase, LearnedScales, Step, StepRule, WeightDecay
 
 # Pooled per-tensor statistics (``tensor_stats``), read by the head and, as
@@ -331,21 +331,6 @@ class AdaptiveLOpt:
     optional (the head then reads gradient statistics only). ``num_steps`` is
     required: the step follows a cosine schedule over it, and the head reads
     the fraction of training."""
-    self.check_theta(theta)
     needs = [r.requires_num_steps for r in self.step if r.requires_num_steps]
     needs.append("it reads the fraction of training t/num_steps")
-    check_num_steps(num_steps, required_by=f"this learned optimizer ({type(self).__name__}) "
-                    + " and ".join(needs))
-
-    def init_fn(params):
-      params = mup_lib.unwrap(params)
-      step_multipliers(self, mup, params)  # fail early on a bad μP spec
-      return self.init_state(params)
-
-    def update_fn(updates, state, params=None, loss=None, **extra_args):
-      del extra_args
-      new, state = self.update(theta, mup_lib.unwrap(updates), mup_lib.unwrap(state),
-                               mup_lib.unwrap(params), num_steps=num_steps, mup=mup, loss=loss)
-      return mup_lib.rewrap(updates, new), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return optax_from_lo(self, theta, num_steps, mup, needs)

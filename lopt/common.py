@@ -82,3 +82,28 @@ def check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:
       raise ValueError(f"θ tensor {name} has shape {tuple(np.shape(got_flat[name]))} but "
                        f"{owner} expects {tuple(spec.shape)}; this θ comes from a "
                        "different architecture.")
+
+
+def optax_from_lo(lo: Any, theta: Any, num_steps: Any, mup: Any, needs: list[str]):
+  """``lo`` at fixed θ as an optax transformation (what every LO's ``as_optax``
+  returns). ``needs``: why this LO cannot run without num_steps (empty: it can).
+  ``update(grads, state, params, loss=None)``; NNX variables are unwrapped and
+  the updates come back in the structure of the gradients."""
+  import optax
+  lo.check_theta(theta)
+  check_num_steps(num_steps, required_by=(
+      f"this learned optimizer ({type(lo).__name__}) " + " and ".join(needs) if needs else None))
+
+  def init_fn(params):
+    params = mup_lib.unwrap(params)
+    step_multipliers(lo, mup, params)  # fail early on a bad μP spec
+    return lo.init_state(params)
+
+  def update_fn(updates, state, params=None, loss=None, **extra_args):
+    del extra_args
+    new, state = lo.update(theta, mup_lib.unwrap(updates), mup_lib.unwrap(state),
+                           mup_lib.unwrap(params), num_steps=num_steps, mup=mup, loss=loss)
+    return mup_lib.rewrap(updates, new), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+

@@ -46,8 +46,8 @@ from lopt import features as F
 from lopt import kernels
 from lopt import mup as mup_lib
 from lopt import step_rules
-from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, sanitize_grad,
-                         step_multipliers)
+from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, optax_from_lo,
+                         sanitize_grad, step_multipliers)
 
 
 class MLPLOptState(NamedTuple):
@@ -312,24 +312,8 @@ class MLPLOpt:
     variables or of raw arrays (``nnx.Optimizer`` passes both); the LO works on
     the arrays and returns updates in the structure of the gradients.
     """
-    self.check_theta(theta)
     needs = [r.requires_num_steps for r in self.step if r.requires_num_steps]
     if not self.features.absolute_time:
       needs.append("it reads the fraction of training t/num_steps as its only time feature "
                    "(features.absolute_time=False)")
-    check_num_steps(num_steps, required_by=(
-        f"this learned optimizer ({type(self).__name__}) " + " and ".join(needs)
-        if needs else None))
-
-    def init_fn(params):
-      params = mup_lib.unwrap(params)
-      self._multipliers(mup, params)  # fail early on a bad μP spec
-      return self.init_state(params)
-
-    def update_fn(updates, state, params=None, loss=None, **extra_args):
-      del extra_args
-      new, state = self.update(theta, mup_lib.unwrap(updates), mup_lib.unwrap(state),
-                               mup_lib.unwrap(params), num_steps=num_steps, mup=mup, loss=loss)
-      return mup_lib.rewrap(updates, new), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return optax_from_lo(self, theta, num_steps, mup, needs)
