@@ -207,3 +207,24 @@ def test_plot(tmp_path):
   assert plot_meta_validation.main([str(tmp_path), "--out", str(out)]) == 0
   assert out.stat().st_size > 1000
   assert plot_meta_validation.main([str(tmp_path / "missing")]) == 2
+
+
+def test_export_entry_point_of_multi_process_runs(tmp_path):
+  # Process 0 of a multi-process run exports through a fresh process running
+  # ``python -m training.meta_validation WORKDIR OUT TMP``: θ's leaves in an npz.
+  config = _config(validate_every=1)
+  (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
+  theta = jax.tree_util.tree_map(lambda x: np.asarray(x) * np.float32(0.5),
+                                 trainer.initial_theta(config))
+  tmp = tmp_path / "tmp"
+  tmp.mkdir()
+  np.savez(tmp / "theta.npz", *_leaves(theta))
+  meta = {"meta_validation": {"outer_step": 7, "score": 0.8, "ratios": {"a": 0.8}}}
+  (tmp / "metadata.json").write_text(json.dumps(meta))
+  out = tmp_path / "best"
+  assert meta_validation.main([str(tmp_path), str(out), str(tmp)]) == 0
+  lo, loaded = lopt.load_pretrained(out)
+  assert lo == config.lo
+  for a, b in zip(_leaves(loaded), _leaves(theta)):
+    np.testing.assert_array_equal(a, b)
+  assert lopt.load_metadata(out)["meta_validation"]["outer_step"] == 7

@@ -214,16 +214,14 @@ class MetaValidator:
     if jax.process_count() > 1:
       _export_in_subprocess(self.workdir, out, theta, metadata)
     else:
-      export_theta(self.workdir, out, theta, metadata)
+      export_theta(self.config, out, theta, metadata)
     return out
 
 
-def export_theta(workdir: str, out_dir: str, theta: Any, metadata: dict[str, Any]) -> str:
+def export_theta(config: Any, out_dir: str, theta: Any, metadata: dict[str, Any]) -> str:
   """``lopt.save_pretrained`` of θ with the run's export metadata plus ``metadata``."""
   from lopt.pretrained import save_pretrained
-  from training import checkpoint
   from training.export import git_commit
-  config = checkpoint.read_config(workdir)
   step = metadata["meta_validation"]["outer_step"]
   meta = {"parameterization": "mup" if config.lo.mup else "sp",
           "training": {"recipe": config.recipe(), "estimator": config.estimator,
@@ -260,12 +258,13 @@ def main(argv: list[str] | None = None) -> int:
   from training import checkpoint
   from training.trainer import initial_theta
   workdir, out_dir, tmp = (argv if argv is not None else sys.argv[1:])
-  treedef = jax.tree_util.tree_structure(initial_theta(checkpoint.read_config(workdir)))
+  config = checkpoint.read_config(workdir)
+  treedef = jax.tree_util.tree_structure(initial_theta(config))
   with np.load(os.path.join(tmp, "theta.npz")) as z:
     leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
   with open(os.path.join(tmp, "metadata.json")) as f:
     metadata = json.load(f)
-  export_theta(workdir, out_dir, jax.tree_util.tree_unflatten(treedef, leaves), metadata)
+  export_theta(config, out_dir, jax.tree_util.tree_unflatten(treedef, leaves), metadata)
   return 0
 
 

@@ -266,10 +266,12 @@ def log_to_wandb(results: dict[str, Any], workdir: str, project: str = "lopt-eva
                    name=os.path.basename(os.path.abspath(workdir)),
                    config={**results["settings"], "protocol": results["protocol"],
                            "versions": results["versions"], "device": results["device"]})
-  columns = ["suite", "task", "steps", "optimizer", "lr", "final_train_loss", "test_loss",
+  columns = ["suite", "task", "steps", "optimizer", "lr", "step_mult", "final_train_loss",
+             "test_loss",
              "test_accuracy", "max_loss_spike", "speedup", "speedup_bound", "rank",
              "train_rank", "num_diverged"]
-  rows = [[r["suite"], r["task"], r["steps"], r["optimizer"], r["lr"], r["final_train_loss"],
+  rows = [[r["suite"], r["task"], r["steps"], r["optimizer"], r["lr"], r["step_mult"],
+           r["final_train_loss"],
            r["test_loss"], r["test_accuracy"], r["max_loss_spike"],
            (r["speedup"] or {}).get("value"), (r["speedup"] or {}).get("bound"), r["rank"],
            r["train_rank"], r["num_diverged"]]
