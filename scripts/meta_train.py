@@ -39,8 +39,8 @@ import simple_parsing
 from simple_parsing.wrappers.field_wrapper import NestedMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from training import config as config_lib  # noqa: E402
+# training.config imports lopt, which touches a JAX backend: the functions below
+# import it, after main() has run the distributed init.
 
 
 EXIT_BAD_INPUT = 2
@@ -71,6 +71,7 @@ def _optional(base):
 def _flags_class(config: config_lib.MetaTrainConfig) -> type:
   """``MetaTrainConfig``'s fields with ``config``'s values as defaults and ``lo``
   typed as its LO class: simple-parsing makes ``--field`` and ``--lo.<field>`` flags."""
+  from training import config as config_lib
   hints = typing.get_type_hints(config_lib.MetaTrainConfig)
   fields = []
   for f in dataclasses.fields(config_lib.MetaTrainConfig):
@@ -90,6 +91,7 @@ def _flags_class(config: config_lib.MetaTrainConfig) -> type:
 def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
   """The parser; its defaults and ``--lo.*`` flags are those of ``preset`` (the
   default config if None or unknown)."""
+  from training import config as config_lib
   try:
     config = config_lib.get_preset(preset) if preset else config_lib.MetaTrainConfig()
   except ValueError:
@@ -112,6 +114,7 @@ def _one_line(error: BaseException) -> str:
 
 def _parse(argv) -> tuple[argparse.Namespace, config_lib.MetaTrainConfig]:
   """(args, the validated config); raises ValueError naming the flag."""
+  from training import config as config_lib
   first = argparse.ArgumentParser(add_help=False)
   first.add_argument("--preset", default=None)
   preset = first.parse_known_args(argv)[0].preset
