@@ -249,6 +249,22 @@ def staging_dir(final: str | os.PathLike) -> Path:
   return path
 
 
+def remove_stale_temps(directory: str | os.PathLike) -> list[str]:
+  """Remove the temporary siblings (``.NAME.tmp-PID``, files or folders) that a
+  killed writer left in ``directory``; those of live processes are kept."""
+  removed = []
+  for path in Path(directory).glob(".*.tmp-*"):
+    pid = path.name.rsplit("-", 1)[-1]
+    if pid.isdigit() and not _alive(int(pid)) and int(pid) != os.getpid():
+      if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        with contextlib.suppress(OSError):
+          path.unlink()
+      removed.append(str(path))
+  return removed
+
+
 def _alive(pid: int) -> bool:
   if pid == os.getpid():
     return False  # our own leftover from an earlier failed attempt

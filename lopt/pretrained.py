@@ -384,16 +384,16 @@ def load_metadata(name_or_path: str | os.PathLike) -> dict[str, Any]:
 def load_pretrained(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
   """``(lopt, theta)`` of a shipped name (see ``available()``) or a directory.
 
-  Before anything is built, the files are checked against their integrity
-  record (``integrity.json``: required for shipped checkpoints, a warning if an
-  older export has none), the metadata against the strict schema
-  (``validate_metadata``), and θ must match the architecture and be finite.
+  Before anything is built, the metadata is checked against the strict schema
+  (``validate_metadata``), every file against its integrity record
+  (``integrity.json``: required for shipped checkpoints, a warning if an older
+  export has none), and θ must match the architecture and be finite.
   Every refusal is a ``ValueError`` naming the file and the field or tensor."""
   import orbax.checkpoint as ocp
   from lopt import diskio
   path = _resolve(name_or_path)
-  _verify_files(path)
-  meta = load_metadata(path)
+  meta = load_metadata(path)  # a broken metadata.json is named field by field
+  _verify_files(path)         # then every file against its SHA-256
   lopt = _check_metadata(meta, str(path / "metadata.json"))
   abstract = jax.eval_shape(lopt.init, jax.random.PRNGKey(0))
   diskio.silence_closed_event_loops()

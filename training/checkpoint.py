@@ -121,6 +121,7 @@ def _acquire(workdir: str) -> str:
   os.ftruncate(fd, 0)
   os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
   _held[path] = [fd, 1]
+  diskio.remove_stale_temps(workdir)  # what a killed writer of this workdir left
   return path
 
 
