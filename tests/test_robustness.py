@@ -506,7 +506,8 @@ EVALUATE_BAD = [("--optimizers", v) for v in ("", ",", "nope", "lo=/nonexistent/
     ("--data_dir", "/nonexistent/tfds"), ("--data_dir", ""),
     ("--baseline_cache", ""), ("--baseline_cache", "/etc/passwd"),
     ("--tasks", "("), ("--tasks", "no-task-has-this-name"),
-    ("--wandb=yes", None), ("--wandb_project", ""), ("--wandb_project", "  ")]
+    ("--wandb=yes", None), ("--no_step_mult_tuning=yes", None),
+    ("--wandb_project", ""), ("--wandb_project", "  ")]
 # --note takes any text (a line of the report): it has no bad value.
 
 
