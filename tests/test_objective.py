@@ -1,0 +1,104 @@
+"""The meta-objective of issue 19: the final part of each episode, per-task
+normalization by the sign of Δ, and a run that continues exactly from the files
+a git clone has (the committed checkpoints)."""
+
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lopt import AdaptiveLOpt
+from meta_tasks import QuadraticTask
+from training import config as config_lib
+from training import trainer
+from training.estimators import make_estimator
+from training.lo_system import LOTrainingSystem, TruncationSchedule
+from training.system import UnrollOutput
+
+TASK = QuadraticTask(dim=8, batch_size=4)
+LO = AdaptiveLOpt(mup=False)
+
+
+def _system(final_fraction=1.0, horizon=20, k=20):
+  return LOTrainingSystem(LO, TASK, k, TruncationSchedule(horizon, horizon),
+                          final_fraction=final_fraction, random_initial_offset=False)
+
+
+def test_final_fraction_counts_only_the_end_of_each_episode():
+  theta = LO.init(jax.random.PRNGKey(0))
+  key = jax.random.PRNGKey(1)
+  outs = {}
+  for f in (1.0, 0.5):
+    system = _system(f)
+    state = system.init_state(jax.random.PRNGKey(2), random_offset=False)
+    _, outs[f] = system.unroll(theta, theta, state, key)
+  full, final = np.asarray(outs[1.0].losses), np.asarray(outs[0.5].losses)
+  assert np.all(full[:10] > 0)
+  np.testing.assert_array_equal(final[:10], 0.0)       # inner steps 1..10 of 20
+  np.testing.assert_array_equal(final[10:], full[10:])  # steps 11..20 unchanged
+  assert bool(outs[0.5].ends[-1])
+
+
+class _Scaled:
+  """A system whose every meta-loss is ``scale`` times the wrapped one's."""
+
+  def __init__(self, system, scale):
+    self.system, self.scale = system, scale
+    self.truncation_length = system.truncation_length
+
+  def init_state(self, key, *, random_offset):
+    return self.system.init_state(key, random_offset=random_offset)
+
+  def unroll(self, theta_cur, theta_next, state, key):
+    state, out = self.system.unroll(theta_cur, theta_next, state, key)
+    return state, UnrollOutput(out.losses * self.scale, out.ends)
+
+
+def test_sign_of_delta_makes_the_estimate_independent_of_the_task_loss_scale():
+  """A task whose loss is 1000x another's moves θ exactly as much (sign_delta),
+  so no task's loss scale dominates the meta-gradient; without it the
+  estimate scales with the loss."""
+  theta = LO.init(jax.random.PRNGKey(0))
+  grads = {}
+  for sign in (True, False):
+    for scale in (1.0, 1000.0):
+      est = make_estimator("es_single", system=_Scaled(_system(k=5), scale), num_pairs=3,
+                           sigma=0.01, sign_delta=sign)
+      state = est.init(jax.random.PRNGKey(3), theta)
+      g, _, _ = jax.jit(est.estimate)(theta, state, jax.random.PRNGKey(4))
+      grads[sign, scale] = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(g)])
+  np.testing.assert_array_equal(grads[True, 1.0], grads[True, 1000.0])
+  assert np.any(grads[True, 1.0] != 0)
+  # (float32: Δ is a difference of nearby losses, so only ~2 digits survive the scaling.)
+  np.testing.assert_allclose(grads[False, 1000.0], 1000.0 * grads[False, 1.0], rtol=3e-2,
+                             atol=1e-3 * np.abs(grads[False, 1000.0]).max())
+
+
+FAST = dict(distribution="quadratic", lo=AdaptiveLOpt(mup=False), estimator="es_single",
+            num_pairs=2, truncation_length=5, min_horizon=10, max_horizon=20, outer_steps=6,
+            warmup_steps=2, checkpoint_every=3, keep_checkpoints=3, log_every=1,
+            sign_delta=True, final_fraction=0.5, wandb_mode="disabled")
+
+
+def test_run_continues_exactly_from_the_files_a_clone_has(tmp_path):
+  """What git tracks of a workdir (config.json, checkpoints/, metrics.jsonl,
+  wandb_run_id; not wandb/ or the lock) is enough to continue bit-exactly."""
+  config = config_lib.get_preset("tiny", **FAST)
+  straight = trainer.run(config, str(tmp_path / "straight"), progress=False)
+  first = str(tmp_path / "first")
+  half = trainer.run(config, first, stop_after=3, progress=False)
+  assert int(half.step) == 3
+  clone = str(tmp_path / "clone")
+  shutil.copytree(first, clone, ignore=shutil.ignore_patterns("wandb", ".lopt.lock"))
+  assert not os.path.exists(os.path.join(clone, "wandb"))
+  resumed = trainer.run(config, clone, progress=False)
+  assert int(resumed.step) == 6
+  for a, b in zip(jax.tree_util.tree_leaves(straight.theta),
+                  jax.tree_util.tree_leaves(resumed.theta)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # θ moved: the adaptive LO's learned parts are being meta-trained.
+  theta0 = trainer.initial_theta(config)
+  assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in
+             zip(jax.tree_util.tree_leaves(theta0), jax.tree_util.tree_leaves(resumed.theta)))
