@@ -385,6 +385,20 @@ def quiet_orbax() -> Iterator[None]:
       h.removeFilter(flt)
 
 
+class _DropAbandonedCheckpointTasks(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    if "never retrieved" not in str(record.msg):
+      return True
+    exc = record.exc_info[1] if record.exc_info else None
+    text = f"{record.getMessage()} {exc!r} {getattr(exc, '__module__', '')}"
+    if exc is not None:
+      tb = exc.__traceback__
+      while tb is not None:
+        text += " " + tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return not any(k in text for k in ("orbax", "tensorstore", "OCDBT"))
+
+
 _hook_lock = threading.Lock()
 _hook_installed = False
 
@@ -407,6 +421,10 @@ def silence_closed_event_loops() -> None:
       previous(unraisable)
 
     sys.unraisablehook = hook
+    # The same abandoned reads also surface later, when asyncio garbage-collects
+    # their tasks, as an "ERROR:asyncio:Task exception was never retrieved"
+    # traceback; drop those whose exception comes from orbax/tensorstore.
+    logging.getLogger("asyncio").addFilter(_DropAbandonedCheckpointTasks())
     _hook_installed = True
 
 

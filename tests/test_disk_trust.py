@@ -733,3 +733,16 @@ def test_9_the_hook_drops_closed_event_loop_errors_and_nothing_else(monkeypatch)
   sys.unraisablehook(Unraisable(RuntimeError("Event loop is closed")))
   sys.unraisablehook(Unraisable(other))
   assert seen == [other]
+
+
+def test_9_abandoned_checkpoint_tasks_are_dropped_from_asyncio_logs_and_nothing_else():
+  import logging
+  from lopt import diskio
+  flt = diskio._DropAbandonedCheckpointTasks()
+  def record(msg, exc):
+    return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, (),
+                             (type(exc), exc, None) if exc else None)
+  assert not flt.filter(record("Task exception was never retrieved",
+                               ValueError('OUT_OF_RANGE: Error reading "0" in OCDBT database')))
+  assert flt.filter(record("Task exception was never retrieved", ValueError("user bug")))
+  assert flt.filter(record("something else about OCDBT", None))
