@@ -31,37 +31,11 @@ from lopt import pretrained as pretrained_lib
 from training import checkpoint, tracking, trainer
 from training import config as config_lib
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = dict(distribution="quadratic", num_pairs=2, truncation_length=5, min_horizon=10,
-            max_horizon=20, outer_steps=6, warmup_steps=2, checkpoint_every=2,
-            keep_checkpoints=5, log_every=1, wandb_mode="disabled")
-FAST_FLAGS = ["--preset", "tiny", *(f"--{k}={v}" for k, v in FAST.items()), "--no_progress"]
-
-
-def _fast(**overrides):
-  return config_lib.get_preset("tiny", **{**FAST, **overrides})
-
-
-def _load_script(name):
-  spec = importlib.util.spec_from_file_location(f"_trust_cli_{name}",
-                                                os.path.join(REPO_ROOT, "scripts", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
+from cli_helpers import FAST, FAST_FLAGS, REPO_ROOT, load_script as _load_script
+from cli_helpers import call as _call, fast_config as _fast
 
 meta_train_cli = _load_script("meta_train")
 evaluate_cli = _load_script("evaluate")
-
-
-def _call(main, argv, capsys):
-  capsys.readouterr()
-  try:
-    code = main(argv)
-  except SystemExit as e:
-    code = e.code
-  out = capsys.readouterr()
-  return code, out.out, out.err
 
 
 def _one_line(err, *needles):
