@@ -27,7 +27,7 @@ def _fmt(x: float) -> str:
   return f"{x:g}"
 
 
-def _extras(output_mult: float, init_scale_range: tuple[float, float],
+def name_suffix(output_mult: float, init_scale_range: tuple[float, float],
             reserve_valid: bool = False) -> str:
   """Name suffix for non-default knobs, so names stay unique per static config."""
   s = "" if output_mult == 1.0 else f"_om{_fmt(output_mult)}"
@@ -36,14 +36,14 @@ def _extras(output_mult: float, init_scale_range: tuple[float, float],
   return s + ("_rv" if reserve_valid else "")
 
 
-def _classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+def classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
   logits = logits.astype(jnp.float32)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
   accuracy = (jnp.argmax(logits, axis=-1) == labels).mean(dtype=jnp.float32)
   return {"loss": loss, "accuracy": accuracy}
 
 
-class _FlaxTask(Task):
+class FlaxTask(Task):
   """Shared init/loss/metrics for tasks backed by a flax model."""
 
   @property
@@ -76,7 +76,7 @@ class _FlaxTask(Task):
     return self.metrics(params, batch)["loss"]
 
   def metrics(self, params: Any, batch: Any) -> dict[str, jax.Array]:
-    return _classification_metrics(self.apply(params, batch["inputs"]), self._targets(batch))
+    return classification_metrics(self.apply(params, batch["inputs"]), self._targets(batch))
 
   def _kinds(self, params: Any) -> Any:
     return kinds_by_module(params, models.INPUT_MODULES, models.OUTPUT_MODULES,
@@ -93,7 +93,7 @@ def _check_model_fields(task) -> None:
     raise ValueError(f"output_mult must be a positive float, got {task.output_mult!r}.")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class _ImageTask(_FlaxTask):
+class _ImageTask(FlaxTask):
   """An image (or teacher-student) classification task; the model is a subclass choice."""
   dataset: str = "digits"
   image_size: int | None = None
@@ -140,7 +140,7 @@ class _ImageTask(_FlaxTask):
               f"{'aug' if self.augment else ''}")
     return (f"{self.KIND}-{self.parameterization}_{data}_w{self.width}_d{self.depth}_"
             f"{self.activation}_b{self.batch_size}"
-            + _extras(self.output_mult, self.init_scale_range, self.reserve_valid))
+            + name_suffix(self.output_mult, self.init_scale_range, self.reserve_valid))
 
   @property
   def num_classes(self) -> int:
@@ -206,8 +206,32 @@ class ImageCNNTask(_ImageTask):
                       self.parameterization == "mup", self.output_mult)
 
 
+class ByteLMTask(FlaxTask):
+  """Shared by the byte-level LMs (``TransformerLMTask`` and ``user_tasks``'
+  plain one): windows of ``seq_len`` bytes of a text dataset, next-byte targets."""
+
+  reference_loss = property(lambda self: math.log(text.VOCAB_SIZE))
+
+  def _dummy_input(self) -> jax.Array:
+    return jnp.zeros((1, self.seq_len), jnp.int32)
+
+  def _targets(self, batch):
+    return batch["targets"]
+
+  def data(self) -> Any:
+    data = text.load_text(self.dataset, datasets.resolve_data_dir(self.data_dir), self.max_bytes)
+    shortest = min(data.train_tokens.shape[0], data.test_tokens.shape[0])
+    if shortest <= self.seq_len + 1:
+      raise ValueError(f"Text dataset {self.dataset!r} has a split of {shortest} bytes, too "
+                       f"short for seq_len {self.seq_len}.")
+    return data
+
+  def _sample(self, data: Any, key: jax.Array, split: str) -> Any:
+    return text.sample_windows(data, key, self.batch_size, self.seq_len, split)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TransformerLMTask(_FlaxTask):
+class TransformerLMTask(ByteLMTask):
   """Decoder-only byte-level LM; ``depth`` counts transformer blocks."""
   dataset: str = "pydocs"
   seq_len: int = 64
@@ -236,7 +260,7 @@ class TransformerLMTask(_FlaxTask):
     size = "" if self.max_bytes == text.DEFAULT_MAX_BYTES else f"_mb{self.max_bytes}"
     return (f"lm-{self.parameterization}_{self.dataset}{size}_t{self.seq_len}_w{self.width}_"
             f"d{self.depth}_h{self.num_heads}_{self.activation}_b{self.batch_size}"
-            + _extras(self.output_mult, self.init_scale_range, self.reserve_valid))
+            + name_suffix(self.output_mult, self.init_scale_range, self.reserve_valid))
 
   @property
   def model(self) -> nn.Module:
@@ -244,26 +268,6 @@ class TransformerLMTask(_FlaxTask):
                                 text.VOCAB_SIZE, self.activation,
                                 self.parameterization == "mup", self.output_mult)
 
-  @property
-  def reference_loss(self) -> float:
-    return math.log(text.VOCAB_SIZE)
-
-  def _dummy_input(self) -> jax.Array:
-    return jnp.zeros((1, self.seq_len), jnp.int32)
-
-  def _targets(self, batch):
-    return batch["targets"]
-
-  def data(self) -> Any:
-    data = text.load_text(self.dataset, datasets.resolve_data_dir(self.data_dir), self.max_bytes)
-    shortest = min(data.train_tokens.shape[0], data.test_tokens.shape[0])
-    if shortest <= self.seq_len + 1:
-      raise ValueError(f"Text dataset {self.dataset!r} has a split of {shortest} bytes, too "
-                       f"short for seq_len {self.seq_len}.")
-    return data
-
-  def _sample(self, data: Any, key: jax.Array, split: str) -> Any:
-    return text.sample_windows(data, key, self.batch_size, self.seq_len, split)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -298,7 +302,7 @@ class QuadraticTask(Task):
   def name(self) -> str:
     return (f"quadratic-{self.parameterization}_n{self.dim}_c{_fmt(self.condition_number)}_"
             f"s{_fmt(self.noise)}_b{self.batch_size}_seed{self.seed}"
-            + _extras(1.0, self.init_scale_range))
+            + name_suffix(1.0, self.init_scale_range))
 
   def _problem(self) -> tuple[np.ndarray, np.ndarray]:
     """Curvatures and centers: host constants from the static seed (no PRNG in the program)."""

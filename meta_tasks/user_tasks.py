@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from meta_tasks import datasets, text
-from meta_tasks.base import check_choice, check_int, check_range, log_uniform, scale_matrices
-from meta_tasks.tasks import _classification_metrics, _FlaxTask, _fmt
+from meta_tasks.base import check_choice, check_int, check_range
+from meta_tasks.tasks import ByteLMTask, FlaxTask, name_suffix
 
 # The narrow copy (what a user would pass as the base model) is this many times
 # narrower, and at least ``MIN_NARROW_WIDTH`` wide.
@@ -90,8 +90,8 @@ class PlainTransformerLM(nn.Module):
     return nn.Dense(self.vocab_size)(nn.LayerNorm()(x))
 
 
-class _PlainTask(_FlaxTask):
-  """Shared: SP by construction, init scale, and the narrow copy."""
+class _PlainTask(FlaxTask):
+  """Shared: SP by construction and the narrow copy."""
 
   def narrow_task(self):
     """The same model, ``NARROW_FACTOR`` times narrower: the base copy for ``infer_kinds``."""
@@ -99,11 +99,6 @@ class _PlainTask(_FlaxTask):
       raise ValueError(f"{self.name}: width {self.width} is too small for a narrower copy "
                        f"(needs >= {NARROW_FACTOR * MIN_NARROW_WIDTH}).")
     return dataclasses.replace(self, width=self.width // NARROW_FACTOR)
-
-  def init(self, key: jax.Array) -> Any:
-    k_scale, k_init = jax.random.split(key)
-    params = self.model.init(k_init, self._dummy_input())["params"]
-    return scale_matrices(params, log_uniform(k_scale, *self.init_scale_range))
 
   def _kinds(self, params: Any) -> Any:
     raise NotImplementedError(
@@ -120,8 +115,9 @@ def _check_common(task) -> None:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PlainMLPTask(_PlainTask):
-  """A plain flax MLP classifier on images (flattened), the teacher, or tabular data."""
+class _PlainClassifierTask(_PlainTask):
+  """Shared by the plain MLP and CNN: a dataset of ``datasets.load_dataset``,
+  optionally augmented on device; the model is ``MODEL(width, depth, classes)``."""
   dataset: str = "digits"
   augment: bool = False
   width: int = 128
@@ -132,33 +128,27 @@ class PlainMLPTask(_PlainTask):
   reserve_valid: bool = False   # see Task.reserve_valid
   data_dir: str | None = dataclasses.field(default=None, compare=False)
 
+  KIND: ClassVar[str] = ""
+  MODEL: ClassVar[type] = nn.Module
+  MIN_DEPTH: ClassVar[int] = 1
+  DATASETS: ClassVar[tuple[str, ...]] = tuple(datasets.IMAGE_DATASETS)
+
   def __post_init__(self):
-    check_choice("dataset", self.dataset, datasets.DATASETS + tuple(datasets.TABULAR_DATASETS)
-                 + tuple(datasets.SYNTHETIC_TABULAR))
-    check_int("depth", self.depth, 2)
+    check_choice("dataset", self.dataset, self.DATASETS)
+    check_int("depth", self.depth, self.MIN_DEPTH)
     _check_common(self)
     if self.augment and self.dataset not in datasets.IMAGE_DATASETS:
       raise ValueError(f"augment=True needs an image dataset, got {self.dataset!r}.")
 
   @property
   def name(self) -> str:
-    aug = "aug" if self.augment else ""
-    return (f"user-mlp_{self.dataset}{aug}_w{self.width}_d{self.depth}_b{self.batch_size}"
-            + ("" if self.init_scale_range == (1.0, 1.0) else
-               f"_is{_fmt(self.init_scale_range[0])}-{_fmt(self.init_scale_range[1])}")
-            + ("_rv" if self.reserve_valid else ""))
+    return (f"user-{self.KIND}_{self.dataset}{'aug' if self.augment else ''}_w{self.width}_"
+            f"d{self.depth}_b{self.batch_size}"
+            + name_suffix(1.0, self.init_scale_range, self.reserve_valid))
 
-  @property
-  def num_classes(self) -> int:
-    return datasets.num_classes(self.dataset)
-
-  @property
-  def reference_loss(self) -> float:
-    return math.log(self.num_classes)
-
-  @property
-  def model(self) -> nn.Module:
-    return PlainMLP(self.width, self.depth, self.num_classes)
+  num_classes = property(lambda self: datasets.num_classes(self.dataset))
+  reference_loss = property(lambda self: math.log(self.num_classes))
+  model = property(lambda self: self.MODEL(self.width, self.depth, self.num_classes))
 
   def _dummy_input(self) -> jax.Array:
     return jnp.zeros((1,) + datasets.input_shape(self.dataset), jnp.float32)
@@ -172,37 +162,26 @@ class PlainMLPTask(_PlainTask):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PlainCNNTask(_PlainTask):
-  """A plain flax CNN on an image dataset (optionally augmented on device)."""
-  dataset: str = "digits"
-  augment: bool = False
-  width: int = 32
-  depth: int = 2
-  batch_size: int = 128
-  init_scale_range: tuple[float, float] = (1.0, 1.0)
-  parameterization: str = "sp"
-  data_dir: str | None = dataclasses.field(default=None, compare=False)
-
-  def __post_init__(self):
-    check_choice("dataset", self.dataset, tuple(datasets.IMAGE_DATASETS))
-    check_int("depth", self.depth, 1)
-    _check_common(self)
-
-  name = property(lambda self: f"user-cnn_{self.dataset}{'aug' if self.augment else ''}_"
-                               f"w{self.width}_d{self.depth}_b{self.batch_size}")
-  num_classes = property(lambda self: datasets.num_classes(self.dataset))
-  reference_loss = property(lambda self: math.log(self.num_classes))
-  model = property(lambda self: PlainCNN(self.width, self.depth, self.num_classes))
-
-  def _dummy_input(self) -> jax.Array:
-    return jnp.zeros((1,) + datasets.input_shape(self.dataset), jnp.float32)
-
-  data = PlainMLPTask.data
-  _sample = PlainMLPTask._sample
+class PlainMLPTask(_PlainClassifierTask):
+  """A plain flax MLP classifier on images (flattened), the teacher, or tabular data."""
+  KIND: ClassVar[str] = "mlp"
+  MODEL: ClassVar[type] = PlainMLP
+  MIN_DEPTH: ClassVar[int] = 2
+  DATASETS: ClassVar[tuple[str, ...]] = (datasets.DATASETS + tuple(datasets.TABULAR_DATASETS)
+                                         + tuple(datasets.SYNTHETIC_TABULAR))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PlainTransformerLMTask(_PlainTask):
+class PlainCNNTask(_PlainClassifierTask):
+  """A plain flax CNN on an image dataset (optionally augmented on device)."""
+  width: int = 32
+  depth: int = 2
+  KIND: ClassVar[str] = "cnn"
+  MODEL: ClassVar[type] = PlainCNN
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PlainTransformerLMTask(_PlainTask, ByteLMTask):
   """A plain flax decoder-only byte LM (``nn.MultiHeadDotProductAttention``)."""
   dataset: str = "pydocs"
   seq_len: int = 64
@@ -236,21 +215,5 @@ class PlainTransformerLMTask(_PlainTask):
     return (f"user-lm_{self.dataset}{size}_t{self.seq_len}_w{self.width}_d{self.depth}_"
             f"h{self.num_heads}_b{self.batch_size}")
 
-  reference_loss = property(lambda self: math.log(text.VOCAB_SIZE))
   model = property(lambda self: PlainTransformerLM(self.width, self.depth, self.num_heads,
                                                    self.seq_len))
-
-  def _dummy_input(self) -> jax.Array:
-    return jnp.zeros((1, self.seq_len), jnp.int32)
-
-  def _targets(self, batch):
-    return batch["targets"]
-
-  def metrics(self, params: Any, batch: Any) -> dict[str, jax.Array]:
-    return _classification_metrics(self.apply(params, batch["inputs"]), batch["targets"])
-
-  def data(self) -> Any:
-    return text.load_text(self.dataset, datasets.resolve_data_dir(self.data_dir), self.max_bytes)
-
-  def _sample(self, data: Any, key: jax.Array, split: str) -> Any:
-    return text.sample_windows(data, key, self.batch_size, self.seq_len, split)

@@ -16,7 +16,7 @@ import lopt
 from lopt import baselines
 import meta_tasks
 from meta_tasks import QuadraticTask
-from training import evaluation, report, tracking
+from training import evaluation, report, stats, sweep, tracking
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
 import evaluate as evaluate_cli  # noqa: E402
@@ -152,7 +152,7 @@ def test_learned_optimizer_checkpoint_runs(smoke_run, lo_checkpoint):
   assert set(by_opt) == {"adamw", "mulo (tuned)"}
   for a, m in zip(by_opt["adamw"], by_opt["mulo (tuned)"]):
     assert len(m["grid"]) == len(a["lr_grid"]) == 2
-    assert m["grid"] == evaluation.step_mult_grid(2) and m["hparam"] == "step_mult"
+    assert m["grid"] == stats.step_mult_grid(2) and m["hparam"] == "step_mult"
     assert (m["seeds"], m["num_steps"], m["tuning_task"]) == (a["seeds"], a["num_steps"],
                                                              a["tuning_task"])
     best = int(np.argmin([np.inf if x is None else x for x in m["mean_test_loss"]]))
@@ -160,11 +160,11 @@ def test_learned_optimizer_checkpoint_runs(smoke_run, lo_checkpoint):
 
 
 def test_step_mult_grid():
-  assert evaluation.step_mult_grid(7) == [0.1778, 0.3162, 0.5623, 1.0, 1.778, 3.162, 5.623]
-  assert evaluation.step_mult_grid(1) == [1.0]
-  assert evaluation.step_mult_grid(2) == [0.5623, 1.0]
+  assert stats.step_mult_grid(7) == [0.1778, 0.3162, 0.5623, 1.0, 1.778, 3.162, 5.623]
+  assert stats.step_mult_grid(1) == [1.0]
+  assert stats.step_mult_grid(2) == [0.5623, 1.0]
   for n in range(1, 10):
-    g = evaluation.step_mult_grid(n)
+    g = stats.step_mult_grid(n)
     assert len(g) == n and 1.0 in g and g == sorted(g)
 
 
@@ -195,8 +195,8 @@ def test_tuned_lo_at_step_mult_1_is_the_untuned_lo(lo_checkpoint):
   untuned = evaluation.parse_optimizer(f"mulo={lo_checkpoint}")
   tuned = dataclasses.replace(untuned, label="mulo (tuned)", tune_step_mult=True)
   assert tuned.tuned and not untuned.tuned and tuned.hparam == "step_mult"
-  a = evaluation.train_curves(untuned.make_tx(QUADRATIC, 8), QUADRATIC, 8, seeds=[0])
-  b = evaluation.train_curves(tuned.make_tx(QUADRATIC, 8), QUADRATIC, 8, seeds=[0],
+  a = sweep.train_curves(untuned.make_tx(QUADRATIC, 8), QUADRATIC, 8, seeds=[0])
+  b = sweep.train_curves(tuned.make_tx(QUADRATIC, 8), QUADRATIC, 8, seeds=[0],
                               lrs=[1.0, 0.5])
   np.testing.assert_allclose(b.train_loss[0], a.train_loss, rtol=1e-6)
   assert not np.allclose(b.train_loss[1], a.train_loss)
@@ -213,7 +213,7 @@ def test_absurd_lr_is_recorded_as_diverged_in_one_compile():
     return baselines.get("sgd", learning_rate=lr)
 
   before = tracking.compile_count()
-  curves = evaluation.train_curves(make_tx, QUADRATIC, 12, seeds=[0, 1], lrs=[0.4, 1e6])
+  curves = sweep.train_curves(make_tx, QUADRATIC, 12, seeds=[0, 1], lrs=[0.4, 1e6])
   assert tracking.compile_count() - before == 1  # the whole LR x seed sweep
   assert len(calls) == 1                          # traced once, LR traced, not baked in
   assert curves.train_loss.shape == (2, 2, 12)
@@ -262,9 +262,9 @@ def test_baseline_cache_reuses_tuning_and_runs_across_evaluators(tmp_path):
 
 def test_pick_lr_handles_nan_ties_and_all_diverged():
   lrs = [1e-1, 1e-3, 1e-2]
-  assert evaluation.pick_lr(lrs, np.array([[0.5, 0.5], [0.4, np.nan], [0.3, 0.3]])) == 2
-  assert evaluation.pick_lr(lrs, np.array([[0.3, 0.3], [0.5, 0.5], [0.3, 0.3]])) == 2  # tie
-  assert evaluation.pick_lr(lrs, np.full((3, 2), np.nan)) == 1  # all diverged: smallest
+  assert stats.pick_lr(lrs, np.array([[0.5, 0.5], [0.4, np.nan], [0.3, 0.3]])) == 2
+  assert stats.pick_lr(lrs, np.array([[0.3, 0.3], [0.5, 0.5], [0.3, 0.3]])) == 2  # tie
+  assert stats.pick_lr(lrs, np.full((3, 2), np.nan)) == 1  # all diverged: smallest
 
 
 def test_speedup_closed_form():
@@ -275,17 +275,17 @@ def test_speedup_closed_form():
   def ending_at(final):
     return np.linspace(1.0, final, 100)
 
-  exact = evaluation.speedup(ref_steps, ref, steps, ending_at(1 / 400), smooth=1)
+  exact = stats.speedup(ref_steps, ref, steps, ending_at(1 / 400), smooth=1)
   assert exact == {"value": 4.0, "bound": "=", "reference_steps": 400}
-  never = evaluation.speedup(ref_steps, ref, steps, ending_at(1 / 5000), smooth=1)
+  never = stats.speedup(ref_steps, ref, steps, ending_at(1 / 5000), smooth=1)
   assert never["bound"] == ">" and never["value"] == 10.0       # > 1000/100
-  first = evaluation.speedup(ref_steps, ref, steps, ending_at(3.0), smooth=1)
+  first = stats.speedup(ref_steps, ref, steps, ending_at(3.0), smooth=1)
   assert first["bound"] == "<" and first["value"] == 0.01       # < 1/100
-  diverged = evaluation.speedup(ref_steps, ref, steps, np.full(100, np.inf), smooth=1)
+  diverged = stats.speedup(ref_steps, ref, steps, np.full(100, np.inf), smooth=1)
   assert diverged["value"] is None
   # Trailing-mean smoothing over 2 points: the optimizer's target is the mean of
   # its last two points and AdamW's curve is smoothed the same way.
-  smoothed = evaluation.speedup(ref_steps, ref, steps, np.r_[np.ones(98), 0.006, 0.004],
+  smoothed = stats.speedup(ref_steps, ref, steps, np.r_[np.ones(98), 0.006, 0.004],
                                 smooth=2)
   k = int(np.argmax((ref[:-1] + ref[1:]) / 2 <= 0.005)) + 1  # first smoothed point <= 0.005
   assert smoothed["reference_steps"] == ref_steps[k] and smoothed["value"] == ref_steps[k] / 100
@@ -295,9 +295,9 @@ def test_max_loss_spike_metric():
   curves = np.array([[2.0, 1.0, 3.0, 0.5],        # peak 3 over a start of 2
                      [2.0, 1.0, 0.5, 0.1],        # never above the start
                      [1.0, np.nan, 0.5, 0.1]])    # non-finite: +inf
-  np.testing.assert_array_equal(evaluation.max_loss_spike(curves), [1.5, 1.0, np.inf])
+  np.testing.assert_array_equal(sweep.max_loss_spike(curves), [1.5, 1.0, np.inf])
   # The run-level number is the max over seeds, and a diverged seed is +inf.
-  out = evaluation._mark_divergence(
+  out = sweep._mark_divergence(
       _FakeTask(), {"train_loss": curves, "final_train_loss": np.array([0.5, 0.1, 0.1]),
                     "test_loss": np.array([0.6, 0.2, 0.2]),
                     "normalized_final_train_loss": np.array([0.2, 0.05, 0.05])}, 1.0)
@@ -310,14 +310,14 @@ class _FakeTask:
 
 
 def test_window_means_and_ranks():
-  steps, means = evaluation.window_means(np.arange(1.0, 1001.0), max_points=200)
+  steps, means = stats.window_means(np.arange(1.0, 1001.0), max_points=200)
   np.testing.assert_array_equal(steps, np.arange(5, 1001, 5))
   np.testing.assert_allclose(means, np.arange(3.0, 1000.0, 5.0))  # mean of 1..5 is 3
-  short_steps, short = evaluation.window_means(np.array([[1.0, np.nan, 3.0]]))
+  short_steps, short = stats.window_means(np.array([[1.0, np.nan, 3.0]]))
   np.testing.assert_array_equal(short_steps, [1, 2, 3])
   assert np.isnan(short[0, 1])
-  assert evaluation.average_ranks([1.0, None, 1.0, 0.5, float("nan")]) == [2.5, 4.5, 2.5, 1, 4.5]
-  assert evaluation.subsample_grid([1, 2, 3, 4, 5, 6, 7], 3) == [1, 4, 7]
+  assert stats.average_ranks([1.0, None, 1.0, 0.5, float("nan")]) == [2.5, 4.5, 2.5, 1, 4.5]
+  assert stats.subsample_grid([1, 2, 3, 4, 5, 6, 7], 3) == [1, 4, 7]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,60 +1,28 @@
 """Evaluate optimizers on the held-out suites: tuned baselines vs learned optimizers.
 
-Core: ``train_curves(make_tx, task, num_steps, seeds, lrs=None)`` trains fresh
-instances of ``task`` (one per seed, vmapped; and vmapped over a learning-rate
-grid too when ``lrs`` is given), ``lax.scan`` over steps, batches sampled on
-device, all inside ONE jitted program. The optax transformation is built
-inside that program from a traced LR scalar, so a whole LR x seed sweep is a
-single compile.
-
-Pipeline: ``evaluate(optimizers, suites, ...)`` tunes every baseline, runs
-every optimizer on every suite entry and returns a JSON-ready results dict
+``evaluate(optimizers, suites, ...)`` tunes every baseline, runs every
+optimizer on every suite entry and returns a JSON-ready results dict
 (``training.report`` renders it). ``PROTOCOL`` below is the protocol; it is
-also written into every results.json.
-
-Definitions used throughout:
-
-* curve: the training loss of step t (t = 1..N) is the minibatch loss of the
-  params *before* update t. Curves are stored as means over consecutive
-  windows (at most ``MAX_CURVE_POINTS`` points), labelled by the window's last step.
-* final train loss / test loss / test accuracy: the metrics of the final params
-  (schedule-free: its averaged params) averaged over ``eval_batches`` fixed
-  batches of the train / test split; per optimizer and task, the mean over seeds.
-* diverged: any non-finite training loss, or a final train loss the task's
-  normalizer maps to its maximum (>= ``MAX_NORMALIZED_LOSS`` x the loss of a
-  uniform guess). A diverged run's final losses are +inf (null in JSON); a
-  mean over seeds is +inf if any seed diverged. Nothing raises.
-* speedup over tuned AdamW: on the seed-median curves smoothed by a trailing
-  mean over ``SMOOTH_FRACTION`` of the points, the first step at which AdamW's
-  curve is <= the optimizer's final value, divided by the optimizer's number
-  of steps. Never reached: ``>`` AdamW's steps / the optimizer's (a lower
-  bound); reached at the first stored point: ``<`` that step / the
-  optimizer's (an upper bound). AdamW itself is 1 by definition.
-* max loss spike: the highest minibatch training loss of a run divided by its
-  step-0 loss (1 = never above the start); per task, the max over seeds. A
-  learned optimizer that is unstable shows here first.
-* rank: per task, by mean **test loss** (what users judge; diverged last, ties
-  share the average rank); averaged over the tasks of a suite. ``train_rank``
-  is the same by final train loss.
+also written into every results.json. The jobs live in their own modules:
+``training.sweep`` (one compiled training sweep; the definitions of curves,
+final metrics, divergence and loss spikes), ``training.stats`` (grids, speedup,
+ranks), ``training.eval_cache`` (the baseline cache) and ``training.records``
+(versions and device). Per optimizer and task a final metric is the mean over
+seeds (+inf if any seed diverged); the max loss spike is the max over seeds;
+``train_rank`` ranks by final train loss as ``rank`` does by test loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
-import json
 import math
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -62,15 +30,16 @@ import lopt
 from lopt import baselines
 from lopt.pretrained import with_step_mult
 from meta_tasks import SuiteEntry, Task, get_suite, suite_names
-from training import task_spec
+from training import records, task_spec
+from training.eval_cache import BaselineCache
+from training.stats import (MAX_CURVE_POINTS, SMOOTH_FRACTION, average_ranks, finite_or_none,
+                            mean_or_inf, pick_lr, seed_median, speedup, step_mult_grid,
+                            subsample_grid, window_means)
+from training.sweep import EVAL_BATCHES, Curves, train_curves
 
 REFERENCE = "adamw"
 TUNING_SEEDS = 3
 TUNING_SEED_OFFSET = 1000   # tuning seeds are disjoint from the reported seeds
-EVAL_BATCHES = 4
-MAX_CURVE_POINTS = 200
-SMOOTH_FRACTION = 0.05
-EVAL_KEY_SEED = 2**20       # the fixed eval batches, the same for every run
 
 PROTOCOL = (
     "Learning-rate tuning: every hand-designed baseline is tuned over its half-decade "
@@ -94,151 +63,6 @@ PROTOCOL = (
     "tuning task, horizon and tuning seeds, by the same test-loss rule (ties to the smaller "
     "multiplier). Results: fresh seeds 0..S-1, final metrics on fixed "
     "batches of the train/test splits. Tuned AdamW is always run as the speedup reference.")
-
-STEP_MULT_SPACING = 0.25   # decades between points of the step-multiplier grid
-
-
-def step_mult_grid(points: int) -> list[float]:
-  """``points`` step multipliers 10^(k/4) around 1 (1 included; odd counts are
-  symmetric, even ones have one more point below 1): 7 points span 0.18-5.6."""
-  if points < 1:
-    raise ValueError(f"points must be >= 1, got {points}.")
-  low = -(points // 2)
-  return [float(f"{10 ** (STEP_MULT_SPACING * k):.4g}") if k else 1.0
-          for k in range(low, low + points)]
-
-
-# --------------------------------------------------------------------------
-# One compiled sweep.
-
-@dataclasses.dataclass(frozen=True)
-class Curves:
-  """What one ``train_curves`` call measured. Leading axes: [lr,] seed."""
-  train_loss: np.ndarray          # [..., num_steps] per-step minibatch loss
-  final_train_loss: np.ndarray    # [...] +inf where diverged
-  test_loss: np.ndarray           # [...] +inf where diverged
-  test_accuracy: Optional[np.ndarray]  # [...] NaN where diverged; None if no accuracy
-  diverged: np.ndarray            # [...] bool
-  max_spike: np.ndarray           # [...] max minibatch loss / step-0 loss (+inf if diverged)
-  seconds: float                  # wall time of the call, compile included
-
-
-def _final_metrics(task: Task, params: Any, data: Any, split: str, num_batches: int):
-  keys = jax.random.split(jax.random.PRNGKey(EVAL_KEY_SEED), num_batches)
-  batches = jax.vmap(lambda k: task.sample_eval_batch(k, split, data=data))(keys)
-  metrics = jax.vmap(lambda b: task.metrics(params, b))(batches)
-  return jax.tree.map(lambda m: jnp.mean(m.astype(jnp.float32)), metrics)
-
-
-class Sweep:
-  """One compiled training sweep of ``task``, reusable: ``sweep(arg, seeds)``.
-
-  ``make_tx(arg)`` builds the optax transformation while tracing, from ``arg``:
-  an argument of the compiled program (a traced pytree: a learning rate, a step
-  multiplier, a learned optimizer's θ, or None). Calling the same ``Sweep``
-  again with an ``arg`` of the same structure, shapes and dtypes, and as many
-  seeds, reuses the compiled program: meta-validation evaluates a new θ every
-  few outer steps this way without recompiling. ``grid=True`` vmaps over the
-  leading axis of ``arg``'s leaves (an LR or step-multiplier grid).
-  ``eval_params(state, params)`` picks the params to evaluate (schedule-free's
-  average). Every ``update`` gets ``loss=`` (learned optimizers) and
-  ``obj_fn=`` (Sophia); transformations ignore extras they do not use.
-
-  Seed s draws the task instance (init and its dynamic init scale) and the
-  batch stream, so every optimizer and LR sees the same instances and data.
-  """
-
-  def __init__(self, make_tx: Callable[[Any], optax.GradientTransformation], task: Task,
-               num_steps: int, eval_params: Optional[Callable[[Any, Any], Any]] = None,
-               eval_batches: int = EVAL_BATCHES, grid: bool = False):
-    if num_steps < 1:
-      raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
-    self.task, self.num_steps = task, num_steps
-    self.data = task.data()  # loaded before jit, passed as an argument (not a constant)
-    has_accuracy = "accuracy" in jax.eval_shape(
-        lambda d: task.metrics(task.init(jax.random.PRNGKey(0)),
-                               task.sample_batch(jax.random.PRNGKey(0), data=d)), self.data)
-
-    def one_run(arg, seed, data):
-      tx = make_tx(arg)
-      k_init, k_data = jax.random.split(jax.random.PRNGKey(seed))
-      params = task.init(k_init)
-      state = tx.init(params)
-
-      def step(carry, t):
-        params, state = carry
-        k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, t))
-        batch = task.sample_batch(k_batch, data=data)
-        loss, grads = jax.value_and_grad(task.loss)(params, batch, k_loss)
-        updates, state = tx.update(grads, state, params, loss=loss,
-                                   obj_fn=lambda p: task.loss(p, batch, k_loss))
-        return (optax.apply_updates(params, updates), state), loss
-
-      (params, state), losses = jax.lax.scan(step, (params, state), jnp.arange(num_steps))
-      final = params if eval_params is None else eval_params(state, params)
-      train = _final_metrics(task, final, data, "train", eval_batches)
-      test = _final_metrics(task, final, data, "test", eval_batches)
-      out = {"train_loss": losses, "final_train_loss": train["loss"], "test_loss": test["loss"],
-             "normalized_final_train_loss": task.normalizer(train["loss"])}
-      if has_accuracy:
-        out["test_accuracy"] = test["accuracy"]
-      return out
-
-    over_seeds = jax.vmap(one_run, in_axes=(None, 0, None))
-    self._run = jax.jit(jax.vmap(over_seeds, in_axes=(0, None, None)) if grid else over_seeds)
-
-  def __call__(self, arg: Any, seeds: Sequence[int]) -> Curves:
-    seeds = np.asarray(list(seeds), np.uint32)
-    if seeds.ndim != 1 or seeds.size == 0:
-      raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}.")
-    start = time.perf_counter()
-    out = jax.tree.map(np.asarray, self._run(arg, seeds, self.data))  # blocks until done
-    return _mark_divergence(self.task, out, time.perf_counter() - start)
-
-
-def train_curves(make_tx: Callable[[Any], optax.GradientTransformation], task: Task,
-                 num_steps: int, seeds: Sequence[int], lrs: Optional[Sequence[float]] = None,
-                 eval_params: Optional[Callable[[Any, Any], Any]] = None,
-                 eval_batches: int = EVAL_BATCHES) -> Curves:
-  """Train ``len(seeds)`` fresh instances of ``task`` for ``num_steps`` steps,
-  in one compiled program (a ``Sweep`` used once).
-
-  ``make_tx(lr)`` builds the optax transformation; it is called while tracing,
-  with ``lr`` a traced float32 scalar (one per grid point; also a step
-  multiplier for learned optimizers) or ``None`` when ``lrs`` is None
-  (optimizers without a learning rate). See ``Sweep`` for the rest.
-  """
-  seeds = np.asarray(list(seeds), np.uint32)
-  if seeds.ndim != 1 or seeds.size == 0:
-    raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}.")
-  sweep = Sweep(make_tx, task, num_steps, eval_params, eval_batches, grid=lrs is not None)
-  return sweep(None if lrs is None else np.asarray(list(lrs), np.float32), seeds)
-
-
-def _mark_divergence(task: Task, out: dict[str, np.ndarray], seconds: float) -> Curves:
-  curves = out["train_loss"].astype(np.float64)
-  final_train = out["final_train_loss"].astype(np.float64)
-  # The normalizer clips at its maximum and maps NaN/inf there: that is "diverged".
-  normalized = out["normalized_final_train_loss"]
-  diverged = (~np.all(np.isfinite(curves), axis=-1) | ~np.isfinite(final_train)
-              | (normalized >= task.MAX_NORMALIZED_LOSS))
-  test = out["test_loss"].astype(np.float64)
-  accuracy = out.get("test_accuracy")
-  if accuracy is not None:
-    accuracy = np.where(diverged, np.nan, accuracy.astype(np.float64))
-  return Curves(train_loss=curves, final_train_loss=np.where(diverged, np.inf, final_train),
-                test_loss=np.where(diverged | ~np.isfinite(test), np.inf, test),
-                test_accuracy=accuracy, diverged=diverged,
-                max_spike=np.where(diverged, np.inf, max_loss_spike(curves)), seconds=seconds)
-
-
-def max_loss_spike(curves: np.ndarray) -> np.ndarray:
-  """Highest minibatch loss ÷ the step-0 loss, over the last axis (steps);
-  +inf where the curve is not finite."""
-  curves = np.asarray(curves, np.float64)
-  with np.errstate(all="ignore"):
-    spike = np.max(curves, axis=-1) / curves[..., 0]
-  return np.where(np.all(np.isfinite(curves), axis=-1) & (curves[..., 0] > 0), spike, np.inf)
 
 
 # --------------------------------------------------------------------------
@@ -377,128 +201,9 @@ def check_suites(names: Sequence[str]) -> list[str]:
   return list(names)
 
 
-# --------------------------------------------------------------------------
-# Tuning and small pure helpers (tested on hand-made inputs).
-
-def subsample_grid(grid: Sequence[float], points: Optional[int]) -> list[float]:
-  """``points`` evenly spaced entries of ``grid`` (ends included); all if None."""
-  grid = list(grid)
-  if points is None or points >= len(grid):
-    return grid
-  if points < 1:
-    raise ValueError(f"lr_grid_points must be >= 1, got {points}.")
-  if points == 1:
-    return [grid[len(grid) // 2]]
-  idx = np.unique(np.round(np.linspace(0, len(grid) - 1, points)).astype(int))
-  return [grid[i] for i in idx]
-
-
-def pick_lr(lrs: Sequence[float], final_losses: np.ndarray) -> int:
-  """Index of the LR with the lowest mean final loss over seeds ([lr, seed]).
-
-  Non-finite losses count as +inf for the whole LR; ties go to the smaller LR;
-  if every LR is +inf, the smallest LR.
-  """
-  losses = np.where(np.isfinite(final_losses), final_losses, np.inf)
-  means = losses.mean(axis=-1)
-  order = np.argsort(np.asarray(lrs, np.float64), kind="stable")
-  best = order[0]
-  for i in order[1:]:
-    if means[i] < means[best]:
-      best = i
-  return int(best)
-
-
-def window_means(curve: np.ndarray, max_points: int = MAX_CURVE_POINTS
-                 ) -> tuple[np.ndarray, np.ndarray]:
-  """(steps, values): means of ``curve[..., N]`` over <= max_points consecutive
-  windows covering all N steps; each labelled by its last step (1-based)."""
-  n = curve.shape[-1]
-  points = min(n, max_points)
-  bounds = np.round(np.linspace(0, n, points + 1)).astype(int)
-  sums = np.add.reduceat(curve, bounds[:-1], axis=-1)
-  return bounds[1:], sums / np.diff(bounds)
-
-
-def seed_median(curves: np.ndarray) -> np.ndarray:
-  """Median over the seed axis (-2) with non-finite values as +inf (= worst)."""
-  return np.median(np.where(np.isfinite(curves), curves, np.inf), axis=-2)
-
-
-def trailing_mean(values: np.ndarray, width: int) -> np.ndarray:
-  out = np.empty_like(values, dtype=np.float64)
-  for i in range(values.shape[-1]):
-    out[..., i] = values[..., max(0, i - width + 1):i + 1].mean(axis=-1)
-  return out
-
-
-def smooth_width(num_points: int) -> int:
-  return max(1, int(round(SMOOTH_FRACTION * num_points)))
-
-
-def speedup(ref_steps: np.ndarray, ref_curve: np.ndarray, steps: np.ndarray,
-            curve: np.ndarray, smooth: Optional[int] = None) -> dict[str, Any]:
-  """Speedup of ``curve`` over the reference (see the module docstring).
-
-  Curves are the seed-median window means with their step labels. Returns
-  ``{"value", "bound", "reference_steps"}``: bound "=" exact, ">" lower bound
-  (the reference never reached the final loss), "<" upper bound (reached at its
-  first point); value None if the optimizer diverged.
-  """
-  def smoothed(c):
-    return trailing_mean(np.asarray(c, np.float64), smooth or smooth_width(len(c)))
-  target = smoothed(curve)[-1]
-  num_steps = float(steps[-1])
-  if not np.isfinite(target):
-    return {"value": None, "bound": None, "reference_steps": None}
-  reached = np.nonzero(smoothed(ref_curve) <= target)[0]
-  if reached.size == 0:
-    return {"value": float(ref_steps[-1]) / num_steps, "bound": ">", "reference_steps": None}
-  first = int(reached[0])
-  bound = "<" if first == 0 else "="
-  return {"value": float(ref_steps[first]) / num_steps, "bound": bound,
-          "reference_steps": int(ref_steps[first])}
-
-
-def average_ranks(losses: Sequence[float]) -> list[float]:
-  """1 = lowest loss; non-finite last; ties share the average of their ranks."""
-  vals = [v if v is not None and math.isfinite(v) else math.inf for v in losses]
-  ranks = [0.0] * len(vals)
-  order = sorted(range(len(vals)), key=lambda i: vals[i])
-  i = 0
-  while i < len(order):
-    j = i
-    while j + 1 < len(order) and vals[order[j + 1]] == vals[order[i]]:
-      j += 1
-    for k in range(i, j + 1):
-      ranks[order[k]] = (i + j) / 2 + 1
-    i = j + 1
-  return ranks
-
 
 # --------------------------------------------------------------------------
 # The pipeline.
-
-def _finite_or_none(x: Any) -> Any:
-  """JSON-ready: numpy -> Python, non-finite floats -> None (results.json is strict JSON)."""
-  if isinstance(x, dict):
-    return {k: _finite_or_none(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_finite_or_none(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return _finite_or_none(x.tolist())
-  if isinstance(x, (np.bool_, bool)):
-    return bool(x)
-  if isinstance(x, (np.integer,)):
-    return int(x)
-  if isinstance(x, (float, np.floating)):
-    return float(x) if math.isfinite(x) else None
-  return x
-
-
-def _mean_or_inf(x: np.ndarray) -> float:
-  return float(np.mean(x)) if np.all(np.isfinite(x)) else math.inf
-
 
 def _run_result(opt: Optimizer, curves: Curves, lr: Optional[float], seeds: Sequence[int],
                 lr_index: Optional[int]) -> dict[str, Any]:
@@ -513,9 +218,9 @@ def _run_result(opt: Optimizer, curves: Curves, lr: Optional[float], seeds: Sequ
       "learning_rate": lr,
       "step_mult": None,          # learned optimizers: 1 untuned, the chosen one tuned
       "seeds": list(seeds),
-      "final_train_loss": _mean_or_inf(pick(curves.final_train_loss)),
+      "final_train_loss": mean_or_inf(pick(curves.final_train_loss)),
       "final_train_loss_per_seed": pick(curves.final_train_loss),
-      "test_loss": _mean_or_inf(pick(curves.test_loss)),
+      "test_loss": mean_or_inf(pick(curves.test_loss)),
       "test_loss_per_seed": pick(curves.test_loss),
       "test_accuracy": None if acc is None or np.any(diverged) else float(np.mean(acc)),
       "test_accuracy_per_seed": acc,
@@ -528,43 +233,6 @@ def _run_result(opt: Optimizer, curves: Curves, lr: Optional[float], seeds: Sequ
                 "train_loss_median": seed_median(windows)},
   }
 
-
-class BaselineCache:
-  """Tuning and run results of tuned baselines, kept across invocations.
-
-  One JSON file per result, named by a hash of everything that determines it
-  (baseline, full task repr, horizon, seeds, LR grid, eval batches, protocol).
-  It does not see code changes: delete the folder after changing a task or a
-  baseline. Non-finite losses are stored as null and read back as inf.
-  """
-
-  def __init__(self, directory: str):
-    self.directory = directory
-
-  def _path(self, key: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return os.path.join(self.directory, f"{key['what']}-{digest}.json")
-
-  def load(self, key: dict[str, Any]) -> Optional[dict[str, Any]]:
-    path = self._path(key)
-    if not os.path.exists(path):
-      return None
-    with open(path) as f:
-      entry = json.load(f)
-    if entry.get("key") != key:  # a hash collision or a hand-edited file
-      return None
-    value = entry["value"]
-    for name in ("final_train_loss", "test_loss"):
-      if name in value and value[name] is None:
-        value[name] = math.inf
-    return value
-
-  def store(self, key: dict[str, Any], value: dict[str, Any]) -> None:
-    os.makedirs(self.directory, exist_ok=True)
-    path = self._path(key)
-    with open(path + ".tmp", "w") as f:  # atomic: a killed run never leaves half a file
-      json.dump({"key": key, "value": _finite_or_none(value)}, f, allow_nan=False)
-    os.replace(path + ".tmp", path)
 
 
 class Evaluator:
@@ -629,9 +297,9 @@ class Evaluator:
           "optimizer": opt.label, "tuning_task": task.name, "num_steps": num_steps,
           "hparam": opt.hparam, "grid": grid, "chosen": grid[best],
           "seeds": self.tuning_seeds, "lr_grid": grid,
-          "mean_final_train_loss": [_mean_or_inf(r) for r in curves.final_train_loss],
+          "mean_final_train_loss": [mean_or_inf(r) for r in curves.final_train_loss],
           "final_train_loss_per_seed": curves.final_train_loss,
-          "mean_test_loss": [_mean_or_inf(r) for r in curves.test_loss],
+          "mean_test_loss": [mean_or_inf(r) for r in curves.test_loss],
           "num_diverged": curves.diverged.sum(axis=-1),
           "chosen_lr": grid[best] if opt.baseline is not None else None,
           "chosen_index": best,
@@ -751,11 +419,11 @@ def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int 
                         "num_diverged": sum(r["num_diverged"] for r in rows),
                         "num_runs": sum(len(r["seeds"]) for r in rows)}
     out_suites[name] = {"tasks": tasks, "summary": summary}
-  return _finite_or_none({
+  return finite_or_none({
       "protocol": PROTOCOL,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "versions": versions(),
-      "device": device_info(),
+      "versions": records.versions(),
+      "device": records.device_info(),
       "settings": {"suites": list(suites), "seeds": list(range(seeds)),
                    "tuning_seeds": evaluator.tuning_seeds, "max_steps": max_steps,
                    "lr_grid_points": lr_grid_points, "eval_batches": eval_batches,
@@ -769,35 +437,3 @@ def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int 
       "seconds": time.perf_counter() - start,
   })
 
-
-def versions() -> dict[str, Any]:
-  import flax
-  repo = Path(__file__).resolve().parent.parent
-
-  def git(*args):
-    try:
-      return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
-                            timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-      return None
-
-  commit = git("rev-parse", "HEAD")
-  status = git("status", "--porcelain", "--untracked-files=no")
-  return {"python": sys.version.split()[0], "jax": jax.__version__,
-          "jaxlib": _dist_version("jaxlib"),
-          "optax": optax.__version__, "flax": flax.__version__, "numpy": np.__version__,
-          "lopt_commit": commit, "lopt_dirty": None if status is None else bool(status)}
-
-
-def _dist_version(name: str) -> Optional[str]:
-  from importlib import metadata
-  try:
-    return metadata.version(name)
-  except metadata.PackageNotFoundError:
-    return None
-
-
-def device_info() -> dict[str, Any]:
-  devices = jax.devices()
-  return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
-          "device_count": len(devices)}

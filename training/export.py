@@ -11,17 +11,8 @@ import numpy as np
 
 from lopt.pretrained import save_pretrained
 from training import checkpoint, tracking
+from training.records import git_commit
 from training.trainer import initial_theta
-
-
-def git_commit() -> str | None:
-  try:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                         text=True, timeout=10)
-    return out.stdout.strip() or None
-  except (OSError, subprocess.SubprocessError):
-    return None
 
 
 def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = None,

@@ -4,7 +4,7 @@ Every ``validate_every`` outer steps (and at the last step) the trainer calls a
 ``MetaValidator`` with the current θ. It trains every task of the screen suite
 (``validate_suite``, default ``screen-user-cpu``; never a held-out suite) for
 its full horizon with ``validate_seeds`` seeds (0..S-1) through the
-evaluation library's compiled sweep (``training.evaluation.Sweep``), θ being an
+evaluation library's compiled sweep (``training.sweep.Sweep``), θ being an
 argument of the compiled program: only the first validation compiles.
 
 Score: the geometric mean over the suite's tasks of
@@ -54,7 +54,8 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from training import evaluation, task_spec
+from training import task_spec
+from training.sweep import Sweep
 
 DIVERGED_RATIO = 10.0
 REF_FILE = "meta_valid_ref.json"
@@ -113,7 +114,7 @@ class MetaValidator:
       spec = task_spec.optimizer_spec(entry.task)
       make_tx = (lambda theta, n=entry.num_steps, spec=spec:
                  lo.as_optax(theta, num_steps=n, mup=spec))
-      self.sweeps.append(evaluation.Sweep(make_tx, entry.task, entry.num_steps))
+      self.sweeps.append(Sweep(make_tx, entry.task, entry.num_steps))
     self.ref = self._read_ref()
     self.best = self._best_before(start_step)
 
@@ -221,7 +222,7 @@ class MetaValidator:
 def export_theta(config: Any, out_dir: str, theta: Any, metadata: dict[str, Any]) -> str:
   """``lopt.save_pretrained`` of θ with the run's export metadata plus ``metadata``."""
   from lopt.pretrained import save_pretrained
-  from training.export import git_commit
+  from training.records import git_commit
   step = metadata["meta_validation"]["outer_step"]
   meta = {"parameterization": "mup" if config.lo.mup else "sp",
           "training": {"recipe": config.recipe(), "estimator": config.estimator,
