@@ -209,20 +209,47 @@ def check_workdir(workdir: Any, flag: str = "--workdir") -> str:
   return workdir
 
 
-def _recipe_diff(recorded: MetaTrainConfig, config: MetaTrainConfig) -> dict[str, tuple]:
+_SCHEDULE_FIELDS = ("max_horizon", "horizon_curriculum")
+
+
+def _schedules_agree(a: MetaTrainConfig, b: MetaTrainConfig, step: int) -> bool:
+  """Whether the two recipes' longest horizons agree at every outer step in
+  [0, step]: both are log-linear between the union of their knots, so the knots
+  (and the ends) decide."""
+  sa, sb = a.schedule(), b.schedule()
+  points = {0, step} | {s for s, _ in sa.curriculum + sb.curriculum if s <= step}
+  return all(int(sa.longest(t)) == int(sb.longest(t)) for t in points)
+
+
+def _recipe_diff(recorded: MetaTrainConfig, config: MetaTrainConfig,
+                 step: int | None = None) -> dict[str, tuple]:
   theirs = recorded.recipe()
-  return {k: (theirs.get(k), v) for k, v in config.recipe().items() if theirs.get(k) != v}
+  diff = {k: (theirs.get(k), v) for k, v in config.recipe().items() if theirs.get(k) != v}
+  if (step is not None and any(k in diff for k in _SCHEDULE_FIELDS)
+      and _schedules_agree(recorded, config, step)):
+    for k in _SCHEDULE_FIELDS:  # a curriculum that extends the run past ``step``
+      diff.pop(k, None)
+  return diff
 
 
 def check_recipe(recorded: MetaTrainConfig, config: MetaTrainConfig, where: str,
-                 workdir: str) -> None:
-  """``WorkdirError`` naming every recipe field in which ``config`` differs."""
-  diff = _recipe_diff(recorded, config)
+                 workdir: str, step: int | None = None) -> None:
+  """``WorkdirError`` naming every recipe field in which ``config`` differs.
+  With ``step`` (the outer step resumed from), a horizon schedule that agrees
+  with the recorded one up to ``step`` is no difference."""
+  diff = _recipe_diff(recorded, config, step)
   if diff:
     fields = "; ".join(f"{k}: {where} has {a!r}, command asks {b!r}"
                        for k, (a, b) in diff.items())
     raise WorkdirError(f"The workdir {workdir} holds a run with a different config ({fields}). "
                        "Use a new --workdir, or repeat the original settings to resume.")
+
+
+def newest_step(workdir: str) -> int:
+  """The newest checkpoint step on disk (0 if none): the most a resume starts from."""
+  directory = os.path.join(workdir, "checkpoints")
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return max((int(n) for n in names if n.isdigit()), default=0)
 
 
 def read_config(workdir: str) -> MetaTrainConfig | None:
@@ -245,14 +272,6 @@ def read_config(workdir: str) -> MetaTrainConfig | None:
   except ValueError as e:
     raise WorkdirError(f"{path} does not hold a valid config of this version "
                        f"({' '.join(str(e).split())}).") from None
-
-
-def check_or_write_config(workdir: str, config: MetaTrainConfig) -> None:
-  """Compare ``config`` with the recorded one (if readable), then write it."""
-  recorded = read_config(workdir)
-  if recorded is not None:
-    check_recipe(recorded, config, "workdir", workdir)
-  write_config(workdir, config)
 
 
 def write_config(workdir: str, config: MetaTrainConfig) -> None:
@@ -530,7 +549,7 @@ class Checkpointer:
         _warn(f"checkpoint {step} in {self.directory} has no integrity record (written by an "
               "older lopt): its arrays cannot be verified. The next checkpoint will have one.")
       if config is not None and recorded is not None:
-        check_recipe(recorded, config, f"checkpoint {step}", self.workdir)
+        check_recipe(recorded, config, f"checkpoint {step}", self.workdir, step)
       if errors:
         moved = self._quarantine([s for s, _ in errors])
         _warn(f"checkpoint(s) {[s for s, _ in errors]} could not be restored ({errors[0][1]}); "

@@ -39,6 +39,12 @@ class MetaTrainConfig:
   truncation_length: int = 50
   min_horizon: int = 100
   max_horizon: int = 1000
+  # Horizon curriculum, "STEP:H,STEP:H,...": the longest horizon grows
+  # log-linearly between these (outer step, horizon) knots and holds outside
+  # them; the last H must be max_horizon. None: max_horizon throughout. A run
+  # may resume with a new curriculum that agrees with its old schedule up to
+  # the resumed step (it extends the run; it does not rewrite its past).
+  horizon_curriculum: str | None = None
   meta_loss: str = "train"
   log_meta_loss: bool = False   # meta-loss log(normalized loss + 1e-4): weighs late training
   # Only the last final_fraction of each episode's steps carry meta-loss (1: all).
@@ -83,6 +89,12 @@ class MetaTrainConfig:
   def recipe(self) -> dict[str, Any]:
     """The fields that define the run (compared on resume)."""
     return {k: v for k, v in self.to_json().items() if k not in self.BOOKKEEPING}
+
+  def schedule(self) -> "TruncationSchedule":
+    """The episode-length schedule of this recipe (with its curriculum)."""
+    from training.lo_system import TruncationSchedule  # pylint: disable=import-outside-toplevel
+    return TruncationSchedule(self.min_horizon, self.max_horizon,
+                              _parse_curriculum(self.horizon_curriculum))
 
   def replace(self, **overrides) -> "MetaTrainConfig":
     """A copy with ``overrides``; ``"lo.<field>"`` keys (``"lo.features.adam"``)
@@ -222,9 +234,37 @@ def validate_config(config: "MetaTrainConfig") -> None:
   if config.max_horizon < config.min_horizon:
     raise ConfigError("max_horizon", f"({config.max_horizon}) must be >= min_horizon "
                       f"({config.min_horizon}).")
+  knots = _parse_curriculum(config.horizon_curriculum)
+  if knots and knots[-1][1] != config.max_horizon:
+    raise ConfigError("horizon_curriculum", f"must end at max_horizon ({config.max_horizon}), "
+                      f"got {config.horizon_curriculum!r}.")
+  try:
+    config.schedule()
+  except ValueError as e:
+    raise ConfigError("horizon_curriculum", str(e)) from None
   if config.truncation_length > config.min_horizon:
     raise ConfigError("truncation_length", f"({config.truncation_length}) must be <= "
                       f"min_horizon ({config.min_horizon}).")
+
+
+def _parse_curriculum(spec: str | None) -> tuple[tuple[int, int], ...]:
+  """"STEP:H,STEP:H" -> ((STEP, H), ...); None -> ()."""
+  if spec is None:
+    return ()
+  if not isinstance(spec, str):
+    raise ConfigError("horizon_curriculum", f"must be a string like '0:500,2000:2000', "
+                      f"got {spec!r}.")
+  knots = []
+  for part in filter(None, (p.strip() for p in spec.split(","))):
+    try:
+      step, horizon = (int(x) for x in part.split(":"))
+    except ValueError:
+      raise ConfigError("horizon_curriculum", f"knot {part!r} is not STEP:HORIZON "
+                        "(two integers), e.g. '0:500,2000:2000'.") from None
+    if step < 0 or horizon < 1:
+      raise ConfigError("horizon_curriculum", f"knot {part!r} needs STEP >= 0 and HORIZON >= 1.")
+    knots.append((step, horizon))
+  return tuple(knots)
 
 
 def lo_error(error: Exception, fields: list[str]) -> ConfigError:

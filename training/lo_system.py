@@ -27,19 +27,43 @@ from training.task_spec import optimizer_spec
 
 @dataclasses.dataclass(frozen=True)
 class TruncationSchedule:
-  """Episode lengths: constant (min == max) or log-uniform in [min, max]."""
+  """Episode lengths: log-uniform in [min_length, longest], constant if equal.
+
+  ``curriculum``: knots ``((outer_step, longest), ...)``; between two knots the
+  longest length grows log-linearly with the outer step, before the first and
+  after the last it holds. Empty: ``max_length`` at every outer step.
+  """
   min_length: int = 100
   max_length: int = 1000
+  curriculum: tuple[tuple[int, int], ...] = ()
 
   def __post_init__(self):
     if not 1 <= self.min_length <= self.max_length:
       raise ValueError(f"Need 1 <= min_length <= max_length, got {self.min_length}, "
                        f"{self.max_length}.")
+    steps = [s for s, _ in self.curriculum]
+    if steps != sorted(set(steps)) or any(
+        not self.min_length <= h <= self.max_length for _, h in self.curriculum):
+      raise ValueError(f"curriculum knots need increasing outer steps and lengths in "
+                       f"[{self.min_length}, {self.max_length}], got {self.curriculum}.")
 
-  def sample(self, key: jax.Array) -> jax.Array:
-    lo, hi = math.log(self.min_length), math.log(self.max_length + 1)
+  def longest(self, outer_step) -> jax.Array:
+    """The longest episode length at ``outer_step`` (a traced int is fine)."""
+    if not self.curriculum:
+      return jnp.asarray(self.max_length, jnp.int32)
+    steps, lengths = zip(*self.curriculum)
+    log_h = jnp.interp(jnp.asarray(outer_step, jnp.float32), jnp.asarray(steps, jnp.float32),
+                       jnp.log(jnp.asarray(lengths, jnp.float32)))
+    return jnp.round(jnp.exp(log_h)).astype(jnp.int32)
+
+  def sample(self, key: jax.Array, outer_step=0) -> jax.Array:
+    if not self.curriculum:  # Python-float bounds: the draws of runs made before curricula
+      lo, hi, top = math.log(self.min_length), math.log(self.max_length + 1), self.max_length
+    else:
+      top = self.longest(outer_step)
+      lo, hi = math.log(self.min_length), jnp.log(top.astype(jnp.float32) + 1)
     h = jnp.floor(jnp.exp(jax.random.uniform(key, (), minval=lo, maxval=hi)))
-    return jnp.clip(h, self.min_length, self.max_length).astype(jnp.int32)
+    return jnp.clip(h, self.min_length, top).astype(jnp.int32)
 
 
 class InnerState(NamedTuple):
@@ -86,6 +110,8 @@ class LOTrainingSystem:
   # the jitted step, not closed over: a closed-over dataset becomes a constant
   # baked into the program, which is slow to compile at ImageNet scale.
   data: Any = dataclasses.field(default=None, compare=False)
+  # The outer step (traced) that sets the schedule's curriculum; 0 outside training.
+  outer_step: Any = dataclasses.field(default=0, compare=False)
 
   def __post_init__(self):
     if self.meta_loss not in ("train", "valid"):
@@ -109,7 +135,7 @@ class LOTrainingSystem:
 
   def init_state(self, key: jax.Array, *, random_offset: bool = True) -> InnerState:
     k_init, k_h, k_off = jax.random.split(key, 3)
-    horizon = self.schedule.sample(k_h)
+    horizon = self.schedule.sample(k_h, self.outer_step)
     if random_offset and self.random_initial_offset:
       # A shorter first episode desynchronises the particles' resets, without
       # showing the LO a mid-training step counter on freshly initialised params.
@@ -130,7 +156,7 @@ class LOTrainingSystem:
 
   def unroll(self, theta_cur, theta_next, state: InnerState, key: jax.Array):
     k_reset, k_h, k_steps = jax.random.split(key, 3)
-    fresh = self._fresh(k_reset, self.schedule.sample(k_h))
+    fresh = self._fresh(k_reset, self.schedule.sample(k_h, self.outer_step))
 
     def step(theta, state, k):
       new_state, loss = self.inner_step(theta, state, k)

@@ -21,7 +21,7 @@ from lopt.protocol import LearnedOptimizer
 from training import checkpoint, meta_validation, sharding, tracking
 from training.config import MetaTrainConfig
 from training.estimators import make_estimator
-from training.lo_system import LOTrainingSystem, TruncationSchedule
+from training.lo_system import LOTrainingSystem
 
 
 class MetaState(NamedTuple):
@@ -71,17 +71,19 @@ class MetaTrainer:
     """Every task's on-device arrays: an argument of ``outer_step``."""
     return tuple(task.data() for task in self.tasks)
 
-  def estimators(self, data: tuple | None = None) -> list:
+  def estimators(self, data: tuple | None = None, outer_step: Any = 0) -> list:
     """One estimator per static task config. Cheap to build, so ``outer_step``
-    builds them while tracing, with the traced ``data`` inside each system."""
+    builds them while tracing, with the traced ``data`` and outer step (for the
+    horizon curriculum) inside each system."""
     c = self.config
-    schedule = TruncationSchedule(c.min_horizon, c.max_horizon)
+    schedule = c.schedule()
     data = data if data is not None else (None,) * len(self.tasks)
     out = []
     for task, task_data in zip(self.tasks, data):
       system = LOTrainingSystem(self.lopt, task, c.truncation_length, schedule,
                                 meta_loss=c.meta_loss, log_meta_loss=c.log_meta_loss,
-                                final_fraction=c.final_fraction, data=task_data)
+                                final_fraction=c.final_fraction, data=task_data,
+                                outer_step=outer_step)
       kwargs = dict(system=system, num_pairs=c.num_pairs, mesh=self.mesh)
       if c.estimator != "tbptt":
         kwargs.update(sigma=c.sigma, delta_clip=c.delta_clip, sign_delta=c.sign_delta)
@@ -108,7 +110,7 @@ class MetaTrainer:
     """
     key = jax.random.fold_in(state.key, state.step)
     grads, alive, losses, new_states, metrics = [], [], [], [], {}
-    estimators = self.estimators(data)
+    estimators = self.estimators(data, state.step)
     for i, (est, est_state) in enumerate(zip(estimators, state.estimator_states)):
       g, est_state, m = est.estimate(state.theta, est_state, jax.random.fold_in(key, i))
       ok = m["nan_resets"] < self.resets_if_all_diverged
@@ -237,7 +239,7 @@ def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
   lead = jax.process_index() == 0
   recorded = checkpoint.read_config(workdir)
   if recorded is not None:
-    checkpoint.check_recipe(recorded, config, "workdir", workdir)
+    checkpoint.check_recipe(recorded, config, "workdir", workdir, checkpoint.newest_step(workdir))
   mesh = sharding.particle_mesh() if jax.device_count() > 1 else None
   trainer = MetaTrainer(config, mesh)
   init_key = jax.random.PRNGKey(config.seed)
