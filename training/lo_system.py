@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lopt.protocol import LearnedOptimizer
 from training.system import UnrollOutput, scan_unroll
 from training.task_spec import optimizer_spec
 
@@ -94,7 +95,7 @@ class LOTrainingSystem:
   that halving the loss late in training counts as much as halving it early
   (a linear mean barely sees the difference between 1e-2 and 1e-3).
   """
-  lopt: Any
+  lopt: LearnedOptimizer
   task: Any
   truncation_length: int = 50
   schedule: TruncationSchedule = TruncationSchedule()
