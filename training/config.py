@@ -340,9 +340,12 @@ _MIX_RECIPE = dict(_CPU_RECIPE, lo=forms.robust(hidden_size=8, input=0.002, hidd
 # the objective is what users measure: the validation loss (a split disjoint
 # from every test split) over the last 30% of each episode, its ± differences
 # reduced to their sign (VeLO: each task's loss scale drops out), horizons up
-# to 2000 (the held-out user suites train 300-2000 steps).
+# to 2000 until outer step 17000, then growing log-linearly to 4000 by 21000, so
+# that they reach the user suites' horizons (300-3000 steps); the run started
+# at 2000 (cheap early steps) and took the curriculum on at 17000.
 _ADAPTIVE_RECIPE = dict(estimator="es_single", lo=AdaptiveLOpt(), distribution="tiny-mix",
-                        num_pairs=8, truncation_length=20, min_horizon=50, max_horizon=2000,
+                        num_pairs=8, truncation_length=20, min_horizon=50, max_horizon=4000,
+                        horizon_curriculum="17000:2000,21000:4000",
                         meta_loss="valid", final_fraction=0.3, sign_delta=True,
                         log_meta_loss=True, outer_steps=50_000, warmup_steps=100,
                         outer_lr=1e-3, outer_final_lr=1e-4, clip_norm=1.0,
@@ -353,7 +356,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(distribution="tiny", num_pairs=4, truncation_length=10, min_horizon=20,
                  max_horizon=60, outer_steps=150, warmup_steps=10, outer_lr=1e-2,
                  outer_final_lr=3e-3, checkpoint_every=50, log_every=5),
-    # The μLO recipe (DESIGN.md §5): PES, K=50, 8 pairs, σ=0.01, horizons 100-1000.
+    # The μLO recipe (docs/architecture.md): PES, K=50, 8 pairs, σ=0.01, horizons 100-1000.
     "mulo-s": dict(distribution="mulo-s"),
     "mulo-m": dict(distribution="mulo-m"),
     "sp-lo": dict(distribution="sp-m", lo=MLPLOpt(mup=False)),
