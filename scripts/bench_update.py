@@ -20,6 +20,19 @@ table says so. ``--config NAME`` benchmarks the architecture config of a
 pretrained LO (``lopt.load_metadata(NAME)["config"]``) instead of the reference
 ``MLPLOpt(mup=False)``. ``bench_size`` is also imported by ``gpu_check.py``. On CPU the pallas backend runs in interpret mode, which times
 an emulation, not a kernel: it is skipped unless asked for.
+
+A second table (``--forms``, default ``mulo-m,adaptive``; ``--forms ''`` skips it)
+times the forms users run, each against ``optax.adam`` in the same process:
+the shipped ``mulo-m`` (``lopt.forms.robust``, its meta-trained θ) and
+``lopt.AdaptiveLOpt()`` at θ = 0, with ns per parameter, FLOPs per parameter
+and bytes accessed per parameter from XLA's cost analysis of the compiled
+update, the achieved GFLOP/s, its fraction of the GFLOP/s of a large
+``jnp.dot`` timed in the same process, and optimizer-state bytes per
+parameter (Adam: 8). ``--profile`` adds, per form, where the time goes: a
+``jax.profiler`` trace of the compiled update, its time per HLO op (fusion or
+kernel), largest first, with each op's output shape.
+
+    python scripts/bench_update.py --sizes 1m --backends '' --profile
 """
 
 from __future__ import annotations
@@ -181,6 +194,126 @@ def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: fl
   return rows
 
 
+def matmul_gflops(n: int = 1024, iters: int = 7) -> float:
+  """GFLOP/s of a jitted float32 ``jnp.dot`` of two [n, n] matrices (2n³ FLOPs)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  return 2 * n**3 / time_call(dot, a, a, warmup=2, iters=iters) / 1e9
+
+
+def form_update(form: str, params, lopt_module=lopt):
+  """(jitted update(grads, state, params), initial state) of a form users run:
+  "adam" (optax.adam), "mulo-m" (the shipped LO, its θ) or "adaptive"
+  (AdaptiveLOpt at θ = 0). Every matrix is a hidden one in the μP spec."""
+  if form == "adam":
+    tx = optax.adam(1e-3)
+    return jax.jit(lambda g, s, p: tx.update(g, s, p)), tx.init(params)
+  kinds = lopt_module.mup.kinds_from_paths(params, {"kernel": "hidden"})
+  if form == "mulo-m":
+    lo, theta = lopt_module.load_pretrained("mulo-m")
+  elif form == "adaptive":
+    lo = lopt_module.AdaptiveLOpt()
+    theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
+  else:
+    raise ValueError(f"unknown form {form!r}")
+  update = jax.jit(lambda g, s, p: lo.update(theta, g, s, p, num_steps=1000, mup=kinds))
+  return update, lo.init_state(params)
+
+
+def _cost(compiled) -> dict:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return cost or {}
+
+
+def hlo_op_shapes(hlo_text: str) -> dict[str, str]:
+  """HLO instruction name -> "its output shape, opcode" in an optimized module's text."""
+  import re
+  out = {}
+  for m in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+(?: \S+\))?) ([\w\-]+)\(",
+                       hlo_text, re.M):
+    out[m.group(1)] = f"{m.group(2)} {m.group(3)}"
+  return out
+
+
+def profile_ops(fn, *args, calls: int = 5) -> list[tuple[str, float]]:
+  """(HLO op, µs per call) of a jitted ``fn`` from a jax.profiler trace, largest first."""
+  import collections
+  import glob
+  import gzip
+  import json
+  import tempfile
+  jax.block_until_ready(fn(*args))
+  with tempfile.TemporaryDirectory() as logdir:
+    with jax.profiler.trace(logdir, create_perfetto_trace=True):
+      for _ in range(calls):
+        jax.block_until_ready(fn(*args))
+    path = glob.glob(f"{logdir}/**/*.trace.json.gz", recursive=True)[0]
+    with gzip.open(path) as f:
+      events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  hlo_names = set(hlo_op_shapes(fn.lower(*args).compile().as_text()))
+  total = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and e.get("name") in hlo_names:
+      total[e["name"]] += e.get("dur", 0.0) / calls
+  return total.most_common()
+
+
+def bench_forms(name: str, forms: list[str], warmup: int, iters: int, dot_gflops: float,
+                lopt_module=lopt, label_suffix: str = "") -> list[dict]:
+  """Rows (optax.adam, then each form) for the parameter set ``name``: seconds,
+  ns/param, FLOPs and bytes accessed per param (XLA cost analysis), GFLOP/s,
+  fraction of ``dot_gflops`` and state bytes per param."""
+  params = _tree(param_shapes(name), jax.random.PRNGKey(0))
+  grads = jax.tree_util.tree_map(lambda p: 1e-3 * p, params)
+  n = sum(p.size for p in jax.tree_util.tree_leaves(params))
+  rows = []
+  for form in ["adam", *forms]:
+    update, state = form_update(form, params, lopt_module)
+    seconds = time_call(update, grads, state, params, warmup=warmup, iters=iters)
+    cost = _cost(update.lower(grads, state, params).compile())
+    flops = cost.get("flops", 0.0) + cost.get("transcendentals", 0.0)
+    label = ("optax.adam" if form == "adam" else form) + ("" if form == "adam" else label_suffix)
+    rows.append(dict(size=name, n=n, opt=label, form=form, seconds=seconds,
+                     ns_per_param=1e9 * seconds / n, flops_per_param=flops / n,
+                     bytes_per_param=cost.get("bytes accessed", float("nan")) / n,
+                     gflops=flops / seconds / 1e9, dot_fraction=flops / seconds / 1e9 / dot_gflops,
+                     state=_nbytes(state) / n, update=update, args=(grads, state, params)))
+  adam_s = rows[0]["seconds"]
+  for row in rows:
+    row["ratio"] = row["seconds"] / adam_s
+  return rows
+
+
+def print_forms(rows: list[dict], dot_gflops: float, profile: bool, top: int = 12) -> None:
+  print(f"\nforms users run (matmul reference: jnp.dot 1024x1024 f32 = {dot_gflops:.1f} GFLOP/s "
+        "in this process; FLOPs and bytes from XLA's cost analysis)")
+  header = (f"{'size':>6} {'params':>8} {'optimizer':>16} {'ms':>9} {'x adam':>7} {'ns/param':>9} "
+            f"{'FLOP/param':>10} {'B/param':>8} {'GFLOP/s':>8} {'x dot':>7} {'state B/p':>9}")
+  print(header)
+  print("-" * len(header))
+  for row in rows:
+    print(f"{row['size']:>6} {row['n'] / 1e6:7.2f}M {row['opt']:>16} {1e3 * row['seconds']:9.3f} "
+          f"{row['ratio']:7.2f} {row['ns_per_param']:9.2f} {row['flops_per_param']:10.1f} "
+          f"{row['bytes_per_param']:8.1f} {row['gflops']:8.2f} {100 * row['dot_fraction']:6.1f}% "
+          f"{row['state']:9.2f}")
+  if not profile:
+    return
+  for row in rows:
+    ops = profile_ops(row["update"], *row["args"])
+    shapes = hlo_op_shapes(row["update"].lower(*row["args"]).compile().as_text())
+    total = sum(us for _, us in ops)
+    print(f"\nwhere {row['opt']}'s update ({row['size']}) spends its time: {len(ops)} HLO ops "
+          f"ran, {total / 1e3:.3f} ms per call inside them "
+          f"({1e3 * row['seconds']:.3f} ms wall)")
+    for op, us in ops[:top]:
+      print(f"  {us:9.1f} us {100 * us / total:5.1f}%  {op:<28} {shapes.get(op, '')[:70]}")
+    rest = sum(us for _, us in ops[top:])
+    if rest:
+      print(f"  {rest:9.1f} us {100 * rest / total:5.1f}%  ({len(ops) - top} more ops)")
+
+
 def main() -> None:
   on_gpu = jax.default_backend() == "gpu"
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -190,6 +323,10 @@ def main() -> None:
                       help="comma-separated MLPLOpt backends: xla, pallas")
   parser.add_argument("--iters", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--forms", default="mulo-m,adaptive",
+                      help="comma-separated forms for the FLOP table: mulo-m, adaptive ('' skips)")
+  parser.add_argument("--profile", action="store_true",
+                      help="per form, the time per HLO op from a jax.profiler trace")
   parser.add_argument("--config", default=None,
                       help="benchmark the architecture config of this pretrained LO "
                            "(e.g. mulo-m) instead of the reference MLPLOpt(mup=False)")
@@ -209,21 +346,29 @@ def main() -> None:
   if "pallas" in backends and not on_gpu:
     print("note: pallas off GPU runs in interpret mode (an XLA emulation of the kernels); "
           "its time is not a kernel timing.")
-  low, high = lopt.kernels.kernel_bytes_per_param(4)
-  print("bytes: compulsory = nbytes(read: grads, state[, params]) + nbytes(written: updates, "
-        f"state); model = the fused kernels' designed traffic ({low} B/param for f32; {high} "
-        "if XLA reads g twice for the row/col means of g²)")
-  header = (f"{'size':>12} {'params':>8} {'optimizer':>28} {'ms':>9} {'x adam':>7} "
-            f"{'B/param':>8} {'%peak':>6} {'model%':>7} {'state B/p':>9}")
-  print(header)
-  print("-" * len(header))
-  for name in [s for s in args.sizes.split(",") if s]:
+  sizes = [s for s in args.sizes.split(",") if s]
+  if backends:
+    low, high = lopt.kernels.kernel_bytes_per_param(4)
+    print("bytes: compulsory = nbytes(read: grads, state[, params]) + nbytes(written: updates, "
+          f"state); model = the fused kernels' designed traffic ({low} B/param for f32; {high} "
+          "if XLA reads g twice for the row/col means of g²)")
+    header = (f"{'size':>12} {'params':>8} {'optimizer':>28} {'ms':>9} {'x adam':>7} "
+              f"{'B/param':>8} {'%peak':>6} {'model%':>7} {'state B/p':>9}")
+    print(header)
+    print("-" * len(header))
+  for name in sizes if backends else []:
     for row in bench_size(name, backends, args.warmup, args.iters, peak, config):
       model = f"{100 * row['bw_model']:6.1f}%" if row["bw_model"] else f"{'-':>7}"
       print(f"{row['size']:>12} {row['n'] / 1e6:7.1f}M {row['opt']:>28} "
             f"{1e3 * row['seconds']:9.3f} {row['ratio']:7.2f} "
             f"{row['compulsory'] / row['n']:8.1f} {100 * row['bw_compulsory']:5.1f}% {model} "
             f"{row['state']:9.2f}")
+  forms = [f for f in args.forms.split(",") if f]
+  if forms:
+    dot = matmul_gflops()
+    rows = [row for name in sizes
+            for row in bench_forms(name, forms, args.warmup, args.iters, dot)]
+    print_forms(rows, dot, args.profile)
 
 
 if __name__ == "__main__":
