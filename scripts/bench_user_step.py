@@ -20,8 +20,8 @@ Optimizers: ``optax.adamw(1e-3)``; ``mulo-m``, the shipped LO
 against a 4x narrower copy of the model.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: flax modules defined in a file loaded by
+# importlib (tests/cli_helpers.load_script) then need no sys.modules entry.
 import argparse
 import math
 import statistics
