@@ -62,9 +62,14 @@ def _assert_trees_close(got, want, rtol=2e-4):
                                err_msg=jax.tree_util.keystr(path))
 
 
+# The shipped form (mulo-m, mulo-s): lopt.forms.robust's width-8 network and step rules.
+SHIPPED = {k: getattr(lopt.forms.robust(), k) for k in ("hidden_size", "step_mult", "features",
+                                                         "step")}
+
+
 @pytest.mark.parametrize("options", [{}, {"features": lopt.Features(adam=True, absolute_time=False),
-                                          "step": (lopt.step_rules.Cosine(),)}],
-                         ids=["reference", "adam_init_cosine"])
+                                          "step": (lopt.step_rules.Cosine(),)}, SHIPPED],
+                         ids=["reference", "adam_init_cosine", "shipped"])
 def test_fused_equals_xla_on_every_rank_over_steps(options):
   xla = lopt.MLPLOpt(backend="xla", **options)
   fused = lopt.MLPLOpt(backend="pallas", **options)
