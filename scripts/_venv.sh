@@ -5,8 +5,14 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x "$ROOT/.venv/bin/python" ]; then
   "$PYTHON" -m venv "$ROOT/.venv"
 fi
-"$ROOT/.venv/bin/python" -m pip install -q --upgrade pip
-"$ROOT/.venv/bin/python" -m pip install -q -e "$ROOT[dev]"
+# (Re)install whenever pyproject.toml changed since the last install: its
+# dependencies and the console scripts (lopt-meta-train, ...) come from there.
+STAMP="$ROOT/.venv/.lopt-pyproject"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$(cksum < "$ROOT/pyproject.toml")" ]; then
+  "$ROOT/.venv/bin/python" -m pip install -q --upgrade pip
+  "$ROOT/.venv/bin/python" -m pip install -q -e "$ROOT[dev]"
+  cksum < "$ROOT/pyproject.toml" > "$STAMP"
+fi
 export PATH="$ROOT/.venv/bin:$PATH"
 # Tests and the quickstart never need a wandb account: log offline unless told otherwise.
 export WANDB_MODE="${WANDB_MODE:-offline}"

@@ -47,8 +47,10 @@ import sys
 import tempfile
 import time
 
+from training import records
+from training.report import markdown_table
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = os.path.join(ROOT, "scripts")
 
 STAGES = ("env", "fused_tests", "bench_update", "bench_meta", "shipped_lo")
 # Seconds per stage on a GPU: 450 in all, leaving the 8-minute run 30 s of slack.
@@ -197,7 +199,7 @@ def _meta_rows(out: _Partial, key: str, sizes: Sizes, config: dict | None,
                backends: tuple[str, ...], floors: dict[str, dict]) -> None:
   """Rows of PES particle-steps/s, in priority order: per config the Adam floor
   (unless ``floors`` has it already), then each backend."""
-  import bench_meta
+  from training.cli import bench_meta
   import lopt
   bench_meta.prepare_data_cache(sizes.data_examples)
   out.data.update(pairs=sizes.pairs, truncation=sizes.truncation)
@@ -260,7 +262,6 @@ STAGE_FNS = {"env": stage_env, "fused_tests": stage_fused_tests,
 
 def run_stage(args) -> int:
   _block_imports()
-  sys.path[:0] = [ROOT, SCRIPTS]
   out = _Partial(args.result)
   _progress(f"stage {args.stage} ({'dry run' if args.dry_run else 'device'})")
   STAGE_FNS[args.stage](out, DRY if args.dry_run else GPU, args)
@@ -269,21 +270,6 @@ def run_stage(args) -> int:
 
 
 # ============================================================== orchestrator (parent)
-def _git_commit() -> str | None:
-  if os.environ.get("GPU_CHECK_COMMIT"):
-    return os.environ["GPU_CHECK_COMMIT"]
-  try:
-    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
-                          text=True, timeout=10)
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=10)
-  except (OSError, subprocess.SubprocessError):
-    return None
-  if head.returncode:
-    return None
-  return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def _tail(path: str, chars: int = 4000) -> str:
   try:
     with open(path, errors="replace") as f:
@@ -462,11 +448,8 @@ def to_markdown(report: dict) -> str:
   for t in report.get("targets", []):
     lines.append(["target", f"{t['form']}: {t['target']}", _num(t["value"]),
                   "—", f"bound {_num(t['bound'])}", "—", "—", t["status"]])
-  esc = lambda cell: str(cell).replace("|", "\\|").replace("\n", " ")
   md = [f"GPU check ({report['mode']}), {report['started']}, commit {report.get('commit')}, "
-        f"{report.get('wall_s', 0):.0f} s wall-clock", "",
-        "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  md += ["| " + " | ".join(esc(c) for c in row) + " |" for row in lines]
+        f"{report.get('wall_s', 0):.0f} s wall-clock", ""] + markdown_table(header, lines)
   return "\n".join(md) + "\n"
 
 
@@ -502,7 +485,7 @@ def orchestrate(args) -> int:
   started = time.time()
   report = {"schema": 1, "mode": "dry-run" if args.dry_run else "device",
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": _git_commit(), "budget_s": budget, "limits_s": limits,
+            "commit": os.environ.get("GPU_CHECK_COMMIT") or records.git_commit(mark_dirty=True), "budget_s": budget, "limits_s": limits,
             "sizes": dataclasses.asdict(sizes), "pretrained": args.pretrained,
             "stages": {}, "targets": []}
 

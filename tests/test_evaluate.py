@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 
 import jax
 import numpy as np
@@ -17,9 +16,8 @@ from lopt import baselines
 import meta_tasks
 from meta_tasks import QuadraticTask
 from training import evaluation, report, stats, sweep, tracking
+from training.cli import evaluate as evaluate_cli
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
-import evaluate as evaluate_cli  # noqa: E402
 
 
 def _strict_json(path):

@@ -5,7 +5,6 @@ change meta-training's own results (θ bit-identical with and without it)."""
 import json
 import math
 import os
-import sys
 
 import jax
 import numpy as np
@@ -18,8 +17,9 @@ from training import config as config_lib
 from training import meta_validation, tracking, trainer
 from training.meta_validation import DIVERGED_RATIO, geometric_mean, task_ratio
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
-import plot_meta_validation  # noqa: E402
+from cli_helpers import load_script
+
+plot_meta_validation = load_script("plot_meta_validation")
 
 # A tiny validation suite: two small digits MLPs, full horizons of 30 and 40 steps.
 _TASK = ImageMLPTask(dataset="digits", width=16, depth=2, batch_size=32)

@@ -14,6 +14,7 @@ seeds (+inf if any seed diverged); the max loss spike is the max over seeds;
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import datetime
 import math
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import jax
 import numpy as np
 import optax
 
@@ -124,20 +126,46 @@ def _baseline_key(text: str) -> Optional[str]:
   return key if key in baselines.names() else None
 
 
+def _literal(text: str) -> Any:
+  try:  # numbers, true/false/none in any case, tuples; anything else is a string
+    return ast.literal_eval({"true": "True", "false": "False", "none": "None"}.get(
+        text.lower(), text))
+  except (ValueError, SyntaxError):
+    return text
+
+
+def init_form(fields: str) -> Any:
+  """``FIELD=VALUE,...`` -> an untrained ``MLPLOpt`` with those fields (the flat
+  pre-issue-20 switches too, through ``lopt.forms.from_flat``)."""
+  fields = dict(kv.split("=", 1) for kv in fields.split(",") if kv)
+  valid = {f.name for f in dataclasses.fields(lopt.MLPLOpt)} | set(lopt.forms.LEGACY_FIELDS)
+  unknown = sorted(set(fields) - (valid - {"features", "step"}))
+  if unknown:
+    raise ValueError(f"unknown MLPLOpt fields {unknown}; valid: {sorted(valid)}")
+  return lopt.forms.from_flat({k: _literal(v) for k, v in fields.items()})
+
+
 def parse_optimizer(text: str) -> Optimizer:
   """``adamw`` | ``PATH`` | ``LABEL=adamw`` | ``LABEL=PATH`` (or a shipped LO name).
 
   A meta-training ``WORKDIR@STEP`` is exported first (to ``WORKDIR/export@STEP``;
-  ``@0``, the untrained θ, to ``WORKDIR/export_init``).
+  ``@0``, the untrained θ, to ``WORKDIR/export_init``). ``init:FIELD=VALUE,...``
+  is an untrained ``MLPLOpt`` (``init_form``; θ from PRNGKey(0)).
 
   Raises ValueError / FileNotFoundError with the valid choices; a checkpoint is
   loaded here so a bad one fails before anything runs.
   """
   text = text.strip()
-  label, _, value = text.partition("=") if "=" in text else ("", "", text)
+  labelled = "=" in text.split("init:")[0]
+  label, _, value = text.partition("=") if labelled else ("", "", text)
   label, value = label.strip(), value.strip()
   if not value:
     raise ValueError(f"Empty optimizer in {text!r}; expected a baseline name or a path.")
+  if value.startswith("init:"):
+    lo = init_form(value[len("init:"):])
+    return Optimizer(label=label or value, checkpoint=value, lo=lo, theta=lo.init(
+        jax.random.PRNGKey(0)), metadata={"architecture": type(lo).__name__,
+                                          "config": lo.to_record()})
   key = _baseline_key(value)
   if key is not None:
     return Optimizer(label=label or key, baseline=key)
@@ -316,39 +344,27 @@ class Evaluator:
     key = (opt.label, entry.task.name, num_steps)
     if key in self.runs:
       return self.runs[key]
-    make_tx = opt.make_tx(entry.task, num_steps)
-    if opt.tune_step_mult:
-      tuning = self.tune(opt, entry.tuning_task or entry.task, num_steps)
-      mult = tuning["chosen"]
-      curves = train_curves(make_tx, entry.task, num_steps, self.seeds, lrs=[mult],
-                            eval_params=opt.eval_params, eval_batches=self.eval_batches)
-      result = _run_result(opt, curves, None, self.seeds, lr_index=0)
-      result["step_mult"] = mult
-      result["tuning"] = {k: tuning[k] for k in ("tuning_task", "num_steps", "hparam",
-                                                  "chosen", "at_grid_edge", "all_diverged")}
-    elif opt.tuned:
-      tuning = self.tune(opt, entry.tuning_task or entry.task, num_steps)
-      lr = tuning["chosen_lr"]
-      cache_key = self._cache_key("run", opt, entry.task, num_steps, learning_rate=lr,
-                                  seeds=self.seeds)
-      cached = self.cache.load(cache_key) if cache_key is not None else None
-      if cached is not None:
-        self.log(f"  ran {opt.label} on {entry.task.name} (cached)")
-        self.runs[key] = dict(cached, optimizer=opt.label)
-        return self.runs[key]
-      curves = train_curves(make_tx, entry.task, num_steps, self.seeds, lrs=[lr],
-                            eval_params=opt.eval_params, eval_batches=self.eval_batches)
-      result = _run_result(opt, curves, lr, self.seeds, lr_index=0)
-      result["tuning"] = {k: tuning[k] for k in ("tuning_task", "num_steps", "chosen_lr",
-                                                  "at_grid_edge", "all_diverged")}
-      if cache_key is not None:
-        self.cache.store(cache_key, result)
-    else:
-      curves = train_curves(make_tx, entry.task, num_steps, self.seeds,
-                            eval_params=opt.eval_params, eval_batches=self.eval_batches)
-      result = _run_result(opt, curves, None, self.seeds, lr_index=None)
-      result["step_mult"] = 1.0
-      result["tuning"] = None
+    # Tuned: the chosen LR (baselines, cached) or step multiplier (LOs); untuned: none.
+    tuning = self.tune(opt, entry.tuning_task or entry.task, num_steps) if opt.tuned else None
+    lr = None if tuning is None else tuning["chosen_lr"]   # None for a learned optimizer
+    cache_key = self._cache_key("run", opt, entry.task, num_steps, learning_rate=lr,
+                                seeds=self.seeds)
+    cached = self.cache.load(cache_key) if cache_key is not None else None
+    if cached is not None:
+      self.log(f"  ran {opt.label} on {entry.task.name} (cached)")
+      self.runs[key] = dict(cached, optimizer=opt.label)
+      return self.runs[key]
+    curves = train_curves(opt.make_tx(entry.task, num_steps), entry.task, num_steps,
+                          self.seeds, lrs=None if tuning is None else [tuning.get("chosen", lr)],
+                          eval_params=opt.eval_params, eval_batches=self.eval_batches)
+    result = _run_result(opt, curves, lr, self.seeds, lr_index=None if tuning is None else 0)
+    if opt.baseline is None:
+      result["step_mult"] = 1.0 if tuning is None else tuning["chosen"]
+    chosen = ("hparam", "chosen") if opt.tune_step_mult else ("chosen_lr",)
+    result["tuning"] = tuning and {k: tuning[k] for k in ("tuning_task", "num_steps", *chosen,
+                                                          "at_grid_edge", "all_diverged")}
+    if cache_key is not None:
+      self.cache.store(cache_key, result)
     self.log(f"  ran {opt.label} on {entry.task.name} ({num_steps} steps, "
              f"{curves.seconds:.1f}s): final train loss {result['final_train_loss']:.4g}, "
              f"{result['num_diverged']} diverged")

@@ -38,22 +38,15 @@ def git_commit(mark_dirty: bool = False) -> Optional[str]:
   return commit + "+dirty" if commit and mark_dirty and git_dirty() else commit
 
 
-def dist_version(name: str) -> Optional[str]:
-  try:
-    return metadata.version(name)
-  except metadata.PackageNotFoundError:
-    return None
-
-
 def versions() -> dict[str, Any]:
-  import flax
-  import jax
-  import numpy as np
-  import optax
-  return {"python": sys.version.split()[0], "jax": jax.__version__,
-          "jaxlib": dist_version("jaxlib"),
-          "optax": optax.__version__, "flax": flax.__version__, "numpy": np.__version__,
-          "lopt_commit": git_commit(), "lopt_dirty": git_dirty()}
+  """Python's and the numerical packages' versions, and lopt's commit."""
+  out = {"python": sys.version.split()[0]}
+  for name in ("jax", "jaxlib", "optax", "flax", "numpy"):
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      out[name] = None
+  return {**out, "lopt_commit": git_commit(), "lopt_dirty": git_dirty()}
 
 
 def device_info() -> dict[str, Any]:

@@ -95,9 +95,12 @@ def task_rows(results: dict[str, Any]) -> Iterator[dict[str, Any]]:
                "num_seeds": len(r["seeds"])}
 
 
-def _table(columns, rows) -> list[str]:
+def markdown_table(columns, rows) -> list[str]:
+  """The lines of a markdown table (also ``scripts/gpu_check.py``'s); a cell's
+  ``|`` is escaped and its line breaks folded, so every row stays one row."""
+  cell = lambda c: str(c).replace("|", "\\|").replace("\n", " ")
   lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
   return lines
 
 
@@ -172,14 +175,14 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
                 fmt_rank(x.get("average_train_rank", x["average_rank"])),
                 fmt_spike(x.get("max_loss_spike")), f"{x['num_diverged']}/{x['num_runs']}")
                for label, x in data["summary"].items()]
-    lines += _table(SUMMARY_COLUMNS, summary) + [""]
+    lines += markdown_table(SUMMARY_COLUMNS, summary) + [""]
     table = [(r["task"], r["steps"], r["optimizer"],
               fmt_hparam(r["lr"], r["step_mult"], r["tuned"]),
               fmt_loss(r["final_train_loss"]), fmt_loss(r["test_loss"]),
               fmt_accuracy(r["test_accuracy"]), fmt_spike(r["max_loss_spike"]),
               fmt_speedup(r["speedup"]), fmt_rank(r["rank"]), fmt_rank(r["train_rank"]))
              for r in rows if r["suite"] == suite]
-    lines += _table(TASK_COLUMNS, table) + [""]
+    lines += markdown_table(TASK_COLUMNS, table) + [""]
     for task in data["tasks"]:
       path = plots.get((task["task"], task["num_steps"]))
       if path:
@@ -193,7 +196,7 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
                        for lr, x in zip(t.get("grid", t["lr_grid"]),
                                         t.get("mean_test_loss", t["mean_final_train_loss"]))))
             for t in results["tuning"]]
-  lines += _table(("optimizer", "tuning task", "steps", "chosen LR / step mult",
+  lines += markdown_table(("optimizer", "tuning task", "steps", "chosen LR / step mult",
                    "value: test loss"), tuning)
   return "\n".join(lines) + "\n"
 

@@ -131,9 +131,6 @@ def train_curves(make_tx: Callable[[Any], optax.GradientTransformation], task: T
   multiplier for learned optimizers) or ``None`` when ``lrs`` is None
   (optimizers without a learning rate). See ``Sweep`` for the rest.
   """
-  seeds = np.asarray(list(seeds), np.uint32)
-  if seeds.ndim != 1 or seeds.size == 0:
-    raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}.")
   sweep = Sweep(make_tx, task, num_steps, eval_params, eval_batches, grid=lrs is not None)
   return sweep(None if lrs is None else np.asarray(list(lrs), np.float32), seeds)
 

@@ -1,0 +1,25 @@
+"""The console scripts' logic (pyproject.toml's ``[project.scripts]``): lopt-meta-train,
+lopt-evaluate, lopt-screen, lopt-ship, lopt-bench-meta. ``scripts/*.py`` run the
+same commands. Shared here: how a bad flag or input is reported."""
+
+EXIT_BAD_INPUT = 2
+
+
+def one_line(error: BaseException) -> str:
+  return " ".join(str(error).split())
+
+
+def nonempty(text: str) -> str:
+  """An argparse type: any non-blank string."""
+  if not text.strip():
+    import argparse
+    raise argparse.ArgumentTypeError("expected a non-empty value")
+  return text
+
+
+class OneLineErrors:
+  """An ArgumentParser mixin: errors come out as one line (argparse's default
+  prints the long usage first) with exit status ``EXIT_BAD_INPUT``."""
+
+  def error(self, message):
+    self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")

@@ -1,0 +1,69 @@
+"""Quick screen of learned optimizers on a screening suite (no LR tuning):
+``lopt-screen``, or ``python scripts/screen_checkpoints.py``.
+
+    lopt-screen m=runs/m m400=runs/m@400 \\
+        'norm=init:output_norm=true,step_mult=0.003,hidden_step_mult=0.1'
+
+Each argument is LABEL=SOURCE, read by ``training.evaluation.parse_optimizer``:
+SOURCE is a pretrained directory, a meta-training workdir (its export/),
+WORKDIR@STEP (that checkpoint, exported to WORKDIR/export@STEP), a shipped name,
+or ``init:FIELD=VALUE,...``: an untrained ``MLPLOpt`` with those fields (θ from
+PRNGKey(0); with adam_init it is the Adam-like starting point of
+meta-training). Each runs untuned through the library's ``Evaluator``. For each it prints, per
+task of ``--suite`` (default ``screen-user-cpu``, the suite for choosing
+recipes; never pass a held-out suite here), the mean over seeds of the test
+loss, the final train loss and the max loss spike (highest minibatch loss ÷
+step-0 loss, max over seeds). It is the fast loop used to compare LO forms,
+recipes and checkpoints (results/pretrained-cpu/recipe-ablation.md); use
+scripts/evaluate.py for the protocol's comparison against tuned baselines.
+
+It ends with the optimizers ordered by average rank by test loss over the
+suite's tasks (ties within a task share the mean rank; equal averages are
+ordered by the geometric mean of the test losses): the criterion for choosing
+which checkpoint of a run ships (``scripts/ship_pretrained.py NAME=WORKDIR@STEP``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("optimizers", nargs="+", help="LABEL=SOURCE")
+  parser.add_argument("--suite", default="screen-user-cpu")
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--max_steps", type=int, default=None, help="cap every horizon")
+  args = parser.parse_args(argv)
+
+  import numpy as np
+  from meta_tasks import get_suite
+  from training.evaluation import Evaluator, parse_optimizer
+  from training.stats import average_ranks
+  entries = get_suite(args.suite)
+  evaluator = Evaluator(range(args.seeds), max_steps=args.max_steps, log=lambda line: None)
+  print("test loss / final train loss / max spike, mean over seeds; "
+        f"suite {args.suite}")
+  print("| optimizer | " + " | ".join(f"{e.task.name}@{e.num_steps}" for e in entries) + " |")
+  print("|---" * (len(entries) + 1) + "|")
+  labels, test_losses = [], []
+  for item in args.optimizers:
+    try:
+      opt = parse_optimizer(item)
+    except (ValueError, FileNotFoundError) as e:
+      parser.error(f"{item!r}: {e}")
+    results = [evaluator.run(opt, e) for e in entries]
+    row = [f"{r['test_loss']:.3g} / {r['final_train_loss']:.3g} / {r['max_loss_spike']:.2g}"
+           for r in results]
+    print(f"| {opt.label} | " + " | ".join(row) + " |", flush=True)
+    labels.append(opt.label)
+    test_losses.append([r["test_loss"] for r in results])
+  per_task = [average_ranks(col) for col in zip(*test_losses)]  # rank per task column
+  ranks = np.mean(np.array(per_task), axis=0)
+  # Tie-break: the geometric mean of the test losses (scale-free across tasks).
+  geo = np.exp(np.mean(np.log(np.maximum(np.nan_to_num(test_losses, nan=np.inf), 1e-30)), axis=1))
+  order = sorted(range(len(labels)), key=lambda i: (ranks[i], geo[i]))
+  print("\naverage rank by test loss (geometric-mean test loss), best first: " + ", ".join(
+      f"{labels[i]} {ranks[i]:.2f} ({geo[i]:.3g})" for i in order))
+  return 0

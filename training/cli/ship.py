@@ -1,0 +1,84 @@
+"""Ship meta-trained learned optimizers into checkpoints/NAME with their headline
+numbers (``lopt-ship``, or ``python scripts/ship_pretrained.py``).
+
+    lopt-ship --results results/pretrained-cpu/results.json \
+        --device_hours mulo-m=0.8 --device_hours mulo-s=0.17 \
+        --description 'mulo-m=CPU-scale μLO_M: ...' \
+        mulo-m=runs/mulo-m-cpu mulo-s=runs/mulo-s-cpu sp-lo=runs/sp-lo-cpu
+
+Each NAME=WORKDIR is exported from the run's newest checkpoint (θ with orbax +
+metadata.json); NAME=WORKDIR@STEP exports that checkpoint instead (the one a
+screen chose, see scripts/screen_checkpoints.py; @0 is the untrained θ). The
+evaluation numbers come from a ``scripts/evaluate.py`` results.json in which the optimizer was labelled NAME. Per suite they are its
+average rank (by test loss), the fractions of tasks where it beat tuned AdamW's
+test loss and final training loss, and per task its test and train losses,
+test accuracy and max loss spike next to AdamW's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def headline(results: dict, label: str) -> dict:
+  out = {"source": "scripts/evaluate.py", "command": results.get("command"),
+         "device": results.get("device"), "suites": {}}
+  for suite, data in results["suites"].items():
+    tasks, wins = {}, {"test_loss": 0, "final_train_loss": 0}
+    for entry in data["tasks"]:
+      mine, ref = entry["results"].get(label), entry["results"].get("adamw")
+      if mine is None:
+        continue
+      keys = ("final_train_loss", "test_loss", "test_accuracy", "max_loss_spike")
+      tasks[f"{entry['task']}@{entry['num_steps']}"] = {
+          **{k: mine.get(k) for k in keys}, **{f"adamw_{k}": ref and ref.get(k) for k in keys}}
+      for k in wins:  # None is a divergence: worse than anything finite
+        wins[k] += bool(ref and mine[k] is not None and (ref[k] is None or mine[k] < ref[k]))
+    if tasks:
+      out["suites"][suite] = {
+          "average_rank": data["summary"][label]["average_rank"],
+          "num_optimizers": len(data["summary"]),
+          "beats_tuned_adamw_test_loss_fraction": wins["test_loss"] / len(tasks),
+          "beats_tuned_adamw_train_loss_fraction": wins["final_train_loss"] / len(tasks),
+          "tasks": tasks}
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("runs", nargs="+", help="NAME=WORKDIR or NAME=WORKDIR@STEP")
+  parser.add_argument("--results", required=True, help="evaluate.py results.json")
+  parser.add_argument("--device_hours", action="append", default=[],
+                      help="NAME=HOURS of device time the run took (repeatable)")
+  parser.add_argument("--description", action="append", default=[],
+                      help="NAME=TEXT: what this optimizer is, e.g. its scale (repeatable)")
+  parser.add_argument("--out", default="checkpoints")
+  args = parser.parse_args(argv)
+
+  from training.export import export_source
+  with open(args.results) as f:
+    results = json.load(f)
+  hours = dict(item.split("=", 1) for item in args.device_hours)
+  descriptions = dict(item.split("=", 1) for item in args.description)
+  for item in args.runs:
+    name, workdir = item.split("=", 1)
+    evaluation = headline(results, name)
+    if not evaluation["suites"]:
+      parser.error(f"{args.results} has no results for an optimizer labelled {name!r}")
+    path = export_source(workdir, os.path.join(args.out, name), extra_metadata={
+        "evaluation": evaluation})
+    meta_path = os.path.join(path, "metadata.json")
+    with open(meta_path) as f:
+      meta = json.load(f)
+    meta["training"]["accelerator_hours"] = float(hours[name]) if name in hours else None
+    if name in descriptions:
+      meta["description"] = descriptions[name]
+    with open(meta_path, "w") as f:
+      json.dump(meta, f, indent=2, sort_keys=True)
+    from lopt import diskio
+    diskio.write_record(path)  # the metadata changed: its integrity record must follow
+    print(f"{name}: {path}")
+  return 0
