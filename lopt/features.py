@@ -195,16 +195,24 @@ def normalize(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return jnp.broadcast_to(x, shape)
 
 
-def tensor_features(g: jax.Array, p: jax.Array, acc: TensorAcc,
-                    raw_ratios: bool = False) -> jax.Array:
-  """Normalized per-element features, stacked on a new last axis: ``[*shape, 28]``.
-  With ``raw_ratios`` the ``RATIO_FEATURES`` are left un-normalized."""
+def feature_list(g: jax.Array, p: jax.Array, acc: TensorAcc,
+                 raw_ratios: bool = False) -> list[jax.Array]:
+  """The 28 normalized per-element features, each broadcast to ``g.shape``
+  (unstacked: an elementwise MLP over them fuses into one pass, see
+  ``lopt.velo.per_element_mlp``). With ``raw_ratios`` the ``RATIO_FEATURES``
+  are left un-normalized."""
   shape = g.shape
   row, col, fac_v = broadcast_factors(acc, shape)
   feats = elementwise_features(g, p, acc.mom, acc.rms, row, col, fac_v)
   keep = RATIO_FEATURES if raw_ratios else ()
-  return jnp.stack([jnp.broadcast_to(f, shape) if i in keep else normalize(f, shape)
-                    for i, f in enumerate(feats)], axis=-1)
+  return [jnp.broadcast_to(f, shape) if i in keep else normalize(f, shape)
+          for i, f in enumerate(feats)]
+
+
+def tensor_features(g: jax.Array, p: jax.Array, acc: TensorAcc,
+                    raw_ratios: bool = False) -> jax.Array:
+  """``feature_list`` stacked on a new last axis: ``[*shape, 28]``."""
+  return jnp.stack(feature_list(g, p, acc, raw_ratios), axis=-1)
 
 
 def time_features(step: jax.Array, num_steps: int | None) -> jax.Array:

@@ -220,7 +220,7 @@ def _mlp_channels(feats, layers):
   return direction, magnitude
 
 
-def _mlp_stacked(feats, layers):
+def stacked_mlp(feats, layers):
   """The same function with stacked features and matmuls: the form autodiff
   sees (the channel form's VJP needs a reduction per scalar weight and is slow
   to compile)."""
@@ -241,7 +241,7 @@ def per_element_mlp(feats: list[jax.Array], layers: tuple) -> tuple[jax.Array, j
 
 
 def _per_element_mlp_fwd(feats, layers):
-  out, vjp_fn = jax.vjp(_mlp_stacked, feats, layers)  # vjp_fn is a pytree (a Partial)
+  out, vjp_fn = jax.vjp(stacked_mlp, feats, layers)  # vjp_fn is a pytree (a Partial)
   return out, vjp_fn
 
 

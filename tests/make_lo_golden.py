@@ -2,7 +2,7 @@
 shipped mulo-m / mulo-s / sp-lo forms on a small fixed pytree (2-D, 1-D, 4-D
 and scalar leaves; 4 steps; with and without loss; μP spec; num_steps set).
 It was run once before the step-rule refactor (issue 20); ``test_lo_golden``
-asserts the current code reproduces these updates bit for bit. Re-running it
+checks that the current code reproduces these updates. Re-running it
 overwrites the reference: do that only for an intended change of the forms.
 
     .venv/bin/python tests/make_lo_golden.py

@@ -1,6 +1,13 @@
-"""The μLO reference form and the shipped mulo-m / mulo-s / sp-lo give the same
-updates, bit for bit, as before the step-rule refactor (tests/make_lo_golden.py
-recorded them)."""
+"""The μLO reference form and the shipped mulo-m / mulo-s / sp-lo give the
+updates recorded before the step-rule refactor (tests/make_lo_golden.py).
+
+Bit for bit until issue 22 rewrote the per-element MLP unit by unit (one fused
+elementwise pass instead of matmuls over a ``[*shape, 28]`` stack): a sum in
+another order rounds differently, so the check is now each recorded update's
+largest deviation relative to that update's RMS. Measured on the 2-core CPU:
+9.7e-7 (reference form), 4.7e-7 (mulo-m), 4.4e-7 (mulo-s), 3.0e-7 (sp-lo); the
+bound leaves room for another CPU's rounding. ``test_lopt_core`` checks the
+same update against a float64 NumPy reference."""
 
 from pathlib import Path
 
@@ -8,11 +15,18 @@ import numpy as np
 
 import make_lo_golden
 
+RMS_RELATIVE = 2e-6
 
-def test_updates_are_bit_identical_to_the_recorded_ones():
+
+def test_updates_match_the_recorded_ones():
   want = np.load(Path(__file__).parent / "data" / "lo_golden.npz")
   got = make_lo_golden.compute()
   assert sorted(got) == sorted(want.files)
   for name in want.files:
     assert got[name].dtype == want[name].dtype, name
-    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    w, g = want[name].astype(np.float64), got[name].astype(np.float64)
+    scale = np.sqrt(np.mean(w**2)) if w.size else 0.0
+    if scale == 0:  # zero updates (and state counters) stay exact
+      np.testing.assert_array_equal(g, w, err_msg=name)
+    else:
+      assert np.max(np.abs(g - w)) <= RMS_RELATIVE * scale, (name, np.max(np.abs(g - w)) / scale)
