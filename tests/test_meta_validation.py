@@ -160,6 +160,8 @@ def test_validator_reuses_its_compiled_programs_and_exports_the_best(tmp_path):
   name = TINY_SUITE[0].task.name
   # A reference twice as high makes θ score 0.5 x its true ratio: the best, exported.
   v.ref = {name: 2 * v.ref[name]}
+  (tmp_path / "metrics.jsonl").write_text(
+      json.dumps({"step": 2, "inner_steps": 640, "cpu_hours": 0.25}) + "\n")
   third = v(3, theta)
   assert third["meta_valid/score"] == pytest.approx(second["meta_valid/score"] / 2)
   assert third["meta_valid/is_best"] == 1 and third["meta_valid/score"] < 1.0
@@ -170,6 +172,9 @@ def test_validator_reuses_its_compiled_programs_and_exports_the_best(tmp_path):
   meta = lopt.load_metadata(tmp_path / meta_validation.BEST_DIR)["meta_validation"]
   assert meta["outer_step"] == 3 and meta["score"] == pytest.approx(third["meta_valid/score"])
   assert meta["ratios"][name] == pytest.approx(third[f"meta_valid/ratio/{name}"])
+  # The run's budget up to that step (its newest metrics row) travels with it.
+  budget = lopt.load_metadata(tmp_path / meta_validation.BEST_DIR)["training"]
+  assert (budget["outer_steps"], budget["inner_steps"], budget["cpu_hours"]) == (3, 640, 0.25)
   # A worse score later is not exported.
   v.ref = {name: v.ref[name] / 2}
   assert v(4, theta)["meta_valid/is_best"] == 0

@@ -37,35 +37,42 @@ def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = 
         "the training command on it rewrites config.json.)")
   lopt = config.lo
   if initial:
-    theta, last = initial_theta(config), {"step": 0}
+    theta, step = initial_theta(config), 0
     theta = jax.tree_util.tree_map(np.asarray, theta)
     if not all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(theta)):
       raise checkpoint.WorkdirError(f"the initial θ of {workdir} is non-finite; refusing to export it.")
     out_dir = out_dir or os.path.join(workdir, "export_init")
   else:
     step, theta = checkpoint.restore_theta(os.path.join(workdir, "checkpoints"), step)
-    metrics = tracking.read_metrics(workdir) if os.path.exists(
-        os.path.join(workdir, "metrics.jsonl")) else []
-    upto = [r for r in metrics if r.get("step", 0) <= step]
-    last = {**(upto[-1] if upto else {}), "step": step}
-  metadata = {
+  metadata = {**run_metadata(config, workdir, step, device), **(extra_metadata or {})}
+  out_dir = out_dir or os.path.join(workdir, "export")
+  save_pretrained(out_dir, lopt, theta, metadata)
+  return out_dir
+
+
+def run_metadata(config: Any, workdir: str, step: int, device: str | None = None
+                 ) -> dict[str, Any]:
+  """The metadata every export of θ at outer step ``step`` of ``workdir``'s run
+  carries: recipe, budget (inner steps and CPU-hours from the newest metrics row
+  at or before ``step``; absent at step 0) and provenance."""
+  metrics = (tracking.read_metrics(workdir)
+             if step and os.path.exists(os.path.join(workdir, "metrics.jsonl")) else [])
+  upto = [r for r in metrics if r.get("step", 0) <= step]
+  last = upto[-1] if upto else {}
+  return {
       "parameterization": "mup" if config.lo.mup else "sp",
       "training": {
           "recipe": config.recipe(),
           "estimator": config.estimator,
           "distribution": config.distribution,
-          "outer_steps": int(last.get("step", 0)),
+          "outer_steps": int(step),
           "final_meta_loss": last.get("meta_loss"),
           "inner_steps": last.get("inner_steps"),
           "cpu_hours": last.get("cpu_hours"),
           "device": device or jax.devices()[0].device_kind,
           "commit": git_commit(),
       },
-      **(extra_metadata or {}),
   }
-  out_dir = out_dir or os.path.join(workdir, "export")
-  save_pretrained(out_dir, lopt, theta, metadata)
-  return out_dir
 
 
 def split_step(source: str) -> tuple[str, int | None]:

@@ -215,20 +215,17 @@ class MetaValidator:
     if jax.process_count() > 1:
       _export_in_subprocess(self.workdir, out, theta, metadata)
     else:
-      export_theta(self.config, out, theta, metadata)
+      export_theta(self.config, self.workdir, out, theta, metadata)
     return out
 
 
-def export_theta(config: Any, out_dir: str, theta: Any, metadata: dict[str, Any]) -> str:
+def export_theta(config: Any, workdir: str, out_dir: str, theta: Any,
+                 metadata: dict[str, Any]) -> str:
   """``lopt.save_pretrained`` of θ with the run's export metadata plus ``metadata``."""
   from lopt.pretrained import save_pretrained
-  from training.records import git_commit
+  from training.export import run_metadata
   step = metadata["meta_validation"]["outer_step"]
-  meta = {"parameterization": "mup" if config.lo.mup else "sp",
-          "training": {"recipe": config.recipe(), "estimator": config.estimator,
-                       "distribution": config.distribution, "outer_steps": int(step),
-                       "device": jax.devices()[0].device_kind, "commit": git_commit()},
-          **metadata}
+  meta = {**run_metadata(config, workdir, step), **metadata}
   return str(save_pretrained(out_dir, config.lo, theta, meta))
 
 
@@ -265,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
   with open(os.path.join(tmp, "metadata.json")) as f:
     metadata = json.load(f)
-  export_theta(config, out_dir, jax.tree_util.tree_unflatten(treedef, leaves), metadata)
+  export_theta(config, workdir, out_dir, jax.tree_util.tree_unflatten(treedef, leaves), metadata)
   return 0
 
 
