@@ -80,7 +80,7 @@ def param_shapes(name: str) -> dict[str, tuple[int, ...]]:
     return {k: v for i in range(2) for k, v in _block(f"l{i}", 64, 64).items()}
   if name == "1m":     # 4 x (512² + 512) = 1.05M
     return {k: v for i in range(4) for k, v in _block(f"l{i}", 512, 512).items()}
-  if name == "100m":   # 24 x (2048² + 2048) = 100.7M, the DESIGN.md reference point
+  if name == "100m":   # 24 x (2048² + 2048) = 100.7M, the issue-8 reference size
     return {k: v for i in range(24) for k, v in _block(f"l{i}", 2048, 2048).items()}
   if name == "vit-b":  # ViT-B/16 at 224², 1000 classes: 86.6M
     return _transformer(12, 768, 3072, {

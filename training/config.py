@@ -378,6 +378,13 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     "sp-lo-mix-cpu": dict(distribution="mix-sp-cpu", **{**_MIX_RECIPE, "lo": dataclasses.replace(
         _MIX_RECIPE["lo"], mup=False)}),
     "mulo-a-cpu": dict(_ADAPTIVE_RECIPE),
+    # The objective ablation of mulo-a-cpu: each ± difference keeps its size as a
+    # log-ratio (log meta-loss, no sign), so a doubled test loss on a memorized
+    # table outweighs a 5% gain elsewhere; the sign objective of mulo-a-cpu drifted
+    # toward steps that overfit small data (its meta-validation, wine and digits).
+    # |Δ| clipped at 0.5 per step (a 1.6x loss ratio) so one blow-up cannot steer θ.
+    "mulo-a-logratio-cpu": dict(_ADAPTIVE_RECIPE, sign_delta=False, delta_clip=0.5,
+                                validate_every=1000, validate_seeds=3),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
