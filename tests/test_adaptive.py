@@ -155,3 +155,32 @@ def test_config_record_round_trip_and_rule_checks():
     AdaptiveLOpt(step=(step_rules.RMSNormalize(),))
   with pytest.raises(ValueError, match="size-free"):  # no unit-direction rule
     step_rules.check((step_rules.GroupBase(0.1, 0.1),))
+
+
+def test_mean_free_residual_is_the_residual_minus_its_tensor_mean():
+  """MeanFreeAdamDirection adds the residual minus its mean over each
+  tensor: the same update as the plain residual, less that mean times the step
+  size (closed form), and no mean shift of a tensor's entries."""
+  from lopt.adaptive import AdamDirection, MeanFreeAdamDirection
+  rules = lambda mf: ((MeanFreeAdamDirection() if mf else AdamDirection()),) + default_rules()[1:]
+  lo_plain, lo_mf = AdaptiveLOpt(step=rules(False)), AdaptiveLOpt(step=rules(True))
+  theta = lo_plain.init(jax.random.PRNGKey(3))
+  theta["residual"] = {**theta["residual"], "w1": jnp.linspace(-1.0, 1.0, 8), "b1": jnp.float32(0.4)}
+  no_residual = {**theta, "residual": {**theta["residual"], "w1": jnp.zeros(8), "b1": jnp.float32(0)}}
+  params, grads = _params(), _grads(1)
+
+  def update(lo, th):
+    u, _ = lo.update(th, grads, lo.init_state(params), params, num_steps=8, mup=SPEC)
+    return {k: np.asarray(v, np.float64) for k, v in u.items()}
+  base = update(lo_plain, no_residual)
+  plain, mean_free = update(lo_plain, theta), update(lo_mf, theta)
+  assert update(lo_mf, no_residual).keys() == base.keys()
+  for k in SHAPES:
+    r_plain, r_mf = plain[k] - base[k], mean_free[k] - base[k]
+    assert abs(r_plain.mean()) > 1e-2 * np.abs(base[k]).mean()   # a real mean to remove
+    np.testing.assert_allclose(r_mf, r_plain - r_plain.mean(), rtol=1e-4, atol=1e-9)
+    assert abs(r_mf.mean()) < 1e-6 * np.abs(r_plain).max()
+    np.testing.assert_array_equal(update(lo_mf, no_residual)[k], base[k])  # θ = 0 part unchanged
+  record = lo_mf.to_record()
+  assert record["step"][0] == {"rule": "MeanFreeAdamDirection"}
+  assert AdaptiveLOpt.from_record(record) == lo_mf != lo_plain
