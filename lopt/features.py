@@ -199,7 +199,7 @@ def feature_list(g: jax.Array, p: jax.Array, acc: TensorAcc,
                  raw_ratios: bool = False) -> list[jax.Array]:
   """The 28 normalized per-element features, each broadcast to ``g.shape``
   (unstacked: an elementwise MLP over them fuses into one pass, see
-  ``lopt.velo.per_element_mlp``). With ``raw_ratios`` the ``RATIO_FEATURES``
+  ``lopt.common.per_element_mlp``). With ``raw_ratios`` the ``RATIO_FEATURES``
   are left un-normalized."""
   shape = g.shape
   row, col, fac_v = broadcast_factors(acc, shape)

@@ -46,9 +46,8 @@ from lopt import features as F
 from lopt import kernels
 from lopt import mup as mup_lib
 from lopt import step_rules
-from lopt.velo import per_element_mlp, stacked_mlp
 from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, optax_from_lo,
-                         sanitize_grad, step_multipliers)
+                         per_element_mlp, sanitize_grad, stacked_mlp, step_multipliers)
 
 # Widest per-element MLP written unit by unit (see MLPLOpt.tensor_step).
 UNIT_BY_UNIT_MAX_WIDTH = 8
@@ -217,7 +216,7 @@ class MLPLOpt:
   # ---------------------------------------------------------------- update
   def tensor_step(self, theta: dict, feats: list[jax.Array], tfeats: jax.Array) -> jax.Array:
     """Unscaled step of one tensor from its 28 features (``features.feature_list``).
-    Narrow MLPs (the shipped width 8) run unit by unit (``velo.per_element_mlp``:
+    Narrow MLPs (the shipped width 8) run unit by unit (``common.per_element_mlp``:
     one fused elementwise pass, no ``[*shape, 28]`` array; 5x faster on CPU);
     wider ones as matmuls over the stacked features, since unrolling
     hidden_size**2 products per layer explodes XLA's compile memory (width 32:

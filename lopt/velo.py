@@ -53,8 +53,8 @@ import numpy as np
 import optax
 
 from lopt import features as F
-from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, sanitize_grad,
-                         step_multipliers)
+from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, per_element_mlp,
+                         sanitize_grad, step_multipliers)
 
 # Per-tensor LSTM inputs, in order: (name, width). The first block is computed
 # per tensor, the last two are shared by all tensors.
@@ -193,63 +193,11 @@ def tensor_stats(g: jax.Array, acc: F.TensorAcc, decays: F.Decays,
 
 def element_features(g: jax.Array, p: jax.Array, acc: F.TensorAcc) -> list[jax.Array]:
   """The ``NUM_PARAM_FEATURES`` normalized per-element features, in
-  ``PARAM_FEATURES`` order, each broadcast to ``g.shape``.
-
-  The first 28 are exactly ``F.tensor_features(g, p, acc)`` (built from the
-  same pieces) but left unstacked: the MLP below then fuses into one
-  elementwise pass, 4x faster on CPU than stacking ``[*shape, 28]`` and a matmul.
-  """
-  row, col, fac_v = F.broadcast_factors(acc, g.shape)
-  raw = F.elementwise_features(g, p, acc.mom, acc.rms, row, col, fac_v)
-  raw += [jnp.clip(g, -GRAD_CLIP, GRAD_CLIP), g * jax.lax.rsqrt(acc.rms + F.EPS)]
-  return [F.normalize(x, g.shape) for x in raw]
-
-
-def _dense(channels: list[jax.Array], w: jax.Array, b: jax.Array) -> list[jax.Array]:
-  """A dense layer over per-element channels: out_j = sum_i x_i w_ij + b_j."""
-  return [sum(x * w[i, j] for i, x in enumerate(channels)) + b[j] for j in range(w.shape[1])]
-
-
-def _mlp_channels(feats, layers):
-  """Forward form: every layer elementwise over channel lists, so XLA fuses the
-  whole MLP into one pass over the tensor (no ``[*shape, 30]`` intermediate)."""
-  x = list(feats)
-  for w, b in layers[:-1]:
-    x = [jax.nn.relu(h) for h in _dense(x, w, b)]
-  direction, magnitude = _dense(x, *layers[-1])
-  return direction, magnitude
-
-
-def stacked_mlp(feats, layers):
-  """The same function with stacked features and matmuls: the form autodiff
-  sees (the channel form's VJP needs a reduction per scalar weight and is slow
-  to compile)."""
-  x = jnp.stack(feats, axis=-1)
-  for w, b in layers[:-1]:
-    x = jax.nn.relu(x @ w + b)
-  w, b = layers[-1]
-  out = x @ w + b
-  return out[..., 0], out[..., 1]
-
-
-@jax.custom_vjp
-def per_element_mlp(feats: list[jax.Array], layers: tuple) -> tuple[jax.Array, jax.Array]:
-  """(direction, magnitude) of a per-element MLP over normalized features.
-  ``layers`` is ((w, b), ...), ReLU between layers, 2 outputs. Evaluated in the
-  fused channel form; differentiated (reverse mode only) through the stacked form."""
-  return _mlp_channels(feats, layers)
-
-
-def _per_element_mlp_fwd(feats, layers):
-  out, vjp_fn = jax.vjp(stacked_mlp, feats, layers)  # vjp_fn is a pytree (a Partial)
-  return out, vjp_fn
-
-
-def _per_element_mlp_bwd(vjp_fn, cotangents):
-  return vjp_fn(cotangents)
-
-
-per_element_mlp.defvjp(_per_element_mlp_fwd, _per_element_mlp_bwd)
+  ``PARAM_FEATURES`` order, each broadcast to ``g.shape``: the 28 of
+  ``F.feature_list`` (unstacked, so the MLP fuses into one elementwise pass)
+  and VeLO's two gradient features."""
+  extra = [jnp.clip(g, -GRAD_CLIP, GRAD_CLIP), g * jax.lax.rsqrt(acc.rms + F.EPS)]
+  return F.feature_list(g, p, acc) + [F.normalize(x, g.shape) for x in extra]
 
 
 def lstm_cell(params: dict, x: jax.Array, h: jax.Array, c: jax.Array):

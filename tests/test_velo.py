@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from lopt import common
 from lopt import features as F
 from lopt import velo as V
 from lopt import velo_import as VI
@@ -88,12 +89,12 @@ def test_fused_mlp_matches_the_stacked_form_and_its_gradient():
   arr = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
   feats = [arr(5, 4) for _ in range(V.NUM_PARAM_FEATURES)]
   layers = ((arr(30, 4), arr(4)), (arr(4, 4), arr(4)), (arr(4, 2), arr(2)))
-  out = jax.jit(V.per_element_mlp)(feats, layers)
-  want = jax.jit(V.stacked_mlp)(feats, layers)
+  out = jax.jit(common.per_element_mlp)(feats, layers)
+  want = jax.jit(common.stacked_mlp)(feats, layers)
   np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
   objective = lambda mlp: lambda f, l: jnp.sum(mlp(f, l)[0] * jnp.tanh(mlp(f, l)[1]))
-  got = jax.jit(jax.grad(objective(V.per_element_mlp), argnums=(0, 1)))(feats, layers)
-  ref = jax.jit(jax.grad(objective(V.stacked_mlp), argnums=(0, 1)))(feats, layers)
+  got = jax.jit(jax.grad(objective(common.per_element_mlp), argnums=(0, 1)))(feats, layers)
+  ref = jax.jit(jax.grad(objective(common.stacked_mlp), argnums=(0, 1)))(feats, layers)
   for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
