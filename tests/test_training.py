@@ -226,3 +226,27 @@ def test_log_meta_loss_is_the_log_of_the_normalized_loss():
   assert np.all(linear > 0) and np.ptp(linear) > 0
   np.testing.assert_allclose(logged, np.log(linear + LOG_META_FLOOR), rtol=1e-5, atol=1e-6)
   assert config_lib.get_preset("tiny", log_meta_loss=True).log_meta_loss
+
+
+def test_init_theta_warm_starts_a_run_from_a_pretrained_lo(straight_run, tmp_path):
+  """A run with init_theta starts from the exported θ (a fresh outer optimizer),
+  continues as a run of its own, and refuses an LO of another config."""
+  workdir, state = straight_run
+  src = export.export_workdir(workdir, str(tmp_path / "export"))
+  warm = _fast(init_theta=str(src), outer_steps=2)
+  for a, b in zip(jax.tree_util.tree_leaves(trainer.initial_theta(warm)), _theta_leaves(state)):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  started = trainer.MetaTrainer(warm).init(jax.random.PRNGKey(warm.seed))
+  for a, b in zip(_theta_leaves(started), _theta_leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree_util.tree_leaves(started.opt_state)
+             if jnp.issubdtype(x.dtype, jnp.floating))  # fresh Adam moments
+  out = trainer.run(warm, str(tmp_path / "warm"), progress=False)
+  assert int(out.step) == 2
+  moved = max(float(np.abs(a - b).max()) for a, b in zip(_theta_leaves(out), _theta_leaves(state)))
+  assert moved > 0
+  other = _fast(init_theta=str(src), **{"lo.hidden_size": 8})
+  with pytest.raises(ValueError, match="init_theta .* holds a MLPLOpt"):
+    trainer.initial_theta(other)
+  with pytest.raises(ValueError, match="not a readable pretrained LO"):
+    trainer.initial_theta(_fast(init_theta=str(tmp_path / "missing")))

@@ -59,6 +59,10 @@ class MetaTrainConfig:
   weight_decay: float = 1e-4
   clip_norm: float = 1.0
   seed: int = 0
+  # Warm start: a pretrained LO (a shipped name or an export directory such as
+  # WORKDIR/export_best) whose θ is this run's θ at outer step 0, with a fresh
+  # outer optimizer; its LO config must be ``lo``. None: ``lo.init`` from ``seed``.
+  init_theta: str | None = None
   # Bookkeeping (not part of the recipe: may change on resume).
   checkpoint_every: int = 100
   keep_checkpoints: int = 3
@@ -351,6 +355,10 @@ _ADAPTIVE_RECIPE = dict(estimator="es_single", lo=AdaptiveLOpt(), distribution="
                         outer_lr=1e-3, outer_final_lr=1e-4, clip_norm=1.0,
                         checkpoint_every=200, keep_checkpoints=3, log_every=20)
 
+_A2 = dict(_ADAPTIVE_RECIPE, lo=AdaptiveLOpt(step=(
+    adaptive.MeanFreeAdamDirection(),) + adaptive.default_rules()[1:]),
+    sign_delta=False, delta_clip=0.5, validate_every=1000, validate_seeds=3)
+
 _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
     "tiny": dict(distribution="tiny", num_pairs=4, truncation_length=10, min_horizon=20,
@@ -386,9 +394,14 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # log-ratio (log meta-loss, no sign) and a doubled test loss on a memorized
     # table outweighs a 5% gain elsewhere; |Δ| is clipped at 0.5 per step (a 1.6x
     # loss ratio) so one blow-up cannot steer θ. Validation: 3 seeds, every 1000.
-    "mulo-a2-cpu": dict(_ADAPTIVE_RECIPE, lo=AdaptiveLOpt(step=(
-        adaptive.MeanFreeAdamDirection(),) + adaptive.default_rules()[1:]),
-        sign_delta=False, delta_clip=0.5, validate_every=1000, validate_seeds=3),
+    "mulo-a2-cpu": _A2,
+    # mulo-a2-cpu branched at its screen best before the horizon curriculum (step
+    # 12000, 0.750; from step 13000 on, and through the curriculum to 4000, the
+    # screen score swung 0.74-1.9 on wine blow-ups): horizons stay 50-2000 and the
+    # outer LR is 3x lower (3e-4 -> 3e-5), a fresh outer Adam from that θ.
+    "mulo-a3-cpu": dict(_A2, init_theta="results/meta-runs/mulo-a2-cpu/export_12000",
+                        horizon_curriculum=None, max_horizon=2000, outer_steps=20_000,
+                        outer_lr=3e-4, outer_final_lr=3e-5),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

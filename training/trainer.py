@@ -39,8 +39,28 @@ def split_init_key(key: jax.Array) -> jax.Array:
 
 
 def initial_theta(config: MetaTrainConfig) -> Any:
-  """θ at outer step 0 of a run with this config (the untrained LO)."""
+  """θ at outer step 0 of a run with this config: the untrained LO, or the
+  warm start ``config.init_theta``."""
+  if config.init_theta is not None:
+    return load_init_theta(config)
   return config.lo.init(split_init_key(jax.random.PRNGKey(config.seed))[0])
+
+
+def load_init_theta(config: MetaTrainConfig) -> Any:
+  """θ of the pretrained LO ``config.init_theta``, checked against ``config.lo``."""
+  import lopt
+  try:
+    lo, theta = lopt.load_pretrained(config.init_theta)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"init_theta {config.init_theta!r} is not a readable pretrained LO "
+                     f"({' '.join(str(e).split())[:300]}). Pass a shipped name or an export "
+                     "directory such as WORKDIR/export_best.") from None
+  if type(lo) is not type(config.lo) or lo.to_record() != config.lo.to_record():
+    raise ValueError(f"init_theta {config.init_theta!r} holds a {type(lo).__name__} with config "
+                     f"{lo.to_record()}, but this run's lo is a {type(config.lo).__name__} with "
+                     f"{config.lo.to_record()}. Warm-start from an LO of the same config, or "
+                     "set --lo to match it.")
+  return jax.tree_util.tree_map(jnp.asarray, theta)
 
 
 def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
@@ -61,6 +81,7 @@ class MetaTrainer:
     self.mesh = mesh
     self.lopt: LearnedOptimizer = config.lo
     self.tasks = list(meta_tasks.get_distribution(config.distribution).configs())
+    self.theta0 = load_init_theta(config) if config.init_theta is not None else None
     self.optimizer = make_outer_optimizer(config)
     self.particles_per_step = 2 * config.num_pairs * len(self.tasks)
     # What an estimator's ``nan_resets`` counts when every pair (TBPTT: particle) diverged.
@@ -94,7 +115,7 @@ class MetaTrainer:
 
   def init(self, key: jax.Array) -> MetaState:
     k_theta, k_est, k_run = split_init_key(key)
-    theta = self.lopt.init(k_theta)
+    theta = self.theta0 if self.theta0 is not None else self.lopt.init(k_theta)
     states = tuple(e.init(jax.random.fold_in(k_est, i), theta)
                    for i, e in enumerate(self.estimators()))
     return MetaState(theta, self.optimizer.init(theta), states, k_run,
