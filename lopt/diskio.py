@@ -112,6 +112,12 @@ def io_failure(error: BaseException, what: str = "") -> tuple[int, str] | None:
   return None
 
 
+def as_disk_error(error: BaseException, what: str) -> BaseException:
+  """A ``DiskError`` (one line, its exit status) if the disk caused ``error``; else ``error``."""
+  failure = io_failure(error, what)
+  return error if failure is None else DiskError(failure[1], failure[0])
+
+
 def _path_in(text: str) -> str | None:
   m = re.search(r'"(/[^"]+)"', text) or re.search(r"'(/[^']+)'", text)
   return m.group(1) if m else None
@@ -232,8 +238,7 @@ def check_writable(directory: str | os.PathLike) -> None:
     with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
       pass
   except OSError as e:
-    failure = io_failure(e, f"cannot write in {directory}")
-    raise (DiskError(failure[1], failure[0]) if failure else e) from None
+    raise as_disk_error(e, f"cannot write in {directory}") from None
 
 
 def staging_dir(final: str | os.PathLike) -> Path:

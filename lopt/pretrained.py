@@ -23,14 +23,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from lopt import diskio, forms, protocol
+
 FORMAT = "lopt-pretrained"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "architecture", "config")
-
-
-def _architectures() -> dict[str, type]:
-  from lopt.protocol import architectures
-  return architectures()
 
 
 def shipped_dir() -> Path:
@@ -51,18 +48,6 @@ def available() -> list[str]:
   return sorted(p.name for p in root.iterdir() if (p / "metadata.json").is_file())
 
 
-def _record_of(lopt: Any) -> dict[str, Any]:
-  """The LO's JSON config record (its ``to_record`` where it has one)."""
-  to_record = getattr(lopt, "to_record", None)
-  return to_record() if callable(to_record) else dataclasses.asdict(lopt)
-
-
-def _from_record(cls: type, record: dict[str, Any]) -> Any:
-  """The LO built from its record, through its migration hook (``from_record``)."""
-  from_record = getattr(cls, "from_record", None)
-  return from_record(record) if callable(from_record) else cls(**record)
-
-
 def save_pretrained(directory: str | os.PathLike, lopt: Any, theta: Any,
                     metadata: dict[str, Any] | None = None) -> Path:
   """Write θ (orbax), metadata.json and integrity.json (the SHA-256 of every
@@ -77,12 +62,11 @@ def save_pretrained(directory: str | os.PathLike, lopt: Any, theta: Any,
   """
   import shutil
   import orbax.checkpoint as ocp
-  from lopt import diskio
   lopt.check_theta(theta)
   theta = jax.tree_util.tree_map(np.asarray, jax.device_get(theta))
   directory = Path(directory).absolute()
   meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
-          "architecture": type(lopt).__name__, "config": _record_of(lopt),
+          "architecture": type(lopt).__name__, "config": lopt.to_record(),
           **(metadata or {})}
   meta = json.loads(json.dumps(meta))  # what the file will hold (tuples become lists)
   built = _check_metadata(meta, str(directory / "metadata.json"))
@@ -111,10 +95,7 @@ def save_pretrained(directory: str | os.PathLike, lopt: Any, theta: Any,
     diskio.replace_dir(staging, directory)
     staging = None
   except Exception as e:  # noqa: BLE001 - orbax raises many types
-    failure = diskio.io_failure(e, f"cannot write {directory}")
-    if failure is None:
-      raise
-    raise diskio.DiskError(failure[1], failure[0]) from None
+    raise diskio.as_disk_error(e, f"cannot write {directory}") from None
   finally:
     if staging is not None:
       shutil.rmtree(staging, ignore_errors=True)
@@ -136,18 +117,6 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 class MetadataError(ValueError):
   """metadata.json is not a valid pretrained LO (one line naming the file and field)."""
-
-
-def _legacy_fields(cls: type) -> tuple[str, ...]:
-  """The flat fields an old record of ``cls`` had (its migration hook's list)."""
-  fields = getattr(cls, "LEGACY_FIELDS", None)
-  if fields is None:
-    try:
-      from lopt import forms
-      fields = getattr(forms, "LEGACY_FIELDS", ()) if cls.__name__ == "MLPLOpt" else ()
-    except ImportError:
-      fields = ()
-  return tuple(fields)
 
 
 def _check_record_keys(raw: Any, canonical: Any, where: str, path: str) -> None:
@@ -260,7 +229,7 @@ def _check_metadata(meta: Any, where: str) -> Any:
     raise MetadataError(f"{where}: format_version {meta['format_version']!r} is not supported "
                         f"by this lopt (it reads version {FORMAT_VERSION}); upgrade lopt or "
                         "re-export.")
-  archs = _architectures()
+  archs = protocol.architectures()
   if not isinstance(meta["architecture"], str) or meta["architecture"] not in archs:
     raise MetadataError(f"{where}: unknown architecture {meta['architecture']!r}; this "
                         f"lopt knows {sorted(archs)}.")
@@ -273,7 +242,8 @@ def _check_metadata(meta: Any, where: str) -> Any:
   import typing
   hints = typing.get_type_hints(cls)
   fields = {f.name: f for f in dataclasses.fields(cls)}
-  legacy = [k for k in _legacy_fields(cls) if k not in fields]
+  # The flat fields of an old MLPLOpt record (before issue 20).
+  legacy = [k for k in (forms.LEGACY_FIELDS if cls is archs["MLPLOpt"] else ()) if k not in fields]
   is_legacy = any(k in raw for k in legacy)
   # Scalar fields can be checked before the record is built, so that their
   # errors name the field (a constructor's TypeError would not).
@@ -289,12 +259,12 @@ def _check_metadata(meta: Any, where: str) -> Any:
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", DeprecationWarning)  # an old record, converted
-      lopt = _from_record(cls, raw)
+      lopt = cls.from_record(raw)  # the migration hook converts older records
   except (TypeError, ValueError, KeyError, AttributeError) as e:
     raise MetadataError(f"{where}: config is not a valid {cls.__name__} in this lopt "
                         f"version ({' '.join(str(e).split())}).") from None
   if not is_legacy:
-    _check_record_keys(raw, json.loads(json.dumps(_record_of(lopt))), where, "config")
+    _check_record_keys(raw, json.loads(json.dumps(lopt.to_record())), where, "config")
   _check_dataclass(lopt, where, "config")
   return lopt
 
@@ -358,7 +328,6 @@ def _verify_files(path: Path) -> None:
   """Check ``path``'s files against its integrity record. Shipped checkpoints
   must have one; an export without one (written by an older lopt) loads with
   a warning, as its data cannot be verified."""
-  from lopt import diskio
   shipped = path.resolve().parent == shipped_dir().resolve()
   try:
     verified = diskio.verify_record(path, required=shipped)
@@ -390,7 +359,6 @@ def load_pretrained(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
   export has none), and θ must match the architecture and be finite.
   Every refusal is a ``ValueError`` naming the file and the field or tensor."""
   import orbax.checkpoint as ocp
-  from lopt import diskio
   path = _resolve(name_or_path)
   meta = load_metadata(path)  # a broken metadata.json is named field by field
   _verify_files(path)         # then every file against its SHA-256

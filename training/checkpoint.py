@@ -107,8 +107,7 @@ def _acquire(workdir: str) -> str:
   try:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   except OSError as e:
-    failure = diskio.io_failure(e, f"cannot create the lock file {path}")
-    raise (diskio.DiskError(failure[1], failure[0]) if failure else e) from None
+    raise diskio.as_disk_error(e, f"cannot create the lock file {path}") from None
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError as e:
@@ -282,10 +281,7 @@ def write_config(workdir: str, config: MetaTrainConfig) -> None:
   try:
     diskio.write_atomic(path, dumps(config))
   except OSError as e:
-    failure = diskio.io_failure(e, f"cannot write {path}")
-    if failure is None:
-      raise
-    raise diskio.DiskError(*failure[::-1]) from None
+    raise diskio.as_disk_error(e, f"cannot write {path}") from None
 
 
 def _check_finite(theta: Any, what: str) -> None:
@@ -299,12 +295,6 @@ def _check_finite(theta: Any, what: str) -> None:
 def _host(tree: Any) -> Any:
   """Host numpy copies (works for arrays replicated over several processes too)."""
   return jax.tree_util.tree_map(np.asarray, tree)
-
-
-def _as_disk_error(error: BaseException, what: str) -> BaseException:
-  """A ``DiskError`` (one line, its exit status) if the disk caused ``error``; else ``error``."""
-  failure = diskio.io_failure(error, what)
-  return error if failure is None else diskio.DiskError(failure[1], failure[0])
 
 
 # ---------------------------------------------------------------------- integrity
@@ -430,7 +420,7 @@ class Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
     except Exception as e:  # noqa: BLE001 - orbax raises many types
-      raise _as_disk_error(e, f"cannot create {self.directory}") from None
+      raise diskio.as_disk_error(e, f"cannot create {self.directory}") from None
     # Checked now, before any training: an orbax save into a folder it cannot
     # write leaves threads waiting for a signal that never comes.
     error = None
@@ -438,7 +428,7 @@ class Checkpointer:
       try:
         diskio.check_writable(self.directory)
       except OSError as e:
-        error = _as_disk_error(e, f"cannot write in {self.directory}")
+        error = diskio.as_disk_error(e, f"cannot write in {self.directory}")
     if not sharding.all_processes_agree(error is None, "checkpoints_writable"):
       self.close()
       raise error or diskio.DiskError(f"process 0 cannot write in {self.directory}.")
@@ -472,7 +462,7 @@ class Checkpointer:
           time.sleep(0.05)
           if not glob.glob(pattern):
             break
-      raise _as_disk_error(e, f"cannot write checkpoint {step} in {self.directory}") from None
+      raise diskio.as_disk_error(e, f"cannot write checkpoint {step} in {self.directory}") from None
     if not saved:
       raise WorkdirError(f"orbax did not save step {step} in {self.directory} (it holds steps "
                          f"{self.steps()}); remove the checkpoints past the step to resume from.")

@@ -34,12 +34,6 @@ def compile_count() -> int:
 
 
 # ------------------------------------------------------------------ metrics log
-def _disk(error: OSError, what: str) -> OSError:
-  from lopt import diskio
-  failure = diskio.io_failure(error, what)
-  return error if failure is None else diskio.DiskError(failure[1], failure[0])
-
-
 class MetricsLog:
   """Appends one JSON object per logged step to ``workdir/metrics.jsonl``.
 
@@ -68,14 +62,15 @@ class MetricsLog:
     try:
       diskio.write_atomic(self.path, "".join(line + "\n" for line in kept))
     except OSError as e:
-      raise _disk(e, f"cannot write {self.path}") from None
+      raise diskio.as_disk_error(e, f"cannot write {self.path}") from None
 
   def write(self, record: dict[str, Any]) -> None:
     try:
       with open(self.path, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
     except OSError as e:
-      raise _disk(e, f"cannot write {self.path}") from None
+      from lopt import diskio
+      raise diskio.as_disk_error(e, f"cannot write {self.path}") from None
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -177,7 +172,7 @@ class WandbLogger:
       try:
         diskio.write_atomic(id_path, run_id)
       except OSError as e:
-        raise _disk(e, f"cannot write {id_path}") from None
+        raise diskio.as_disk_error(e, f"cannot write {id_path}") from None
     return run_id
 
   def log(self, record: dict[str, Any], step: int) -> None:
