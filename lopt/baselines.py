@@ -135,10 +135,6 @@ def _to_stats(tree: Any) -> Any:
   return jax.tree.map(lambda x: x.astype(_stat_dtype(x)), tree)
 
 
-def _lr_at(learning_rate: ScalarOrSchedule, count: jax.Array) -> jax.Array:
-  return learning_rate(count) if callable(learning_rate) else learning_rate
-
-
 # --------------------------------------------------------------------------
 # μAdam: Adam with μP per-tensor step multipliers.
 
@@ -386,7 +382,8 @@ def scale_by_adabound(learning_rate: ScalarOrSchedule = 1e-3, final_lr: float = 
 
   def update_fn(updates, state, params=None, **extra):
     del params, extra
-    lr = _lr_at(learning_rate, state.count)  # optax schedules start at count 0
+    # optax schedules start at count 0.
+    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
     count = _increment(state.count)
     t = count.astype(jnp.float32)
     mu = jax.tree.map(lambda g, m: b1 * m + (1 - b1) * g.astype(m.dtype), updates, state.mu)
@@ -519,11 +516,6 @@ def _sophia(learning_rate: ScalarOrSchedule, seed: int = 0, **kwargs):
   return _optax_fn("sophia")(learning_rate, **kwargs)
 
 
-def _schedule_free_adamw(learning_rate: ScalarOrSchedule, **kwargs):
-  """optax.contrib.schedule_free_adamw; warmup goes through get(warmup_steps=)."""
-  return _optax_fn("schedule_free_adamw")(learning_rate, **kwargs)
-
-
 def _grid(lo: float, hi: float) -> list[float]:
   """Half-decade grid 1, 3, 10, 30, ... from ``lo`` to ``hi`` (both of the form 1e-k or 3e-k)."""
   out = []
@@ -584,8 +576,9 @@ _REGISTRY: dict[str, _Entry] = {
     "sophia": _Entry(_sophia, tuple(_grid(3e-5, 3e-2)), forwards="sophia"),
     # Muon's orthogonalized step has RMS ~ 1/sqrt(width); typical LRs are ~0.02.
     "muon": _Entry(lambda: _optax_fn("muon"), tuple(_grid(3e-4, 3e-1)), lazy=True),
-    "schedule-free-adamw": _Entry(_schedule_free_adamw, tuple(_ADAM_GRID),
-                                  forwards="schedule_free_adamw", hidden=("warmup_steps",)),
+    # Its warmup goes through get(warmup_steps=).
+    "schedule-free-adamw": _Entry(lambda: _optax_fn("schedule_free_adamw"), tuple(_ADAM_GRID),
+                                  lazy=True, hidden=("warmup_steps",)),
     "dog": _Entry(lambda: _optax_fn("dog"), tuple(_grid(1e-2, 10.0)), default_lr=1.0, lazy=True),
     "prodigy": _Entry(lambda: _optax_fn("prodigy"), tuple(_grid(1e-2, 10.0)), default_lr=1.0,
                       lazy=True),

@@ -103,7 +103,8 @@ def optax_from_lo(lo: Any, theta: Any, num_steps: Any, mup: Any, needs: list[str
   def update_fn(updates, state, params=None, loss=None, **extra_args):
     del extra_args
     new, state = lo.update(theta, mup_lib.unwrap(updates), mup_lib.unwrap(state),
-                           mup_lib.unwrap(params), num_steps=num_steps, mup=mup, loss=loss)
+                           mup_lib.unwrap(params), num_steps=num_steps, mup=mup,
+                           loss=mup_lib.unwrap(loss))
     return mup_lib.rewrap(updates, new), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

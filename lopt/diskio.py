@@ -124,17 +124,17 @@ def _path_in(text: str) -> str | None:
 
 
 # ------------------------------------------------------------------ atomic writes
-def fsync_dir(directory: str | os.PathLike) -> None:
-  try:
-    fd = os.open(directory, os.O_RDONLY)
-  except OSError:
-    return
+def _fsync(path: str | os.PathLike) -> None:
+  fd = os.open(path, os.O_RDONLY)
   try:
     os.fsync(fd)
-  except OSError:  # some file systems cannot fsync a directory
-    pass
   finally:
     os.close(fd)
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+  with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
+    _fsync(directory)
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
@@ -160,11 +160,7 @@ def fsync_tree(root: str | os.PathLike) -> None:
   """fsync every file and directory under ``root`` (before it is renamed into place)."""
   for dirpath, _, files in os.walk(root):
     for name in files:
-      fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-      try:
-        os.fsync(fd)
-      finally:
-        os.close(fd)
+      _fsync(os.path.join(dirpath, name))
     fsync_dir(dirpath)
 
 
@@ -376,18 +372,14 @@ def quiet_orbax() -> Iterator[None]:
   """Silence orbax's logging inside the block (its failures are raised to us anyway)."""
   flt = _DropOrbax()
   loggers = [logging.getLogger("absl"), logging.getLogger()]
-  handlers = [h for lg in loggers for h in lg.handlers]
-  for lg in loggers:
-    lg.addFilter(flt)
-  for h in handlers:
-    h.addFilter(flt)
+  filtered = loggers + [h for lg in loggers for h in lg.handlers]  # loggers and handlers
+  for x in filtered:
+    x.addFilter(flt)
   try:
     yield
   finally:
-    for lg in loggers:
-      lg.removeFilter(flt)
-    for h in handlers:
-      h.removeFilter(flt)
+    for x in filtered:
+      x.removeFilter(flt)
 
 
 class _DropAbandonedCheckpointTasks(logging.Filter):

@@ -241,7 +241,7 @@ class MLPLOpt:
       raise ValueError("The learned optimizer reads parameter values: call "
                        "update(grads, state, params) with params.")
     check_num_steps(num_steps)
-    mults = self._multipliers(mup, params)
+    mults = step_multipliers(self, mup, params)
     groups = self._groups(mup, params)
     decays = F.decays_from_logits(F.Decays(**theta["decay_logits"]))
     count = state.count + 1
@@ -283,9 +283,6 @@ class MLPLOpt:
     feats = F.feature_list(g32, jnp.asarray(p, jnp.float32), acc, self.features.raw_ratios)
     step = self.tensor_step({"mlp": theta_mlp}, feats, tfeats) * mult
     return (-step).astype(jnp.result_type(p)), acc
-
-  def _multipliers(self, mup: Any, params: Any) -> Any:
-    return step_multipliers(self, mup, params)
 
   def _groups(self, mup: Any, params: Any) -> Any:
     """Each tensor's μP step group: 0 (input, vector) or 1 (hidden-like).

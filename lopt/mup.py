@@ -107,12 +107,6 @@ def _variable_value(v: Any) -> Any:
   return get() if callable(get) else v.value
 
 
-def is_variable(x: Any) -> bool:
-  """Whether ``x`` is a flax NNX variable (``nnx.Param``, ``nnx.Variable``...)."""
-  types = _variable_types()
-  return bool(types) and isinstance(x, types)
-
-
 def has_variables(tree: Any) -> bool:
   """Whether any node of ``tree`` is an NNX variable."""
   types = _variable_types()
@@ -203,10 +197,6 @@ def _align(spec: Any, params: Any, what: str = "μP spec"):
       "lopt.mup.infer_kinds(params, base_params) from the same params the optimizer "
       "gets (for flax NNX: nnx.state(model, nnx.Param), or pass the modules to "
       "infer_kinds), or pass mup=None for no μP scaling.")
-
-
-def _check_structure(spec: Any, params: Any, what: str = "μP spec") -> None:
-  _align(spec, params, what)
 
 
 def _check_kind(kind: Any, path: str) -> None:

@@ -53,8 +53,8 @@ import numpy as np
 import optax
 
 from lopt import features as F
-from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, per_element_mlp,
-                         sanitize_grad, step_multipliers)
+from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, optax_from_lo,
+                         per_element_mlp, sanitize_grad, step_multipliers)
 
 # Per-tensor LSTM inputs, in order: (name, width). The first block is computed
 # per tensor, the last two are shared by all tensors.
@@ -376,7 +376,8 @@ class VeLOpt:
       return grads, state._replace(count=state.count + 1)
     treedef, flat_g, flat_p, flat_acc, count, loss_stats, nonfinite, ctrl = self._prepare(
         theta, grads, state, params, num_steps, loss)
-    flat_mult = treedef.flatten_up_to(self._multipliers(mup, params))
+    # SP mode: 1, and RMS(p) scales instead.
+    flat_mult = treedef.flatten_up_to(step_multipliers(self, mup, params))
     # Each tensor's MLP weights: its mixture of the bank.
     mixed = jax.tree_util.tree_map(
         lambda w: jnp.einsum("tn,n...->t...", ctrl.mix_weights, w), theta["bank"])
@@ -394,9 +395,6 @@ class VeLOpt:
                             nonfinite=nonfinite)
     return jax.tree_util.tree_unflatten(treedef, updates), new_state
 
-  def _multipliers(self, mup: Any, params: Any) -> Any:
-    return step_multipliers(self, mup, params)  # SP mode: 1, and RMS(p) scales instead
-
   # ---------------------------------------------------------------- optax
   def as_optax(self, theta: dict, num_steps: int | None = None,
                mup: Any = None) -> optax.GradientTransformationExtraArgs:
@@ -412,23 +410,7 @@ class VeLOpt:
     ``loss=`` from ``opt.update(model, grads, loss=loss)``); updates come back
     in the structure of the gradients.
     """
-    from lopt import mup as mup_lib
-    self.check_theta(theta)
-    check_num_steps(num_steps)
-
-    def init_fn(params):
-      params = mup_lib.unwrap(params)
-      self._multipliers(mup, params)  # fail early on a bad μP spec
-      return self.init_state(params)
-
-    def update_fn(updates, state, params=None, loss=None, **extra_args):
-      del extra_args  # other chained transformations' extras
-      new, state = self.update(theta, mup_lib.unwrap(updates), mup_lib.unwrap(state),
-                               mup_lib.unwrap(params), num_steps=num_steps, mup=mup,
-                               loss=mup_lib.unwrap(loss))
-      return mup_lib.rewrap(updates, new), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return optax_from_lo(self, theta, num_steps, mup, needs=[])
 
 
 @functools.partial(jax.jit, static_argnums=0)

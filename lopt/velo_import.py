@@ -115,10 +115,6 @@ def _lstm_row_pairs() -> list[tuple[slice, slice]]:
   return [(ours[o], ref[r]) for o, r in LSTM_NAME_MAP.items()]
 
 
-def _ff_out(config: V.VeLOpt) -> int:
-  return config.mlp_layers  # the output layer's index: w{L}, b{L}
-
-
 def reference_shapes(config: V.VeLOpt) -> dict:
   """The reference tree (nested dicts) of shapes that ``config`` can load."""
   h, n, k = config.lstm_hidden, config.num_mlps, config.mlp_hidden
@@ -128,7 +124,7 @@ def reference_shapes(config: V.VeLOpt) -> dict:
   ff["b0"] = (n, k)
   for i in range(1, config.mlp_layers):
     ff[f"w{i}"], ff[f"b{i}"] = (n, k, k), (n, k)
-  last = _ff_out(config)
+  last = config.mlp_layers  # the output layer: w{L}, b{L}
   ff[f"w{last}"], ff[f"b{last}"] = (n, k, REF_OUTPUTS), (n, REF_OUTPUTS)
   return {
       "lstm_init_state": {"hidden": (1, h), "cell": (1, h)},
@@ -232,7 +228,7 @@ def theta_from_reference_tree(tree: Any, config: V.VeLOpt) -> dict:
           "b0": f32(ff["b0"])}
   for i in range(1, config.mlp_layers):
     bank[f"w{i}"], bank[f"b{i}"] = f32(ff[f"w{i}"]), f32(ff[f"b{i}"])
-  last = _ff_out(config)
+  last = config.mlp_layers  # the output layer: w{L}, b{L}
   bank[f"w{last}"] = f32(ff[f"w{last}"])[..., :2]
   bank[f"b{last}"] = f32(ff[f"b{last}"])[..., :2]
   theta["bank"] = bank
@@ -269,7 +265,7 @@ def reference_tree_from_theta(theta: dict, config: V.VeLOpt) -> dict:
   ff["b0"] = f32(bank["b0"])
   for i in range(1, config.mlp_layers):
     ff[f"w{i}"], ff[f"b{i}"] = f32(bank[f"w{i}"]), f32(bank[f"b{i}"])
-  last = _ff_out(config)
+  last = config.mlp_layers  # the output layer: w{L}, b{L}
   pad = lambda x: np.concatenate([x, np.zeros(x.shape[:-1] + (1,), np.float32)], axis=-1)
   ff[f"w{last}"], ff[f"b{last}"] = pad(f32(bank[f"w{last}"])), pad(f32(bank[f"b{last}"]))
   tree["ff_mod_stack"] = {"~": ff}

@@ -90,11 +90,6 @@ class TensorView:
     return (a, m, c, t)
 
   @property
-  def row_mean_view(self) -> tuple[int, ...]:
-    a, _, m, _, t = self.view
-    return (a, m, t)
-
-  @property
   def tiles(self) -> tuple[int, ...]:
     """Number of tiles along each blocked axis."""
     if self.factored:
