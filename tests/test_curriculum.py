@@ -30,6 +30,39 @@ def test_sample_without_curriculum_is_the_log_uniform_reference():
     assert int(s.sample(key)) == min(max(math.floor(math.exp(u)), 50), 2000)
 
 
+@pytest.mark.parametrize("power", [0.0, 2.0, 3.0])
+def test_sample_with_power_follows_the_closed_form_cdf(power):
+  """Density ∝ x^-power on [L, T+1), floored: P(H <= h) = F(h + 1), F the
+  continuous CDF; also under a curriculum (T = the longest length then)."""
+  lo, hi = 50, 2000
+  keys = jax.random.split(jax.random.PRNGKey(3), 20000)
+  for s, top in ((TruncationSchedule(lo, hi, power=power), hi),
+                 (TruncationSchedule(lo, hi, ((0, 400), (10, 2000)), power=power), 400)):
+    h = np.asarray(jax.jit(jax.vmap(lambda k: s.sample(k, 0)))(keys))
+    assert h.min() >= lo and h.max() <= top
+    a = 1.0 - power
+    cdf = lambda x: (x**a - lo**a) / ((top + 1) ** a - lo**a)
+    for q in (60, 100, 200, 300, top // 2):
+      assert abs(np.mean(h <= q) - cdf(q + 1)) < 0.015, (power, top, q)
+
+
+def test_power_2_spreads_inner_steps_log_uniformly():
+  """The inner steps spent in episodes of 50-300 (length x count) equal those of
+  300-1800 under power 2 (log-uniform share), against (300-50)/1950 at power 1."""
+  keys = jax.random.split(jax.random.PRNGKey(4), 40000)
+  share = {}
+  for power in (1.0, 2.0):
+    s = TruncationSchedule(50, 2000, power=power)
+    h = np.asarray(jax.vmap(s.sample)(keys)).astype(np.float64)
+    share[power] = h[h < 300].sum() / h.sum()
+  assert abs(share[1.0] - 250 / 1951) < 0.02
+  assert abs(share[2.0] - math.log(300 / 50) / math.log(2001 / 50)) < 0.03
+  with pytest.raises(ValueError, match="power must be"):
+    TruncationSchedule(50, 2000, power=-1.0)
+  with pytest.raises(ConfigError, match="horizon_power"):
+    fast_config(horizon_power=float("nan"))
+
+
 def test_samples_follow_the_curriculum_inside_jit():
   s = TruncationSchedule(10, 400, ((100, 40), (200, 400)))
   keys = jax.random.split(jax.random.PRNGKey(0), 4000)

@@ -45,6 +45,9 @@ class MetaTrainConfig:
   # may resume with a new curriculum that agrees with its old schedule up to
   # the resumed step (it extends the run; it does not rewrite its past).
   horizon_curriculum: str | None = None
+  # Episode lengths have density ∝ length ** -horizon_power in [min, max]
+  # (training.lo_system.TruncationSchedule): 1 is log-uniform.
+  horizon_power: float = 1.0
   meta_loss: str = "train"
   log_meta_loss: bool = False   # meta-loss log(normalized loss + 1e-4): weighs late training
   # Only the last final_fraction of each episode's steps carry meta-loss (1: all).
@@ -98,7 +101,7 @@ class MetaTrainConfig:
     """The episode-length schedule of this recipe (with its curriculum)."""
     from training.lo_system import TruncationSchedule  # pylint: disable=import-outside-toplevel
     return TruncationSchedule(self.min_horizon, self.max_horizon,
-                              _parse_curriculum(self.horizon_curriculum))
+                              _parse_curriculum(self.horizon_curriculum), self.horizon_power)
 
   def replace(self, **overrides) -> "MetaTrainConfig":
     """A copy with ``overrides``; ``"lo.<field>"`` keys (``"lo.features.adam"``)
@@ -140,6 +143,7 @@ _NUMERIC_RULES: dict[str, tuple[type, float, bool]] = {
     "truncation_length": (int, 1, True),
     "min_horizon": (int, 1, True),
     "max_horizon": (int, 1, True),
+    "horizon_power": (float, 0.0, True),
     "delta_clip": (float, 0.0, False),       # or None
     "final_fraction": (float, 0.0, False),
     "outer_steps": (int, 1, True),
@@ -402,6 +406,14 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     "mulo-a3-cpu": dict(_A2, init_theta="results/meta-runs/mulo-a2-cpu/export_12000",
                         horizon_curriculum=None, max_horizon=2000, outer_steps=20_000,
                         outer_lr=3e-4, outer_final_lr=3e-5),
+    # mulo-a3-cpu with episode lengths of density ∝ length^-2: inner steps spread
+    # log-uniformly over 50-2000, so 50-300-step episodes carry half the
+    # meta-gradient (with log-uniform episodes, 13%). Held-out-free motivation:
+    # on small tables (screen wine-w64, synthetic tables) a2's θ lost to θ₀ at
+    # 300 steps (1.03-2.2x) while winning at 1000 (0.77-0.90x).
+    "mulo-a4-cpu": dict(_A2, init_theta="results/meta-runs/mulo-a2-cpu/export_12000",
+                        horizon_curriculum=None, max_horizon=2000, horizon_power=2.0,
+                        outer_steps=20_000, outer_lr=3e-4, outer_final_lr=3e-5),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

@@ -28,8 +28,12 @@ from training.task_spec import optimizer_spec
 
 @dataclasses.dataclass(frozen=True)
 class TruncationSchedule:
-  """Episode lengths: log-uniform in [min_length, longest], constant if equal.
+  """Episode lengths in [min_length, longest] with density ∝ length ** -power,
+  constant if equal.
 
+  ``power`` 1 (log-uniform episodes) spends the inner steps uniformly over
+  lengths, so the meta-gradient weighs an episode by its length; ``power`` 2
+  spends them log-uniformly: 50-300 steps get as much as 300-1800.
   ``curriculum``: knots ``((outer_step, longest), ...)``; between two knots the
   longest length grows log-linearly with the outer step, before the first and
   after the last it holds. Empty: ``max_length`` at every outer step.
@@ -37,11 +41,14 @@ class TruncationSchedule:
   min_length: int = 100
   max_length: int = 1000
   curriculum: tuple[tuple[int, int], ...] = ()
+  power: float = 1.0
 
   def __post_init__(self):
     if not 1 <= self.min_length <= self.max_length:
       raise ValueError(f"Need 1 <= min_length <= max_length, got {self.min_length}, "
                        f"{self.max_length}.")
+    if not (math.isfinite(self.power) and self.power >= 0):
+      raise ValueError(f"power must be a finite float >= 0, got {self.power!r}.")
     steps = [s for s, _ in self.curriculum]
     if steps != sorted(set(steps)) or any(
         not self.min_length <= h <= self.max_length for _, h in self.curriculum):
@@ -63,8 +70,13 @@ class TruncationSchedule:
     else:
       top = self.longest(outer_step)
       lo, hi = math.log(self.min_length), jnp.log(top.astype(jnp.float32) + 1)
-    h = jnp.floor(jnp.exp(jax.random.uniform(key, (), minval=lo, maxval=hi)))
-    return jnp.clip(h, self.min_length, top).astype(jnp.int32)
+    if self.power == 1:
+      h = jnp.exp(jax.random.uniform(key, (), minval=lo, maxval=hi))
+    else:  # inverse CDF of density ∝ x ** -power on [min_length, top + 1)
+      a = 1.0 - self.power
+      low, high = self.min_length ** a, jnp.exp(a * hi)
+      h = (low + jax.random.uniform(key, ()) * (high - low)) ** (1.0 / a)
+    return jnp.clip(jnp.floor(h), self.min_length, top).astype(jnp.int32)
 
 
 class InnerState(NamedTuple):
