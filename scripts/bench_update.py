@@ -18,8 +18,9 @@ Peak bandwidth comes from a table of known devices; on CPU (or an unknown
 device) it is a measured copy bandwidth (a large jitted ``x * 2``), and the
 table says so. ``--config NAME`` benchmarks the architecture config of a
 pretrained LO (``lopt.load_metadata(NAME)["config"]``) instead of the reference
-``MLPLOpt(mup=False)``. ``bench_size`` is also imported by ``gpu_check.py``. On CPU the pallas backend runs in interpret mode, which times
-an emulation, not a kernel: it is skipped unless asked for.
+``MLPLOpt(mup=False)``. ``bench_size`` is also imported by ``gpu_check.py``. On
+CPU the pallas backend runs in interpret mode, which times an emulation, not a
+kernel: it is skipped unless asked for.
 
 A second table (``--forms``, default ``mulo-m,adaptive``; ``--forms ''`` skips it)
 times the forms users run, each against ``optax.adam`` in the same process:
@@ -141,23 +142,21 @@ def peak_bandwidth(device) -> tuple[float, str]:
           f"measured: copy bandwidth of a jitted in-place x*2 on {device.device_kind}")
 
 
-def lo_from_config(config: dict | None, backend: str):
-  """The benchmarked LO: the reference ``MLPLOpt(mup=False)``, or ``MLPLOpt(**config)``
-  (e.g. a pretrained LO's architecture config) with ``backend`` overridden."""
-  if config is None:
-    return lopt.MLPLOpt(mup=False, backend=backend)
-  return lopt.MLPLOpt.from_record({**config, "backend": backend})
+def _problem(name: str) -> tuple[dict, dict, int]:
+  """(params, grads, parameter count) of the parameter set ``name``."""
+  params = _tree(param_shapes(name), jax.random.PRNGKey(0))
+  grads = jax.tree_util.tree_map(lambda p: 1e-3 * p, params)
+  return params, grads, sum(p.size for p in jax.tree_util.tree_leaves(params))
 
 
 def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: float | None,
                config: dict | None = None) -> list[dict]:
   """Rows (one per optimizer: optax.adam, then each backend) for the parameter set
   ``name``. ``peak`` None (unknown device) leaves the bandwidth fractions None;
-  ``gbps`` (achieved GB/s of compulsory traffic) is always filled."""
-  shapes = param_shapes(name)
-  params = _tree(shapes, jax.random.PRNGKey(0))
-  grads = jax.tree_util.tree_map(lambda p: 1e-3 * p, params)
-  n = sum(p.size for p in jax.tree_util.tree_leaves(params))
+  ``gbps`` (achieved GB/s of compulsory traffic) is always filled. The LO is the
+  reference ``MLPLOpt(mup=False)``, or ``config`` (e.g. a pretrained LO's
+  architecture config) with ``backend`` overridden."""
+  params, grads, n = _problem(name)
   rows = []
 
   adam = optax.adam(1e-3)
@@ -170,7 +169,8 @@ def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: fl
   del adam_state
 
   for backend in backends:
-    lo = lo_from_config(config, backend)
+    lo = (lopt.MLPLOpt(mup=False, backend=backend) if config is None
+          else lopt.MLPLOpt.from_record({**config, "backend": backend}))
     # A μP-mode LO needs the tensors' kinds: every matrix here is a hidden one.
     kinds = lopt.mup.kinds_from_paths(params, {"kernel": "hidden"}) if lo.mup else None
     theta = lo.init(jax.random.PRNGKey(1))
@@ -201,18 +201,18 @@ def matmul_gflops(n: int = 1024, iters: int = 7) -> float:
   return 2 * n**3 / time_call(dot, a, a, warmup=2, iters=iters) / 1e9
 
 
-def form_update(form: str, params, lopt_module=lopt):
+def form_update(form: str, params):
   """(jitted update(grads, state, params), initial state) of a form users run:
   "adam" (optax.adam), "mulo-m" (the shipped LO, its θ) or "adaptive"
   (AdaptiveLOpt at θ = 0). Every matrix is a hidden one in the μP spec."""
   if form == "adam":
     tx = optax.adam(1e-3)
     return jax.jit(lambda g, s, p: tx.update(g, s, p)), tx.init(params)
-  kinds = lopt_module.mup.kinds_from_paths(params, {"kernel": "hidden"})
+  kinds = lopt.mup.kinds_from_paths(params, {"kernel": "hidden"})
   if form == "mulo-m":
-    lo, theta = lopt_module.load_pretrained("mulo-m")
+    lo, theta = lopt.load_pretrained("mulo-m")
   elif form == "adaptive":
-    lo = lopt_module.AdaptiveLOpt()
+    lo = lopt.AdaptiveLOpt()
     theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
   else:
     raise ValueError(f"unknown form {form!r}")
@@ -260,23 +260,20 @@ def profile_ops(fn, *args, calls: int = 5) -> list[tuple[str, float]]:
   return total.most_common()
 
 
-def bench_forms(name: str, forms: list[str], warmup: int, iters: int, dot_gflops: float,
-                lopt_module=lopt, label_suffix: str = "") -> list[dict]:
+def bench_forms(name: str, forms: list[str], warmup: int, iters: int,
+                dot_gflops: float) -> list[dict]:
   """Rows (optax.adam, then each form) for the parameter set ``name``: seconds,
   ns/param, FLOPs and bytes accessed per param (XLA cost analysis), GFLOP/s,
   fraction of ``dot_gflops`` and state bytes per param."""
-  params = _tree(param_shapes(name), jax.random.PRNGKey(0))
-  grads = jax.tree_util.tree_map(lambda p: 1e-3 * p, params)
-  n = sum(p.size for p in jax.tree_util.tree_leaves(params))
+  params, grads, n = _problem(name)
   rows = []
   for form in ["adam", *forms]:
-    update, state = form_update(form, params, lopt_module)
+    update, state = form_update(form, params)
     seconds = time_call(update, grads, state, params, warmup=warmup, iters=iters)
     cost = _cost(update.lower(grads, state, params).compile())
     flops = cost.get("flops", 0.0) + cost.get("transcendentals", 0.0)
-    label = ("optax.adam" if form == "adam" else form) + ("" if form == "adam" else label_suffix)
-    rows.append(dict(size=name, n=n, opt=label, form=form, seconds=seconds,
-                     ns_per_param=1e9 * seconds / n, flops_per_param=flops / n,
+    rows.append(dict(size=name, n=n, opt="optax.adam" if form == "adam" else form, form=form,
+                     seconds=seconds, ns_per_param=1e9 * seconds / n, flops_per_param=flops / n,
                      bytes_per_param=cost.get("bytes accessed", float("nan")) / n,
                      gflops=flops / seconds / 1e9, dot_fraction=flops / seconds / 1e9 / dot_gflops,
                      state=_nbytes(state) / n, update=update, args=(grads, state, params)))

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 import lopt
+from training.report import markdown_table
 
 NUM_STEPS = 10_000  # the planned horizon the LOs are told (their cosine is then ~1)
 OPTIMIZERS = ("adamw", "mulo-m", "adaptive")
@@ -121,15 +122,15 @@ def make_loss(model: Model, net: nn.Module):
   return loss
 
 
-def optimizer(name: str, params: Any, narrow_params: Any, lopt_module=lopt):
+def optimizer(name: str, params: Any, narrow_params: Any):
   """The optax transformation ``name`` (one of ``OPTIMIZERS``) for these params."""
   if name == "adamw":
     return optax.adamw(1e-3)
-  kinds = lopt_module.mup.infer_kinds(params, narrow_params)
+  kinds = lopt.mup.infer_kinds(params, narrow_params)
   if name == "mulo-m":
-    return lopt_module.pretrained_optax("mulo-m", num_steps=NUM_STEPS, mup=kinds)
+    return lopt.pretrained_optax("mulo-m", num_steps=NUM_STEPS, mup=kinds)
   if name == "adaptive":
-    lo = lopt_module.AdaptiveLOpt()
+    lo = lopt.AdaptiveLOpt()
     theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
     return lo.as_optax(theta, num_steps=NUM_STEPS, mup=kinds)
   raise ValueError(f"unknown optimizer {name!r}")
@@ -168,22 +169,16 @@ class Runner:
     return (time.perf_counter() - start) / steps
 
 
-def bench_model(model: Model, names: tuple[str, ...], steps: int, repeats: int, warmup: int,
-                lopt_modules: dict | None = None) -> dict:
-  """{optimizer label: median seconds per step}, plus "params": the parameter count.
-  ``lopt_modules`` maps a label suffix to another lopt package (A/B of versions)."""
+def bench_model(model: Model, names: tuple[str, ...], steps: int, repeats: int,
+                warmup: int) -> dict:
+  """{optimizer: median seconds per step}, plus "params": the parameter count."""
   net, narrow = model.make(1), model.make(4)
   x = jnp.zeros((1, *model.x_shape), jnp.int32 if model.lm else jnp.float32)
   params = net.init(jax.random.PRNGKey(0), x)["params"]
   narrow_params = narrow.init(jax.random.PRNGKey(0), x)["params"]
   data = make_data(model, jax.random.PRNGKey(2))
-  runners = {}
-  for label_suffix, module in {"": lopt, **(lopt_modules or {})}.items():
-    for name in names:
-      if label_suffix and name == "adamw":
-        continue
-      tx = optimizer(name, params, narrow_params, module)
-      runners[name + label_suffix] = Runner(model, tx, data, params, name != "adamw")
+  runners = {name: Runner(model, optimizer(name, params, narrow_params), data, params,
+                          name != "adamw") for name in names}
   for runner in runners.values():
     runner.run(warmup)   # compile and warm up
   times = {label: [] for label in runners}
@@ -201,20 +196,20 @@ def table(rows: list[tuple[Model, dict]], labels: list[str]) -> str:
   for label in labels:
     if label != "adamw":
       head += [f"{label} ms/step", f"{label} ×AdamW"]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  cells = []
   for model, result in rows:
     n = result["params"]
     size = f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
     batch = f"{model.batch}×{model.x_shape[0]} tokens" if model.lm else str(model.batch)
-    cells = [model.name, size, batch, f"{1e3 * result['adamw']:.3f}"]
+    row = [model.name, size, batch, f"{1e3 * result['adamw']:.3f}"]
     for label in labels:
       if label != "adamw":
-        cells += [f"{1e3 * result[label]:.3f}", f"{result[label] / result['adamw']:.2f}"]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+        row += [f"{1e3 * result[label]:.3f}", f"{result[label] / result['adamw']:.2f}"]
+    cells.append(row)
+  return "\n".join(markdown_table(head, cells))
 
 
-def main(argv: list[str] | None = None, lopt_modules: dict | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (a smoke run)")
   parser.add_argument("--models", default=",".join(MODEL_KEYS),
@@ -245,7 +240,7 @@ def main(argv: list[str] | None = None, lopt_modules: dict | None = None) -> int
         f"{' (quick: tiny sizes)' if args.quick else ''}")
   rows, labels = [], None
   for k in keys:
-    result = bench_model(chosen[k], tuple(names), steps, repeats, warmup, lopt_modules)
+    result = bench_model(chosen[k], tuple(names), steps, repeats, warmup)
     labels = [label for label in result if label != "params"]
     rows.append((chosen[k], result))
     print(f"  {chosen[k].name}: " + ", ".join(

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 import meta_tasks
-from lopt.mup import multipliers
+from lopt import baselines
 
 MODELS = ("mlp", "cnn", "transformer")
 
@@ -44,20 +44,6 @@ def make_task(model: str, width: int, parameterization: str, depth: int, batch_s
                                         batch_size=batch_size, parameterization=parameterization,
                                         max_bytes=500_000)
   raise ValueError(f"Unknown model {model!r}; valid models: {', '.join(MODELS)}.")
-
-
-def scale_by_tree(scales) -> optax.GradientTransformation:
-  """Multiply each tensor's update by a fixed per-tensor scale."""
-  return optax.GradientTransformation(
-      lambda params: optax.EmptyState(),
-      lambda updates, state, params=None: (jax.tree.map(lambda u, s: u * s, updates, scales),
-                                           state))
-
-
-def mu_adam(lr: float, task, params) -> optax.GradientTransformation:
-  """μAdam: Adam with per-tensor LR multipliers (1/fan_in for hidden matrices)."""
-  return optax.chain(optax.scale_by_adam(), scale_by_tree(multipliers(task.mup, params)),
-                     optax.scale(-lr))
 
 
 def _rms(x) -> float:
@@ -85,8 +71,7 @@ def run_width(model: str, width: int, parameterization: str, steps: int, lr: flo
               depth: int, batch_size: int, seed: int = 0) -> dict[str, dict[str, float]]:
   """Train one width; return {"act"|"dact"|"dw": {layer: rms}}."""
   task = make_task(model, width, parameterization, depth, batch_size)
-  shapes = jax.eval_shape(task.init, jax.random.key(seed))
-  opt = mu_adam(lr, task, shapes) if parameterization == "mup" else optax.adam(lr)
+  opt = baselines.muadam(lr, mup=task.mup) if parameterization == "mup" else optax.adam(lr)
 
   @jax.jit
   def run(key):  # one program per width: init, train, and probe

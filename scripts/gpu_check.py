@@ -125,11 +125,6 @@ def _progress(msg: str) -> None:
   print(f"[{time.perf_counter() - _T0:6.1f} s] {msg}", flush=True)
 
 
-def _block_imports() -> None:
-  for name in BLOCKED_IMPORTS:
-    sys.modules[name] = None  # `import name` now raises ImportError
-
-
 def stage_env(out: _Partial, sizes: Sizes, args) -> None:
   import platform
   import jax
@@ -255,16 +250,12 @@ def stage_shipped_lo(out: _Partial, sizes: Sizes, args) -> None:
   _meta_rows(out, "meta_rows", sizes, config, sizes.shipped_meta_backends, floors)
 
 
-STAGE_FNS = {"env": stage_env, "fused_tests": stage_fused_tests,
-             "bench_update": stage_bench_update, "bench_meta": stage_bench_meta,
-             "shipped_lo": stage_shipped_lo}
-
-
 def run_stage(args) -> int:
-  _block_imports()
+  for name in BLOCKED_IMPORTS:
+    sys.modules[name] = None  # `import name` now raises ImportError
   out = _Partial(args.result)
   _progress(f"stage {args.stage} ({'dry run' if args.dry_run else 'device'})")
-  STAGE_FNS[args.stage](out, DRY if args.dry_run else GPU, args)
+  globals()[f"stage_{args.stage}"](out, DRY if args.dry_run else GPU, args)
   _progress(f"stage {args.stage} done")
   return 0
 
@@ -273,10 +264,9 @@ def run_stage(args) -> int:
 def _tail(path: str, chars: int = 4000) -> str:
   try:
     with open(path, errors="replace") as f:
-      text = f.read()
+      return f.read()[-chars:]
   except OSError:
     return ""
-  return text[-chars:]
 
 
 def _spawn(stage: str, limit: float, env: dict, scratch: str, args) -> dict:
@@ -307,22 +297,17 @@ def _spawn(stage: str, limit: float, env: dict, scratch: str, args) -> dict:
         except subprocess.TimeoutExpired:
           continue
   seconds = time.perf_counter() - t0
-  data = {}
-  if os.path.exists(result):
-    try:
-      with open(result) as f:
-        data = json.load(f)
-    except (OSError, ValueError):
-      data = {}
+  try:
+    with open(result) as f:
+      data = json.load(f)
+  except (OSError, ValueError):  # the stage wrote no result (or an unreadable one)
+    data = {}
   return {"status": status, "seconds": seconds, "limit_s": limit, "returncode": code,
           "result": data, "log_tail": _tail(log)}
 
 
 def _find(rows, **match):
-  for row in rows or []:
-    if all(row.get(k) == v for k, v in match.items()):
-      return row
-  return None
+  return next((r for r in rows or [] if all(r.get(k) == v for k, v in match.items())), None)
 
 
 def evaluate_targets(report: dict) -> list[dict]:
@@ -485,7 +470,8 @@ def orchestrate(args) -> int:
   started = time.time()
   report = {"schema": 1, "mode": "dry-run" if args.dry_run else "device",
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": os.environ.get("GPU_CHECK_COMMIT") or records.git_commit(mark_dirty=True), "budget_s": budget, "limits_s": limits,
+            "commit": os.environ.get("GPU_CHECK_COMMIT") or records.git_commit(mark_dirty=True),
+            "budget_s": budget, "limits_s": limits,
             "sizes": dataclasses.asdict(sizes), "pretrained": args.pretrained,
             "stages": {}, "targets": []}
 

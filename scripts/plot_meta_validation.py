@@ -16,7 +16,6 @@ meta-validation record.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -26,15 +25,9 @@ SCORE = "meta_valid/score"
 def read_curve(workdir: str) -> tuple[list[int], list[float], int | None]:
   """(steps, scores, best step), θ₀'s (0, 1.0) first; best None if θ₀ stays best.
   A later record of the same step (a re-run after a resume) replaces the earlier."""
-  by_step: dict[int, float] = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if isinstance(record, dict) and isinstance(record.get(SCORE), (int, float)):
-        by_step[int(record["step"])] = float(record[SCORE])
+  from training.tracking import read_metrics
+  by_step = {int(r["step"]): float(r[SCORE]) for r in read_metrics(workdir)
+             if isinstance(r, dict) and isinstance(r.get(SCORE), (int, float))}
   steps = [0] + sorted(by_step)
   scores = [1.0] + [by_step[s] for s in steps[1:]]
   best, best_score = None, 1.0
