@@ -110,10 +110,6 @@ class Features:
   # values they take after step H, so at longer horizons they are off-distribution.
   absolute_time: bool = True
 
-  @property
-  def raw_ratios(self) -> bool:
-    return self.adam
-
 
 @dataclasses.dataclass(frozen=True)
 class MLPLOpt:
@@ -280,7 +276,7 @@ class MLPLOpt:
     """The reference update of one tensor: (update, new accumulators)."""
     g32 = jnp.asarray(g, jnp.float32)  # already sanitized by update()
     acc = F.update_accumulators(acc, g32, decays)
-    feats = F.feature_list(g32, jnp.asarray(p, jnp.float32), acc, self.features.raw_ratios)
+    feats = F.feature_list(g32, jnp.asarray(p, jnp.float32), acc, raw_ratios=self.features.adam)
     step = self.tensor_step({"mlp": theta_mlp}, feats, tfeats) * mult
     return (-step).astype(jnp.result_type(p)), acc
 

@@ -69,7 +69,7 @@ def save_pretrained(directory: str | os.PathLike, lopt: Any, theta: Any,
           "architecture": type(lopt).__name__, "config": lopt.to_record(),
           **(metadata or {})}
   meta = json.loads(json.dumps(meta))  # what the file will hold (tuples become lists)
-  built = _check_metadata(meta, str(directory / "metadata.json"))
+  built = validate_metadata(meta, str(directory / "metadata.json"))
   _check_theta_finite(theta, str(directory / "theta"))
   if built != lopt:
     raise ValueError(f"{directory / 'metadata.json'}: the config record of {lopt} does not "
@@ -205,9 +205,9 @@ def _check_dataclass(obj: Any, where: str, path: str) -> None:
                    f"{path}.{field.name}")
 
 
-def _check_metadata(meta: Any, where: str) -> Any:
-  """The LO of a metadata record, checked strictly; ``MetadataError`` naming
-  ``where`` and the field otherwise.
+def validate_metadata(meta: Any, where: str = "metadata.json") -> Any:
+  """The LO of a metadata record, checked strictly; ``MetadataError`` (a
+  ValueError) naming ``where`` and the field if it is not a loadable pretrained LO.
 
   The checks come from the LO's config dataclass, not from a list of today's
   fields: the record goes through the class's migration hook (``from_record``,
@@ -267,12 +267,6 @@ def _check_metadata(meta: Any, where: str) -> Any:
     _check_record_keys(raw, json.loads(json.dumps(lopt.to_record())), where, "config")
   _check_dataclass(lopt, where, "config")
   return lopt
-
-
-def validate_metadata(meta: Any, where: str = "metadata.json") -> None:
-  """Raise ``MetadataError`` (a ValueError naming ``where`` and the field) if
-  the metadata is not a loadable pretrained LO; see ``_check_metadata``."""
-  _check_metadata(meta, where)
 
 
 def _check_theta_finite(theta: Any, where: str) -> None:
@@ -362,7 +356,7 @@ def load_pretrained(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
   path = _resolve(name_or_path)
   meta = load_metadata(path)  # a broken metadata.json is named field by field
   _verify_files(path)         # then every file against its SHA-256
-  lopt = _check_metadata(meta, str(path / "metadata.json"))
+  lopt = validate_metadata(meta, str(path / "metadata.json"))
   abstract = jax.eval_shape(lopt.init, jax.random.PRNGKey(0))
   diskio.silence_closed_event_loops()
   try:

@@ -94,12 +94,6 @@ def _positive(owner, **values) -> None:
       raise ValueError(f"{owner}: {name} must be a positive finite float, got {v!r}.")
 
 
-def _needs(rule, rules: tuple, needed: type, why: str) -> None:
-  if not any(isinstance(r, needed) for r in rules):
-    raise ValueError(f"{type(rule).__name__} needs {needed.__name__}() in the same step "
-                     f"rules: {why}.")
-
-
 @dataclasses.dataclass(frozen=True)
 class RMSNormalize(StepRule):
   """Celo2's robust step: the direction gets RMS 1 over the tensor (0 for a
@@ -141,7 +135,9 @@ class WeightDecay(StepRule):
     _positive(self, coef=self.coef)
 
   def check(self, rules):
-    _needs(self, rules, GroupBase, "the decay is relative to the tensor's step size lr")
+    if not any(isinstance(r, GroupBase) for r in rules):
+      raise ValueError("WeightDecay needs GroupBase() in the same step rules: the decay is "
+                       "relative to the tensor's step size lr.")
 
   def __call__(self, theta, step, ctx):
     return step._replace(wd=self.coef)

@@ -131,7 +131,7 @@ def _batched_update(cfg, shape, mult: float, interpret: bool, particles: int, ba
   means = sums[:, :F.NUM_ELEMENT_FEATURES] / view1.size
   means = means.at[:, F.FACTOR_ONLY_FEATURES].set(factor_means)
   scales = jax.lax.rsqrt(F.NORM_EPS + means)
-  if cfg.features.raw_ratios:  # these features enter the MLP un-normalized
+  if cfg.features.adam:  # the ratio features enter the MLP un-normalized (raw_ratios)
     scales = scales.at[:, F.RATIO_FEATURES].set(1.0)
   w0 = mlp[0] * scales[:, :, None]
   update = mlp_kernels.step(
