@@ -134,8 +134,7 @@ def pair_perturbation(key: jax.Array, pair_index: int, theta: PyTree,
 def unroll_key(pair_key: jax.Array, truncation_index: int | jax.Array) -> jax.Array:
   """Key handed to `system.unroll` for a pair's `truncation_index`-th
   truncation of one estimate (online estimators run only truncation 0)."""
-  return jax.random.fold_in(jax.random.fold_in(pair_key, _UNROLL),
-                            truncation_index)
+  return jax.random.fold_in(jax.random.fold_in(pair_key, _UNROLL), truncation_index)
 
 
 def _antithetic(theta: PyTree, eps: PyTree) -> PyTree:
@@ -152,8 +151,7 @@ def _tree_where(cond: jax.Array, a: PyTree, b: PyTree) -> PyTree:
   """`a` where `cond`, else `b`; `cond`'s axes lead every leaf's axes."""
 
   def select(x, y):
-    return jnp.where(jnp.reshape(cond, cond.shape + (1,) * (x.ndim - cond.ndim)),
-                     x, y)
+    return jnp.where(jnp.reshape(cond, cond.shape + (1,) * (x.ndim - cond.ndim)), x, y)
 
   return jax.tree.map(select, a, b)
 
@@ -165,13 +163,11 @@ def _reset_diverged(ok: jax.Array, current: PyTree,
   Under `lax.cond`, so the fresh particles are only built on the (rare)
   steps where something diverged.
   """
-  return jax.lax.cond(jnp.all(ok), lambda: current,
-                      lambda: _tree_where(ok, current, make_fresh()))
+  return jax.lax.cond(jnp.all(ok), lambda: current, lambda: _tree_where(ok, current, make_fresh()))
 
 
 def _all_finite(tree: PyTree) -> jax.Array:
-  return jnp.all(jnp.stack(
-      [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def _mean_over(values: jax.Array, count: jax.Array) -> jax.Array:
@@ -198,13 +194,11 @@ class _Antithetic:
     sharding.check_divisible(self.num_pairs, self.mesh)
 
   def _pair_keys(self, key: jax.Array) -> jax.Array:
-    return sharding.constrain_particles(pair_keys(key, self.num_pairs),
-                                        self.mesh)
+    return sharding.constrain_particles(pair_keys(key, self.num_pairs), self.mesh)
 
   def _unroll_pair(self, theta_cur, theta_next, states, key):
     """Both members of a pair: stacked θ's and states, one shared key."""
-    return jax.vmap(self.system.unroll, in_axes=(0, 0, 0, None))(
-        theta_cur, theta_next, states, key)
+    return jax.vmap(self.system.unroll, in_axes=(0, 0, 0, None))(theta_cur, theta_next, states, key)
 
   def _part(self, delta_sum: jax.Array, num_steps: jax.Array,
             total_steps: int | jax.Array) -> jax.Array:
@@ -251,23 +245,20 @@ class FullES(_Antithetic):
 
   def init(self, key: jax.Array, theta: PyTree) -> EstimatorState:
     del key, theta  # every estimate starts fresh particles
-    return EstimatorState(particles=(), noise=(),
-                          step=jnp.zeros((), jnp.int32))
+    return EstimatorState(particles=(), noise=(), step=jnp.zeros((), jnp.int32))
 
   def estimate(self, theta, state, key):
     scale = 1.0 / (2.0 * self.sigma**2)
 
     def one_pair(pair_key):
-      eps = perturbation(jax.random.fold_in(pair_key, _NOISE), theta,
-                         self.sigma)
+      eps = perturbation(jax.random.fold_in(pair_key, _NOISE), theta, self.sigma)
       thetas = _antithetic(theta, eps)
       start = _both(self.system.init_state(
           jax.random.fold_in(pair_key, _INIT), random_offset=False))
 
       def truncation(carry, t):
         states, ended = carry
-        states, out = self._unroll_pair(thetas, thetas, states,
-                                        unroll_key(pair_key, t))
+        states, out = self._unroll_pair(thetas, thetas, states, unroll_key(pair_key, t))
         ends = out.ends[0]
         valid = ~ended & ((jnp.cumsum(ends) - ends) == 0)
         return (states, ended | jnp.any(ends)), (out.losses, valid)
@@ -286,11 +277,9 @@ class FullES(_Antithetic):
       return (contrib, finite, pair_loss, pair_delta, ended & finite,
               jnp.where(finite, num_steps, 0))
 
-    contribs, finite, losses, deltas, ended, lengths = jax.vmap(one_pair)(
-        self._pair_keys(key))
+    contribs, finite, losses, deltas, ended, lengths = jax.vmap(one_pair)(self._pair_keys(key))
     grad, metrics = self._finish(contribs, finite, losses, deltas, ended)
-    metrics["episode_length"] = _mean_over(lengths.astype(jnp.float32),
-                                           jnp.sum(finite))
+    metrics["episode_length"] = _mean_over(lengths.astype(jnp.float32), jnp.sum(finite))
     return grad, state._replace(step=state.step + 1), metrics
 
 
@@ -302,30 +291,25 @@ class _OnlineES(_Antithetic):
 
   def init(self, key: jax.Array, theta: PyTree) -> EstimatorState:
     def one_pair(pair_key):
-      start = self.system.init_state(jax.random.fold_in(pair_key, _INIT),
-                                     random_offset=True)
+      start = self.system.init_state(jax.random.fold_in(pair_key, _INIT), random_offset=True)
       if self._memory == "accumulator":
         memory = jax.tree.map(jnp.zeros_like, theta)
       elif self._memory == "episode_noise":
-        memory = perturbation(jax.random.fold_in(pair_key, _NOISE), theta,
-                              self.sigma)
+        memory = perturbation(jax.random.fold_in(pair_key, _NOISE), theta, self.sigma)
       else:
         memory = ()
       return _both(start), memory
 
     particles, noise = jax.vmap(one_pair)(self._pair_keys(key))
-    particles, noise = sharding.constrain_particles((particles, noise),
-                                                    self.mesh)
-    return EstimatorState(particles=particles, noise=noise,
-                          step=jnp.zeros((), jnp.int32))
+    particles, noise = sharding.constrain_particles((particles, noise), self.mesh)
+    return EstimatorState(particles=particles, noise=noise, step=jnp.zeros((), jnp.int32))
 
   def estimate(self, theta, state, key):
     num_steps = self.system.truncation_length
     scale = 1.0 / (2.0 * self.sigma**2)
 
     def one_pair(pair_key, states, memory):
-      eps = perturbation(jax.random.fold_in(pair_key, _NOISE), theta,
-                         self.sigma)
+      eps = perturbation(jax.random.fold_in(pair_key, _NOISE), theta, self.sigma)
       if self._memory == "episode_noise":
         eps_cur, weight_before = memory, memory
       elif self._memory == "accumulator":
@@ -335,18 +319,15 @@ class _OnlineES(_Antithetic):
       theta_cur = _antithetic(theta, eps_cur)
       # Only ES-Single switches noise after an episode end; reuse the same
       # stacked θ otherwise so the system's per-step select is trivial.
-      theta_next = (_antithetic(theta, eps)
-                    if self._memory == "episode_noise" else theta_cur)
-      new_states, out = self._unroll_pair(theta_cur, theta_next, states,
-                                          unroll_key(pair_key, 0))
+      theta_next = (_antithetic(theta, eps) if self._memory == "episode_noise" else theta_cur)
+      new_states, out = self._unroll_pair(theta_cur, theta_next, states, unroll_key(pair_key, 0))
 
       finite = jnp.all(jnp.isfinite(out.losses))
       ends = out.ends[0]
       before = (jnp.cumsum(ends) - ends) == 0  # up to and incl. the first end
       delta = jnp.where(finite, out.losses[0] - out.losses[1], 0.0)
       steps_before = jnp.sum(before)
-      delta_before = self._part(jnp.sum(jnp.where(before, delta, 0.0)),
-                                steps_before, num_steps)
+      delta_before = self._part(jnp.sum(jnp.where(before, delta, 0.0)), steps_before, num_steps)
       delta_after = self._part(jnp.sum(jnp.where(before, 0.0, delta)),
                                num_steps - steps_before, num_steps)
       contrib = jax.tree.map(
@@ -366,8 +347,7 @@ class _OnlineES(_Antithetic):
         reset_memory = eps
       else:
         # Truncated ES: continue both members from the positive trajectory.
-        new_states = jax.tree.map(lambda x: jnp.stack([x[0], x[0]]),
-                                  new_states)
+        new_states = jax.tree.map(lambda x: jnp.stack([x[0], x[0]]), new_states)
         new_memory = reset_memory = ()
 
       pair_loss = jnp.where(finite, jnp.mean(out.losses), 0.0)
@@ -386,8 +366,7 @@ class _OnlineES(_Antithetic):
       return particles, reset_noise
 
     particles, noise = _reset_diverged(finite, (particles, noise), fresh)
-    particles, noise = sharding.constrain_particles((particles, noise),
-                                                    self.mesh)
+    particles, noise = sharding.constrain_particles((particles, noise), self.mesh)
     grad, metrics = self._finish(contribs, finite, losses, deltas, ends_seen)
     return grad, EstimatorState(particles, noise, state.step + 1), metrics
 
@@ -421,15 +400,12 @@ class TBPTT:
 
   def _member_keys(self, key: jax.Array) -> jax.Array:
     """[num_pairs, 2] independent keys, from the global particle index."""
-    pair = sharding.constrain_particles(pair_keys(key, self.num_pairs),
-                                        self.mesh)
-    return jax.vmap(lambda k: pair_keys(jax.random.fold_in(k, _MEMBER), 2))(
-        pair)
+    pair = sharding.constrain_particles(pair_keys(key, self.num_pairs), self.mesh)
+    return jax.vmap(lambda k: pair_keys(jax.random.fold_in(k, _MEMBER), 2))(pair)
 
   def init(self, key: jax.Array, theta: PyTree) -> EstimatorState:
     del theta
-    init_one = lambda k: self.system.init_state(
-        jax.random.fold_in(k, _INIT), random_offset=True)
+    init_one = lambda k: self.system.init_state(jax.random.fold_in(k, _INIT), random_offset=True)
     particles = jax.vmap(jax.vmap(init_one))(self._member_keys(key))
     return EstimatorState(
         particles=sharding.constrain_particles(particles, self.mesh),
@@ -440,12 +416,10 @@ class TBPTT:
     def one_particle(particle_key, particle):
 
       def mean_loss(th):
-        new_particle, out = self.system.unroll(th, th, particle,
-                                               unroll_key(particle_key, 0))
+        new_particle, out = self.system.unroll(th, th, particle, unroll_key(particle_key, 0))
         return jnp.mean(out.losses), (new_particle, out)
 
-      (loss, (new_particle, out)), grad = jax.value_and_grad(
-          mean_loss, has_aux=True)(theta)
+      (loss, (new_particle, out)), grad = jax.value_and_grad(mean_loss, has_aux=True)(theta)
       finite = jnp.isfinite(loss) & _all_finite(grad)
       grad = _tree_where(finite, grad, jax.tree.map(jnp.zeros_like, grad))
       return (grad, new_particle, finite, jnp.where(finite, loss, 0.0),
@@ -459,8 +433,7 @@ class TBPTT:
                                          random_offset=True)))(member_keys))
     particles = sharding.constrain_particles(particles, self.mesh)
     num_finite = jnp.sum(finite)
-    grad = jax.tree.map(
-        lambda g: jnp.sum(g, axis=(0, 1)) / jnp.maximum(num_finite, 1), grads)
+    grad = jax.tree.map(lambda g: jnp.sum(g, axis=(0, 1)) / jnp.maximum(num_finite, 1), grads)
     metrics = {
         "meta_loss": jnp.sum(losses) / jnp.maximum(num_finite, 1),
         "nan_resets": (2 * self.num_pairs - num_finite).astype(jnp.int32),
