@@ -166,14 +166,17 @@ def to_grayscale(images: np.ndarray) -> np.ndarray:
   return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
 
 
+def _split_80_20(n: int) -> tuple[np.ndarray, np.ndarray]:
+  """(train rows, test rows): a fixed (seeded, the same on every machine) 80/20 split."""
+  return tuple(np.split(np.random.default_rng(0).permutation(n), [int(round(0.8 * n))]))
+
+
 def _load_digits() -> dict[str, np.ndarray]:
   from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
   digits = load_digits()
   images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   labels = digits.target.astype(np.int32)
-  order = np.random.default_rng(0).permutation(len(labels))  # fixed split across machines
-  n_train = int(round(0.8 * len(labels)))
-  tr, te = order[:n_train], order[n_train:]
+  tr, te = _split_80_20(len(labels))
   return {"train_images": images[tr], "train_labels": labels[tr],
           "test_images": images[te], "test_labels": labels[te]}
 
@@ -213,12 +216,9 @@ def load_numpy_images(dataset: str, image_size: int | None = None, grayscale: bo
       return {k: f[k] for k in f.files}
   if info.tfds_name is None:
     arrays = _load_digits()
-    if grayscale:
-      arrays["train_images"] = to_grayscale(arrays["train_images"])
-      arrays["test_images"] = to_grayscale(arrays["test_images"])
-    if image_size:
-      arrays["train_images"] = resize_images(arrays["train_images"], image_size)
-      arrays["test_images"] = resize_images(arrays["test_images"], image_size)
+    for k in ("train_images", "test_images"):
+      x = to_grayscale(arrays[k]) if grayscale else arrays[k]
+      arrays[k] = resize_images(x, image_size) if image_size else x
     return arrays  # embedded: cheap to rebuild, never written to the cache
   arrays = {}
   for part, split in (("train", "train"), ("test", info.test_split)):
@@ -269,7 +269,7 @@ def train_range(n: int, split: str) -> tuple[int, int]:
   return {"train": (0, n), "fit": (0, cut), "valid": (cut, n)}[split]
 
 
-def _pick(split: str, train: tuple, test: tuple) -> tuple[tuple, int, int]:
+def pick_split(split: str, train: tuple, test: tuple) -> tuple[tuple, int, int]:
   """(arrays, lo, hi) to sample ``split`` from: a training range, or all of test."""
   if split in TRAIN_SPLITS:
     return (train,) + train_range(train[0].shape[0], split)
@@ -279,8 +279,8 @@ def _pick(split: str, train: tuple, test: tuple) -> tuple[tuple, int, int]:
 def sample_images(data: ImageArrays, key: jax.Array, batch_size: int,
                   split: str) -> dict[str, jax.Array]:
   """Random batch by index gather on device; images standardized to float32."""
-  (images, labels), lo, hi = _pick(split, (data.train_images, data.train_labels),
-                                   (data.test_images, data.test_labels))
+  (images, labels), lo, hi = pick_split(split, (data.train_images, data.train_labels),
+                                       (data.test_images, data.test_labels))
   idx = jax.random.randint(key, (batch_size,), lo, hi)
   x = jnp.take(images, idx, axis=0).astype(jnp.float32) / 255.0
   return {"inputs": (x - data.mean) / data.std, "labels": jnp.take(labels, idx, axis=0)}
@@ -327,9 +327,7 @@ def load_tabular(name: str) -> TabularArrays:
   import sklearn.datasets  # pylint: disable=import-outside-toplevel
   bunch = getattr(sklearn.datasets, TABULAR_DATASETS[name][0])()
   x, y = bunch.data.astype(np.float64), bunch.target.astype(np.int32)
-  order = np.random.default_rng(0).permutation(len(y))
-  n_train = int(round(0.8 * len(y)))
-  tr, te = order[:n_train], order[n_train:]
+  tr, te = _split_80_20(len(y))
   mean, std = x[tr].mean(axis=0), x[tr].std(axis=0) + 1e-8
   f = lambda a: jnp.asarray((a - mean) / std, jnp.float32)
   with jax.ensure_compile_time_eval():
@@ -416,7 +414,7 @@ def sample_dataset(dataset: str, data: Any, key: jax.Array, batch_size: int, spl
   """A batch of ``dataset`` (``load_dataset``'s arrays); ``augment`` applies
   ``augment_images`` to training batches of an image dataset."""
   if dataset in TABULAR_DATASETS or dataset in SYNTHETIC_TABULAR:
-    (x, y), lo, hi = _pick(split, (data.train_x, data.train_y), (data.test_x, data.test_y))
+    (x, y), lo, hi = pick_split(split, (data.train_x, data.train_y), (data.test_x, data.test_y))
     idx = jax.random.randint(key, (batch_size,), lo, hi)
     return {"inputs": jnp.take(x, idx, axis=0), "labels": jnp.take(y, idx, axis=0)}
   if dataset == "teacher":

@@ -116,11 +116,7 @@ def load_text(dataset: str = "pydocs", data_dir: str | None = None,
 def sample_windows(data: TextArrays, key: jax.Array, batch_size: int, seq_len: int,
                    split: str) -> dict[str, jax.Array]:
   """Random (batch, seq_len) next-byte problems: inputs and targets shifted by one."""
-  if split in datasets.TRAIN_SPLITS:
-    tokens = data.train_tokens
-    lo, hi = datasets.train_range(tokens.shape[0], split)
-  else:
-    tokens, lo, hi = data.test_tokens, 0, data.test_tokens.shape[0]
+  (tokens,), lo, hi = datasets.pick_split(split, (data.train_tokens,), (data.test_tokens,))
   # A window lies wholly inside its split's range.
   starts = jax.random.randint(key, (batch_size,), lo, hi - seq_len)
   window = jnp.take(tokens, starts[:, None] + jnp.arange(seq_len + 1), axis=0).astype(jnp.int32)

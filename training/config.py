@@ -164,16 +164,12 @@ _WANDB_MODES = ("online", "offline", "disabled")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _is_number(value: Any) -> bool:
-  return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _check_number(name: str, value: Any, kind: type, low: float | None,
                   inclusive: bool) -> None:
   if kind is int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
       raise ConfigError(name, f"must be an integer, got {value!r}.")
-  elif not _is_number(value):
+  elif isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise ConfigError(name, f"must be a number, got {value!r}.")
   if not math.isfinite(value):
     raise ConfigError(name, f"must be finite, got {value!r}.")
@@ -363,11 +359,13 @@ _A2 = dict(_ADAPTIVE_RECIPE, lo=AdaptiveLOpt(step=(
     adaptive.MeanFreeAdamDirection(),) + adaptive.default_rules()[1:]),
     sign_delta=False, delta_clip=0.5, validate_every=1000, validate_seeds=3)
 
+# CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
+_TINY = dict(distribution="tiny", num_pairs=4, truncation_length=10, min_horizon=20,
+             max_horizon=60, outer_steps=150, warmup_steps=10, outer_lr=1e-2,
+             outer_final_lr=3e-3, checkpoint_every=50, log_every=5)
+
 _BASE_PRESETS: dict[str, dict[str, Any]] = {
-    # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
-    "tiny": dict(distribution="tiny", num_pairs=4, truncation_length=10, min_horizon=20,
-                 max_horizon=60, outer_steps=150, warmup_steps=10, outer_lr=1e-2,
-                 outer_final_lr=3e-3, checkpoint_every=50, log_every=5),
+    "tiny": _TINY,
     # The μLO recipe (docs/architecture.md): PES, K=50, 8 pairs, σ=0.01, horizons 100-1000.
     "mulo-s": dict(distribution="mulo-s"),
     "mulo-m": dict(distribution="mulo-m"),
@@ -417,10 +415,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
-    "muvelo-tiny": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="tiny",
-                        num_pairs=4, truncation_length=10, min_horizon=20, max_horizon=60,
-                        outer_steps=300, warmup_steps=10, outer_lr=1e-2, outer_final_lr=3e-3,
-                        checkpoint_every=50, log_every=5),
+    "muvelo-tiny": dict(_TINY, lo=VeLOpt(mup=True, step_mult=0.001), outer_steps=300),
 }
 
 

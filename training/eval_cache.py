@@ -9,6 +9,7 @@ import math
 import os
 from typing import Any, Optional
 
+from lopt import diskio
 from training.stats import finite_or_none
 
 
@@ -44,8 +45,6 @@ class BaselineCache:
 
   def store(self, key: dict[str, Any], value: dict[str, Any]) -> None:
     os.makedirs(self.directory, exist_ok=True)
-    path = self._path(key)
-    with open(path + ".tmp", "w") as f:  # atomic: a killed run never leaves half a file
-      json.dump({"key": key, "value": finite_or_none(value)}, f, allow_nan=False)
-    os.replace(path + ".tmp", path)
+    record = json.dumps({"key": key, "value": finite_or_none(value)}, allow_nan=False)
+    diskio.write_atomic(self._path(key), record)  # a killed run never leaves half a file
 

@@ -121,11 +121,6 @@ class Optimizer:
             "config": (self.metadata or {}).get("config")}
 
 
-def _baseline_key(text: str) -> Optional[str]:
-  key = text.strip().lower().replace("_", "-")
-  return key if key in baselines.names() else None
-
-
 def _literal(text: str) -> Any:
   try:  # numbers, true/false/none in any case, tuples; anything else is a string
     return ast.literal_eval({"true": "True", "false": "False", "none": "None"}.get(
@@ -166,8 +161,8 @@ def parse_optimizer(text: str) -> Optimizer:
     return Optimizer(label=label or value, checkpoint=value, lo=lo, theta=lo.init(
         jax.random.PRNGKey(0)), metadata={"architecture": type(lo).__name__,
                                           "config": lo.to_record()})
-  key = _baseline_key(value)
-  if key is not None:
+  key = value.lower().replace("_", "-")
+  if key in baselines.names():
     return Optimizer(label=label or key, baseline=key)
   if "@" in value and os.path.isdir(value.rpartition("@")[0]):  # WORKDIR@STEP
     from training.export import export_source  # pylint: disable=import-outside-toplevel

@@ -104,22 +104,30 @@ _LAUNCH_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
                 "SLURM_STEP_NODELIST", "OMPI_COMM_WORLD_SIZE")
 
 
-def export_in_subprocess(workdir: str) -> tuple[str, str]:
-  """``export_workdir`` of the trained and the initial θ, in a fresh single
-  CPU process: what process 0 of a multi-process run calls (orbax's save would
-  otherwise wait for the other processes). Returns both output directories."""
+def run_cpu_child(args: list[str], what: str, min_lines: int = 0) -> list[str]:
+  """The stdout lines of ``python -m ARGS`` in a fresh single CPU process, outside
+  the distributed run: what process 0 of a multi-process run exports with
+  (orbax's save would otherwise wait for the other processes). A failure (or
+  fewer than ``min_lines`` lines) is a ``WorkdirError``: "``what`` failed"."""
   import sys
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
   env.update(JAX_PLATFORMS="cpu",
              PYTHONPATH=os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p))
-  out = subprocess.run([sys.executable, "-m", "training.export", workdir, "--device",
-                        jax.devices()[0].device_kind], env=env, cwd=root,
-                       capture_output=True, text=True)
+  out = subprocess.run([sys.executable, "-m", *args], env=env, cwd=root, capture_output=True,
+                       text=True)
   lines = out.stdout.strip().splitlines()
-  if out.returncode != 0 or len(lines) < 2:
+  if out.returncode != 0 or len(lines) < min_lines:
     last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-    raise checkpoint.WorkdirError(f"exporting {workdir} failed: {last}")
+    raise checkpoint.WorkdirError(f"{what} failed: {last}")
+  return lines
+
+
+def export_in_subprocess(workdir: str) -> tuple[str, str]:
+  """``export_workdir`` of the trained and the initial θ in a ``run_cpu_child``;
+  returns both output directories."""
+  lines = run_cpu_child(["training.export", workdir, "--device", jax.devices()[0].device_kind],
+                        f"exporting {workdir}", min_lines=2)
   return lines[-2], lines[-1]
 
 
@@ -127,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
   """``python -m training.export WORKDIR [--device KIND]``: export the trained
   and the initial θ; prints the two directories, one a line."""
   import argparse
-  import sys
   parser = argparse.ArgumentParser(prog="python -m training.export")
   parser.add_argument("workdir")
   parser.add_argument("--device", default=None)
@@ -136,12 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     trained = export_workdir(args.workdir, device=args.device)
     initial = export_workdir(args.workdir, initial=True, device=args.device)
   except (ValueError, FloatingPointError, OSError) as e:
-    from lopt import diskio
-    failure = diskio.io_failure(e)
-    if failure is None and isinstance(e, OSError):
-      raise
-    print(f"error: {failure[1] if failure else ' '.join(str(e).split())}", file=sys.stderr)
-    return failure[0] if failure else 2
+    from training.cli import error_status
+    return error_status(e)
   print(trained)
   print(initial)
   return 0

@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +54,7 @@ import jax
 import numpy as np
 
 from training import task_spec
+from training.stats import finite_or_none, mean_or_inf
 from training.sweep import Sweep
 
 DIVERGED_RATIO = 10.0
@@ -84,10 +84,6 @@ def _task_names(entries) -> list[str]:
   """Unique names: the task's, with ``@<steps>`` where a suite repeats a task."""
   names = [e.task.name for e in entries]
   return [n if names.count(n) == 1 else f"{n}@{e.num_steps}" for n, e in zip(names, entries)]
-
-
-def _json_loss(x: float) -> float | None:
-  return float(x) if math.isfinite(x) else None
 
 
 class MetaValidator:
@@ -165,8 +161,7 @@ class MetaValidator:
     out = {}
     for name, sweep in zip(self.names, self.sweeps):
       curves = sweep(theta, self.seeds)
-      out[name] = float(np.mean(curves.test_loss)) if np.all(np.isfinite(curves.test_loss)) \
-          else math.inf
+      out[name] = mean_or_inf(curves.test_loss)
     return out
 
   def reference(self) -> dict[str, float]:
@@ -176,7 +171,7 @@ class MetaValidator:
       from training.trainer import initial_theta
       self.ref = self.test_losses(initial_theta(self.config))
       record = {**self.describe(), "theta": "initial_theta(config): outer step 0",
-                "test_loss": {k: _json_loss(v) for k, v in self.ref.items()}}
+                "test_loss": finite_or_none(self.ref)}
       diskio.write_atomic(os.path.join(self.workdir, REF_FILE),
                           json.dumps(record, indent=1, sort_keys=True, allow_nan=False))
     return self.ref
@@ -199,7 +194,7 @@ class MetaValidator:
     record = {PREFIX + "score": score, PREFIX + "best_score": self.best,
               PREFIX + "is_best": int(is_best), PREFIX + "seconds": seconds}
     for k in self.names:
-      record[PREFIX + "test_loss/" + k] = _json_loss(losses[k])
+      record[PREFIX + "test_loss/" + k] = finite_or_none(losses[k])
       record[PREFIX + "ratio/" + k] = ratios[k]
     return record
 
@@ -208,8 +203,8 @@ class MetaValidator:
     metadata = {"meta_validation": {
         "outer_step": int(step), "score": float(score), "suite": self.suite,
         "seeds": self.seeds, "ratios": ratios,
-        "test_loss": {k: _json_loss(v) for k, v in losses.items()},
-        "reference_test_loss": {k: _json_loss(v) for k, v in self.reference().items()},
+        "test_loss": finite_or_none(losses),
+        "reference_test_loss": finite_or_none(self.reference()),
         "rule": "geometric mean over tasks of test loss / θ₀'s (θ₀ = 1.0; lower is better)"}}
     out = os.path.join(self.workdir, BEST_DIR)
     if jax.process_count() > 1:
@@ -231,23 +226,16 @@ def export_theta(config: Any, workdir: str, out_dir: str, theta: Any,
 
 def _export_in_subprocess(workdir: str, out_dir: str, theta: Any,
                           metadata: dict[str, Any]) -> None:
-  """``export_theta`` in a fresh single CPU process (process 0 of a multi-process run)."""
-  from training import checkpoint
-  from training.export import _LAUNCH_VARS
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  """``export_theta`` in a ``training.export.run_cpu_child`` (process 0 of a
+  multi-process run)."""
+  from training.export import run_cpu_child
   leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(theta))]
   with tempfile.TemporaryDirectory(dir=workdir) as tmp:
     np.savez(os.path.join(tmp, "theta.npz"), *leaves)
     with open(os.path.join(tmp, "metadata.json"), "w") as f:
       json.dump(metadata, f)
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
-    env.update(JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p))
-    out = subprocess.run([sys.executable, "-m", "training.meta_validation", workdir, out_dir,
-                          tmp], env=env, cwd=root, capture_output=True, text=True)
-  if out.returncode != 0:
-    last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-    raise checkpoint.WorkdirError(f"exporting the best θ to {out_dir} failed: {last}")
+    run_cpu_child(["training.meta_validation", workdir, out_dir, tmp],
+                  f"exporting the best θ to {out_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

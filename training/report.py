@@ -121,22 +121,20 @@ def _notes(results: dict[str, Any]) -> list[str]:
   if len(s["seeds"]) != 3 or len(s["tuning_seeds"]) != 3:
     notes.append(f"{len(s['seeds'])} reported seeds and {len(s['tuning_seeds'])} tuning "
                  "seeds (the protocol uses 3 and 3).")
-  added = [o["label"] for o in results["optimizers"] if o.get("added_as_reference")]
-  if added:
+  if any(o.get("added_as_reference") for o in results["optimizers"]):
     notes.append("Tuned AdamW was not requested; it was added as the speedup reference.")
   if not s.get("step_mult_tuned", True) and any(
       o.get("kind") == "learned" for o in results["optimizers"]):
     notes.append("Learned optimizers are reported untuned only (--no_step_mult_tuning); "
                  "the baselines were tuned.")
-  edges = [t for t in results["tuning"] if t["at_grid_edge"]]
-  for t in edges:
-    what = "step multiplier" if t.get("hparam") == "step_mult" else "LR"
-    notes.append(f"{t['optimizer']}: the chosen {what} {fmt_choice(t, _chosen(t))} on "
-                 f"{t['tuning_task']} ({t['num_steps']} steps) is at the edge of its grid.")
+  what = lambda t: "step multiplier" if t.get("hparam") == "step_mult" else "LR"
+  for t in results["tuning"]:
+    if t["at_grid_edge"]:
+      notes.append(f"{t['optimizer']}: the chosen {what(t)} {fmt_choice(t, _chosen(t))} on "
+                   f"{t['tuning_task']} ({t['num_steps']} steps) is at the edge of its grid.")
   for t in results["tuning"]:
     if t["all_diverged"]:
-      what = "step multiplier" if t.get("hparam") == "step_mult" else "LR"
-      notes.append(f"{t['optimizer']}: every {what} diverged on {t['tuning_task']}; "
+      notes.append(f"{t['optimizer']}: every {what(t)} diverged on {t['tuning_task']}; "
                    "the smallest was used.")
   return notes
 
@@ -270,15 +268,11 @@ def log_to_wandb(results: dict[str, Any], workdir: str, project: str = "lopt-eva
                    config={**results["settings"], "protocol": results["protocol"],
                            "versions": results["versions"], "device": results["device"]})
   columns = ["suite", "task", "steps", "optimizer", "lr", "step_mult", "final_train_loss",
-             "test_loss",
-             "test_accuracy", "max_loss_spike", "speedup", "speedup_bound", "rank",
+             "test_loss", "test_accuracy", "max_loss_spike", "speedup", "speedup_bound", "rank",
              "train_rank", "num_diverged"]
-  rows = [[r["suite"], r["task"], r["steps"], r["optimizer"], r["lr"], r["step_mult"],
-           r["final_train_loss"],
-           r["test_loss"], r["test_accuracy"], r["max_loss_spike"],
-           (r["speedup"] or {}).get("value"), (r["speedup"] or {}).get("bound"), r["rank"],
-           r["train_rank"], r["num_diverged"]]
-          for r in task_rows(results)]
+  speedups = lambda r: {"speedup": (r["speedup"] or {}).get("value"),
+                        "speedup_bound": (r["speedup"] or {}).get("bound")}
+  rows = [[{**r, **speedups(r)}[c] for c in columns] for r in task_rows(results)]
   record = {"summary": wandb.Table(columns=columns, data=rows)}
   for path in sorted((Path(workdir) / PLOTS_DIR).glob("*.png")):
     record[f"curves/{path.stem}"] = wandb.Image(str(path))

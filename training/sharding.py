@@ -64,25 +64,22 @@ def check_divisible(num_pairs: int, mesh: Mesh | None) -> None:
         "same number of antithetic pairs.")
 
 
-def constrain_particles(tree: PyTree, mesh: Mesh | None) -> PyTree:
-  """Inside jit: pin every leaf's leading axis to the particle axis.
-
-  A no-op without a mesh, so single-device code pays nothing for it.
-  """
+def _constrain(tree: PyTree, mesh: Mesh | None, sharding_of) -> PyTree:
+  # A no-op without a mesh, so single-device code pays nothing for it.
   if mesh is None:
     return tree
-  sharding = particle_sharding(mesh)
-  return jax.tree.map(
-      lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+  sharding = sharding_of(mesh)
+  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
+
+def constrain_particles(tree: PyTree, mesh: Mesh | None) -> PyTree:
+  """Inside jit: pin every leaf's leading axis to the particle axis."""
+  return _constrain(tree, mesh, particle_sharding)
 
 
 def constrain_replicated(tree: PyTree, mesh: Mesh | None) -> PyTree:
   """Inside jit: pin every leaf to be replicated (θ-shaped results, metrics)."""
-  if mesh is None:
-    return tree
-  sharding = replicated_sharding(mesh)
-  return jax.tree.map(
-      lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+  return _constrain(tree, mesh, replicated_sharding)
 
 
 def estimator_state_shardings(state: PyTree, mesh: Mesh) -> PyTree:

@@ -47,18 +47,8 @@ class MetricsLog:
   def __init__(self, workdir: str, resume_step: int):
     from lopt import diskio
     self.path = os.path.join(workdir, "metrics.jsonl")
-    kept = []
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        for line in f:
-          line = line.strip()
-          if line:
-            try:
-              record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-              continue
-            if isinstance(record, dict) and record.get("step", 0) <= resume_step:
-              kept.append(line)
+    kept = [line for line, record in (_lines(self.path) if os.path.exists(self.path) else [])
+            if isinstance(record, dict) and record.get("step", 0) <= resume_step]
     try:
       diskio.write_atomic(self.path, "".join(line + "\n" for line in kept))
     except OSError as e:
@@ -73,19 +63,24 @@ class MetricsLog:
       raise diskio.as_disk_error(e, f"cannot write {self.path}") from None
 
 
+def _lines(path: str) -> list[tuple[str, Any]]:
+  """(line, record) of every non-blank line of a metrics.jsonl that parses (a
+  line cut by a kill does not)."""
+  out = []
+  with open(path) as f:
+    for line in map(str.strip, f):
+      try:
+        out.append((line, json.loads(line)))
+      except json.JSONDecodeError:
+        continue
+  return out
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """Every record of ``workdir/metrics.jsonl`` (a line cut by a kill is skipped).
   A value that was non-finite (e.g. the meta-loss of a step where every pair
   diverged) is None."""
-  records = []
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      if line.strip():
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
-          continue
-  return records
+  return [record for _, record in _lines(os.path.join(workdir, "metrics.jsonl"))]
 
 
 # ------------------------------------------------------------------ wandb

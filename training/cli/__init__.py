@@ -2,6 +2,8 @@
 lopt-evaluate, lopt-screen, lopt-ship, lopt-bench-meta. ``scripts/*.py`` run the
 same commands. Shared here: how a bad flag or input is reported."""
 
+import sys
+
 EXIT_BAD_INPUT = 2
 
 
@@ -23,3 +25,14 @@ class OneLineErrors:
 
   def error(self, message):
     self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def error_status(error: BaseException) -> int:
+  """A bad input or a disk failure (``lopt.diskio``) as one line on stderr, and its
+  exit status; an OSError the disk did not cause is raised again."""
+  from lopt import diskio
+  failure = diskio.io_failure(error)
+  if failure is None and not isinstance(error, (ValueError, FloatingPointError)):
+    raise error
+  print(f"error: {failure[1] if failure else one_line(error)}", file=sys.stderr, flush=True)
+  return failure[0] if failure else EXIT_BAD_INPUT

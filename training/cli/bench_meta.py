@@ -30,10 +30,12 @@ shape instead of needing the real dataset.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import tempfile
 import time
+from typing import Any
 
 CONFIGS = {
     # μLO_M's largest inner model: MLP 3072→1024→1024→10, batch 4096.
@@ -100,10 +102,13 @@ def make_task(name: str, width: int | None = None, batch: int | None = None):
                       batch_size=batch or spec["batch_size"], parameterization="mup")
 
 
-def _timed(step, n: int, max_seconds: float | None) -> tuple[float, float, int]:
+def _timed(step, n: int, max_seconds: float | None) -> tuple[float, float, int, int]:
   """Call ``step(i)`` (which blocks) 1 + up to ``n`` times: (seconds of the first
-  call, which includes compilation; median seconds of the others; how many).
-  With ``max_seconds``, stop once the timed calls have taken that long."""
+  call, which includes compilation; median seconds of the others; how many; the
+  XLA compilations over all calls). With ``max_seconds``, stop once the timed
+  calls have taken that long."""
+  from training import tracking
+  compiles0 = tracking.compile_count()
   t0 = time.perf_counter()
   step(0)
   first = time.perf_counter() - t0
@@ -114,7 +119,7 @@ def _timed(step, n: int, max_seconds: float | None) -> tuple[float, float, int]:
     times.append(time.perf_counter() - t0)
     if max_seconds is not None and sum(times) >= max_seconds:
       break
-  return first, statistics.median(times), len(times)
+  return first, statistics.median(times), len(times), tracking.compile_count() - compiles0
 
 
 def _inner_flops(task, steps: int) -> float:
@@ -125,95 +130,106 @@ def _inner_flops(task, steps: int) -> float:
   return 6 * task.batch_size * sum(a * b for a, b in zip(widths[:-1], widths[1:])) * steps
 
 
-def bench_lo(task, lo, *, pairs: int = 8, truncation: int = 50, outer_steps: int = 3,
-             max_seconds: float | None = None, data=None) -> dict:
-  """PES meta-training with the LO ``lo`` on ``task``: particle-steps/s of one
-  jitted outer step (``pairs`` antithetic pairs x ``truncation`` inner steps,
-  plus the θ update) and the XLA compilations over all outer steps."""
-  import jax
-  import optax
-  from training import tracking
-  from training.estimators import make_estimator
-  from training.lo_system import LOTrainingSystem, TruncationSchedule
+@dataclasses.dataclass(frozen=True)
+class _Particles:
+  """What one benchmark times: per task, 2·``pairs`` particles of ``truncation``
+  inner steps each."""
+  tasks: tuple
+  data: tuple   # jit arguments, never baked-in constants
+  schedule: Any
+  pairs: int
+  truncation: int
+  outer_steps: int
+  max_seconds: float | None
+  meta_loss: str = "train"
 
-  schedule = TruncationSchedule(100, 1000)
-  data = task.data() if data is None else data  # a jit argument, never a baked-in constant
-  estimator = lambda data: make_estimator(
-      "pes", system=LOTrainingSystem(lo, task, truncation, schedule, data=data),
-      num_pairs=pairs, sigma=0.01)
-  opt = optax.adamw(3e-3)
-  theta = lo.init(jax.random.PRNGKey(0))
+  def systems(self, lo, data) -> list:
+    from training.lo_system import LOTrainingSystem
+    return [LOTrainingSystem(lo, t, self.truncation, self.schedule, data=d,
+                             meta_loss=self.meta_loss) for t, d in zip(self.tasks, data)]
 
-  def outer_step(theta, opt_state, est_state, key, data):
-    g, est_state, _ = estimator(data).estimate(theta, est_state, key)
-    u, opt_state = opt.update(g, opt_state, theta)
-    return optax.apply_updates(theta, u), opt_state, est_state
+  def time_lo(self, lo, estimator: str, opt) -> tuple[float, float, int, int]:
+    """One jitted outer step: one ``estimator`` per task, the mean of their
+    estimates and the θ update by ``opt``; (first, seconds, timed, compiles)."""
+    import jax
+    import optax
+    from training.estimators import make_estimator
 
-  jitted = jax.jit(outer_step, donate_argnums=(1, 2))
-  carry = [theta, opt.init(theta), jax.jit(estimator(None).init)(jax.random.PRNGKey(1), theta)]
-  compiles0 = tracking.compile_count()
+    def estimators(data):
+      return [make_estimator(estimator, system=s, num_pairs=self.pairs, sigma=0.01)
+              for s in self.systems(lo, data)]
 
-  def step(i):
-    carry[:] = jitted(*carry, jax.random.PRNGKey(i), data)
-    jax.block_until_ready(carry[0])
+    def outer_step(theta, opt_state, est_states, key, data):
+      grads, new = [], []
+      for i, (e, st) in enumerate(zip(estimators(data), est_states)):
+        g, st, _ = e.estimate(theta, st, jax.random.fold_in(key, i))
+        grads.append(g)
+        new.append(st)
+      g = jax.tree_util.tree_map(lambda *x: sum(x) / len(x), *grads)
+      u, opt_state = opt.update(g, opt_state, theta)
+      return optax.apply_updates(theta, u), opt_state, tuple(new)
 
-  first, seconds, timed = _timed(step, outer_steps, max_seconds)
+    theta = lo.init(jax.random.PRNGKey(0))
+    init = jax.jit(lambda k, th: tuple(e.init(jax.random.fold_in(k, i), th) for i, e in
+                                       enumerate(estimators((None,) * len(self.tasks)))))
+    carry = [theta, opt.init(theta), init(jax.random.PRNGKey(1), theta)]
+    jitted = jax.jit(outer_step, donate_argnums=(1, 2))
+
+    def step(i):
+      carry[:] = jitted(*carry, jax.random.PRNGKey(i), self.data)
+      jax.block_until_ready(carry[0])
+
+    return _timed(step, self.outer_steps, self.max_seconds)
+
+  def time_adam(self) -> tuple[float, float, int, int]:
+    """The same particles trained by plain Adam (vmapped, one scan, no
+    estimator): the cost of the inner problems alone."""
+    import jax
+    particles = 2 * self.pairs
+    dummy = {"unused": jax.numpy.zeros(())}
+    systems = lambda data: self.systems(AdamAsLOpt(), data)
+    keys = jax.random.split(jax.random.PRNGKey(2), particles)
+    states = [tuple(jax.jit(jax.vmap(lambda k, s=s: s.init_state(k)))(keys)
+                    for s in systems((None,) * len(self.tasks)))]
+    unroll = jax.jit(lambda states, keys, data: tuple(
+        jax.vmap(lambda st, k, s=s: s.unroll(dummy, dummy, st, k)[0])(st, keys)
+        for s, st in zip(systems(data), states)), donate_argnums=0)
+
+    def step(i):
+      keys = jax.random.split(jax.random.PRNGKey(100 + i), particles)
+      states[0] = unroll(states[0], keys, self.data)
+      jax.block_until_ready(states[0])
+
+    return _timed(step, self.outer_steps, self.max_seconds)
+
+
+def _bench_task(task, timing, *, pairs: int = 8, truncation: int = 50, outer_steps: int = 3,
+                max_seconds: float | None = None, data=None) -> dict:
+  """``timing(run)`` of 2·``pairs`` particles of ``task`` (K = ``truncation``) as
+  particle-steps/s, TFLOP/s of the inner model and the compilations."""
+  from training.lo_system import TruncationSchedule
+  run = _Particles((task,), (task.data() if data is None else data,),
+                   TruncationSchedule(100, 1000), pairs, truncation, outer_steps, max_seconds)
+  first, seconds, timed, compiles = timing(run)
   steps = 2 * pairs * truncation
   return dict(steps_per_s=steps / seconds, seconds_per_outer=seconds, first_s=first,
-              compiles=tracking.compile_count() - compiles0, outer_steps=timed,
+              compiles=compiles, outer_steps=timed,
               tflops=_inner_flops(task, steps) / seconds / 1e12)
 
 
-def bench_adam_floor(task, *, pairs: int = 8, truncation: int = 50, outer_steps: int = 3,
-                     max_seconds: float | None = None, data=None) -> dict:
+def bench_lo(task, lo, **kw) -> dict:
+  """PES meta-training with the LO ``lo`` on ``task``: particle-steps/s of one
+  jitted outer step (``pairs`` antithetic pairs x ``truncation`` inner steps,
+  plus the θ update) and the XLA compilations over all outer steps (keywords:
+  ``_bench_task``'s)."""
+  import optax
+  return _bench_task(task, lambda run: run.time_lo(lo, "pes", optax.adamw(3e-3)), **kw)
+
+
+def bench_adam_floor(task, **kw) -> dict:
   """The same 2·``pairs`` inner models trained for ``truncation`` steps by plain
   Adam (vmapped, one scan, no estimator): the cost of the inner problem alone."""
-  import jax
-  from training import tracking
-  from training.lo_system import LOTrainingSystem, TruncationSchedule
-
-  schedule = TruncationSchedule(100, 1000)
-  particles = 2 * pairs
-  data = task.data() if data is None else data
-  system = lambda data: LOTrainingSystem(AdamAsLOpt(), task, truncation, schedule, data=data)
-  dummy = {"unused": jax.numpy.zeros(())}
-  keys = jax.random.split(jax.random.PRNGKey(2), particles)
-  states = [jax.jit(jax.vmap(lambda k: system(None).init_state(k)))(keys)]
-  unroll = jax.jit(lambda states, keys, data: jax.vmap(
-      lambda s, k: system(data).unroll(dummy, dummy, s, k)[0])(states, keys),
-      donate_argnums=0)
-  compiles0 = tracking.compile_count()
-
-  def step(i):
-    states[0] = unroll(states[0], jax.random.split(jax.random.PRNGKey(100 + i), particles), data)
-    jax.block_until_ready(states[0])
-
-  first, seconds, timed = _timed(step, outer_steps, max_seconds)
-  steps = particles * truncation
-  return dict(steps_per_s=steps / seconds, seconds_per_outer=seconds, first_s=first,
-              compiles=tracking.compile_count() - compiles0, outer_steps=timed,
-              tflops=_inner_flops(task, steps) / seconds / 1e12)
-
-
-def bench_config(name: str, args) -> dict:
-  from lopt import MLPLOpt
-
-  task = make_task(name, args.width, args.batch)
-  config = {}
-  if args.config:
-    import lopt
-    config = dict(lopt.load_metadata(args.config)["config"])
-  if args.backend:
-    config["backend"] = args.backend
-  data = task.data()
-  kw = dict(pairs=args.pairs, truncation=args.truncation, outer_steps=args.outer_steps,
-            max_seconds=args.max_seconds, data=data)
-  lo = bench_lo(task, MLPLOpt.from_record(config), **kw)
-  adam = bench_adam_floor(task, **kw)
-  return dict(config=name, width=task.width, batch=task.batch_size,
-              lo_steps_per_s=lo["steps_per_s"], adam_steps_per_s=adam["steps_per_s"],
-              lo_tflops=lo["tflops"], adam_tflops=adam["tflops"],
-              compiles=lo["compiles"], outer_steps=lo["outer_steps"])
+  return _bench_task(task, _Particles.time_adam, **kw)
 
 
 def bench_distribution(name: str, lo, *, pairs: int, truncation: int, outer_steps: int,
@@ -224,66 +240,15 @@ def bench_distribution(name: str, lo, *, pairs: int, truncation: int, outer_step
   each, K=``truncation``) and the θ update, as ``training.trainer`` does; and,
   in the same process, the same particles trained by plain Adam (the inner
   tasks alone). Their difference is the LO's share of the time."""
-  import jax
   import optax
   import meta_tasks
-  from training import tracking
-  from training.estimators import make_estimator
-  from training.lo_system import LOTrainingSystem, TruncationSchedule
+  from training.lo_system import TruncationSchedule
 
-  tasks = meta_tasks.get_distribution(name).configs()
-  data = tuple(t.data() for t in tasks)
-  schedule = TruncationSchedule(truncation, 1000)
-
-  def systems(opt, data, **kw):
-    return [LOTrainingSystem(opt, t, truncation, schedule, data=d, **kw)
-            for t, d in zip(tasks, data)]
-
-  opt = optax.adam(1e-3)
-  theta = lo.init(jax.random.PRNGKey(0))
-
-  def estimators(data):
-    return [make_estimator(estimator, system=s, num_pairs=pairs, sigma=0.01)
-            for s in systems(lo, data, meta_loss=meta_loss)]
-
-  def outer_step(theta, opt_state, est_states, key, data):
-    grads, new = [], []
-    for i, (e, st) in enumerate(zip(estimators(data), est_states)):
-      g, st, _ = e.estimate(theta, st, jax.random.fold_in(key, i))
-      grads.append(g)
-      new.append(st)
-    g = jax.tree_util.tree_map(lambda *x: sum(x) / len(x), *grads)
-    u, opt_state = opt.update(g, opt_state, theta)
-    return optax.apply_updates(theta, u), opt_state, tuple(new)
-
-  init = jax.jit(lambda k, th: tuple(e.init(jax.random.fold_in(k, i), th)
-                                     for i, e in enumerate(estimators((None,) * len(tasks)))))
-  carry = [theta, opt.init(theta), init(jax.random.PRNGKey(1), theta)]
-  jitted = jax.jit(outer_step, donate_argnums=(1, 2))
-  compiles0 = tracking.compile_count()
-
-  def lo_step(i):
-    carry[:] = jitted(*carry, jax.random.PRNGKey(i), data)
-    jax.block_until_ready(carry[0])
-
-  lo_first, lo_s, timed = _timed(lo_step, outer_steps, max_seconds)
-  compiles = tracking.compile_count() - compiles0
-
-  particles = 2 * pairs
-  dummy = {"unused": jax.numpy.zeros(())}
-  adam_systems = lambda d: systems(AdamAsLOpt(), d, meta_loss=meta_loss)
-  keys = jax.random.split(jax.random.PRNGKey(2), particles)
-  states = [tuple(jax.jit(jax.vmap(lambda k, s=s: s.init_state(k)))(keys)
-                  for s in adam_systems((None,) * len(tasks)))]
-  unroll = jax.jit(lambda states, keys, data: tuple(
-      jax.vmap(lambda st, k, s=s: s.unroll(dummy, dummy, st, k)[0])(st, keys)
-      for s, st in zip(adam_systems(data), states)), donate_argnums=0)
-
-  def adam_step(i):
-    states[0] = unroll(states[0], jax.random.split(jax.random.PRNGKey(100 + i), particles), data)
-    jax.block_until_ready(states[0])
-
-  _, adam_s, _ = _timed(adam_step, outer_steps, max_seconds)
+  tasks = tuple(meta_tasks.get_distribution(name).configs())
+  run = _Particles(tasks, tuple(t.data() for t in tasks), TruncationSchedule(truncation, 1000),
+                   pairs, truncation, outer_steps, max_seconds, meta_loss)
+  lo_first, lo_s, timed, compiles = run.time_lo(lo, estimator, optax.adam(1e-3))
+  adam_s = run.time_adam()[1]
   steps = 2 * pairs * truncation * len(tasks)
   return dict(tasks=[t.name for t in tasks], steps_per_s=steps / lo_s, seconds_per_outer=lo_s,
               first_s=lo_first, compiles=compiles, outer_steps=timed,
@@ -342,6 +307,10 @@ def main(argv=None) -> int:
     parser.error(f"unknown configs {unknown}; valid: {list(CONFIGS)}")
   args.outer_steps = args.outer_steps or (100 if on_gpu else 3)
   prepare_data_cache()
+  import lopt
+  config = dict(lopt.load_metadata(args.config)["config"]) if args.config else {}
+  if args.backend:
+    config["backend"] = args.backend
 
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
         f"{args.pairs} antithetic pairs, K={args.truncation}, PES, "
@@ -349,9 +318,13 @@ def main(argv=None) -> int:
   print(f"{'config':8} {'width':>5} {'batch':>5} {'PES LO steps/s':>15} {'Adam steps/s':>13} "
         f"{'Adam/LO':>8} {'LO TFLOP/s':>10} {'Adam TFLOP/s':>12} {'compiles':>9}")
   for name in configs:
-    r = bench_config(name, args)
-    print(f"{r['config']:8} {r['width']:5d} {r['batch']:5d} {r['lo_steps_per_s']:15.1f} "
-          f"{r['adam_steps_per_s']:13.1f} {r['adam_steps_per_s'] / r['lo_steps_per_s']:7.1f}x "
-          f"{r['lo_tflops']:10.4f} {r['adam_tflops']:12.4f} {r['compiles']:>9}"
-          f"  (over {r['outer_steps']} outer steps)")
+    task = make_task(name, args.width, args.batch)
+    kw = dict(pairs=args.pairs, truncation=args.truncation, outer_steps=args.outer_steps,
+              max_seconds=args.max_seconds, data=task.data())
+    lo = bench_lo(task, lopt.MLPLOpt.from_record(config), **kw)
+    adam = bench_adam_floor(task, **kw)
+    print(f"{name:8} {task.width:5d} {task.batch_size:5d} {lo['steps_per_s']:15.1f} "
+          f"{adam['steps_per_s']:13.1f} {adam['steps_per_s'] / lo['steps_per_s']:7.1f}x "
+          f"{lo['tflops']:10.4f} {adam['tflops']:12.4f} {lo['compiles']:>9}"
+          f"  (over {lo['outer_steps']} outer steps)")
   return 0

@@ -38,7 +38,7 @@ import typing
 import simple_parsing
 from simple_parsing.wrappers.field_wrapper import NestedMode
 
-from training.cli import EXIT_BAD_INPUT, OneLineErrors, nonempty, one_line
+from training.cli import OneLineErrors, error_status, nonempty, one_line
 
 # training.config imports lopt, which touches a JAX backend: the functions below
 # import it, after main() has run the distributed init.
@@ -156,12 +156,7 @@ def main(argv=None) -> int:
       return 0
     print(f"Exported the learned optimizer to {path} (its untrained θ to {init_path})")
   except (ValueError, FloatingPointError, OSError) as e:
-    from lopt import diskio
-    failure = diskio.io_failure(e)
-    if failure is None and not isinstance(e, (ValueError, FloatingPointError)):
-      raise
-    print(f"error: {failure[1] if failure else one_line(e)}", file=sys.stderr, flush=True)
-    return failure[0] if failure else EXIT_BAD_INPUT
+    return error_status(e)
   except KeyboardInterrupt:
     print(f"{prog}: interrupted (no checkpoint of the steps since the last one).",
           file=sys.stderr, flush=True)
