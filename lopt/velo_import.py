@@ -135,6 +135,15 @@ def reference_shapes(config: V.VeLOpt) -> dict:
   }
 
 
+def _f32(x: Any) -> np.ndarray:
+  return np.asarray(x, np.float32)
+
+
+# Rows of our ``bank/w0`` that the reference's ``w0__k`` of ``group`` maps to.
+def _w0_rows(group: tuple[str, ...]) -> list[int]:
+  return [V.PARAM_FEATURES.index(name) for name in group]
+
+
 def _flatten(tree: Any, prefix: tuple = ()) -> dict[tuple, Any]:
   if isinstance(tree, dict):
     out = {}
@@ -203,34 +212,32 @@ def theta_from_reference_tree(tree: Any, config: V.VeLOpt) -> dict:
     warnings.warn("Reference VeLO weights assume the reference's head forms; with "
                   "reference_heads=False the loaded θ is only a starting point. Use "
                   "lopt.velo_import.reference_config().", stacklevel=2)
-  f32 = lambda x: np.asarray(x, np.float32)
   theta: dict = {}
   state = tree["lstm_init_state"]
-  _set(theta, ("lstm_init", "h"), f32(state["hidden"])[0])
-  _set(theta, ("lstm_init", "c"), f32(state["cell"])[0])
+  _set(theta, ("lstm_init", "h"), _f32(state["hidden"])[0])
+  _set(theta, ("lstm_init", "c"), _f32(state["cell"])[0])
   for ref_path, our_path in _DIRECT:
-    _set(theta, our_path, f32(_get(tree, ref_path)))
+    _set(theta, our_path, _f32(_get(tree, ref_path)))
   for ref_name, our_name in _ROWS_BY_LSTM_FEATURE:
-    w_ref = f32(tree["rnn_params"][ref_name]["w"])
+    w_ref = _f32(tree["rnn_params"][ref_name]["w"])
     w = np.zeros((V.NUM_LSTM_FEATURES, w_ref.shape[1]), np.float32)
     for ours, ref in _lstm_row_pairs():
       w[ours] = w_ref[ref]
     _set(theta, (our_name, "w"), w)
-    _set(theta, (our_name, "b"), f32(tree["rnn_params"][ref_name]["b"]))
+    _set(theta, (our_name, "b"), _f32(tree["rnn_params"][ref_name]["b"]))
 
   ff = tree["ff_mod_stack"]["~"]
   n, k = config.num_mlps, config.mlp_hidden
   w0 = np.zeros((n, V.NUM_PARAM_FEATURES, k), np.float32)
   for i, group in enumerate(REF_PARAM_INPUTS):
-    rows = [V.PARAM_FEATURES.index(name) for name in group]
-    w0[:, rows] = f32(ff[f"w0__{i}"])
+    w0[:, _w0_rows(group)] = _f32(ff[f"w0__{i}"])
   bank = {"w0": w0, "w0_time": np.zeros((n, F.NUM_TIME_FEATURES, k), np.float32),
-          "b0": f32(ff["b0"])}
+          "b0": _f32(ff["b0"])}
   for i in range(1, config.mlp_layers):
-    bank[f"w{i}"], bank[f"b{i}"] = f32(ff[f"w{i}"]), f32(ff[f"b{i}"])
+    bank[f"w{i}"], bank[f"b{i}"] = _f32(ff[f"w{i}"]), _f32(ff[f"b{i}"])
   last = config.mlp_layers  # the output layer: w{L}, b{L}
-  bank[f"w{last}"] = f32(ff[f"w{last}"])[..., :2]
-  bank[f"b{last}"] = f32(ff[f"b{last}"])[..., :2]
+  bank[f"w{last}"] = _f32(ff[f"w{last}"])[..., :2]
+  bank[f"b{last}"] = _f32(ff[f"b{last}"])[..., :2]
   theta["bank"] = bank
   theta["decay_logits"] = {"mom": np.zeros(3, np.float32), "rms": np.zeros((), np.float32),
                            "fac": np.zeros(3, np.float32)}
@@ -243,31 +250,29 @@ def reference_tree_from_theta(theta: dict, config: V.VeLOpt) -> dict:
   reference has but we do not (``DROPPED``, the 3rd MLP output) are zeros;
   ours that it lacks (``mean_abs_mom`` rows, ``w0_time``, decays) are left out."""
   config.check_theta(theta)
-  f32 = lambda x: np.asarray(x, np.float32)
   shapes = reference_shapes(config)
   tree: dict = {}
-  tree["lstm_init_state"] = {"hidden": f32(theta["lstm_init"]["h"])[None],
-                             "cell": f32(theta["lstm_init"]["c"])[None]}
+  tree["lstm_init_state"] = {"hidden": _f32(theta["lstm_init"]["h"])[None],
+                             "cell": _f32(theta["lstm_init"]["c"])[None]}
   for ref_path, our_path in _DIRECT:
-    _set(tree, ref_path, f32(_get(theta, our_path)))
+    _set(tree, ref_path, _f32(_get(theta, our_path)))
   for path in DROPPED:
     _set(tree, path, np.zeros(_get(shapes, path), np.float32))
   for ref_name, our_name in _ROWS_BY_LSTM_FEATURE:
     w = np.zeros(shapes["rnn_params"][ref_name]["w"], np.float32)
     for ours, ref in _lstm_row_pairs():
-      w[ref] = f32(theta[our_name]["w"])[ours]
+      w[ref] = _f32(theta[our_name]["w"])[ours]
     _set(tree, ("rnn_params", ref_name, "w"), w)
-    _set(tree, ("rnn_params", ref_name, "b"), f32(theta[our_name]["b"]))
+    _set(tree, ("rnn_params", ref_name, "b"), _f32(theta[our_name]["b"]))
   bank, ff = theta["bank"], {}
   for i, group in enumerate(REF_PARAM_INPUTS):
-    rows = [V.PARAM_FEATURES.index(name) for name in group]
-    ff[f"w0__{i}"] = f32(bank["w0"])[:, rows]
-  ff["b0"] = f32(bank["b0"])
+    ff[f"w0__{i}"] = _f32(bank["w0"])[:, _w0_rows(group)]
+  ff["b0"] = _f32(bank["b0"])
   for i in range(1, config.mlp_layers):
-    ff[f"w{i}"], ff[f"b{i}"] = f32(bank[f"w{i}"]), f32(bank[f"b{i}"])
+    ff[f"w{i}"], ff[f"b{i}"] = _f32(bank[f"w{i}"]), _f32(bank[f"b{i}"])
   last = config.mlp_layers  # the output layer: w{L}, b{L}
   pad = lambda x: np.concatenate([x, np.zeros(x.shape[:-1] + (1,), np.float32)], axis=-1)
-  ff[f"w{last}"], ff[f"b{last}"] = pad(f32(bank[f"w{last}"])), pad(f32(bank[f"b{last}"]))
+  ff[f"w{last}"], ff[f"b{last}"] = pad(_f32(bank[f"w{last}"])), pad(_f32(bank[f"b{last}"]))
   tree["ff_mod_stack"] = {"~": ff}
   return tree
 

@@ -214,8 +214,7 @@ def _meta_rows(out: _Partial, key: str, sizes: Sizes, config: dict | None,
       out.data[key].append(floor)
       out.save()
     for backend in backends:
-      lo = (lopt.MLPLOpt(backend=backend) if config is None
-            else lopt.MLPLOpt.from_record({**config, "backend": backend}))
+      lo = lopt.MLPLOpt.from_record({**(config or {}), "backend": backend})
       _progress(f"PES {name}: MLPLOpt[{backend}]")
       row = dict(common, opt=f"MLPLOpt[{backend}]", backend=backend,
                  **bench_meta.bench_lo(task, lo, data=data, **kw))
