@@ -243,6 +243,15 @@ def test_init_theta_warm_starts_a_run_from_a_pretrained_lo(straight_run, tmp_pat
              if jnp.issubdtype(x.dtype, jnp.floating))  # fresh Adam moments
   out = trainer.run(warm, str(tmp_path / "warm"), progress=False)
   assert int(out.step) == 2
+  # The export's budget is the warm start's plus this run's.
+  parent = lopt.load_metadata(str(src))["training"]
+  meta = export.run_metadata(warm, str(tmp_path / "warm"), 2)["training"]
+  own = tracking.read_metrics(str(tmp_path / "warm"))[-1]
+  assert meta["warm_start"] == {"from": str(src), "outer_steps": 6,
+                                "inner_steps": parent["inner_steps"],
+                                "cpu_hours": parent["cpu_hours"]}
+  assert meta["inner_steps"] == parent["inner_steps"] + own["inner_steps"]
+  assert meta["cpu_hours"] == pytest.approx(parent["cpu_hours"] + own["cpu_hours"])
   moved = max(float(np.abs(a - b).max()) for a, b in zip(_theta_leaves(out), _theta_leaves(state)))
   assert moved > 0
   other = _fast(init_theta=str(src), **{"lo.hidden_size": 8})

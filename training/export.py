@@ -59,20 +59,27 @@ def run_metadata(config: Any, workdir: str, step: int, device: str | None = None
              if step and os.path.exists(os.path.join(workdir, "metrics.jsonl")) else [])
   upto = [r for r in metrics if r.get("step", 0) <= step]
   last = upto[-1] if upto else {}
-  return {
-      "parameterization": "mup" if config.lo.mup else "sp",
-      "training": {
-          "recipe": config.recipe(),
-          "estimator": config.estimator,
-          "distribution": config.distribution,
-          "outer_steps": int(step),
-          "final_meta_loss": last.get("meta_loss"),
-          "inner_steps": last.get("inner_steps"),
-          "cpu_hours": last.get("cpu_hours"),
-          "device": device or jax.devices()[0].device_kind,
-          "commit": git_commit(),
-      },
+  training = {
+      "recipe": config.recipe(),
+      "estimator": config.estimator,
+      "distribution": config.distribution,
+      "outer_steps": int(step),
+      "final_meta_loss": last.get("meta_loss"),
+      "inner_steps": last.get("inner_steps"),
+      "cpu_hours": last.get("cpu_hours"),
+      "device": device or jax.devices()[0].device_kind,
+      "commit": git_commit(),
   }
+  if config.init_theta is not None:  # a warm start: the budget includes the parent's
+    from lopt.pretrained import load_metadata
+    parent = load_metadata(config.init_theta).get("training", {})
+    training["warm_start"] = {"from": config.init_theta,
+                              **{k: parent.get(k) for k in ("outer_steps", "inner_steps",
+                                                            "cpu_hours")}}
+    for k in ("inner_steps", "cpu_hours"):
+      if parent.get(k) is not None:
+        training[k] = parent[k] + (training[k] or 0)
+  return {"parameterization": "mup" if config.lo.mup else "sp", "training": training}
 
 
 def split_step(source: str) -> tuple[str, int | None]:
