@@ -351,3 +351,24 @@ def test_wandb_offline_logs_the_summary_table(smoke_run, monkeypatch):
   workdir, results = smoke_run
   run_dir = report.log_to_wandb(results, workdir, project="lopt-eval-test")
   assert run_dir is not None and "offline-run" in run_dir
+
+
+def test_one_wandb_mode_rule_for_evaluation_and_meta_training(monkeypatch, tmp_path, capsys):
+  """tracking.wandb_mode (used by report.log_to_wandb and WandbLogger): WANDB_MODE,
+  else online only with an API key (env or ~/.netrc), online without one -> offline."""
+  from training.tracking import wandb_mode
+  monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+  monkeypatch.delenv("NETRC", raising=False)
+  monkeypatch.delenv("WANDB_MODE", raising=False)
+  monkeypatch.delenv("WANDB_API_KEY", raising=False)
+  assert wandb_mode() == "offline" and wandb_mode("disabled") == "disabled"
+  assert wandb_mode("online") == "offline" and "needs an API key" in capsys.readouterr().out
+  monkeypatch.setenv("WANDB_MODE", "disabled")
+  assert wandb_mode() == "disabled"
+  monkeypatch.delenv("WANDB_MODE")
+  (tmp_path / ".netrc").write_text("machine api.wandb.ai login user password k\n")
+  (tmp_path / ".netrc").chmod(0o600)
+  assert wandb_mode() == "online"
+  (tmp_path / ".netrc").unlink()
+  monkeypatch.setenv("WANDB_API_KEY", "k")
+  assert wandb_mode() == "online" == wandb_mode("online")

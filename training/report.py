@@ -254,16 +254,15 @@ def write_report(results: dict[str, Any], workdir: str) -> Path:
 # wandb (optional; imported only when asked for).
 
 def log_to_wandb(results: dict[str, Any], workdir: str, project: str = "lopt-eval") -> Any:
-  """One wandb run with the summary table and plots; offline unless WANDB_MODE or
-  WANDB_API_KEY say otherwise. Returns the run's directory, or None without wandb."""
+  """One wandb run with the summary table and plots, in ``tracking.wandb_mode()``
+  (offline without an API key). Returns the run's directory, or None without wandb."""
   try:
     import wandb
   except ImportError:
     print("wandb is not installed: skipping --wandb (report.md and results.json have it all).")
     return None
-  mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY")
-                                          else "offline")
-  run = wandb.init(project=project, dir=workdir, mode=mode, job_type="evaluation",
+  from training.tracking import wandb_mode
+  run = wandb.init(project=project, dir=workdir, mode=wandb_mode(), job_type="evaluation",
                    name=os.path.basename(os.path.abspath(workdir)),
                    config={**results["settings"], "protocol": results["protocol"],
                            "versions": results["versions"], "device": results["device"]})

@@ -102,6 +102,19 @@ def _has_api_key() -> bool:
     return False
 
 
+def wandb_mode(mode: str | None = None) -> str:
+  """The wandb mode to use: ``mode``, else WANDB_MODE, else online with an API key
+  (WANDB_API_KEY or `wandb login`) and offline without; online without a key
+  falls back to offline with a warning."""
+  if mode is None:
+    mode = os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
+  if mode == "online" and not _has_api_key():
+    _warn("wandb online mode needs an API key (WANDB_API_KEY or `wandb login`); "
+          "logging offline instead (sync later with `wandb sync`).")
+    mode = "offline"
+  return mode
+
+
 class WandbLogger:
   """wandb run in offline mode unless an API key or WANDB_MODE says otherwise.
 
@@ -124,12 +137,7 @@ class WandbLogger:
     except Exception as e:  # noqa: BLE001 - ImportError, or a broken install
       _warn(f"wandb cannot be imported ({type(e).__name__}); logging to metrics.jsonl only.")
       return
-    if mode is None:
-      mode = os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
-    if mode == "online" and not _has_api_key():
-      _warn("wandb online mode needs an API key (WANDB_API_KEY or `wandb login`); "
-            "logging offline instead (sync later with `wandb sync`).")
-      mode = "offline"
+    mode = wandb_mode(mode)
     run_id = self._run_id(workdir)
     name = os.path.basename(os.path.abspath(workdir))
     for attempt in ([mode, "offline"] if mode == "online" else [mode]):
