@@ -259,3 +259,31 @@ def test_init_theta_warm_starts_a_run_from_a_pretrained_lo(straight_run, tmp_pat
     trainer.initial_theta(other)
   with pytest.raises(ValueError, match="not a readable pretrained LO"):
     trainer.initial_theta(_fast(init_theta=str(tmp_path / "missing")))
+
+
+def test_ship_reships_an_export_with_its_evaluation(straight_run, tmp_path):
+  """lopt-ship NAME=EXPORT (e.g. WORKDIR/export_best, whose checkpoint may be
+  rotated away) keeps θ, config and metadata and adds the evaluation headline."""
+  from training.cli import ship
+  workdir, _ = straight_run
+  src = export.export_workdir(workdir, str(tmp_path / "export_best"))
+  row = lambda test: {"final_train_loss": 0.1, "test_loss": test, "test_accuracy": 0.9,
+                      "max_loss_spike": 1.0}
+  results = {"command": "evaluate.py ...", "device": "cpu", "suites": {"s": {
+      "summary": {"x": {"average_rank": 1.0}, "adamw": {"average_rank": 2.0}},
+      "tasks": [{"task": "t", "num_steps": 10, "results": {"x": row(0.2), "adamw": row(0.3)}},
+                {"task": "u", "num_steps": 10, "results": {"x": row(0.5), "adamw": row(0.4)}}]}}}
+  path = tmp_path / "results.json"
+  path.write_text(json.dumps(results))
+  out = tmp_path / "ship"
+  assert ship.main([f"x={src}", "--results", str(path), "--out", str(out),
+                    "--description", "x=a test LO"]) == 0
+  lo, theta = lopt.load_pretrained(str(out / "x"))
+  lo0, theta0 = lopt.load_pretrained(str(src))
+  assert lo == lo0
+  for a, b in zip(jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(theta0)):
+    np.testing.assert_array_equal(a, b)
+  meta, meta0 = lopt.load_metadata(str(out / "x")), lopt.load_metadata(str(src))
+  assert meta["training"] == {**meta0["training"], "accelerator_hours": None}
+  suite = meta["evaluation"]["suites"]["s"]
+  assert suite["beats_tuned_adamw_test_loss_fraction"] == 0.5 and meta["description"] == "a test LO"

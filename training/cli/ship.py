@@ -8,7 +8,9 @@ numbers (``lopt-ship``, or ``python scripts/ship_pretrained.py``).
 
 Each NAME=WORKDIR is exported from the run's newest checkpoint (θ with orbax +
 metadata.json); NAME=WORKDIR@STEP exports that checkpoint instead (the one a
-screen chose, see scripts/screen_checkpoints.py; @0 is the untrained θ). The
+screen chose, see scripts/screen_checkpoints.py; @0 is the untrained θ);
+NAME=EXPORT re-ships an export such as WORKDIR/export_best (the
+meta-validation pick, whose checkpoint may have been rotated away). The
 evaluation numbers come from a ``scripts/evaluate.py`` results.json in which the optimizer was labelled NAME. Per suite they are its
 average rank (by test loss), the fractions of tasks where it beat tuned AdamW's
 test loss and final training loss, and per task its test and train losses,
@@ -46,10 +48,21 @@ def headline(results: dict, label: str) -> dict:
   return out
 
 
+def _reship(source: str, out_dir: str, evaluation: dict) -> str:
+  """An export (e.g. WORKDIR/export_best, the meta-validation pick) re-saved to
+  ``out_dir`` with its metadata plus ``evaluation``; θ and config as they are."""
+  import lopt
+  lo, theta = lopt.load_pretrained(source)
+  meta = {k: v for k, v in lopt.load_metadata(source).items()
+          if k not in ("format", "format_version", "architecture", "config")}
+  return str(lopt.save_pretrained(out_dir, lo, theta, {**meta, "evaluation": evaluation}))
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("runs", nargs="+", help="NAME=WORKDIR or NAME=WORKDIR@STEP")
+  parser.add_argument("runs", nargs="+", help="NAME=WORKDIR, NAME=WORKDIR@STEP or NAME=EXPORT "
+                      "(a directory with metadata.json, e.g. WORKDIR/export_best)")
   parser.add_argument("--results", required=True, help="evaluate.py results.json")
   parser.add_argument("--device_hours", action="append", default=[],
                       help="NAME=HOURS of device time the run took (repeatable)")
@@ -68,8 +81,11 @@ def main(argv=None) -> int:
     evaluation = headline(results, name)
     if not evaluation["suites"]:
       parser.error(f"{args.results} has no results for an optimizer labelled {name!r}")
-    path = export_source(workdir, os.path.join(args.out, name), extra_metadata={
-        "evaluation": evaluation})
+    if os.path.isfile(os.path.join(workdir, "metadata.json")):  # an export (export_best)
+      path = _reship(workdir, os.path.join(args.out, name), evaluation)
+    else:
+      path = export_source(workdir, os.path.join(args.out, name), extra_metadata={
+          "evaluation": evaluation})
     meta_path = os.path.join(path, "metadata.json")
     with open(meta_path) as f:
       meta = json.load(f)
