@@ -116,18 +116,8 @@ def _dense(channels: list[jax.Array], w: jax.Array, b: jax.Array) -> list[jax.Ar
   return [sum(x * w[i, j] for i, x in enumerate(channels)) + b[j] for j in range(w.shape[1])]
 
 
-def _mlp_channels(feats, layers):
-  """Forward form: every layer elementwise over channel lists, so XLA fuses the
-  whole MLP into one pass over the tensor (no ``[*shape, 30]`` intermediate)."""
-  x = list(feats)
-  for w, b in layers[:-1]:
-    x = [jax.nn.relu(h) for h in _dense(x, w, b)]
-  direction, magnitude = _dense(x, *layers[-1])
-  return direction, magnitude
-
-
 def stacked_mlp(feats, layers):
-  """The same function with stacked features and matmuls: the form autodiff
+  """The per-element MLP with stacked features and matmuls: the form autodiff
   sees (the channel form's VJP needs a reduction per scalar weight and is slow
   to compile)."""
   x = jnp.stack(feats, axis=-1)
@@ -142,17 +132,15 @@ def stacked_mlp(feats, layers):
 def per_element_mlp(feats: list[jax.Array], layers: tuple) -> tuple[jax.Array, jax.Array]:
   """(direction, magnitude) of a per-element MLP over normalized features.
   ``layers`` is ((w, b), ...), ReLU between layers, 2 outputs. Evaluated in the
-  fused channel form; differentiated (reverse mode only) through the stacked form."""
-  return _mlp_channels(feats, layers)
+  fused channel form: every layer elementwise over channel lists, so XLA fuses
+  the whole MLP into one pass over the tensor (no ``[*shape, 30]`` intermediate);
+  differentiated (reverse mode only) through ``stacked_mlp``."""
+  x = list(feats)
+  for w, b in layers[:-1]:
+    x = [jax.nn.relu(h) for h in _dense(x, w, b)]
+  return tuple(_dense(x, *layers[-1]))
 
 
-def _per_element_mlp_fwd(feats, layers):
-  out, vjp_fn = jax.vjp(stacked_mlp, feats, layers)  # vjp_fn is a pytree (a Partial)
-  return out, vjp_fn
-
-
-def _per_element_mlp_bwd(vjp_fn, cotangents):
-  return vjp_fn(cotangents)
-
-
-per_element_mlp.defvjp(_per_element_mlp_fwd, _per_element_mlp_bwd)
+# Forward: stacked_mlp's VJP function (a pytree, a Partial) is the residual.
+per_element_mlp.defvjp(lambda feats, layers: jax.vjp(stacked_mlp, feats, layers),
+                       lambda vjp_fn, cotangents: vjp_fn(cotangents))
