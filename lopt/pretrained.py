@@ -388,13 +388,6 @@ def check_step_mult(step_mult: Any) -> float:
   return float(step_mult)
 
 
-def with_step_mult(tx: Any, step_mult: Any) -> Any:
-  """``tx`` with every update multiplied by ``step_mult`` (a float, or a traced
-  scalar under jit): ``optax.chain(tx, optax.scale(step_mult))``."""
-  import optax
-  return optax.chain(tx, optax.scale(step_mult))
-
-
 def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = None,
                      mup: Any = None, step_mult: float = 1.0):
   """The pretrained LO as an optax transformation, ready to use.
@@ -422,9 +415,10 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
         "fraction of training done, and the shipped ones anneal their step to 0 over "
         "num_steps with a cosine schedule. E.g. lopt.pretrained_optax("
         f"{str(name_or_path)!r}, num_steps=10_000, mup=kinds).")
+  import optax
   lopt, theta = load_pretrained(name_or_path)
   tx = lopt.as_optax(theta, num_steps=num_steps, mup=mup)
-  return tx if step_mult == 1.0 else with_step_mult(tx, step_mult)
+  return tx if step_mult == 1.0 else optax.chain(tx, optax.scale(step_mult))
 
 
 def _lo_states(opt_state: Any) -> list[Any]:

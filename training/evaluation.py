@@ -30,7 +30,6 @@ import optax
 
 import lopt
 from lopt import baselines
-from lopt.pretrained import with_step_mult
 from meta_tasks import SuiteEntry, Task, get_suite, suite_names
 from training import records, task_spec
 from training.eval_cache import BaselineCache
@@ -100,7 +99,7 @@ class Optimizer:
       spec = task_spec.optimizer_spec(task)
       lo = lambda: self.lo.as_optax(self.theta, num_steps=num_steps, mup=spec)
       if self.tune_step_mult:  # the step multiplier is the traced grid value
-        return lambda mult: with_step_mult(lo(), mult)
+        return lambda mult: optax.chain(lo(), optax.scale(mult))
       return lambda lr: lo()
     extra = ({"mup": task_spec.baseline_spec(task)}
              if "mup" in baselines.hparams(self.baseline) else {})
