@@ -138,7 +138,8 @@ def fsync_dir(directory: str | os.PathLike) -> None:
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-  """Write ``path`` through a temporary sibling: old or new content, never a mix."""
+  """Write ``path`` through a temporary sibling: old or new content, never a mix.
+  A failure the disk caused is a ``DiskError`` "cannot write PATH: ..." (one line)."""
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
@@ -149,9 +150,11 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(OSError):
       os.unlink(tmp)
+    if isinstance(e, OSError):
+      raise as_disk_error(e, f"cannot write {path}") from None
     raise
   fsync_dir(directory)
 

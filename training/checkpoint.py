@@ -277,11 +277,7 @@ def write_config(workdir: str, config: MetaTrainConfig) -> None:
   """Write ``workdir/config.json`` atomically (process 0 only)."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, "config.json")
-  try:
-    diskio.write_atomic(path, dumps(config))
-  except OSError as e:
-    raise diskio.as_disk_error(e, f"cannot write {path}") from None
+  diskio.write_atomic(os.path.join(workdir, "config.json"), dumps(config))
 
 
 def _check_finite(theta: Any, what: str) -> None:

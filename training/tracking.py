@@ -49,10 +49,7 @@ class MetricsLog:
     self.path = os.path.join(workdir, "metrics.jsonl")
     kept = [line for line, record in (_lines(self.path) if os.path.exists(self.path) else [])
             if isinstance(record, dict) and record.get("step", 0) <= resume_step]
-    try:
-      diskio.write_atomic(self.path, "".join(line + "\n" for line in kept))
-    except OSError as e:
-      raise diskio.as_disk_error(e, f"cannot write {self.path}") from None
+    diskio.write_atomic(self.path, "".join(line + "\n" for line in kept))
 
   def write(self, record: dict[str, Any]) -> None:
     try:
@@ -172,10 +169,7 @@ class WandbLogger:
     if run_id is None:
       # Our own id: wandb.util.generate_id is gone from recent wandb releases.
       run_id = secrets.token_hex(4)
-      try:
-        diskio.write_atomic(id_path, run_id)
-      except OSError as e:
-        raise diskio.as_disk_error(e, f"cannot write {id_path}") from None
+      diskio.write_atomic(id_path, run_id)
     return run_id
 
   def log(self, record: dict[str, Any], step: int) -> None:
