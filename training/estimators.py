@@ -81,7 +81,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from training import sharding
-from training.system import TruncatedSystem
+from training.system import TruncatedSystem, tree_where
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -147,15 +147,6 @@ def _both(tree: PyTree) -> PyTree:
   return jax.tree.map(lambda x: jnp.stack([x, x]), tree)
 
 
-def _tree_where(cond: jax.Array, a: PyTree, b: PyTree) -> PyTree:
-  """`a` where `cond`, else `b`; `cond`'s axes lead every leaf's axes."""
-
-  def select(x, y):
-    return jnp.where(jnp.reshape(cond, cond.shape + (1,) * (x.ndim - cond.ndim)), x, y)
-
-  return jax.tree.map(select, a, b)
-
-
 def _reset_diverged(ok: jax.Array, current: PyTree,
                     make_fresh: Callable[[], PyTree]) -> PyTree:
   """Replace the entries where `ok` is False by `make_fresh()`'s.
@@ -163,7 +154,7 @@ def _reset_diverged(ok: jax.Array, current: PyTree,
   Under `lax.cond`, so the fresh particles are only built on the (rare)
   steps where something diverged.
   """
-  return jax.lax.cond(jnp.all(ok), lambda: current, lambda: _tree_where(ok, current, make_fresh()))
+  return jax.lax.cond(jnp.all(ok), lambda: current, lambda: tree_where(ok, current, make_fresh()))
 
 
 def _all_finite(tree: PyTree) -> jax.Array:
@@ -343,7 +334,7 @@ class _OnlineES(_Antithetic):
             weight_before, eps)
         reset_memory = jax.tree.map(jnp.zeros_like, memory)
       elif self._memory == "episode_noise":
-        new_memory = _tree_where(any_end, eps, memory)
+        new_memory = tree_where(any_end, eps, memory)
         reset_memory = eps
       else:
         # Truncated ES: continue both members from the positive trajectory.
@@ -421,7 +412,7 @@ class TBPTT:
 
       (loss, (new_particle, out)), grad = jax.value_and_grad(mean_loss, has_aux=True)(theta)
       finite = jnp.isfinite(loss) & _all_finite(grad)
-      grad = _tree_where(finite, grad, jax.tree.map(jnp.zeros_like, grad))
+      grad = tree_where(finite, grad, jax.tree.map(jnp.zeros_like, grad))
       return (grad, new_particle, finite, jnp.where(finite, loss, 0.0),
               jnp.where(finite, jnp.sum(out.ends), 0))
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt.protocol import LearnedOptimizer
-from training.system import UnrollOutput, scan_unroll
+from training.system import UnrollOutput, scan_unroll, tree_where
 from training.task_spec import optimizer_spec
 
 
@@ -84,10 +84,6 @@ class InnerState(NamedTuple):
   opt_state: Any
   step: jax.Array      # int32: inner steps taken in this episode
   horizon: jax.Array   # int32: length of this episode
-
-
-def _tree_where(cond, a, b):
-  return jax.tree_util.tree_map(lambda x, y: jnp.where(cond, x, y), a, b)
 
 
 # Normalized losses below this are "solved": keeps log(meta-loss) bounded.
@@ -187,6 +183,6 @@ class LOTrainingSystem:
       if self.final_fraction < 1:
         counted = new_state.step > (1 - self.final_fraction) * new_state.horizon
         meta = jnp.where(counted, meta, 0.0)
-      return _tree_where(end, fresh, new_state), meta, end
+      return tree_where(end, fresh, new_state), meta, end
 
     return scan_unroll(step, theta_cur, theta_next, state, k_steps, self.truncation_length)

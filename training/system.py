@@ -82,16 +82,13 @@ class TruncatedSystem(Protocol):
     ...
 
 
-def select_theta(after_end: jax.Array, theta_cur: PyTree,
-                 theta_next: PyTree) -> PyTree:
-  """θ for one step: `theta_next` once the first episode end has passed."""
-  return jax.tree.map(lambda cur, nxt: jnp.where(after_end, nxt, cur),
-                      theta_cur, theta_next)
+def tree_where(cond: jax.Array, a: PyTree, b: PyTree) -> PyTree:
+  """`a` where `cond`, else `b`; `cond`'s axes lead every leaf's axes."""
 
+  def select(x, y):
+    return jnp.where(jnp.reshape(cond, cond.shape + (1,) * (x.ndim - cond.ndim)), x, y)
 
-def step_key(key: jax.Array, step_index: jax.Array) -> jax.Array:
-  """The key of step `step_index` of a truncation driven by `key`."""
-  return jax.random.fold_in(key, step_index)
+  return jax.tree.map(select, a, b)
 
 
 def scan_unroll(step: StepFn, theta_cur: PyTree, theta_next: PyTree,
@@ -99,14 +96,15 @@ def scan_unroll(step: StepFn, theta_cur: PyTree, theta_next: PyTree,
                 length: int) -> tuple[PyTree, UnrollOutput]:
   """Run `length` steps of `step` in one `lax.scan`, switching θ after an end.
 
-  Step k gets the key `step_key(key, k)`. Implements the `unroll` contract for
+  Step k gets the key `fold_in(key, k)`; θ is `theta_next` once the first
+  episode end has passed. Implements the `unroll` contract for
   any single-step function, so a system only has to write `step`.
   """
 
   def body(carry, k):
     state, after_end = carry
-    theta = select_theta(after_end, theta_cur, theta_next)
-    state, loss, end = step(theta, state, step_key(key, k))
+    theta = tree_where(after_end, theta_next, theta_cur)
+    state, loss, end = step(theta, state, jax.random.fold_in(key, k))
     end = jnp.asarray(end, dtype=bool)
     return (state, after_end | end), (jnp.asarray(loss, jnp.float32), end)
 
