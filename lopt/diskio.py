@@ -290,12 +290,13 @@ def sha256_file(path: str | os.PathLike) -> str:
   return h.hexdigest()
 
 
-def _files(directory: Path) -> list[str]:
+def _files(directory: Path, covered: list[str] | tuple[str, ...]) -> list[str]:
+  """The files of ``directory`` (relative, "/"-separated) that are or lie in ``covered``."""
   out = []
   for dirpath, _, files in os.walk(directory):
     for name in files:
       rel = os.path.relpath(os.path.join(dirpath, name), directory).replace(os.sep, "/")
-      if rel != RECORD:
+      if rel != RECORD and any(rel == c or rel.startswith(c.rstrip("/") + "/") for c in covered):
         out.append(rel)
   return sorted(out)
 
@@ -303,11 +304,9 @@ def _files(directory: Path) -> list[str]:
 def record_of(directory: str | os.PathLike, covered: tuple[str, ...]) -> dict[str, Any]:
   """The integrity record of the ``covered`` files and folders of ``directory``."""
   directory = Path(directory)
-  names = [f for f in _files(directory)
-           if any(f == c or f.startswith(c.rstrip("/") + "/") for c in covered)]
   return {"format": RECORD_FORMAT, "format_version": RECORD_VERSION, "algorithm": "sha256",
           "covers": list(covered),
-          "files": {name: sha256_file(directory / name) for name in names}}
+          "files": {name: sha256_file(directory / name) for name in _files(directory, covered)}}
 
 
 def write_record(directory: str | os.PathLike,
@@ -345,8 +344,7 @@ def verify_record(directory: str | os.PathLike, required: bool = False) -> bool:
     raise IntegrityError(f"{path} is unreadable ({type(e).__name__}: {e}).") from None
   if not ok:
     raise IntegrityError(f"{path} is not a valid integrity record.")
-  present = set(f for f in _files(directory)
-                if any(f == c or f.startswith(c.rstrip("/") + "/") for c in covered))
+  present = set(_files(directory, covered))
   for name in sorted(files):
     target = directory / name
     if name not in present:

@@ -114,37 +114,26 @@ def _ema(acc: jax.Array, new: jax.Array, beta: jax.Array) -> jax.Array:
   return beta * acc + (1.0 - beta) * new
 
 
-def second_moment_targets(g2: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """What the row/column accumulators average this step, from ``g2 = g**2``.
-
-  Adafactor's factored estimate: the mean over the other factor axis (+ a tiny
-  floor so an all-zero row does not make the reconstruction 0/0). Tensors of
-  rank < 2 keep full accumulators, which average ``g2`` itself.
-  """
-  axes = factor_axes(g2.shape)
-  if axes is None:
-    return g2, g2
-  row_axis, col_axis = axes
-  return jnp.mean(g2, axis=col_axis) + 1e-30, jnp.mean(g2, axis=row_axis) + 1e-30
-
-
 def update_factors(row: jax.Array, col: jax.Array, g: jax.Array,
                    decays: Decays) -> tuple[jax.Array, jax.Array]:
   """One EMA step of the row/column accumulators only (they need a reduction
-  over the whole tensor, so a fused kernel runs this before its main pass)."""
-  row_new, col_new = second_moment_targets(jnp.square(g))
+  over the whole tensor, so a fused kernel runs this before its main pass).
+
+  Adafactor's factored estimate: they average g² over the other factor axis (+ a
+  tiny floor so an all-zero row does not make the reconstruction 0/0). Tensors
+  of rank < 2 keep full accumulators, which average g² itself.
+  """
+  g2, axes = jnp.square(g), factor_axes(g.shape)
+  row_new, col_new = (g2, g2) if axes is None else (
+      jnp.mean(g2, axis=axes[1]) + 1e-30, jnp.mean(g2, axis=axes[0]) + 1e-30)
   return _ema(row, row_new[None], decays.fac), _ema(col, col_new[None], decays.fac)
 
 
 def update_accumulators(acc: TensorAcc, g: jax.Array, decays: Decays) -> TensorAcc:
   """One EMA step of every accumulator; ``g`` is float32."""
   row, col = update_factors(acc.row, acc.col, g, decays)
-  return TensorAcc(
-      mom=_ema(acc.mom, g[None], decays.mom),
-      rms=_ema(acc.rms, jnp.square(g), decays.rms),
-      row=row,
-      col=col,
-  )
+  return TensorAcc(mom=_ema(acc.mom, g[None], decays.mom),
+                   rms=_ema(acc.rms, jnp.square(g), decays.rms), row=row, col=col)
 
 
 def factored_second_moment(row, col, row_mean):

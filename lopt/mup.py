@@ -199,13 +199,6 @@ def _align(spec: Any, params: Any, what: str = "μP spec"):
       "infer_kinds), or pass mup=None for no μP scaling.")
 
 
-def _check_kind(kind: Any, path: str) -> None:
-  if kind not in KINDS:
-    raise ValueError(f"Unknown μP kind {kind!r} for {path or 'a tensor'}; "
-                     f"valid kinds are {KINDS}, a Kind(kind, fan_in) or a positive "
-                     "float multiplier.")
-
-
 def multiplier_for(kind_or_value: Any, shape: tuple[int, ...], path: str = "") -> float:
   """The μLO step multiplier of one tensor."""
   if isinstance(kind_or_value, (int, float)) and not isinstance(kind_or_value, bool):
@@ -216,7 +209,10 @@ def multiplier_for(kind_or_value: Any, shape: tuple[int, ...], path: str = "") -
     return value
   kind, explicit_fan_in = ((kind_or_value.kind, kind_or_value.fan_in)
                            if isinstance(kind_or_value, Kind) else (kind_or_value, None))
-  _check_kind(kind, path)
+  if kind not in KINDS:
+    raise ValueError(f"Unknown μP kind {kind!r} for {path or 'a tensor'}; "
+                     f"valid kinds are {KINDS}, a Kind(kind, fan_in) or a positive "
+                     "float multiplier.")
   if kind in ("hidden", "sp_output"):
     if explicit_fan_in is not None:
       if not (isinstance(explicit_fan_in, (int, np.integer)) and explicit_fan_in >= 1):
