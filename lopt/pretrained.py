@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
+import typing
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -148,8 +151,6 @@ def _show(value: Any) -> str:
 
 def _check_value(value: Any, hint: Any, where: str, path: str) -> None:
   """``value`` against the type hint of its dataclass field, then range rules."""
-  import math
-  import typing
   origin, args = typing.get_origin(hint), typing.get_args(hint)
   if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
     if value is None and type(None) in args:
@@ -194,7 +195,6 @@ def _check_value(value: Any, hint: Any, where: str, path: str) -> None:
 
 
 def _check_dataclass(obj: Any, where: str, path: str) -> None:
-  import typing
   try:
     hints = typing.get_type_hints(type(obj))
   except Exception:  # noqa: BLE001 - unresolvable annotations: check what resolves
@@ -239,7 +239,6 @@ def validate_metadata(meta: Any, where: str = "metadata.json") -> Any:
   cls, raw = archs[meta["architecture"]], meta["config"]
   if not isinstance(raw, dict):
     raise MetadataError(f"{where}: config must be a JSON object, got {_show(raw)}.")
-  import typing
   hints = typing.get_type_hints(cls)
   fields = {f.name: f for f in dataclasses.fields(cls)}
   # The flat fields of an old MLPLOpt record (before issue 20).
@@ -379,7 +378,6 @@ def load_pretrained(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
 def check_step_mult(step_mult: Any) -> float:
   """``step_mult`` as a float; ``ValueError`` unless it is a finite number > 0
   (and not rounding to 0 in float32)."""
-  import numbers
   if (not isinstance(step_mult, numbers.Real) or isinstance(step_mult, bool)
       or not np.isfinite(float(step_mult)) or step_mult <= 0 or np.float32(step_mult) == 0
       or abs(step_mult) > _FLOAT32_MAX):

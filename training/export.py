@@ -7,7 +7,6 @@ import subprocess
 from typing import Any
 
 import jax
-import numpy as np
 
 from lopt.pretrained import save_pretrained
 from training import checkpoint, tracking
@@ -23,8 +22,8 @@ def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = 
 
   ``initial=True`` exports the run's θ at outer step 0 instead (default
   ``workdir/export_init``): the untrained LO, to measure what meta-training bought.
-  A θ with a non-finite entry is never exported; that, a missing or unreadable
-  ``config.json`` and an unreadable checkpoint are ``checkpoint.WorkdirError``s.
+  A θ with a non-finite entry is never exported (a ValueError naming the tensor); a
+  missing or unreadable ``config.json`` or checkpoint is a ``checkpoint.WorkdirError``.
   ``device``: the device kind recorded in the metadata (default: this process's).
 
   With several JAX processes, use ``export_in_subprocess``: orbax's save would
@@ -37,10 +36,7 @@ def export_workdir(workdir: str, out_dir: str | None = None, step: int | None = 
         "the training command on it rewrites config.json.)")
   lopt = config.lo
   if initial:
-    theta, step = initial_theta(config), 0
-    theta = jax.tree_util.tree_map(np.asarray, theta)
-    if not all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(theta)):
-      raise checkpoint.WorkdirError(f"the initial θ of {workdir} is non-finite; refusing to export it.")
+    theta, step = initial_theta(config), 0  # save_pretrained refuses a non-finite θ
     out_dir = out_dir or os.path.join(workdir, "export_init")
   else:
     step, theta = checkpoint.restore_theta(os.path.join(workdir, "checkpoints"), step)
