@@ -67,14 +67,17 @@ def _dense(features: int, name: str) -> nn.Dense:
                   name=name)
 
 
-class MLP(nn.Module):
-  """``depth`` linear layers: input (in -> width), depth-2 hidden, readout."""
+class _Classifier(nn.Module):
   width: int
   depth: int
   num_outputs: int
   activation: str = "relu"
   mup: bool = True
   output_mult: float = 1.0
+
+
+class MLP(_Classifier):
+  """``depth`` linear layers: input (in -> width), depth-2 hidden, readout."""
 
   @nn.compact
   def __call__(self, x):
@@ -85,18 +88,12 @@ class MLP(nn.Module):
     return Readout(self.num_outputs, self.mup, self.output_mult, name="readout")(x)
 
 
-class CNN(nn.Module):
+class CNN(_Classifier):
   """``depth`` 3x3 conv layers of ``width`` channels, global average pool, readout.
 
   The first layers use stride 2 until the feature map is 4x4, so 8x8 and 32x32
   inputs both end on a 4x4 map.
   """
-  width: int
-  depth: int
-  num_outputs: int
-  activation: str = "relu"
-  mup: bool = True
-  output_mult: float = 1.0
 
   @nn.compact
   def __call__(self, x):

@@ -100,14 +100,6 @@ def _cpu_suites(dd: str | None) -> dict[str, list[SuiteEntry]]:
   return suites
 
 
-# Which entries of the user suites are non-saturating: their data cannot be
-# memorized within the horizon (fresh teacher samples, augmented digits, a 4 MB
-# text corpus), so a lower final training loss is real progress there.
-def is_non_saturating(task) -> bool:
-  return (getattr(task, "dataset", "") in ("teacher", "pydocs")
-          or bool(getattr(task, "augment", False)))
-
-
 def _user_suites(dd: str | None) -> dict[str, list[SuiteEntry]]:
   """Models written the way users write them (plain flax, default initializers,
   plain readouts, flax attention), on embedded data, CPU-sized. Baselines are
