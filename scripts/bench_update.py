@@ -220,12 +220,6 @@ def form_update(form: str, params):
   return update, lo.init_state(params)
 
 
-def _cost(compiled) -> dict:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return cost or {}
-
-
 def hlo_op_shapes(hlo_text: str) -> dict[str, str]:
   """HLO instruction name -> "its output shape, opcode" in an optimized module's text."""
   import re
@@ -270,7 +264,8 @@ def bench_forms(name: str, forms: list[str], warmup: int, iters: int,
   for form in ["adam", *forms]:
     update, state = form_update(form, params)
     seconds = time_call(update, grads, state, params, warmup=warmup, iters=iters)
-    cost = _cost(update.lower(grads, state, params).compile())
+    cost = update.lower(grads, state, params).compile().cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
     flops = cost.get("flops", 0.0) + cost.get("transcendentals", 0.0)
     rows.append(dict(size=name, n=n, opt="optax.adam" if form == "adam" else form, form=form,
                      seconds=seconds, ns_per_param=1e9 * seconds / n, flops_per_param=flops / n,

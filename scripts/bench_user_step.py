@@ -42,17 +42,6 @@ NUM_STEPS = 10_000  # the planned horizon the LOs are told (their cosine is then
 OPTIMIZERS = ("adamw", "mulo-m", "adaptive")
 
 
-class MLP(nn.Module):
-  widths: tuple[int, ...]
-  num_outputs: int
-
-  @nn.compact
-  def __call__(self, x):
-    for w in self.widths:
-      x = nn.relu(nn.Dense(w)(x))
-    return nn.Dense(self.num_outputs)(x)
-
-
 class CNN(nn.Module):
   channels: tuple[int, ...]
   num_outputs: int
@@ -75,16 +64,16 @@ class Model(NamedTuple):
 
 def models(quick: bool) -> list[Model]:
   """The benchmarked models (``quick``: the same kinds, tiny)."""
-  from meta_tasks.user_tasks import PlainTransformerLM
+  from meta_tasks.user_tasks import PlainMLP, PlainTransformerLM
   q = 8 if quick else 1
-  mlp = lambda widths, d_in, out, batch: (
-      f"MLP {d_in}→{widths[0]}×{len(widths)}→{out}",
-      lambda div: MLP(tuple(w // div for w in widths), out), batch // q, (d_in,), out)
+  mlp = lambda width, hidden, d_in, out, batch: (  # `hidden` ReLU layers of `width`
+      f"MLP {d_in}→{width}×{hidden}→{out}",
+      lambda div: PlainMLP(width // div, hidden + 1, out), batch // q, (d_in,), out)
   d, seq, vocab = 128 // q, 64 // q, 256 // q
   return [
-      Model(*mlp((1024 // q,) * 3, 64, 10, 128)),
-      Model(*mlp((256 // q,) * 2, 64, 10, 128)),
-      Model(*mlp((256 // q,) * 2, 30, 2, 64)),
+      Model(*mlp(1024 // q, 3, 64, 10, 128)),
+      Model(*mlp(256 // q, 2, 64, 10, 128)),
+      Model(*mlp(256 // q, 2, 30, 2, 64)),
       Model(f"char LM d{d} (flax attention)",
             lambda div: PlainTransformerLM(d // div, 2, 4, seq, vocab), 32 // q, (seq,),
             vocab, lm=True),

@@ -33,12 +33,10 @@ MODELS = ("mlp", "cnn", "transformer")
 
 
 def make_task(model: str, width: int, parameterization: str, depth: int, batch_size: int):
-  if model == "mlp":
-    return meta_tasks.ImageMLPTask(dataset="digits", width=width, depth=depth,
-                                   batch_size=batch_size, parameterization=parameterization)
-  if model == "cnn":
-    return meta_tasks.ImageCNNTask(dataset="digits", width=width, depth=depth,
-                                   batch_size=batch_size, parameterization=parameterization)
+  if model in ("mlp", "cnn"):
+    cls = meta_tasks.ImageMLPTask if model == "mlp" else meta_tasks.ImageCNNTask
+    return cls(dataset="digits", width=width, depth=depth, batch_size=batch_size,
+               parameterization=parameterization)
   if model == "transformer":
     return meta_tasks.TransformerLMTask(width=width, depth=max(depth - 1, 1), seq_len=32,
                                         batch_size=batch_size, parameterization=parameterization,
