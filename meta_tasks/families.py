@@ -97,14 +97,17 @@ def mix_family(name: str, parameterization: str, mlp_widths: Sequence[int] = (32
                                for i, (cls, kw) in enumerate(configs)))
 
 
-def tiny_mix_family(name: str, data_dir: str | None = None) -> TaskFamily:
+def tiny_mix_family(name: str, data_dir: str | None = None,
+                    clean_tables: bool = False) -> TaskFamily:
   """Tiny tasks for many ES samples per CPU-second, covering the failure modes
   users hit: 8x8 digits MLPs of hidden 32 (as in Celo2; memorizable, and
   augmented), small noisy synthetic tables that are memorized within a few
   hundred steps (restraint), a fresh-sample teacher (speed) and a tiny byte
   LM. μP models and plain flax models (whose μP spec is inferred from a
   narrow copy, as users get it) alternate. Every task reserves a validation
-  split, so the meta-objective can be the validation loss."""
+  split, so the meta-objective can be the validation loss. ``clean_tables``
+  adds two smaller tables with nearly clean labels on wider, deeper MLPs,
+  trained long: memorized within ~50 steps, then only restraint helps."""
   from meta_tasks.tasks import TransformerLMTask as LM
   from meta_tasks.user_tasks import PlainMLPTask as Plain
   common = dict(init_scale_range=META_INIT_SCALE, reserve_valid=True)
@@ -120,6 +123,9 @@ def tiny_mix_family(name: str, data_dir: str | None = None) -> TaskFamily:
       LM(dataset="pydocs", seq_len=16, width=16, depth=1, num_heads=2, batch_size=8,
          **common),
   )
+  if clean_tables:
+    tasks += (Plain(dataset="synth-d", width=64, depth=3, batch_size=16, **common),
+              Plain(dataset="synth-e", width=64, depth=3, batch_size=32, **common))
   return TaskFamily(name, tasks)
 
 
@@ -143,6 +149,7 @@ DISTRIBUTIONS: dict[str, Callable[[str | None], TaskFamily]] = {
     "sp-m-cpu": lambda dd: mlp_family("sp-m-cpu", [("digits", None)], (32, 64, 128), (128,), "sp",
                                       data_dir=dd),
     "tiny-mix": lambda dd: tiny_mix_family("tiny-mix", data_dir=dd),
+    "tiny-mix-clean": lambda dd: tiny_mix_family("tiny-mix-clean", data_dir=dd, clean_tables=True),
     "mix-cpu": lambda dd: mix_family("mix-cpu", "mixed", data_dir=dd),
     "mix-sp-cpu": lambda dd: mix_family("mix-sp-cpu", "sp", data_dir=dd),
     "mix-s-cpu": lambda dd: mix_family("mix-s-cpu", "mixed", mlp_widths=(32, 32), small=True,

@@ -102,3 +102,24 @@ def test_run_continues_exactly_from_the_files_a_clone_has(tmp_path):
   theta0 = trainer.initial_theta(config)
   assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in
              zip(jax.tree_util.tree_leaves(theta0), jax.tree_util.tree_leaves(resumed.theta)))
+
+
+def test_unit_task_grads_give_every_task_one_vote():
+  """combine_task_grads against NumPy: the plain mean over alive tasks, and with
+  unit=True the mean of each alive task's gradient divided by its norm, so a
+  task whose estimate is 1000x larger moves θ no more than the others."""
+  rng = np.random.default_rng(0)
+  raw = [{"a": rng.normal(size=(3,)) * s, "b": rng.normal(size=(2, 2)) * s}
+         for s in (1.0, 1000.0, 0.01)]
+  alive = [True, True, False]
+  grads = [jax.tree_util.tree_map(jnp.asarray, g, is_leaf=lambda x: isinstance(x, np.ndarray))
+           for g in raw]
+  flat = [np.concatenate([g["a"], g["b"].ravel()]) for g in raw]
+  for unit in (False, True):
+    out = trainer.combine_task_grads(grads, [jnp.asarray(a) for a in alive], unit)
+    got = np.concatenate([np.asarray(out["a"]), np.asarray(out["b"]).ravel()])
+    want = [f / np.linalg.norm(f) if unit else f for f, a in zip(flat, alive) if a]
+    np.testing.assert_allclose(got, np.mean(want, axis=0), rtol=1e-5, atol=1e-7)
+  # No task alive: a zero gradient, not NaN.
+  out = trainer.combine_task_grads(grads, [jnp.asarray(False)] * 3, True)
+  assert all(np.all(np.asarray(x) == 0) for x in jax.tree_util.tree_leaves(out))

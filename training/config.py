@@ -54,6 +54,10 @@ class MetaTrainConfig:
   final_fraction: float = 1.0
   delta_clip: float | None = None
   sign_delta: bool = False
+  # Each task's meta-gradient estimate is scaled to unit norm before the mean
+  # over tasks, so every task has one vote: otherwise a task whose log-loss is
+  # tiny and noisy (memorized digits) outweighs the rest (trainer.combine_task_grads).
+  unit_task_grads: bool = False
   # Outer optimizer: AdamW, warmup then cosine from outer_lr to outer_final_lr.
   outer_steps: int = 5000
   outer_lr: float = 3e-3
@@ -411,6 +415,16 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # 300 steps (1.03-2.2x) while winning at 1000 (0.77-0.90x).
     "mulo-a4-cpu": dict(_A2, init_theta="results/meta-runs/mulo-a2-cpu/export_12000",
                         horizon_curriculum=None, max_horizon=2000, horizon_power=2.0,
+                        outer_steps=20_000, outer_lr=3e-4, outer_final_lr=3e-5),
+    # mulo-a (a4's step-5000 θ) lost to θ₀, and more to small-LR AdamW, on small
+    # nearly clean tables at 300-1000 steps (test loss 1.05-1.4x θ₀), as on
+    # breast cancer: the distribution gains two such tables (tiny-mix-clean),
+    # horizons reach 3000 (the user suites' longest) with lengths ∝ length^-1.5,
+    # and each task gets one vote (unit_task_grads): the memorized-digits tasks'
+    # log-loss deltas were the largest and noisiest.
+    "mulo-a5-cpu": dict(_A2, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
+                        distribution="tiny-mix-clean", horizon_curriculum=None,
+                        max_horizon=3000, horizon_power=1.5, unit_task_grads=True,
                         outer_steps=20_000, outer_lr=3e-4, outer_final_lr=3e-5),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),

@@ -142,11 +142,11 @@ class MetaTrainer:
       metrics[f"meta_loss/{self.tasks[i].name}"] = jnp.where(ok, m["meta_loss"], jnp.nan)
       metrics["nan_resets"] = metrics.get("nan_resets", 0) + m["nan_resets"]
       metrics["episodes_finished"] = metrics.get("episodes_finished", 0) + m["episodes_finished"]
+    for task, g in zip(self.tasks, grads):
+      metrics[f"task_grad_norm/{task.name}"] = optax.tree.norm(g)
     num_alive = sum(a.astype(jnp.int32) for a in alive)
     denominator = jnp.maximum(num_alive, 1)
-    grad = jax.tree_util.tree_map(
-        lambda *gs: sum(jnp.where(a, g, jnp.zeros_like(g)) for a, g in zip(alive, gs))
-        / denominator.astype(gs[0].dtype), *grads)
+    grad = combine_task_grads(grads, alive, self.config.unit_task_grads)
     updates, opt_state = self.optimizer.update(grad, state.opt_state, state.theta)
     theta = optax.apply_updates(state.theta, updates)
     ok = (num_alive > 0) & _all_finite(grad) & _all_finite(theta) & _all_finite(opt_state)
@@ -168,6 +168,18 @@ class MetaTrainer:
           skipped=sharding.constrain_replicated(new_state.skipped, self.mesh))
       metrics = sharding.constrain_replicated(metrics, self.mesh)
     return new_state, metrics
+
+
+def combine_task_grads(grads: list, alive: list, unit: bool = False) -> Any:
+  """Mean of the alive tasks' meta-gradients (0 if none is alive); with
+  ``unit``, each scaled to unit norm first (one vote per task)."""
+  if unit:
+    grads = [jax.tree_util.tree_map(lambda x, n=optax.tree.norm(g): x / (n + 1e-30), g)
+             for g in grads]
+  denominator = jnp.maximum(sum(a.astype(jnp.int32) for a in alive), 1)
+  return jax.tree_util.tree_map(
+      lambda *gs: sum(jnp.where(a, g, jnp.zeros_like(g)) for a, g in zip(alive, gs))
+      / denominator.astype(gs[0].dtype), *grads)
 
 
 def _all_finite(tree: Any) -> jax.Array:
