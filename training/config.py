@@ -418,7 +418,9 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                         outer_steps=20_000, outer_lr=3e-4, outer_final_lr=3e-5),
     # mulo-a (a4's step-5000 θ) lost to θ₀, and more to small-LR AdamW, on small
     # nearly clean tables at 300-1000 steps (test loss 1.05-1.4x θ₀), as on
-    # breast cancer: the distribution gains two such tables (tiny-mix-clean),
+    # breast cancer: the distribution gains two such tables and a tiny CNN
+    # (tiny-mix-clean; without the CNN, one vote per task doubled the screen
+    # CNN's test loss within 2000 steps),
     # horizons reach 3000 (the user suites' longest) with lengths ∝ length^-1.5,
     # and each task gets one vote (unit_task_grads): the memorized-digits tasks'
     # log-loss deltas were the largest and noisiest.
