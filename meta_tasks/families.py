@@ -108,10 +108,9 @@ def tiny_mix_family(name: str, data_dir: str | None = None,
   split, so the meta-objective can be the validation loss. ``clean_tables``
   adds two smaller tables with nearly clean labels on wider, deeper MLPs,
   trained long (memorized within ~50 steps, then only restraint helps), and a
-  tiny plain CNN, so that one vote per task (``unit_task_grads``) leaves
+  tiny μP CNN, so that one vote per task (``unit_task_grads``) leaves
   convolutions one."""
   from meta_tasks.tasks import TransformerLMTask as LM
-  from meta_tasks.user_tasks import PlainCNNTask
   from meta_tasks.user_tasks import PlainMLPTask as Plain
   common = dict(init_scale_range=META_INIT_SCALE, reserve_valid=True)
   tasks = (
@@ -129,7 +128,7 @@ def tiny_mix_family(name: str, data_dir: str | None = None,
   if clean_tables:
     tasks += (Plain(dataset="synth-d", width=64, depth=3, batch_size=16, **common),
               Plain(dataset="synth-e", width=64, depth=3, batch_size=32, **common),
-              PlainCNNTask(dataset="digits", augment=True, width=8, depth=2, batch_size=32,
+              ImageCNNTask(dataset="digits", augment=True, width=8, depth=2, batch_size=16,
                            data_dir=data_dir, **common))
   return TaskFamily(name, tasks)
 
