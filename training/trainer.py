@@ -144,9 +144,9 @@ class MetaTrainer:
       metrics["episodes_finished"] = metrics.get("episodes_finished", 0) + m["episodes_finished"]
     for task, g in zip(self.tasks, grads):
       metrics[f"task_grad_norm/{task.name}"] = optax.tree.norm(g)
-    num_alive = sum(a.astype(jnp.int32) for a in alive)
-    denominator = jnp.maximum(num_alive, 1)
     grad = combine_task_grads(grads, alive, self.config.unit_task_grads)
+    num_alive = sum(a.astype(jnp.int32) for a in alive)
+    denominator = jnp.maximum(num_alive, 1)  # for the meta-loss mean below
     updates, opt_state = self.optimizer.update(grad, state.opt_state, state.theta)
     theta = optax.apply_updates(state.theta, updates)
     ok = (num_alive > 0) & _all_finite(grad) & _all_finite(theta) & _all_finite(opt_state)
@@ -174,8 +174,7 @@ def combine_task_grads(grads: list, alive: list, unit: bool = False) -> Any:
   """Mean of the alive tasks' meta-gradients (0 if none is alive); with
   ``unit``, each scaled to unit norm first (one vote per task)."""
   if unit:
-    grads = [jax.tree_util.tree_map(lambda x, n=optax.tree.norm(g): x / (n + 1e-30), g)
-             for g in grads]
+    grads = [optax.tree.scale(1.0 / (optax.tree.norm(g) + 1e-30), g) for g in grads]
   denominator = jnp.maximum(sum(a.astype(jnp.int32) for a in alive), 1)
   return jax.tree_util.tree_map(
       lambda *gs: sum(jnp.where(a, g, jnp.zeros_like(g)) for a, g in zip(alive, gs))
