@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import numbers
 import os
 import typing
 import warnings
@@ -106,16 +104,10 @@ def save_pretrained(directory: str | os.PathLike, lopt: Any, theta: Any,
 
 
 # ------------------------------------------------------------------ the schema
-# Range rules on top of each config dataclass's own ``__post_init__`` checks,
-# by field name wherever the field appears in the (nested) config.
-# exp_mult: the step is d·exp(exp_mult·m); |exp_mult·m| must stay below
-# log(float32 max) ≈ 88.7 for network outputs up to |m| = 100.
-_FLOAT32_LOG_MAX = float(np.log(np.finfo(np.float32).max))
-RANGES: dict[str, tuple[float, float, str]] = {
-    "exp_mult": (-_FLOAT32_LOG_MAX / 100, _FLOAT32_LOG_MAX / 100,
-                 "exp(exp_mult·m) must stay finite in float32 for network outputs |m| <= 100"),
-}
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# A range rule on top of the LO's own ``__post_init__`` checks: the step is
+# d·exp(exp_mult·m), so |exp_mult·m| must stay below log(float32 max) ≈ 88.7
+# for network outputs up to |m| = 100.
+_EXP_MULT_MAX = float(np.log(np.finfo(np.float32).max)) / 100
 
 
 class MetadataError(ValueError):
@@ -127,7 +119,7 @@ def _check_record_keys(raw: Any, canonical: Any, where: str, path: str) -> None:
   file's record, and no other: a missing field is an error, not a default."""
   if isinstance(canonical, dict):
     if not isinstance(raw, dict):
-      raise MetadataError(f"{where}: {path} must be a JSON object, got {_show(raw)}.")
+      raise MetadataError(f"{where}: {path} must be a JSON object, got {protocol.show(raw)}.")
     missing = sorted(set(canonical) - set(raw))
     if missing:
       raise MetadataError(f"{where}: {path}.{missing[0]} is missing (a missing field is not "
@@ -139,70 +131,10 @@ def _check_record_keys(raw: Any, canonical: Any, where: str, path: str) -> None:
       _check_record_keys(raw[k], canonical[k], where, f"{path}.{k}")
   elif isinstance(canonical, (list, tuple)):
     if not isinstance(raw, list) or len(raw) != len(canonical):
-      raise MetadataError(f"{where}: {path} must be a list of {len(canonical)}, got {_show(raw)}.")
+      raise MetadataError(f"{where}: {path} must be a list of {len(canonical)}, "
+                          f"got {protocol.show(raw)}.")
     for i, (r, c) in enumerate(zip(raw, canonical)):
       _check_record_keys(r, c, where, f"{path}[{i}]")
-
-
-def _show(value: Any) -> str:
-  text = json.dumps(value) if not isinstance(value, float) else repr(value)
-  return (text if len(text) <= 60 else text[:57] + "...") + f" ({type(value).__name__})"
-
-
-def _check_value(value: Any, hint: Any, where: str, path: str) -> None:
-  """``value`` against the type hint of its dataclass field, then range rules."""
-  origin, args = typing.get_origin(hint), typing.get_args(hint)
-  if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-    if value is None and type(None) in args:
-      return
-    hint = next((a for a in args if a is not type(None)), hint)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-  name = path.rsplit(".", 1)[-1]
-  if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-    if not isinstance(value, hint):
-      raise MetadataError(f"{where}: {path} must be a {hint.__name__} record, got {_show(value)}.")
-    _check_dataclass(value, where, path)
-  elif hint is bool:
-    if not isinstance(value, bool):
-      raise MetadataError(f"{where}: {path} must be true or false, got {_show(value)}.")
-  elif hint is int:
-    if isinstance(value, bool) or not isinstance(value, int):
-      raise MetadataError(f"{where}: {path} must be an integer, got {_show(value)}.")
-    if value < 0:
-      raise MetadataError(f"{where}: {path} must be >= 0, got {value}.")
-  elif hint is float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-      raise MetadataError(f"{where}: {path} must be a number, got {_show(value)}.")
-    if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
-      raise MetadataError(f"{where}: {path} must be finite in float32, got {value!r}.")
-  elif hint is str:
-    if not isinstance(value, str):
-      raise MetadataError(f"{where}: {path} must be a string, got {_show(value)}.")
-  elif hint is tuple or origin is tuple:
-    if not isinstance(value, tuple):
-      raise MetadataError(f"{where}: {path} must be a list, got {_show(value)}.")
-    item_hint = args[0] if len(args) == 2 and args[1] is Ellipsis else None
-    for i, item in enumerate(value):
-      if dataclasses.is_dataclass(item):
-        _check_dataclass(item, where, f"{path}[{i}]")
-      elif item_hint is not None:
-        _check_value(item, item_hint, where, f"{path}[{i}]")
-  if name in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
-    low, high, why = RANGES[name]
-    if not low <= value <= high:
-      raise MetadataError(f"{where}: {path} = {value!r} is outside [{low:.4g}, {high:.4g}] "
-                          f"({why}).")
-
-
-def _check_dataclass(obj: Any, where: str, path: str) -> None:
-  try:
-    hints = typing.get_type_hints(type(obj))
-  except Exception:  # noqa: BLE001 - unresolvable annotations: check what resolves
-    hints = {}
-  for field in dataclasses.fields(obj):
-    if field.name in hints and typing.get_origin(hints[field.name]) is not typing.ClassVar:
-      _check_value(getattr(obj, field.name), hints[field.name], where,
-                   f"{path}.{field.name}")
 
 
 def validate_metadata(meta: Any, where: str = "metadata.json") -> Any:
@@ -213,10 +145,11 @@ def validate_metadata(meta: Any, where: str = "metadata.json") -> Any:
   fields: the record goes through the class's migration hook (``from_record``,
   which converts older records) and its ``__post_init__``; then every field of
   the resulting object, nested records and tuples of step rules included, is
-  checked against its type hint (a bool is a JSON true/false, not "false"; a
-  float is finite in float32), and against ``RANGES``. A record of the current
-  form must have every field of the LO's own record (``to_record``); an older
-  flat one every field its migration reads."""
+  checked against its type hint (``protocol.check_value``: a bool is a JSON
+  true/false, not "false"; a float is finite in float32), and ``exp_mult``
+  against its range. A record of the current form must have every field of the
+  LO's own record (``to_record``); an older flat one every field its migration
+  reads."""
   if not isinstance(meta, dict):
     raise MetadataError(f"{where}: expected a JSON object, got {type(meta).__name__}.")
   missing = [k for k in REQUIRED_KEYS if k not in meta]
@@ -235,10 +168,10 @@ def validate_metadata(meta: Any, where: str = "metadata.json") -> Any:
                         f"lopt knows {sorted(archs)}.")
   if "parameterization" in meta and meta["parameterization"] not in ("mup", "sp"):
     raise MetadataError(f"{where}: parameterization must be 'mup' or 'sp', got "
-                        f"{_show(meta['parameterization'])}.")
+                        f"{protocol.show(meta['parameterization'])}.")
   cls, raw = archs[meta["architecture"]], meta["config"]
   if not isinstance(raw, dict):
-    raise MetadataError(f"{where}: config must be a JSON object, got {_show(raw)}.")
+    raise MetadataError(f"{where}: config must be a JSON object, got {protocol.show(raw)}.")
   hints = typing.get_type_hints(cls)
   fields = {f.name: f for f in dataclasses.fields(cls)}
   # The flat fields of an old MLPLOpt record (before issue 20).
@@ -246,9 +179,10 @@ def validate_metadata(meta: Any, where: str = "metadata.json") -> Any:
   is_legacy = any(k in raw for k in legacy)
   # Scalar fields can be checked before the record is built, so that their
   # errors name the field (a constructor's TypeError would not).
+  fail = lambda path, message: MetadataError(f"{where}: {path} {message}")
   for name, value in raw.items():
     if name in fields and hints.get(name) in (bool, int, float, str):
-      _check_value(value, hints[name], where, f"config.{name}")
+      protocol.check_value(value, hints[name], f"config.{name}", fail)
   if is_legacy:
     scalars = [n for n in fields if hints.get(n) in (bool, int, float, str)]
     absent = [k for k in (*legacy, *scalars) if k not in raw]
@@ -264,7 +198,11 @@ def validate_metadata(meta: Any, where: str = "metadata.json") -> Any:
                         f"version ({' '.join(str(e).split())}).") from None
   if not is_legacy:
     _check_record_keys(raw, json.loads(json.dumps(lopt.to_record())), where, "config")
-  _check_dataclass(lopt, where, "config")
+  protocol.check_fields(lopt, fail, "config.")
+  if abs(getattr(lopt, "exp_mult", 0.0)) > _EXP_MULT_MAX:
+    raise MetadataError(f"{where}: config.exp_mult = {lopt.exp_mult!r} is outside "
+                        f"[{-_EXP_MULT_MAX:.4g}, {_EXP_MULT_MAX:.4g}] (exp(exp_mult·m) must "
+                        "stay finite in float32 for network outputs |m| <= 100).")
   return lopt
 
 
@@ -376,13 +314,10 @@ def load_pretrained(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
 
 
 def check_step_mult(step_mult: Any) -> float:
-  """``step_mult`` as a float; ``ValueError`` unless it is a finite number > 0
-  (and not rounding to 0 in float32)."""
-  if (not isinstance(step_mult, numbers.Real) or isinstance(step_mult, bool)
-      or not np.isfinite(float(step_mult)) or step_mult <= 0 or np.float32(step_mult) == 0
-      or abs(step_mult) > _FLOAT32_MAX):
-    raise ValueError(f"step_mult must be a finite number > 0 (1: the learned optimizer as "
-                     f"meta-trained; 0.5 halves every update), got {step_mult!r}.")
+  """``step_mult`` as a float; ``ValueError`` unless it is a float32 number > 0."""
+  protocol.check_value(step_mult, float, "step_mult", lambda path, message: ValueError(
+      f"{path} (1: the learned optimizer as meta-trained; 0.5 halves every update) {message}"),
+      {"step_mult": (0.0, False)})
   return float(step_mult)
 
 

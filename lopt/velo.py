@@ -234,6 +234,8 @@ class VeLOpt:
     for name in ("lstm_hidden", "num_mlps", "mlp_hidden", "mlp_layers"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+    if not (isinstance(self.step_mult, (int, float)) and 0 < self.step_mult < float("inf")):
+      raise ValueError(f"step_mult must be a positive finite float, got {self.step_mult!r}.")
 
   # ---------------------------------------------------------------- θ
   def init(self, key: jax.Array) -> dict:

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import numbers
-import typing
 import warnings
 from typing import Any
-
-import numpy as np
 
 from lopt import AdaptiveLOpt, Features, MLPLOpt, VeLOpt, adaptive, forms, protocol
 from lopt.step_rules import Cosine
@@ -129,19 +124,10 @@ class ConfigError(ValueError):
 
 
 # Numeric fields: (kind, lower bound, whether the bound itself is allowed).
-# Every numeric field must be finite and a float32 (θ and the inner training
-# run in float32); fields not listed here (added later) get the generic checks
-# of their annotated type in ``validate_config``. "lo." fields are the LO's.
+# Every field gets the checks of its type hint (``protocol.check_value``: a
+# number is finite and float32); these add the ranges. The LO's own fields
+# (``lo.*``) are range-checked by the LO itself (its ``__post_init__``).
 _NUMERIC_RULES: dict[str, tuple[type, float, bool]] = {
-    "lo.hidden_size": (int, 1, True),
-    "lo.hidden_layers": (int, 1, True),
-    "lo.step_mult": (float, 0.0, False),
-    "lo.exp_mult": (float, 0.0, True),          # 0: no magnitude output
-    "lo.output_init_scale": (float, 0.0, True),
-    "lo.lstm_hidden": (int, 1, True),
-    "lo.num_mlps": (int, 1, True),
-    "lo.mlp_hidden": (int, 1, True),
-    "lo.mlp_layers": (int, 1, True),
     "num_pairs": (int, 1, True),
     "sigma": (float, 0.0, False),
     "truncation_length": (int, 1, True),
@@ -165,49 +151,8 @@ _NUMERIC_RULES: dict[str, tuple[type, float, bool]] = {
 }
 _MAX_SEED = 2**32 - 1  # jax.random.PRNGKey silently wraps larger seeds onto small ones
 _WANDB_MODES = ("online", "offline", "disabled")
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _check_number(name: str, value: Any, kind: type, low: float | None,
-                  inclusive: bool) -> None:
-  if kind is int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-      raise ConfigError(name, f"must be an integer, got {value!r}.")
-  elif isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise ConfigError(name, f"must be a number, got {value!r}.")
-  if not math.isfinite(value):
-    raise ConfigError(name, f"must be finite, got {value!r}.")
-  if kind is float and (abs(value) > _FLOAT32_MAX or (value != 0 and np.float32(value) == 0)):
-    raise ConfigError(name, f"must be representable in float32 (|x| <= 3.4e38 and, unless 0, "
-                      f"not rounding to 0), got {value!r}.")
-  if low is not None and (value < low or (value == low and not inclusive)):
-    bound = f">= {low}" if inclusive else f"> {low}"
-    raise ConfigError(name, f"must be {bound}, got {value!r}.")
-
-
-def _check_fields(obj: Any, prefix: str = "") -> None:
-  """The generic checks of every field of the dataclass ``obj`` (nested ones too)."""
-  hints = typing.get_type_hints(type(obj))
-  for field in dataclasses.fields(obj):
-    name, value = prefix + field.name, getattr(obj, field.name)
-    hint = hints[field.name]
-    args = typing.get_args(hint)
-    base = next((a for a in args if a is not type(None)), hint)
-    if value is None:
-      if type(None) in args:
-        continue
-      raise ConfigError(name, "must not be None.")
-    if dataclasses.is_dataclass(value):
-      _check_fields(value, name + ".")
-    elif base is bool:
-      if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(name, f"must be true or false, got {value!r}.")
-    elif base is str:
-      if not isinstance(value, str) or not value.strip():
-        raise ConfigError(name, f"must be a non-empty string, got {value!r}.")
-    elif base in (int, float):
-      kind, low, inclusive = _NUMERIC_RULES.get(name, (base, None, True))
-      _check_number(name, value, kind, low, inclusive)
+# (lower bound, whether it is allowed) by field, for ``protocol.check_fields``.
+_BOUNDS = {name: rule[1:] for name, rule in _NUMERIC_RULES.items()}
 
 
 def validate_config(config: "MetaTrainConfig") -> None:
@@ -216,12 +161,13 @@ def validate_config(config: "MetaTrainConfig") -> None:
   Every numeric field must be a finite float32 number of its type within its
   range (``_NUMERIC_RULES``; a non-finite or out-of-range setting would
   otherwise poison θ silently), booleans must be bools and names must be known.
-  The LO's fields are checked the same way (``lo.<field>``), then by the LO itself.
+  The LO's fields (``lo.<field>``), already checked by the LO itself, get the
+  same type checks.
   """
   if not isinstance(config.lo, tuple(protocol.architectures().values())):
     raise ConfigError("lo", f"must be one of {sorted(protocol.architectures())}, "
                       f"got {config.lo!r}.")
-  _check_fields(config)
+  protocol.check_fields(config, ConfigError, bounds=_BOUNDS)
   if config.seed > _MAX_SEED:
     raise ConfigError("seed", f"must be <= {_MAX_SEED}, got {config.seed!r}.")
   if config.estimator not in ESTIMATOR_NAMES:
