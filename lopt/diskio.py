@@ -241,12 +241,9 @@ def check_writable(directory: str | os.PathLike) -> None:
 
 
 def staging_dir(final: str | os.PathLike) -> Path:
-  """A fresh temporary sibling of ``final``; leftovers of dead processes are removed."""
+  """A fresh temporary sibling of ``final``; dead processes' leftovers are removed."""
   final = Path(final)
-  for old in final.parent.glob(f".{final.name}.tmp-*"):
-    pid = old.name.rsplit("-", 1)[-1]
-    if not pid.isdigit() or not _alive(int(pid)):
-      shutil.rmtree(old, ignore_errors=True)
+  remove_stale_temps(final.parent)
   path = final.parent / f".{final.name}.tmp-{os.getpid()}"
   shutil.rmtree(path, ignore_errors=True)
   path.mkdir()

@@ -404,7 +404,6 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int):
     self.workdir = workdir
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    self._unverified_warned = False
     diskio.silence_closed_event_loops()
     if jax.process_index() == 0:  # what a killed or failed save left behind
       for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):

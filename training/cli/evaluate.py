@@ -35,13 +35,9 @@ class _Parser(OneLineErrors, argparse.ArgumentParser):
 
 
 def _positive_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    value = None
-  if value is None or value < 1:
+  if not text.strip().isdecimal() or int(text) < 1:  # no sign, point or exponent
     raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-  return value
+  return int(text)
 
 
 def _csv(text: str) -> list[str]:

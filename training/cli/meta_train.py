@@ -138,8 +138,7 @@ def main(argv=None) -> int:
     sharding.maybe_initialize_distributed()  # before any other JAX call
     args, config = _parse(argv)
     from training import checkpoint, export, trainer
-    checkpoint.check_workdir(args.workdir)
-    held.enter_context(checkpoint.workdir_lock(args.workdir))
+    held.enter_context(checkpoint.workdir_lock(checkpoint.check_workdir(args.workdir)))
     state = trainer.run(config, args.workdir, progress=not args.no_progress)
     step = int(state.step)
     if step < config.outer_steps:
