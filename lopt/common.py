@@ -113,7 +113,7 @@ def optax_from_lo(lo: Any, theta: Any, num_steps: Any, mup: Any, needs: list[str
 # ---------------------------------------------------------------- per-element MLP
 def _dense(channels: list[jax.Array], w: jax.Array, b: jax.Array) -> list[jax.Array]:
   """A dense layer over per-element channels: out_j = sum_i x_i w_ij + b_j."""
-  return [sum(x * w[i, j] for i, x in enumerate(channels)) + b[j] for j in range(w.shape[1])]
+  return [sum(x * w[i, j] for i, x in enumerate(channels)) + b[..., j] for j in range(w.shape[1])]
 
 
 def stacked_mlp(feats, layers):

@@ -50,6 +50,9 @@ RATIO_FEATURES = tuple(i for i, name in enumerate(ELEMENT_FEATURES)
 # statistics can be taken over those (small) arrays instead of the tensor.
 FACTOR_ONLY_FEATURES = tuple(i for i, name in enumerate(ELEMENT_FEATURES)
                              if name.startswith(("row", "col", "rsqrt_row", "rsqrt_col")))
+ROW_FEATURES = tuple(i for i in FACTOR_ONLY_FEATURES if "row" in ELEMENT_FEATURES[i])
+COL_FEATURES = tuple(i for i in FACTOR_ONLY_FEATURES if "col" in ELEMENT_FEATURES[i])
+PER_ELEMENT_FEATURES = tuple(i for i in range(NUM_ELEMENT_FEATURES) if i not in FACTOR_ONLY_FEATURES)
 NUM_TIME_FEATURES = len(TIME_SCALES) + 1      # 11 tanh features + fraction of training
 NUM_FEATURES = NUM_ELEMENT_FEATURES + NUM_TIME_FEATURES  # 40 = the reference 39 + fraction
 
@@ -174,14 +177,29 @@ def elementwise_features(g, p, mom, rms, row, col, fac_v) -> list[jax.Array]:
           + [m * r for m, r in zip(mom, rsqrt_fac)])
 
 
-def normalize(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """Divide by the feature's RMS over the tensor, then broadcast to ``shape``.
+def norm_scale(x: jax.Array) -> jax.Array:
+  """``1 / RMS`` of a feature over the tensor (``rsqrt(1e-5 + mean(x²))``). The
+  mean of a broadcast row/column feature over the full tensor equals its mean
+  over the smaller array, so it is taken before broadcasting."""
+  return jax.lax.rsqrt(NORM_EPS + jnp.mean(jnp.square(x)))
 
-  The mean of a broadcast row/column feature over the full tensor equals its
-  mean over the smaller array, so it is taken before broadcasting.
-  """
-  x = x * jax.lax.rsqrt(NORM_EPS + jnp.mean(jnp.square(x)))
-  return jnp.broadcast_to(x, shape)
+
+def normalize(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Divide by the feature's RMS over the tensor, then broadcast to ``shape``."""
+  return jnp.broadcast_to(x * norm_scale(x), shape)
+
+
+def raw_features(g: jax.Array, p: jax.Array, acc: TensorAcc) -> list[jax.Array]:
+  """The 28 un-normalized features, un-broadcast (row/column ones keep their small shapes)."""
+  row, col, fac_v = broadcast_factors(acc, g.shape)
+  return elementwise_features(g, p, acc.mom, acc.rms, row, col, fac_v)
+
+
+def norm_scales(feats: list[jax.Array], raw_ratios: bool = False) -> list[jax.Array]:
+  """Each raw feature's normalization scale (``norm_scale``; 1 for the
+  ``RATIO_FEATURES`` with ``raw_ratios``)."""
+  keep = RATIO_FEATURES if raw_ratios else ()
+  return [jnp.ones((), jnp.float32) if i in keep else norm_scale(f) for i, f in enumerate(feats)]
 
 
 def feature_list(g: jax.Array, p: jax.Array, acc: TensorAcc,
@@ -190,12 +208,8 @@ def feature_list(g: jax.Array, p: jax.Array, acc: TensorAcc,
   (unstacked: an elementwise MLP over them fuses into one pass, see
   ``lopt.common.per_element_mlp``). With ``raw_ratios`` the ``RATIO_FEATURES``
   are left un-normalized."""
-  shape = g.shape
-  row, col, fac_v = broadcast_factors(acc, shape)
-  feats = elementwise_features(g, p, acc.mom, acc.rms, row, col, fac_v)
-  keep = RATIO_FEATURES if raw_ratios else ()
-  return [jnp.broadcast_to(f, shape) if i in keep else normalize(f, shape)
-          for i, f in enumerate(feats)]
+  feats = raw_features(g, p, acc)
+  return [jnp.broadcast_to(f * s, g.shape) for f, s in zip(feats, norm_scales(feats, raw_ratios))]
 
 
 def tensor_features(g: jax.Array, p: jax.Array, acc: TensorAcc,

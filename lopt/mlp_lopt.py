@@ -210,22 +210,36 @@ class MLPLOpt:
                         nonfinite=jnp.zeros((), jnp.int32))
 
   # ---------------------------------------------------------------- update
-  def tensor_step(self, theta: dict, feats: list[jax.Array], tfeats: jax.Array) -> jax.Array:
-    """Unscaled step of one tensor from its 28 features (``features.feature_list``).
-    Narrow MLPs (the shipped width 8) run unit by unit (``common.per_element_mlp``:
-    one fused elementwise pass, no ``[*shape, 28]`` array; 5x faster on CPU);
-    wider ones as matmuls over the stacked features, since unrolling
+  def tensor_step(self, theta: dict, feats: list[jax.Array], scales: list[jax.Array],
+                  tfeats: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Unscaled step of one tensor from its 28 raw features and their
+    normalization scales (``features.raw_features``, ``features.norm_scales``).
+    The time features are the same for every element, so their first-layer
+    contribution is folded into its bias. Narrow MLPs (the shipped width 8) run
+    unit by unit (``common.per_element_mlp``: one fused elementwise pass, no
+    ``[*shape, 28]`` array; 5x faster on CPU), with the scales folded into the
+    first layer's weights and the row-only and column-only features into its
+    bias (an array that broadcasts over the tensor), so that per element the
+    first layer reads only the 16 ``features.PER_ELEMENT_FEATURES``. Wider ones
+    run as matmuls over the 28 stacked normalized features, since unrolling
     hidden_size**2 products per layer explodes XLA's compile memory (width 32:
-    over 20 GB). The time features are the same for every element of a tensor,
-    so their first-layer contribution is folded into the bias."""
+    over 20 GB)."""
     layers = theta["mlp"]
     first = layers["layer_0"]
-    dense = [(first["w"], tfeats @ first["w_time"] + first["b"])]
-    dense += [(layers[f"layer_{i}"]["w"], layers[f"layer_{i}"]["b"])
-              for i in range(1, self.hidden_layers)]
+    w, bias = first["w"], tfeats @ first["w_time"] + first["b"]
+    if self.hidden_size > UNIT_BY_UNIT_MAX_WIDTH:
+      mlp, inputs = stacked_mlp, [jnp.broadcast_to(f * s, shape) for f, s in zip(feats, scales)]
+    else:
+      w = w * jnp.stack(scales)[:, None]
+      for part in (F.ROW_FEATURES, F.COL_FEATURES):
+        bias = bias + jnp.stack([feats[k] for k in part], axis=-1) @ w[np.array(part)]
+      w = w[np.array(F.PER_ELEMENT_FEATURES)]
+      mlp, inputs = per_element_mlp, [jnp.broadcast_to(feats[k], shape)
+                                      for k in F.PER_ELEMENT_FEATURES]
+    dense = [(w, bias)] + [(layers[f"layer_{i}"]["w"], layers[f"layer_{i}"]["b"])
+                           for i in range(1, self.hidden_layers)]
     dense.append((layers["output"]["w"], layers["output"]["b"]))
-    mlp = per_element_mlp if self.hidden_size <= UNIT_BY_UNIT_MAX_WIDTH else stacked_mlp
-    direction, magnitude = mlp(feats, tuple(dense))
+    direction, magnitude = mlp(inputs, tuple(dense))
     return direction * jnp.exp(self.exp_mult * magnitude) * self.step_mult
 
   def update(self, theta: dict, grads: Any, state: MLPLOptState, params: Any, *,
@@ -276,8 +290,17 @@ class MLPLOpt:
     """The reference update of one tensor: (update, new accumulators)."""
     g32 = jnp.asarray(g, jnp.float32)  # already sanitized by update()
     acc = F.update_accumulators(acc, g32, decays)
-    feats = F.feature_list(g32, jnp.asarray(p, jnp.float32), acc, raw_ratios=self.features.adam)
-    step = self.tensor_step({"mlp": theta_mlp}, feats, tfeats) * mult
+    p32 = jnp.asarray(p, jnp.float32)
+    scales = F.norm_scales(F.raw_features(g32, p32, acc), raw_ratios=self.features.adam)
+    mlp_step = lambda: self.tensor_step({"mlp": theta_mlp}, F.raw_features(g32, p32, acc),
+                                        scales, tfeats, g.shape) * mult
+    if any(isinstance(rule, step_rules.RMSNormalize) for rule in self.step):
+      # RMSNormalize zeroes a tensor without gradient, so the MLP is skipped
+      # there. The cond also makes XLA run the MLP once: fused into the step
+      # rule's RMS reduction and the final update, it recomputed it in each.
+      step = jax.lax.cond(jnp.any(g32 != 0), mlp_step, lambda: jnp.zeros_like(g32))
+    else:
+      step = mlp_step()
     return (-step).astype(jnp.result_type(p)), acc
 
   def _groups(self, mup: Any, params: Any) -> Any:
