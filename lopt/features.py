@@ -195,11 +195,20 @@ def raw_features(g: jax.Array, p: jax.Array, acc: TensorAcc) -> list[jax.Array]:
   return elementwise_features(g, p, acc.mom, acc.rms, row, col, fac_v)
 
 
-def norm_scales(feats: list[jax.Array], raw_ratios: bool = False) -> list[jax.Array]:
+def norm_scales(feats: list[jax.Array], acc: TensorAcc,
+                raw_ratios: bool = False) -> list[jax.Array]:
   """Each raw feature's normalization scale (``norm_scale``; 1 for the
-  ``RATIO_FEATURES`` with ``raw_ratios``)."""
+  ``RATIO_FEATURES`` with ``raw_ratios``). Few reductions: the three momenta
+  share one over ``acc.mom``, the row-only and the column-only features one
+  each over their (small) stack."""
+  mean_sq = lambda x: jnp.mean(jnp.square(x), axis=tuple(range(1, x.ndim)))
+  ms = dict(zip((2, 3, 4), mean_sq(acc.mom)))  # mom0, mom1, mom2
+  for part in (ROW_FEATURES, COL_FEATURES):
+    ms.update(zip(part, mean_sq(jnp.stack([feats[k] for k in part]))))
   keep = RATIO_FEATURES if raw_ratios else ()
-  return [jnp.ones((), jnp.float32) if i in keep else norm_scale(f) for i, f in enumerate(feats)]
+  return [jnp.ones((), jnp.float32) if i in keep else
+          norm_scale(f) if i not in ms else jax.lax.rsqrt(NORM_EPS + ms[i])
+          for i, f in enumerate(feats)]
 
 
 def feature_list(g: jax.Array, p: jax.Array, acc: TensorAcc,
@@ -209,7 +218,7 @@ def feature_list(g: jax.Array, p: jax.Array, acc: TensorAcc,
   ``lopt.common.per_element_mlp``). With ``raw_ratios`` the ``RATIO_FEATURES``
   are left un-normalized."""
   feats = raw_features(g, p, acc)
-  return [jnp.broadcast_to(f * s, g.shape) for f, s in zip(feats, norm_scales(feats, raw_ratios))]
+  return [jnp.broadcast_to(f * s, g.shape) for f, s in zip(feats, norm_scales(feats, acc, raw_ratios))]
 
 
 def tensor_features(g: jax.Array, p: jax.Array, acc: TensorAcc,

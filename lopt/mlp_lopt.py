@@ -291,14 +291,14 @@ class MLPLOpt:
     g32 = jnp.asarray(g, jnp.float32)  # already sanitized by update()
     acc = F.update_accumulators(acc, g32, decays)
     p32 = jnp.asarray(p, jnp.float32)
-    scales = F.norm_scales(F.raw_features(g32, p32, acc), raw_ratios=self.features.adam)
+    scales = F.norm_scales(F.raw_features(g32, p32, acc), acc, raw_ratios=self.features.adam)
     mlp_step = lambda: self.tensor_step({"mlp": theta_mlp}, F.raw_features(g32, p32, acc),
                                         scales, tfeats, g.shape) * mult
     if any(isinstance(rule, step_rules.RMSNormalize) for rule in self.step):
       # RMSNormalize zeroes a tensor without gradient, so the MLP is skipped
       # there. The cond also makes XLA run the MLP once: fused into the step
       # rule's RMS reduction and the final update, it recomputed it in each.
-      step = jax.lax.cond(jnp.any(g32 != 0), mlp_step, lambda: jnp.zeros_like(g32))
+      step = jax.lax.cond(step_rules.has_gradient(g32), mlp_step, lambda: jnp.zeros_like(g32))
     else:
       step = mlp_step()
     return (-step).astype(jnp.result_type(p)), acc

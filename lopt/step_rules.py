@@ -79,6 +79,11 @@ def rms_normalize(u: jax.Array) -> jax.Array:
   return jnp.where(ms > 0, u * jax.lax.rsqrt(jnp.where(ms > 0, ms, 1.0)), 0.0)
 
 
+def has_gradient(g: jax.Array) -> jax.Array:
+  """Whether any element of the (finite) gradient is nonzero: one max-reduction."""
+  return jnp.max(jnp.abs(g), initial=0.0) > 0
+
+
 def cosine_factor(count: jax.Array, num_steps) -> jax.Array | None:
   """0.5 (1 + cos(π t / num_steps)) at update ``count`` (clipped past the end);
   None without ``num_steps``."""
@@ -102,7 +107,7 @@ class RMSNormalize(StepRule):
 
   def __call__(self, theta, step, ctx):
     d = rms_normalize(step.direction.astype(jnp.float32))
-    return step._replace(direction=jnp.where(jnp.any(ctx.g != 0), d, 0.0))
+    return step._replace(direction=jnp.where(has_gradient(ctx.g), d, 0.0))
 
 
 @dataclasses.dataclass(frozen=True)
