@@ -52,7 +52,8 @@ FACTOR_ONLY_FEATURES = tuple(i for i, name in enumerate(ELEMENT_FEATURES)
                              if name.startswith(("row", "col", "rsqrt_row", "rsqrt_col")))
 ROW_FEATURES = tuple(i for i in FACTOR_ONLY_FEATURES if "row" in ELEMENT_FEATURES[i])
 COL_FEATURES = tuple(i for i in FACTOR_ONLY_FEATURES if "col" in ELEMENT_FEATURES[i])
-PER_ELEMENT_FEATURES = tuple(i for i in range(NUM_ELEMENT_FEATURES) if i not in FACTOR_ONLY_FEATURES)
+PER_ELEMENT_FEATURES = tuple(i for i in range(NUM_ELEMENT_FEATURES)
+                             if i not in FACTOR_ONLY_FEATURES)
 NUM_TIME_FEATURES = len(TIME_SCALES) + 1      # 11 tanh features + fraction of training
 NUM_FEATURES = NUM_ELEMENT_FEATURES + NUM_TIME_FEATURES  # 40 = the reference 39 + fraction
 
@@ -218,7 +219,8 @@ def feature_list(g: jax.Array, p: jax.Array, acc: TensorAcc,
   ``lopt.common.per_element_mlp``). With ``raw_ratios`` the ``RATIO_FEATURES``
   are left un-normalized."""
   feats = raw_features(g, p, acc)
-  return [jnp.broadcast_to(f * s, g.shape) for f, s in zip(feats, norm_scales(feats, acc, raw_ratios))]
+  scales = norm_scales(feats, acc, raw_ratios)
+  return [jnp.broadcast_to(f * s, g.shape) for f, s in zip(feats, scales)]
 
 
 def tensor_features(g: jax.Array, p: jax.Array, acc: TensorAcc,
