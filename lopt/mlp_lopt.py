@@ -291,6 +291,8 @@ class MLPLOpt:
     g32 = jnp.asarray(g, jnp.float32)  # already sanitized by update()
     acc = F.update_accumulators(acc, g32, decays)
     p32 = jnp.asarray(p, jnp.float32)
+    # The features are computed again inside mlp_step, on purpose: passed in,
+    # they would be written to memory (measured slower); here they only feed reductions.
     scales = F.norm_scales(F.raw_features(g32, p32, acc), acc, raw_ratios=self.features.adam)
     mlp_step = lambda: self.tensor_step({"mlp": theta_mlp}, F.raw_features(g32, p32, acc),
                                         scales, tfeats, g.shape) * mult
