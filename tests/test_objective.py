@@ -123,3 +123,32 @@ def test_unit_task_grads_give_every_task_one_vote():
   # No task alive: a zero gradient, not NaN.
   out = trainer.combine_task_grads(grads, [jnp.asarray(False)] * 3, True)
   assert all(np.all(np.asarray(x) == 0) for x in jax.tree_util.tree_leaves(out))
+
+
+def test_step_mult_spread_scales_each_episodes_updates_by_one_log_uniform_factor():
+  """spread s: every episode draws one factor in [1/s, s], log-uniform, from its
+  own key (the params are those of a run without it), and each update is
+  exactly that factor times the unscaled LO's; s = 1 adds no state at all."""
+  theta = LO.init(jax.random.PRNGKey(0))
+  plain = _system()
+  spread = LOTrainingSystem(LO, TASK, 20, TruncationSchedule(20, 20), step_mult_spread=3.0,
+                            random_initial_offset=False)
+  assert plain.init_state(jax.random.PRNGKey(2)).step_scale is None
+  keys = jax.random.split(jax.random.PRNGKey(5), 4000)
+  scales = np.asarray(jax.vmap(lambda k: spread.init_state(k).step_scale)(keys))
+  assert scales.min() >= 1 / 3 - 1e-6 and scales.max() <= 3 + 1e-6
+  logs = np.log(scales) / np.log(3.0)  # uniform on [-1, 1]: mean 0, variance 1/3
+  assert abs(logs.mean()) < 0.05 and abs(logs.var() - 1 / 3) < 0.03
+  s0, s1 = plain.init_state(keys[0]), spread.init_state(keys[0])
+  for a, b in zip(jax.tree_util.tree_leaves(s0.params), jax.tree_util.tree_leaves(s1.params)):
+    np.testing.assert_array_equal(a, b)
+  (n0, _), (n1, _) = (s.inner_step(theta, st, jax.random.PRNGKey(6))
+                      for s, st in ((plain, s0), (spread, s1)))
+  for p, a, b in zip(*(jax.tree_util.tree_leaves(x) for x in (s0.params, n0.params, n1.params))):
+    np.testing.assert_allclose(b - p, float(s1.step_scale) * (a - p), rtol=1e-5, atol=1e-7)
+  assert float(n1.step_scale) == float(s1.step_scale)
+
+
+def test_step_mult_spread_below_one_is_refused():
+  with np.testing.assert_raises_regex(config_lib.ConfigError, "step_mult_spread"):
+    config_lib.MetaTrainConfig(step_mult_spread=0.5)

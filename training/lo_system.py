@@ -84,6 +84,8 @@ class InnerState(NamedTuple):
   opt_state: Any
   step: jax.Array      # int32: inner steps taken in this episode
   horizon: jax.Array   # int32: length of this episode
+  # float32: this episode's factor on every update (``step_mult_spread``); None: off.
+  step_scale: Any = None
 
 
 # Normalized losses below this are "solved": keeps log(meta-loss) bounded.
@@ -115,6 +117,13 @@ class LOTrainingSystem:
   # nothing to Δ): users judge the end of training, and an average over the
   # whole trajectory rewards speed, which on small data is memorization.
   final_fraction: float = 1.0
+  # Each episode's updates are multiplied by a factor drawn log-uniformly in
+  # [1/spread, spread] (1: off), the same for both members of a pair. The
+  # objective is then smoothed over the global step size, so ES sees beyond
+  # its local slope there, and the adaptive head is rewarded for correcting a
+  # step that is too large or too small for the task (as a user's model
+  # without μP, or with another init, has).
+  step_mult_spread: float = 1.0
   # The task's on-device arrays (``task.data()``). Pass them in as an argument of
   # the jitted step, not closed over: a closed-over dataset becomes a constant
   # baked into the program, which is slow to compile at ImageNet scale.
@@ -127,6 +136,9 @@ class LOTrainingSystem:
       raise ValueError(f"meta_loss must be 'train' or 'valid', got {self.meta_loss!r}.")
     if not 0 < self.final_fraction <= 1:
       raise ValueError(f"final_fraction must be in (0, 1], got {self.final_fraction!r}.")
+    if not (math.isfinite(self.step_mult_spread) and self.step_mult_spread >= 1):
+      raise ValueError(f"step_mult_spread must be a finite float >= 1, "
+                       f"got {self.step_mult_spread!r}.")
     if self.meta_loss == "valid" and not getattr(self.task, "reserve_valid", False):
       raise ValueError(
           f"meta_loss='valid' needs a validation split disjoint from the test split that "
@@ -140,7 +152,13 @@ class LOTrainingSystem:
 
   def _fresh(self, key: jax.Array, horizon: jax.Array) -> InnerState:
     params = self.task.init(key)
-    return InnerState(params, self.lopt.init_state(params), jnp.zeros((), jnp.int32), horizon)
+    scale = None
+    if self.step_mult_spread > 1:  # its own key: params are those of a run without it
+      log_s = math.log(self.step_mult_spread)
+      scale = jnp.exp(jax.random.uniform(jax.random.fold_in(key, 1), (), minval=-log_s,
+                                         maxval=log_s))
+    return InnerState(params, self.lopt.init_state(params), jnp.zeros((), jnp.int32), horizon,
+                      scale)
 
   def init_state(self, key: jax.Array, *, random_offset: bool = True) -> InnerState:
     k_init, k_h, k_off = jax.random.split(key, 3)
@@ -160,8 +178,10 @@ class LOTrainingSystem:
     updates, opt_state = self.lopt.update(theta, grads, state.opt_state, state.params,
                                           num_steps=state.horizon, mup=optimizer_spec(self.task),
                                           loss=loss)
+    if state.step_scale is not None:
+      updates = jax.tree_util.tree_map(lambda u: u * state.step_scale, updates)
     params = jax.tree_util.tree_map(lambda p, u: p + u.astype(p.dtype), state.params, updates)
-    return InnerState(params, opt_state, state.step + 1, state.horizon), loss
+    return InnerState(params, opt_state, state.step + 1, state.horizon, state.step_scale), loss
 
   def unroll(self, theta_cur, theta_next, state: InnerState, key: jax.Array):
     k_reset, k_h, k_steps = jax.random.split(key, 3)

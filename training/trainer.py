@@ -103,7 +103,8 @@ class MetaTrainer:
     for task, task_data in zip(self.tasks, data):
       system = LOTrainingSystem(self.lopt, task, c.truncation_length, schedule,
                                 meta_loss=c.meta_loss, log_meta_loss=c.log_meta_loss,
-                                final_fraction=c.final_fraction, data=task_data,
+                                final_fraction=c.final_fraction,
+                                step_mult_spread=c.step_mult_spread, data=task_data,
                                 outer_step=outer_step)
       kwargs = dict(system=system, num_pairs=c.num_pairs, mesh=self.mesh)
       if c.estimator != "tbptt":
