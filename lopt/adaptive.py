@@ -40,10 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt import mup as mup_lib
 from lopt import step_rules
-from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, optax_from_lo,
-                         sanitize_grad, step_multipliers)
+from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, map_tensors,
+                         optax_from_lo, sanitize_grad)
 from lopt.step_rules import GroupBase, LearnedScales, Step, StepRule, WeightDecay
 
 # Pooled per-tensor statistics (``tensor_stats``), read by the head and, as
@@ -247,11 +246,6 @@ class AdaptiveLOpt:
                              zero, zero, jnp.zeros((), jnp.int32))
 
   # ---------------------------------------------------------------- update
-  def _groups(self, mup: Any, params: Any) -> Any:
-    if not self.mup or mup is None:
-      return jax.tree_util.tree_map(lambda _: 0, params)
-    return mup_lib.step_groups(mup, params)
-
   @staticmethod
   def _loss_features(state: AdaptiveLOptState, loss: Any):
     """((has_loss, log-loss progress since update 1, log-loss trend), (loss0, ema))."""
@@ -295,8 +289,6 @@ class AdaptiveLOpt:
       raise ValueError("The learned optimizer reads parameter values: call "
                        "update(grads, state, params) with params.")
     check_num_steps(num_steps)
-    mults = step_multipliers(self, mup, params)
-    groups = self._groups(mup, params)
     count = state.count + 1
     t = count.astype(jnp.float32)
     frac = (jnp.zeros((), jnp.float32) if num_steps is None
@@ -330,16 +322,10 @@ class AdaptiveLOpt:
               else adapt.multipliers(theta[adapt.theta_key], feats))
       return u, AdaptiveTensorState(m, v, log_g0, log_p0, seen), bad
 
-    is_ts = lambda x: isinstance(x, AdaptiveTensorState)
-    flat_g, treedef = jax.tree_util.tree_flatten(grads)
-    flat = zip(flat_g, treedef.flatten_up_to(params),
-               jax.tree_util.tree_leaves(state.tensors, is_leaf=is_ts),
-               treedef.flatten_up_to(mults), treedef.flatten_up_to(groups))
-    outs = [one(*args) for args in flat]
-    updates = jax.tree_util.tree_unflatten(treedef, [o[0] for o in outs])
-    tensors = jax.tree_util.tree_unflatten(treedef, [o[1] for o in outs])
-    nonfinite = state.nonfinite + sum((o[2] for o in outs), jnp.zeros((), jnp.int32))
-    return updates, AdaptiveLOptState(count, tensors, log_loss0, log_loss_ema, nonfinite)
+    updates, tensors, nonfinite = map_tensors(
+        self, one, grads, params, state.tensors, lambda x: isinstance(x, AdaptiveTensorState), mup)
+    return updates, AdaptiveLOptState(count, tensors, log_loss0, log_loss_ema,
+                                      state.nonfinite + nonfinite)
 
   # ---------------------------------------------------------------- optax
   def as_optax(self, theta: dict, num_steps: int | None = None,

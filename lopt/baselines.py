@@ -518,13 +518,9 @@ def _sophia(learning_rate: ScalarOrSchedule, seed: int = 0, **kwargs):
 
 def _grid(lo: float, hi: float) -> list[float]:
   """Half-decade grid 1, 3, 10, 30, ... from ``lo`` to ``hi`` (both of the form 1e-k or 3e-k)."""
-  out = []
-  for e in range(-8, 4):
-    for m in (1, 3):
-      v = float(f"{m}e{e}")  # decimal literal: 3e-4, not 3*1e-4 = 0.00030000000000000003
-      if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9):
-        out.append(v)
-  return out
+  # Decimal literals: 3e-4, not 3*1e-4 = 0.00030000000000000003.
+  values = [float(f"{m}e{e}") for e in range(-8, 4) for m in (1, 3)]
+  return [v for v in values if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
 
 
 _ADAM_GRID = _grid(1e-4, 1e-1)

@@ -66,6 +66,24 @@ def step_multipliers(lo: Any, mup: Any, params: Any) -> Any:
   return mup_lib.multipliers(mup, params)
 
 
+def map_tensors(lo: Any, one: Any, grads: Any, params: Any, states: Any, is_state: Any,
+                mup: Any) -> tuple[Any, Any, jax.Array]:
+  """``one(g, p, state, mult, group) -> (update, state, nonfinite)`` over the tensors,
+  with each tensor's step multiplier (``step_multipliers``) and μP step group: 0
+  (input, vector) or 1 (hidden-like); SP mode has no kinds, so every tensor is in
+  group 0. Returns (updates, states) in the structure of ``grads`` and the
+  summed nonfinite counts."""
+  mults = step_multipliers(lo, mup, params)
+  groups = (jax.tree_util.tree_map(lambda _: 0, params) if not lo.mup or mup is None
+            else mup_lib.step_groups(mup, params))
+  flat_g, treedef = jax.tree_util.tree_flatten(grads)
+  outs = [one(*args) for args in zip(
+      flat_g, treedef.flatten_up_to(params), jax.tree_util.tree_leaves(states, is_leaf=is_state),
+      treedef.flatten_up_to(mults), treedef.flatten_up_to(groups))]
+  unflatten = lambda i: jax.tree_util.tree_unflatten(treedef, [out[i] for out in outs])
+  return unflatten(0), unflatten(1), sum((out[2] for out in outs), jnp.zeros((), jnp.int32))
+
+
 def check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:
   """Raise a ValueError naming the tensor if ``theta`` does not have ``expected``'s
   tree and shapes (``owner``, the LO config, is named in the message)."""

@@ -91,7 +91,6 @@ def io_failure(error: BaseException, what: str = "") -> tuple[int, str] | None:
   for e in _chain(error):
     if isinstance(e, DiskError):
       return e.exit_code, " ".join(str(e).split())
-    code = None
     if isinstance(e, OSError) and e.errno in _BY_ERRNO:
       code = e.errno
     else:
@@ -256,7 +255,8 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[str]:
   removed = []
   for path in Path(directory).glob(".*.tmp-*"):
     pid = path.name.rsplit("-", 1)[-1]
-    if pid.isdigit() and not _alive(int(pid)) and int(pid) != os.getpid():
+    # Our own leftovers (an earlier failed attempt of this process) are kept too.
+    if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
       if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
       else:
@@ -267,8 +267,6 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[str]:
 
 
 def _alive(pid: int) -> bool:
-  if pid == os.getpid():
-    return False  # our own leftover from an earlier failed attempt
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -289,13 +287,10 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def _files(directory: Path, covered: list[str] | tuple[str, ...]) -> list[str]:
   """The files of ``directory`` (relative, "/"-separated) that are or lie in ``covered``."""
-  out = []
-  for dirpath, _, files in os.walk(directory):
-    for name in files:
-      rel = os.path.relpath(os.path.join(dirpath, name), directory).replace(os.sep, "/")
-      if rel != RECORD and any(rel == c or rel.startswith(c.rstrip("/") + "/") for c in covered):
-        out.append(rel)
-  return sorted(out)
+  rels = [os.path.relpath(os.path.join(dirpath, name), directory).replace(os.sep, "/")
+          for dirpath, _, files in os.walk(directory) for name in files]
+  return sorted(rel for rel in rels if rel != RECORD and any(
+      rel == c or rel.startswith(c.rstrip("/") + "/") for c in covered))
 
 
 def record_of(directory: str | os.PathLike, covered: tuple[str, ...]) -> dict[str, Any]:

@@ -44,10 +44,9 @@ import optax
 
 from lopt import features as F
 from lopt import kernels
-from lopt import mup as mup_lib
 from lopt import step_rules
-from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, optax_from_lo,
-                         per_element_mlp, sanitize_grad, stacked_mlp, step_multipliers)
+from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, map_tensors,
+                         optax_from_lo, per_element_mlp, sanitize_grad, stacked_mlp)
 
 # Widest per-element MLP written unit by unit (see MLPLOpt.tensor_step).
 UNIT_BY_UNIT_MAX_WIDTH = 8
@@ -251,8 +250,6 @@ class MLPLOpt:
       raise ValueError("The learned optimizer reads parameter values: call "
                        "update(grads, state, params) with params.")
     check_num_steps(num_steps)
-    mults = step_multipliers(self, mup, params)
-    groups = self._groups(mup, params)
     decays = F.decays_from_logits(F.Decays(**theta["decay_logits"]))
     count = state.count + 1
     tfeats = F.time_features(count, num_steps)
@@ -272,17 +269,9 @@ class MLPLOpt:
       ctx = step_rules.TensorContext(g, p, mult, group, count, num_steps, loss, acc, decays)
       return step_rules.apply(self.step, theta, step_rules.Step(u), ctx), acc, bad
 
-    is_acc = lambda x: isinstance(x, F.TensorAcc)
-    flat_g, treedef = jax.tree_util.tree_flatten(grads)
-    flat_p = treedef.flatten_up_to(params)
-    flat_acc = jax.tree_util.tree_leaves(state.acc, is_leaf=is_acc)
-    flat_m = treedef.flatten_up_to(mults)
-    flat_grp = treedef.flatten_up_to(groups)
-    outs = [one(*args) for args in zip(flat_g, flat_p, flat_acc, flat_m, flat_grp)]
-    updates = jax.tree_util.tree_unflatten(treedef, [u for u, _, _ in outs])
-    new_acc = jax.tree_util.tree_unflatten(treedef, [a for _, a, _ in outs])
-    nonfinite = state.nonfinite + sum((b for _, _, b in outs), jnp.zeros((), jnp.int32))
-    return updates, MLPLOptState(count=count, acc=new_acc, nonfinite=nonfinite)
+    updates, new_acc, nonfinite = map_tensors(
+        self, one, grads, params, state.acc, lambda x: isinstance(x, F.TensorAcc), mup)
+    return updates, MLPLOptState(count=count, acc=new_acc, nonfinite=state.nonfinite + nonfinite)
 
   def _xla_tensor_update(self, mult: float, theta_mlp: dict, tfeats: jax.Array,
                          decays: F.Decays, g: jax.Array, p: jax.Array,
@@ -304,13 +293,6 @@ class MLPLOpt:
     else:
       step = mlp_step()
     return (-step).astype(jnp.result_type(p)), acc
-
-  def _groups(self, mup: Any, params: Any) -> Any:
-    """Each tensor's μP step group: 0 (input, vector) or 1 (hidden-like).
-    SP mode has no kinds, so every tensor is in group 0."""
-    if not self.mup or mup is None:
-      return jax.tree_util.tree_map(lambda _: 0, params)
-    return mup_lib.step_groups(mup, params)
 
   # ---------------------------------------------------------------- optax
   def as_optax(self, theta: dict, num_steps: int | None = None,

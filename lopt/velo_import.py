@@ -145,12 +145,10 @@ def _w0_rows(group: tuple[str, ...]) -> list[int]:
 
 
 def _flatten(tree: Any, prefix: tuple = ()) -> dict[tuple, Any]:
-  if isinstance(tree, dict):
-    out = {}
-    for key, value in tree.items():
-      out.update(_flatten(value, prefix + (str(key),)))
-    return out
-  return {prefix: tree}
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  return {path: leaf for key, value in tree.items()
+          for path, leaf in _flatten(value, prefix + (str(key),)).items()}
 
 
 def _get(tree: dict, path: tuple) -> Any:
