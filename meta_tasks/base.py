@@ -189,8 +189,7 @@ class Task(abc.ABC):
 
   @functools.cached_property
   def kinds(self) -> Any:
-    shapes = jax.eval_shape(self.init, jax.random.key(0))
-    return self._kinds(shapes)
+    return self._kinds(jax.eval_shape(self.init, jax.random.key(0)))
 
   @property
   def mup(self) -> Any:

@@ -142,21 +142,14 @@ class _ImageTask(FlaxTask):
             f"{self.activation}_b{self.batch_size}"
             + name_suffix(self.output_mult, self.init_scale_range, self.reserve_valid))
 
-  @property
-  def num_classes(self) -> int:
-    if self.dataset == "teacher":
-      return datasets.TEACHER_CLASSES
-    return datasets.IMAGE_DATASETS[self.dataset].num_classes
+  num_classes = property(lambda self: datasets.num_classes(self.dataset))
+  reference_loss = property(lambda self: math.log(self.num_classes))
 
   @property
   def input_shape(self) -> tuple[int, ...]:
     if self.dataset == "teacher":
       return (datasets.TEACHER_INPUT_DIM,)
     return datasets.image_shape(self.dataset, self.image_size, self.grayscale)
-
-  @property
-  def reference_loss(self) -> float:
-    return math.log(self.num_classes)
 
   def _dummy_input(self) -> jax.Array:
     return jnp.zeros((1,) + self.input_shape, jnp.float32)
