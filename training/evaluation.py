@@ -106,9 +106,8 @@ class Optimizer:
     return lambda lr: baselines.get(self.baseline, learning_rate=lr, **extra)
 
   def eval_params(self, state: Any, params: Any) -> Any:
-    if self.baseline is None:
-      return params
-    return baselines.eval_params(self.baseline, state, params)
+    return (params if self.baseline is None
+            else baselines.eval_params(self.baseline, state, params))
 
   def describe(self) -> dict[str, Any]:
     if self.baseline is not None:

@@ -56,11 +56,7 @@ def pick_lr(lrs: Sequence[float], final_losses: np.ndarray) -> int:
   losses = np.where(np.isfinite(final_losses), final_losses, np.inf)
   means = losses.mean(axis=-1)
   order = np.argsort(np.asarray(lrs, np.float64), kind="stable")
-  best = order[0]
-  for i in order[1:]:
-    if means[i] < means[best]:
-      best = i
-  return int(best)
+  return int(order[np.argmin(means[order])])  # argmin: the first of equal means
 
 
 def window_means(curve: np.ndarray, max_points: int = MAX_CURVE_POINTS
@@ -116,18 +112,9 @@ def speedup(ref_steps: np.ndarray, ref_curve: np.ndarray, steps: np.ndarray,
 
 def average_ranks(losses: Sequence[float]) -> list[float]:
   """1 = lowest loss; non-finite last; ties share the average of their ranks."""
+  from scipy.stats import rankdata
   vals = [v if v is not None and math.isfinite(v) else math.inf for v in losses]
-  ranks = [0.0] * len(vals)
-  order = sorted(range(len(vals)), key=lambda i: vals[i])
-  i = 0
-  while i < len(order):
-    j = i
-    while j + 1 < len(order) and vals[order[j + 1]] == vals[order[i]]:
-      j += 1
-    for k in range(i, j + 1):
-      ranks[order[k]] = (i + j) / 2 + 1
-    i = j + 1
-  return ranks
+  return [float(r) for r in rankdata(vals, method="average")]
 
 
 

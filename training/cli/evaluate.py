@@ -115,7 +115,7 @@ def main(argv=None) -> int:
 
   from meta_tasks import DatasetNotPreparedError
   from training import evaluation, report
-  from training.checkpoint import WorkdirError, check_workdir
+  from training.checkpoint import check_workdir
 
   # Every input is checked, and every checkpoint loaded, before any training
   # and before the workdir is created (a rejected command leaves no folder).
@@ -129,11 +129,8 @@ def main(argv=None) -> int:
   except Exception as e:  # a checkpoint that does not load fails in many ways
     kind = "" if isinstance(e, (ValueError, FileNotFoundError)) else f"{type(e).__name__}: "
     return fail(f"argument --optimizers: {kind}{one_line(e)}")
-  try:
+  try:  # a WorkdirError is a ValueError
     check_workdir(args.workdir)
-  except WorkdirError as e:
-    return fail(one_line(e))
-  try:
     results = evaluation.evaluate(
         optimizers, suites, seeds=args.seeds, tuning_seeds=args.tuning_seeds,
         data_dir=args.data_dir, max_steps=args.max_steps, lr_grid_points=args.lr_grid_points,
