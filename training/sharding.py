@@ -27,6 +27,7 @@ shardings.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from typing import Any, Sequence
@@ -198,11 +199,9 @@ def _env_int(name: str, default: int) -> int:
 
 def _enable_cpu_collectives() -> None:
   """Cross-process collectives on CPU: gloo, unless the user chose otherwise."""
-  try:
+  with contextlib.suppress(AttributeError, ValueError):  # a JAX without the option
     if not jax.config.jax_cpu_collectives_implementation:
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  except (AttributeError, ValueError):  # a JAX without the option
-    pass
 
 
 # ---------------------------------------------------------------- process sync

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -146,10 +147,8 @@ class WandbLogger:
         text = " ".join(str(e).split())[:200]
         fallback = "trying offline" if attempt == "online" else "logging to metrics.jsonl only"
         _warn(f"wandb init ({attempt}) failed ({type(e).__name__}: {text}); {fallback}.")
-        try:
+        with contextlib.suppress(Exception):  # noqa: BLE001
           wandb.finish(exit_code=1)
-        except Exception:  # noqa: BLE001
-          pass
 
   @staticmethod
   def _run_id(workdir: str) -> str:

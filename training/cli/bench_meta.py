@@ -44,25 +44,21 @@ CONFIGS = {
 }
 
 
-def _synthetic_cifar_cache(path, num_train: int = 50_000) -> None:
-  import numpy as np
-  rng = np.random.default_rng(0)
-  num_test = max(num_train // 5, 1)
-  arrays = {"train_images": rng.integers(0, 256, (num_train, 32, 32, 3), dtype=np.uint8),
-            "train_labels": rng.integers(0, 10, num_train).astype(np.int32),
-            "test_images": rng.integers(0, 256, (num_test, 32, 32, 3), dtype=np.uint8),
-            "test_labels": rng.integers(0, 10, num_test).astype(np.int32)}
-  path.parent.mkdir(parents=True, exist_ok=True)
-  np.savez(path, **arrays)
-
-
 def prepare_data_cache(num_train: int = 50_000) -> None:
   """Point ``LOPT_CACHE_DIR`` (a fresh temp dir unless set) at a synthetic CIFAR-10 cache."""
+  import numpy as np
   os.environ.setdefault("LOPT_CACHE_DIR", tempfile.mkdtemp(prefix="lopt_bench_"))
   from meta_tasks.datasets import cache_path
   path = cache_path(os.environ["LOPT_CACHE_DIR"], "cifar10", None, False)
-  if not path.exists():
-    _synthetic_cifar_cache(path, num_train)
+  if path.exists():
+    return
+  rng = np.random.default_rng(0)
+  num_test = max(num_train // 5, 1)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.savez(path, train_images=rng.integers(0, 256, (num_train, 32, 32, 3), dtype=np.uint8),
+           train_labels=rng.integers(0, 10, num_train).astype(np.int32),
+           test_images=rng.integers(0, 256, (num_test, 32, 32, 3), dtype=np.uint8),
+           test_labels=rng.integers(0, 10, num_test).astype(np.int32))
 
 
 class AdamAsLOpt:
