@@ -77,12 +77,13 @@ SIZES = ("tiny", "1m", "100m", "vit-b", "gpt2-medium")
 
 
 def param_shapes(name: str) -> dict[str, tuple[int, ...]]:
-  if name == "tiny":   # 2 x (64² + 64) = 8.3K: smoke tests (gpu_check.py --dry-run)
-    return {k: v for i in range(2) for k, v in _block(f"l{i}", 64, 64).items()}
-  if name == "1m":     # 4 x (512² + 512) = 1.05M
-    return {k: v for i in range(4) for k, v in _block(f"l{i}", 512, 512).items()}
-  if name == "100m":   # 24 x (2048² + 2048) = 100.7M, the issue-8 reference size
-    return {k: v for i in range(24) for k, v in _block(f"l{i}", 2048, 2048).items()}
+  # (layers, width) of the MLP stacks: tiny 2 x (64² + 64) = 8.3K, for smoke tests
+  # (gpu_check.py --dry-run); 1m 4 x (512² + 512) = 1.05M; 100m 24 x (2048² + 2048) =
+  # 100.7M, the issue-8 reference size.
+  stacks = {"tiny": (2, 64), "1m": (4, 512), "100m": (24, 2048)}
+  if name in stacks:
+    layers, d = stacks[name]
+    return {k: v for i in range(layers) for k, v in _block(f"l{i}", d, d).items()}
   if name == "vit-b":  # ViT-B/16 at 224², 1000 classes: 86.6M
     return _transformer(12, 768, 3072, {
         "patch_kernel": (16, 16, 3, 768), "patch_bias": (768,), "cls": (1, 1, 768),
@@ -223,11 +224,8 @@ def form_update(form: str, params):
 def hlo_op_shapes(hlo_text: str) -> dict[str, str]:
   """HLO instruction name -> "its output shape, opcode" in an optimized module's text."""
   import re
-  out = {}
-  for m in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+(?: \S+\))?) ([\w\-]+)\(",
-                       hlo_text, re.M):
-    out[m.group(1)] = f"{m.group(2)} {m.group(3)}"
-  return out
+  return {m.group(1): f"{m.group(2)} {m.group(3)}" for m in re.finditer(
+      r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+(?: \S+\))?) ([\w\-]+)\(", hlo_text, re.M)}
 
 
 def profile_ops(fn, *args, calls: int = 5) -> list[tuple[str, float]]:

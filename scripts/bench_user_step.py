@@ -181,19 +181,18 @@ def bench_model(model: Model, names: tuple[str, ...], steps: int, repeats: int,
 
 def table(rows: list[tuple[Model, dict]], labels: list[str]) -> str:
   """The markdown table: ms/step per optimizer and the ratio to AdamW."""
+  others = [label for label in labels if label != "adamw"]
   head = ["model", "params", "batch", "AdamW ms/step"]
-  for label in labels:
-    if label != "adamw":
-      head += [f"{label} ms/step", f"{label} ×AdamW"]
+  for label in others:
+    head += [f"{label} ms/step", f"{label} ×AdamW"]
   cells = []
   for model, result in rows:
     n = result["params"]
     size = f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
     batch = f"{model.batch}×{model.x_shape[0]} tokens" if model.lm else str(model.batch)
     row = [model.name, size, batch, f"{1e3 * result['adamw']:.3f}"]
-    for label in labels:
-      if label != "adamw":
-        row += [f"{1e3 * result[label]:.3f}", f"{result[label] / result['adamw']:.2f}"]
+    for label in others:
+      row += [f"{1e3 * result[label]:.3f}", f"{result[label] / result['adamw']:.2f}"]
     cells.append(row)
   return "\n".join(markdown_table(head, cells))
 
@@ -211,12 +210,10 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   keys = [k for k in args.models.split(",") if k]
   names = ["adamw"] + [o for o in args.optimizers.split(",") if o and o != "adamw"]
-  for k in keys:
-    if k not in MODEL_KEYS:
-      parser.error(f"unknown model {k!r}; choose from {', '.join(MODEL_KEYS)}")
-  for o in names:
-    if o not in OPTIMIZERS:
-      parser.error(f"unknown optimizer {o!r}; choose from {', '.join(OPTIMIZERS)}")
+  for kind, given, valid in (("model", keys, MODEL_KEYS), ("optimizer", names, OPTIMIZERS)):
+    for k in given:
+      if k not in valid:
+        parser.error(f"unknown {kind} {k!r}; choose from {', '.join(valid)}")
   steps = args.steps or (2 if args.quick else 20)
   repeats = args.repeats or (1 if args.quick else 7)
   warmup = 1 if args.quick else args.warmup

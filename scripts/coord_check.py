@@ -51,11 +51,9 @@ def _rms(x) -> float:
 def layer_outputs(task, params, inputs) -> dict[str, jax.Array]:
   """Output of every named submodule (flax capture_intermediates), keyed by path."""
   _, inter = task.apply(params, inputs, capture_intermediates=True)
-  out = {}
-  for path, value in jax.tree_util.tree_flatten_with_path(inter)[0]:
-    name = "/".join(p.key for p in path if hasattr(p, "key") and p.key != "__call__")
-    if name:  # the unnamed top-level entry repeats the readout's output
-      out[name] = value
+  out = {"/".join(p.key for p in path if hasattr(p, "key") and p.key != "__call__"): value
+         for path, value in jax.tree_util.tree_flatten_with_path(inter)[0]}
+  out.pop("", None)  # the unnamed top-level entry repeats the readout's output
   return out
 
 

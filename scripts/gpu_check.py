@@ -104,10 +104,8 @@ class _Partial:
     self.path, self.data = path, {}
 
   def save(self) -> None:
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(self.data, f, default=_jsonable)
-    os.replace(tmp, self.path)
+    from lopt import diskio  # the stages import lopt anyway; the orchestrator does not
+    diskio.write_atomic(self.path, json.dumps(self.data, default=_jsonable))
 
 
 def _jsonable(x):
@@ -415,15 +413,13 @@ def to_markdown(report: dict) -> str:
     elif stage == "bench_meta":
       rows += _meta_md(stage, r.get("rows"))
     elif stage == "shipped_lo" and r:
-      if r.get("equals_reference"):
-        rows.append([stage, f"{r['name']} config", "equals the reference MLPLOpt() config: "
-                     "see the reference rows", "—", "—", "—", "—", note])
-      else:
-        diff = ", ".join(f"{k}={v[1]}" for k, v in sorted(r.get("differs", {}).items()))
-        rows.append([stage, f"{r['name']} config", f"differs from the reference: {diff}",
-                     "—", "—", "—", "—", note])
-        rows += _update_md(stage, r.get("update_rows"), f"{r['name']} LO: ")
-        rows += _meta_md(stage, r.get("meta_rows"), f"{r['name']} LO: ")
+      diff = ", ".join(f"{k}={v[1]}" for k, v in sorted(r.get("differs", {}).items()))
+      rows.append([stage, f"{r['name']} config", "equals the reference MLPLOpt() config: see "
+                   "the reference rows" if r.get("equals_reference") else
+                   f"differs from the reference: {diff}", "—", "—", "—", "—", note])
+      # An LO equal to the reference is not benchmarked again: it has no rows of its own.
+      rows += _update_md(stage, r.get("update_rows"), f"{r['name']} LO: ")
+      rows += _meta_md(stage, r.get("meta_rows"), f"{r['name']} LO: ")
     if not rows:
       rows.append([stage, "—", "—", "—", "—", "—", "—", note])
     elif s["status"] != "ok":

@@ -30,11 +30,8 @@ def read_curve(workdir: str) -> tuple[list[int], list[float], int | None]:
              if isinstance(r, dict) and isinstance(r.get(SCORE), (int, float))}
   steps = [0] + sorted(by_step)
   scores = [1.0] + [by_step[s] for s in steps[1:]]
-  best, best_score = None, 1.0
-  for step, score in zip(steps[1:], scores[1:]):
-    if score < best_score:
-      best, best_score = step, score
-  return steps, scores, best
+  best_score, best = min(zip(scores[1:], steps[1:]), default=(1.0, None))  # ties: earliest
+  return steps, scores, best if best_score < 1.0 else None
 
 
 def plot(workdir: str, out: str) -> str:
@@ -49,8 +46,7 @@ def plot(workdir: str, out: str) -> str:
   if best is not None:
     ax.plot([best], [scores[steps.index(best)]], marker="*", ms=14, color="tab:red", ls="",
             label=f"best: step {best}, {scores[steps.index(best)]:.3f} (export_best)")
-  ax.set_xlabel("outer step")
-  ax.set_ylabel("geo. mean test loss ÷ θ₀'s (lower is better)")
+  ax.set(xlabel="outer step", ylabel="geo. mean test loss ÷ θ₀'s (lower is better)")
   ax.set_title(f"Meta-validation of {os.path.basename(os.path.abspath(workdir))}", fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
