@@ -228,9 +228,7 @@ def plot_curves(results: dict[str, Any], workdir: str) -> dict[tuple[str, int], 
         with np.errstate(all="ignore"):
           lo, hi = np.nanmin(per_seed, axis=0), np.nanmax(per_seed, axis=0)
         ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-      ax.set_yscale("log")
-      ax.set_xlabel("step")
-      ax.set_ylabel("training loss (seed median, min–max band)")
+      ax.set(yscale="log", xlabel="step", ylabel="training loss (seed median, min–max band)")
       ax.set_title(f"{task['task']}, {task['num_steps']} steps", fontsize=9)
       ax.grid(alpha=0.3, which="both")
       ax.legend(fontsize=8)
