@@ -152,3 +152,28 @@ def test_step_mult_spread_scales_each_episodes_updates_by_one_log_uniform_factor
 def test_step_mult_spread_below_one_is_refused():
   with np.testing.assert_raises_regex(config_lib.ConfigError, "step_mult_spread"):
     config_lib.MetaTrainConfig(step_mult_spread=0.5)
+
+
+def test_frozen_parts_of_theta_are_neither_perturbed_nor_updated():
+  """frozen="scales,adapt.b1": their ES estimates are exactly 0 and after outer
+  steps they are bit-identical to θ₀ (no AdamW decay either), while every other
+  part of θ moved; an unknown path is refused, naming θ's parts."""
+  config = config_lib.get_preset("tiny", **FAST).replace(frozen="scales, adapt.b1")
+  tr = trainer.MetaTrainer(config)
+  state = tr.init(jax.random.PRNGKey(0))
+  theta0 = state.theta
+  est = tr.estimators(tr.data())[0]
+  g, _, _ = jax.jit(est.estimate)(theta0, state.estimator_states[0], jax.random.PRNGKey(1))
+  for leaf in (g["scales"]["log_lr"], g["scales"]["log_wd"], g["adapt"]["b1"]):
+    np.testing.assert_array_equal(np.asarray(leaf), 0.0)
+  step = jax.jit(tr.outer_step)
+  for _ in range(3):
+    state, _ = step(state, tr.data())
+  moved = lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b)))
+  for path in (("scales", "log_lr"), ("scales", "log_wd"), ("adapt", "b1")):
+    a, b = theta0[path[0]][path[1]], state.theta[path[0]][path[1]]
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert moved(theta0["adapt"]["w1"], state.theta["adapt"]["w1"])
+  assert moved(theta0["residual"]["w0"], state.theta["residual"]["w0"])
+  with np.testing.assert_raises_regex(config_lib.ConfigError, "frozen.*'scale'.*names no part"):
+    config.replace(frozen="scale")

@@ -243,7 +243,7 @@ def test_6_a_non_finite_theta_never_reaches_a_checkpoint_or_an_export(
   """Even if an update turns non-finite (here a NaN learning rate slipped past
   validation), θ keeps its last finite value, the step counts as skipped, and a
   θ with a NaN can be neither checkpointed nor exported."""
-  monkeypatch.setattr(trainer, "make_outer_optimizer", lambda config: optax.chain(
+  monkeypatch.setattr(trainer, "make_outer_optimizer", lambda config, mask=None: optax.chain(
       optax.clip_by_global_norm(1.0), optax.adamw(float("nan"))))
   workdir = str(tmp_path / "nan-lr")
   state = trainer.run(_fast(outer_steps=3, checkpoint_every=3), workdir, progress=False)

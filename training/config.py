@@ -13,6 +13,8 @@ import json
 import warnings
 from typing import Any
 
+import jax
+
 from lopt import AdaptiveLOpt, Features, MLPLOpt, VeLOpt, adaptive, forms, protocol
 from lopt.step_rules import Cosine
 
@@ -64,6 +66,9 @@ class MetaTrainConfig:
   warmup_steps: int = 100
   weight_decay: float = 1e-4
   clip_norm: float = 1.0
+  # Parts of θ that meta-training leaves as they are, "PATH,PATH" (dotted θ
+  # keys: "scales,adapt.b1"): never perturbed, never updated. None: all of θ.
+  frozen: str | None = None
   seed: int = 0
   # Warm start: a pretrained LO (a shipped name or an export directory such as
   # WORKDIR/export_best) whose θ is this run's θ at outer step 0, with a fresh
@@ -105,6 +110,22 @@ class MetaTrainConfig:
     from training.lo_system import TruncationSchedule  # pylint: disable=import-outside-toplevel
     return TruncationSchedule(self.min_horizon, self.max_horizon,
                               _parse_curriculum(self.horizon_curriculum), self.horizon_power)
+
+  def frozen_mask(self, theta: Any) -> Any:
+    """θ-shaped 1.0 (trained) / 0.0 (under a ``frozen`` path); None if nothing is frozen."""
+    if self.frozen is None:
+      return None
+    paths = [p.strip() for p in self.frozen.split(",") if p.strip()]
+    named = jax.tree_util.tree_flatten_with_path(theta)[0]
+    names = [".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in kp)
+             for kp, _ in named]
+    inside = lambda name, p: name == p or name.startswith(p + ".")
+    for p in paths or [self.frozen]:
+      if not any(inside(name, p) for name in names):
+        raise ConfigError("frozen", f"{p!r} names no part of θ; its parts are {names} (a "
+                          "prefix such as 'scales' freezes everything under it).")
+    flags = [0.0 if any(inside(name, p) for p in paths) else 1.0 for name in names]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(theta), flags)
 
   def replace(self, **overrides) -> "MetaTrainConfig":
     """A copy with ``overrides``; ``"lo.<field>"`` keys (``"lo.features.adam"``)
@@ -201,6 +222,8 @@ def validate_config(config: "MetaTrainConfig") -> None:
     config.schedule()
   except ValueError as e:
     raise ConfigError("horizon_curriculum", str(e)) from None
+  if config.frozen is not None:  # every path must name a part of θ
+    config.frozen_mask(jax.eval_shape(config.lo.init, jax.random.PRNGKey(0)))
   if config.truncation_length > config.min_horizon:
     raise ConfigError("truncation_length", f"({config.truncation_length}) must be <= "
                       f"min_horizon ({config.min_horizon}).")
@@ -389,6 +412,14 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # over the global step, and the head is rewarded for correcting it.
     "mulo-a6-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
                         step_mult_spread=2.0),
+    # a6 drifted as a3-a5 did (smaller steps, more decay; screen 1.0-1.15x
+    # mulo-a), and at θ = mulo-a the per-task meta-gradients on the global
+    # step and decay disagree, the digits MLPs pulling 5-30x harder than the LM
+    # and the teacher (results/probes/task_pull.txt). a4's recipe from mulo-a
+    # with the global parts frozen (learned log-scales, schedule shape, the
+    # head's output bias): only the task-dependent head and the residual learn.
+    "mulo-a7-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
+                        frozen="scales,schedule,adapt.b1", validate_every=500),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

@@ -174,6 +174,9 @@ class _Antithetic:
   delta_clip: float | None = None
   sign_delta: bool = False
   mesh: Mesh | None = None
+  # θ-shaped 0/1 floats: ε is multiplied by it, so a 0 leaf is never perturbed
+  # and its estimate is exactly 0 (frozen parts of θ); None: every leaf.
+  noise_mask: PyTree | None = None
 
   def __post_init__(self):
     if not self.sigma > 0:
@@ -186,6 +189,11 @@ class _Antithetic:
 
   def _pair_keys(self, key: jax.Array) -> jax.Array:
     return sharding.constrain_particles(pair_keys(key, self.num_pairs), self.mesh)
+
+  def _noise(self, pair_key: jax.Array, theta: PyTree) -> PyTree:
+    """The pair's fresh ε (``perturbation``), zero where ``noise_mask`` is."""
+    eps = perturbation(jax.random.fold_in(pair_key, _NOISE), theta, self.sigma)
+    return eps if self.noise_mask is None else jax.tree.map(jnp.multiply, eps, self.noise_mask)
 
   def _unroll_pair(self, theta_cur, theta_next, states, key):
     """Both members of a pair: stacked θ's and states, one shared key."""
@@ -242,7 +250,7 @@ class FullES(_Antithetic):
     scale = 1.0 / (2.0 * self.sigma**2)
 
     def one_pair(pair_key):
-      eps = perturbation(jax.random.fold_in(pair_key, _NOISE), theta, self.sigma)
+      eps = self._noise(pair_key, theta)
       thetas = _antithetic(theta, eps)
       start = _both(self.system.init_state(
           jax.random.fold_in(pair_key, _INIT), random_offset=False))
@@ -286,7 +294,7 @@ class _OnlineES(_Antithetic):
       if self._memory == "accumulator":
         memory = jax.tree.map(jnp.zeros_like, theta)
       elif self._memory == "episode_noise":
-        memory = perturbation(jax.random.fold_in(pair_key, _NOISE), theta, self.sigma)
+        memory = self._noise(pair_key, theta)
       else:
         memory = ()
       return _both(start), memory
@@ -300,7 +308,7 @@ class _OnlineES(_Antithetic):
     scale = 1.0 / (2.0 * self.sigma**2)
 
     def one_pair(pair_key, states, memory):
-      eps = perturbation(jax.random.fold_in(pair_key, _NOISE), theta, self.sigma)
+      eps = self._noise(pair_key, theta)
       if self._memory == "episode_noise":
         eps_cur, weight_before = memory, memory
       elif self._memory == "accumulator":

@@ -63,13 +63,19 @@ def load_init_theta(config: MetaTrainConfig) -> Any:
   return jax.tree_util.tree_map(jnp.asarray, theta)
 
 
-def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
+def make_outer_optimizer(config: MetaTrainConfig,
+                         mask: Any = None) -> optax.GradientTransformation:
+  """Clipped AdamW under warmup and cosine; leaves where ``mask`` is 0 get no update."""
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=config.outer_lr, warmup_steps=config.warmup_steps,
       decay_steps=max(config.outer_steps, config.warmup_steps + 1),
       end_value=config.outer_final_lr)
-  return optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                     optax.adamw(schedule, weight_decay=config.weight_decay))
+  opt = optax.chain(optax.clip_by_global_norm(config.clip_norm),
+                    optax.adamw(schedule, weight_decay=config.weight_decay))
+  if mask is None:
+    return opt
+  labels = jax.tree_util.tree_map(lambda m: "train" if m else "frozen", mask)
+  return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
 
 
 class MetaTrainer:
@@ -82,7 +88,9 @@ class MetaTrainer:
     self.lopt: LearnedOptimizer = config.lo
     self.tasks = list(meta_tasks.get_distribution(config.distribution).configs())
     self.theta0 = load_init_theta(config) if config.init_theta is not None else None
-    self.optimizer = make_outer_optimizer(config)
+    self.mask = config.frozen_mask(self.theta0 if self.theta0 is not None else
+                                   jax.eval_shape(self.lopt.init, jax.random.PRNGKey(0)))
+    self.optimizer = make_outer_optimizer(config, self.mask)
     self.particles_per_step = 2 * config.num_pairs * len(self.tasks)
     # What an estimator's ``nan_resets`` counts when every pair (TBPTT: particle) diverged.
     self.resets_if_all_diverged = config.num_pairs * (2 if config.estimator == "tbptt" else 1)
@@ -108,7 +116,8 @@ class MetaTrainer:
                                 outer_step=outer_step)
       kwargs = dict(system=system, num_pairs=c.num_pairs, mesh=self.mesh)
       if c.estimator != "tbptt":
-        kwargs.update(sigma=c.sigma, delta_clip=c.delta_clip, sign_delta=c.sign_delta)
+        kwargs.update(sigma=c.sigma, delta_clip=c.delta_clip, sign_delta=c.sign_delta,
+                      noise_mask=self.mask)
       if c.estimator == "full_es":
         kwargs["episode_truncations"] = -(-c.max_horizon // c.truncation_length)
       out.append(make_estimator(c.estimator, **kwargs))
