@@ -414,7 +414,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                         step_mult_spread=2.0),
     # a6 drifted as a3-a5 did (smaller steps, more decay; screen 1.0-1.15x
     # mulo-a), and at θ = mulo-a the per-task meta-gradients on the global
-    # step and decay disagree, the digits MLPs pulling 5-30x harder than the LM
+    # step and decay disagree, the digits MLPs pulling 5-40x harder than the LM
     # and the teacher (results/probes/task_pull.txt). a4's recipe from mulo-a
     # with the global parts frozen (learned log-scales, schedule shape, the
     # head's output bias): only the task-dependent head and the residual learn.
