@@ -420,6 +420,11 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # head's output bias): only the task-dependent head and the residual learn.
     "mulo-a7-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
                         frozen="scales,schedule,adapt.b1", validate_every=500),
+    # From mulo-a, a4-a7's training meta-loss stayed flat within noise
+    # (results/probes/meta_loss_plateau.txt): a4's recipe with 4x the pairs
+    # per outer step (half the estimate's noise).
+    "mulo-a8-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
+                        num_pairs=32, validate_every=500),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
