@@ -32,6 +32,7 @@ import re
 import shutil
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -91,15 +92,11 @@ def io_failure(error: BaseException, what: str = "") -> tuple[int, str] | None:
   for e in _chain(error):
     if isinstance(e, DiskError):
       return e.exit_code, " ".join(str(e).split())
-    if isinstance(e, OSError) and e.errno in _BY_ERRNO:
-      code = e.errno
-    else:
-      text = str(e)
-      m = _OS_CODE.search(text)
-      if m and int(m.group(1)) in _BY_ERRNO:
-        code = int(m.group(1))
-      else:
-        code = next((c for pattern, c in _TEXT if pattern.search(text)), None)
+    # The OS error's errno, else the one orbax / tensorstore name, else their words.
+    m = _OS_CODE.search(str(e))
+    found = [e.errno if isinstance(e, OSError) else None, m and int(m.group(1))]
+    found += [c for pattern, c in _TEXT if pattern.search(str(e))]
+    code = next((c for c in found if c in _BY_ERRNO), None)
     if code is not None:
       status, kind = _BY_ERRNO[code]
       if not what and e is error and not isinstance(e, OSError):
@@ -380,12 +377,9 @@ class _DropAbandonedCheckpointTasks(logging.Filter):
     if "never retrieved" not in str(record.msg):
       return True
     exc = record.exc_info[1] if record.exc_info else None
-    text = f"{record.getMessage()} {exc!r} {getattr(exc, '__module__', '')}"
-    if exc is not None:
-      tb = exc.__traceback__
-      while tb is not None:
-        text += " " + tb.tb_frame.f_code.co_filename
-        tb = tb.tb_next
+    frames = traceback.walk_tb(getattr(exc, "__traceback__", None))
+    text = (f"{record.getMessage()} {exc!r} {getattr(exc, '__module__', '')} "
+            + " ".join(f.f_code.co_filename for f, _ in frames))
     return not any(k in text for k in ("orbax", "tensorstore", "OCDBT"))
 
 
