@@ -273,13 +273,10 @@ def kinds_from_paths(params: Any, rules: Mapping[str, str] | list[tuple[str, str
   for path, p in flat:
     name = jax.tree_util.keystr(path)
     kind = next((k for pat, k in items if re.search(pat, name)), default)
-    if kind is None:
-      if np.ndim(p) < 2:
-        kind = "vector"
-      else:
-        raise ValueError(f"No μP rule matches the matrix {name} of shape {np.shape(p)}; "
-                         "add a rule for it or pass default=.")
-    kinds.append(kind)
+    if kind is None and np.ndim(p) >= 2:
+      raise ValueError(f"No μP rule matches the matrix {name} of shape {np.shape(p)}; "
+                       "add a rule for it or pass default=.")
+    kinds.append("vector" if kind is None else kind)
   return jax.tree_util.tree_unflatten(treedef, kinds)
 
 

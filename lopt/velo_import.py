@@ -122,10 +122,9 @@ def reference_shapes(config: V.VeLOpt) -> dict:
   dense = lambda fi, fo: {"w": (fi, fo), "b": (fo,)}
   ff = {f"w0__{i}": (n, len(group), k) for i, group in enumerate(REF_PARAM_INPUTS)}
   ff["b0"] = (n, k)
-  for i in range(1, config.mlp_layers):
-    ff[f"w{i}"], ff[f"b{i}"] = (n, k, k), (n, k)
-  last = config.mlp_layers  # the output layer: w{L}, b{L}
-  ff[f"w{last}"], ff[f"b{last}"] = (n, k, REF_OUTPUTS), (n, REF_OUTPUTS)
+  for i in range(1, config.mlp_layers + 1):  # the output layer w{L}, b{L} has REF_OUTPUTS
+    out = REF_OUTPUTS if i == config.mlp_layers else k
+    ff[f"w{i}"], ff[f"b{i}"] = (n, k, out), (n, out)
   return {
       "lstm_init_state": {"hidden": (1, h), "cell": (1, h)},
       "rnn_params": {"linear": dense(r, h), "linear_1": dense(r, h), "linear_2": dense(r, h),
@@ -231,11 +230,9 @@ def theta_from_reference_tree(tree: Any, config: V.VeLOpt) -> dict:
     w0[:, _w0_rows(group)] = _f32(ff[f"w0__{i}"])
   bank = {"w0": w0, "w0_time": np.zeros((n, F.NUM_TIME_FEATURES, k), np.float32),
           "b0": _f32(ff["b0"])}
-  for i in range(1, config.mlp_layers):
-    bank[f"w{i}"], bank[f"b{i}"] = _f32(ff[f"w{i}"]), _f32(ff[f"b{i}"])
-  last = config.mlp_layers  # the output layer: w{L}, b{L}
-  bank[f"w{last}"] = _f32(ff[f"w{last}"])[..., :2]
-  bank[f"b{last}"] = _f32(ff[f"b{last}"])[..., :2]
+  for i in range(1, config.mlp_layers + 1):  # of the output layer w{L}, b{L}: 2 outputs of 3
+    cut = 2 if i == config.mlp_layers else None
+    bank[f"w{i}"], bank[f"b{i}"] = _f32(ff[f"w{i}"])[..., :cut], _f32(ff[f"b{i}"])[..., :cut]
   theta["bank"] = bank
   theta["decay_logits"] = {"mom": np.zeros(3, np.float32), "rms": np.zeros((), np.float32),
                            "fac": np.zeros(3, np.float32)}
@@ -266,11 +263,10 @@ def reference_tree_from_theta(theta: dict, config: V.VeLOpt) -> dict:
   for i, group in enumerate(REF_PARAM_INPUTS):
     ff[f"w0__{i}"] = _f32(bank["w0"])[:, _w0_rows(group)]
   ff["b0"] = _f32(bank["b0"])
-  for i in range(1, config.mlp_layers):
-    ff[f"w{i}"], ff[f"b{i}"] = _f32(bank[f"w{i}"]), _f32(bank[f"b{i}"])
-  last = config.mlp_layers  # the output layer: w{L}, b{L}
   pad = lambda x: np.concatenate([x, np.zeros(x.shape[:-1] + (1,), np.float32)], axis=-1)
-  ff[f"w{last}"], ff[f"b{last}"] = pad(_f32(bank[f"w{last}"])), pad(_f32(bank[f"b{last}"]))
+  for i in range(1, config.mlp_layers + 1):  # the output layer w{L}, b{L} gets a zero 3rd output
+    f = pad if i == config.mlp_layers else _f32
+    ff[f"w{i}"], ff[f"b{i}"] = f(_f32(bank[f"w{i}"])), f(_f32(bank[f"b{i}"]))
   tree["ff_mod_stack"] = {"~": ff}
   return tree
 
