@@ -104,13 +104,9 @@ class MetaValidator:
       raise ValueError(f"validate_suite {self.suite!r} has no tasks.")
     self.names = _task_names(self.entries)
     self.seeds = list(range(config.validate_seeds))
-    lo = config.lo
-    self.sweeps = []
-    for entry in self.entries:
-      spec = task_spec.optimizer_spec(entry.task)
-      make_tx = (lambda theta, n=entry.num_steps, spec=spec:
-                 lo.as_optax(theta, num_steps=n, mup=spec))
-      self.sweeps.append(Sweep(make_tx, entry.task, entry.num_steps))
+    make_tx = lambda n, spec: lambda theta: config.lo.as_optax(theta, num_steps=n, mup=spec)
+    self.sweeps = [Sweep(make_tx(e.num_steps, task_spec.optimizer_spec(e.task)), e.task,
+                         e.num_steps) for e in self.entries]
     self.ref = self._read_ref()
     self.best = self._best_before(start_step)
 
@@ -142,27 +138,21 @@ class MetaValidator:
 
   def _best_before(self, start_step: int) -> float:
     """The lowest score logged at steps <= start_step (θ₀'s 1.0 if none is lower)."""
-    best = 1.0
     path = os.path.join(self.workdir, "metrics.jsonl")
     if self.ref is None or not os.path.exists(path):
-      return best
+      return 1.0
     from training import tracking
-    for r in tracking.read_metrics(self.workdir):
-      score = r.get(PREFIX + "score")
-      if r.get("step", 0) <= start_step and isinstance(score, (int, float)):
-        best = min(best, float(score))
-    return best
+    scores = [r.get(PREFIX + "score") for r in tracking.read_metrics(self.workdir)
+              if r.get("step", 0) <= start_step]
+    return min([1.0] + [float(x) for x in scores if isinstance(x, (int, float))])
 
   # -------------------------------------------------------------- evaluation
   def test_losses(self, theta: Any) -> dict[str, float]:
     """Per task: the mean test loss over seeds (+inf if any seed diverged)."""
     theta = jax.tree_util.tree_map(np.asarray, jax.device_get(theta))  # a host copy:
     # uncommitted inputs, the same compiled program whatever θ's sharding was.
-    out = {}
-    for name, sweep in zip(self.names, self.sweeps):
-      curves = sweep(theta, self.seeds)
-      out[name] = mean_or_inf(curves.test_loss)
-    return out
+    return {name: mean_or_inf(sweep(theta, self.seeds).test_loss)
+            for name, sweep in zip(self.names, self.sweeps)}
 
   def reference(self) -> dict[str, float]:
     """θ₀'s per-task test losses: from meta_valid_ref.json, else evaluated and stored."""

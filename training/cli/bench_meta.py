@@ -104,18 +104,14 @@ def _timed(step, n: int, max_seconds: float | None) -> tuple[float, float, int, 
   XLA compilations over all calls). With ``max_seconds``, stop once the timed
   calls have taken that long."""
   from training import tracking
-  compiles0 = tracking.compile_count()
-  t0 = time.perf_counter()
-  step(0)
-  first = time.perf_counter() - t0
-  times = []
-  for i in range(1, n + 1):
+  compiles, times = tracking.compile_count(), []
+  for i in range(n + 1):
     t0 = time.perf_counter()
     step(i)
     times.append(time.perf_counter() - t0)
-    if max_seconds is not None and sum(times) >= max_seconds:
+    if i and max_seconds is not None and sum(times[1:]) >= max_seconds:
       break
-  return first, statistics.median(times), len(times), tracking.compile_count() - compiles0
+  return times[0], statistics.median(times[1:]), len(times) - 1, tracking.compile_count() - compiles
 
 
 def _inner_flops(task, steps: int) -> float:
@@ -156,14 +152,11 @@ class _Particles:
               for s in self.systems(lo, data)]
 
     def outer_step(theta, opt_state, est_states, key, data):
-      grads, new = [], []
-      for i, (e, st) in enumerate(zip(estimators(data), est_states)):
-        g, st, _ = e.estimate(theta, st, jax.random.fold_in(key, i))
-        grads.append(g)
-        new.append(st)
-      g = jax.tree_util.tree_map(lambda *x: sum(x) / len(x), *grads)
+      out = [e.estimate(theta, st, jax.random.fold_in(key, i))
+             for i, (e, st) in enumerate(zip(estimators(data), est_states))]
+      g = jax.tree_util.tree_map(lambda *x: sum(x) / len(x), *(g for g, _, _ in out))
       u, opt_state = opt.update(g, opt_state, theta)
-      return optax.apply_updates(theta, u), opt_state, tuple(new)
+      return optax.apply_updates(theta, u), opt_state, tuple(st for _, st, _ in out)
 
     theta = lo.init(jax.random.PRNGKey(0))
     init = jax.jit(lambda k, th: tuple(e.init(jax.random.fold_in(k, i), th) for i, e in
