@@ -102,22 +102,14 @@ def _optax_fn(attr: str) -> Callable[..., Any]:
       "or pick another baseline from lopt.baselines.names().")
 
 
-def _increment(count: jax.Array) -> jax.Array:
-  # Saturating int32 increment: a counter must never wrap to negative steps.
-  return jnp.where(count < jnp.iinfo(jnp.int32).max, count + 1, count)
-
-
-def _is_zero(x: Any) -> bool:
-  # Only a literal 0 lets us drop a transform; arrays/schedules are kept.
-  return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0
-
-
 def _decay(weight_decay: Any, mask: Any = None) -> optax.GradientTransformation:
   """Decoupled weight decay, or the identity when it is exactly 0.
 
   Skipping it for 0 keeps e.g. μAdam bit-identical to Adam times a multiplier.
   """
-  if _is_zero(weight_decay):
+  # Only a literal 0 lets us drop a transform; arrays/schedules are kept.
+  if isinstance(weight_decay, (int, float)) and not isinstance(weight_decay, bool) \
+      and weight_decay == 0:
     return optax.identity()
   return optax.add_decayed_weights(weight_decay, mask)
 
@@ -384,7 +376,8 @@ def scale_by_adabound(learning_rate: ScalarOrSchedule = 1e-3, final_lr: float = 
     del params, extra
     # optax schedules start at count 0.
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-    count = _increment(state.count)
+    # Saturating int32 increment: a counter must never wrap to negative steps.
+    count = jnp.where(state.count < jnp.iinfo(jnp.int32).max, state.count + 1, state.count)
     t = count.astype(jnp.float32)
     mu = jax.tree.map(lambda g, m: b1 * m + (1 - b1) * g.astype(m.dtype), updates, state.mu)
     nu = jax.tree.map(lambda g, v: b2 * v + (1 - b2) * jnp.square(g.astype(v.dtype)),

@@ -133,17 +133,12 @@ def tiny_mix_family(name: str, data_dir: str | None = None,
   return TaskFamily(name, tasks)
 
 
-def _quadratics(data_dir: str | None) -> TaskFamily:
-  del data_dir
-  return TaskFamily("quadratic", tuple(
-      QuadraticTask(dim=d, init_scale_range=META_INIT_SCALE) for d in (8, 32)))
-
-
 DISTRIBUTIONS: dict[str, Callable[[str | None], TaskFamily]] = {
     "tiny": lambda dd: mlp_family("tiny", [("digits", None)], (32, 64), (128,), "mup", data_dir=dd),
     "tiny-sp": lambda dd: mlp_family("tiny-sp", [("digits", None)], (32, 64), (128,), "sp",
                                      data_dir=dd),
-    "quadratic": _quadratics,
+    "quadratic": lambda dd: TaskFamily("quadratic", tuple(
+        QuadraticTask(dim=d, init_scale_range=META_INIT_SCALE) for d in (8, 32))),
     # CPU-scale versions of the μLO_M / μLO_S / SP recipes on digits 8x8 (base width 32,
     # the reference of the ``-cpu`` evaluation suites).
     "mulo-m-cpu": lambda dd: mlp_family("mulo-m-cpu", [("digits", None)], (32, 64, 128), (128,),

@@ -47,11 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     task = PlainMLPTask(dataset=args.dataset, augment=args.dataset == "digits", width=width,
                         depth=args.depth, batch_size=args.batch_size)
     spec = task_spec.optimizer_spec(task)
-    losses = []
-    for o in opts:
-      sweep = Sweep(lambda theta, lo=o.lo: lo.as_optax(theta, num_steps=args.steps, mup=spec),
-                    task, args.steps)
-      losses.append(float(np.mean(sweep(o.theta, seeds).test_loss)))
+    make_tx = lambda lo: lambda theta: lo.as_optax(theta, num_steps=args.steps, mup=spec)
+    losses = [float(np.mean(Sweep(make_tx(o.lo), task, args.steps)(o.theta, seeds).test_loss))
+              for o in opts]
     print(f"width {width:5d}: " + "  ".join(
         f"{o.label} {loss:.4f} ({loss / losses[0]:.2f}x)" for o, loss in zip(opts, losses)),
         flush=True)
