@@ -17,7 +17,8 @@ All three are step rules (``lopt.step_rules``) or this LO's network:
     and parameter-norm trend since update 1, momentum signal-to-noise,
     fraction of training, μP group, and the loss's progress and trend when
     ``loss=`` is given) whose two outputs become a step and a weight-decay
-    multiplier, each within ``[1/bound, bound]`` (``bound ** tanh(·)``).
+    multiplier, each within ``[1/bound, bound]`` (``bound ** tanh(·)``; one
+    bound for both, or a (step, weight decay) pair).
     Without ``loss=`` the loss features read 0 and a flag says so: gradient
     statistics alone carry the adaptation.
 (c) The network: a per-element MLP over scale-free features (Adam's
@@ -32,7 +33,6 @@ larger steps where they pay, and it cannot run away on an unseen model.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -84,9 +84,10 @@ def _log_rms(x: jax.Array) -> jax.Array:
   return 0.5 * jnp.log(jnp.mean(jnp.square(x)) + _TINY)
 
 
-def bounded(raw: jax.Array, bound: float) -> jax.Array:
-  """``bound ** tanh(raw)``: 1 at 0, always within [1/bound, bound]."""
-  return jnp.exp(math.log(bound) * jnp.tanh(raw))
+def bounded(raw: jax.Array, bound: Any) -> jax.Array:
+  """``bound ** tanh(raw)``: 1 at 0, always within [1/bound, bound] (a bound
+  per entry of raw's last axis where ``bound`` is a tuple)."""
+  return jnp.exp(np.log(np.asarray(bound, np.float32)) * jnp.tanh(raw))
 
 
 # ---------------------------------------------------------------- step rules
@@ -122,14 +123,20 @@ class MeanFreeAdamDirection(AdamDirection):
 @dataclasses.dataclass(frozen=True)
 class TensorAdaptive(StepRule):
   """Per-tensor step and weight-decay multipliers from pooled statistics, each
-  within [1/bound, bound]; θ's output layer starts at 0 (multipliers 1)."""
-  bound: float = 10.0
+  within [1/bound, bound]; θ's output layer starts at 0 (multipliers 1).
+  ``bound`` is one float for both, or a (step, weight decay) pair."""
+  bound: float | tuple = 10.0
   hidden: int = 16
   theta_key: ClassVar[str] = "adapt"
 
   def __post_init__(self):
-    if not (isinstance(self.bound, (int, float)) and 1 <= self.bound < 1e6):
-      raise ValueError(f"TensorAdaptive: bound must be a float in [1, 1e6), got {self.bound!r}.")
+    if isinstance(self.bound, list):  # the JSON record's form of a pair
+      object.__setattr__(self, "bound", tuple(self.bound))
+    pair = self.bound if isinstance(self.bound, tuple) else (self.bound,)
+    if not (len(pair) in (1, 2) and all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                        and 1 <= b < 1e6 for b in pair)):
+      raise ValueError(f"TensorAdaptive: bound must be a float in [1, 1e6) or a (step, weight "
+                       f"decay) pair of them, got {self.bound!r}.")
     if not (isinstance(self.hidden, int) and self.hidden >= 1):
       raise ValueError(f"TensorAdaptive: hidden must be an int >= 1, got {self.hidden!r}.")
 

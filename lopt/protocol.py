@@ -18,6 +18,7 @@ may any object with these methods (e.g. the benchmark's Adam-as-LO):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -95,7 +96,11 @@ def check_value(value: Any, hint: Any, path: str, fail: Fail,
   if typing.get_origin(hint) in (typing.Union, types.UnionType):
     if value is None and type(None) in typing.get_args(hint):
       return
-    hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    options = [a for a in typing.get_args(hint) if a is not type(None)]
+    for option in options[1:]:  # a value of any one of them passes
+      with contextlib.suppress(Exception):
+        return check_value(value, option, path, fail, bounds)
+    hint = options[0]  # ... and the first one's message explains a failure
   if value is None:
     raise fail(path, "must not be None.")
   if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -22,3 +22,14 @@ def test_unknown_architecture_and_fields_are_named():
     protocol.from_record("Nope", {})
   with pytest.raises(ValueError, match=r"config fields \['wings'\] are not understood"):
     protocol.from_record("VeLOpt", {"wings": 2})
+
+
+def test_check_value_accepts_any_member_of_a_union_and_explains_with_the_first():
+  """``float | tuple`` (TensorAdaptive's bound): a number or a tuple passes; a
+  string fails with the first member's message."""
+  fail = lambda path, msg: ValueError(f"{path} {msg}")
+  protocol.check_value(10.0, float | tuple, "bound", fail)
+  protocol.check_value((10.0, 100.0), float | tuple, "bound", fail)
+  protocol.check_value(None, float | None, "bound", fail)
+  with pytest.raises(ValueError, match="bound must be a number, got 'x'"):
+    protocol.check_value("x", float | tuple, "bound", fail)
