@@ -34,7 +34,7 @@ def _load(source: str):
 
 
 def multiplier_curves(lo, theta, task, num_steps: int, seed: int = 0, with_loss: bool = False):
-  """[num_steps, n_tensors] step multipliers and [num_steps] training losses."""
+  """[num_steps, n_tensors, 2] (step, weight-decay) multipliers and [num_steps] training losses."""
   import jax
   import jax.numpy as jnp
   import optax
@@ -54,7 +54,7 @@ def multiplier_curves(lo, theta, task, num_steps: int, seed: int = 0, with_loss:
     u, state = (tx.update(g, state, params, loss=loss) if with_loss
                 else tx.update(g, state, params))
     is_ts = lambda x: isinstance(x, AdaptiveTensorState)
-    mults = jnp.stack([t.mults[0] for t in jax.tree_util.tree_leaves(state.tensors, is_leaf=is_ts)
+    mults = jnp.stack([t.mults for t in jax.tree_util.tree_leaves(state.tensors, is_leaf=is_ts)
                        if is_ts(t)])
     return (optax.apply_updates(params, u), state), (mults, loss)
 
@@ -89,6 +89,7 @@ def main(argv=None) -> int:
       for with_loss in (False, True):
         mults, losses = multiplier_curves(lo, theta, entry.task, entry.num_steps,
                                           with_loss=with_loss)
+        mults = mults[..., 0]
         geo = np.exp(np.mean(np.log(mults), axis=1))
         label = f"{source} ({'loss=' if with_loss else 'no loss'})"
         line, = ax.plot(geo, label=label, ls="-" if with_loss else "--")
