@@ -82,16 +82,9 @@ def factor_axes(shape: tuple[int, ...]) -> tuple[int, int] | None:
 
 
 def init_acc(shape: tuple[int, ...]) -> TensorAcc:
-  axes = factor_axes(shape)
-  zeros = lambda s: jnp.zeros(s, jnp.float32)
-  if axes is None:
-    full = (3,) + tuple(shape)
-    return TensorAcc(zeros(full), zeros(shape), zeros(full), zeros(full))
-  row_axis, col_axis = axes
-  row_shape = tuple(d for i, d in enumerate(shape) if i != col_axis)
-  col_shape = tuple(d for i, d in enumerate(shape) if i != row_axis)
-  return TensorAcc(zeros((3,) + tuple(shape)), zeros(shape),
-                   zeros((3,) + row_shape), zeros((3,) + col_shape))
+  row_axis, col_axis = factor_axes(shape) or (None, None)  # rank < 2: full row and col
+  stack = lambda drop: jnp.zeros((3, *(d for i, d in enumerate(shape) if i != drop)), jnp.float32)
+  return TensorAcc(stack(None), jnp.zeros(shape, jnp.float32), stack(col_axis), stack(row_axis))
 
 
 class Decays(NamedTuple):

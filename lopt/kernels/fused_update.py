@@ -70,11 +70,8 @@ def _padded_mlp(theta_mlp: dict, hidden_layers: int, tfeats: jax.Array):
   w0 = pad_cols(first["w"])                                   # [28, H]
   b0 = pad_cols(tfeats @ first["w_time"] + first["b"])        # [H]
   hidden = [theta_mlp[f"layer_{i}"] for i in range(1, hidden_layers)]
-  mlp_hidden = ()
-  if hidden:
-    w = jnp.stack([jnp.pad(l["w"], [(0, hp - h), (0, hp - h)]) for l in hidden])
-    b = jnp.stack([pad_cols(l["b"]) for l in hidden])
-    mlp_hidden = (w, b)
+  mlp_hidden = (jnp.stack([jnp.pad(l["w"], [(0, hp - h), (0, hp - h)]) for l in hidden]),
+                jnp.stack([pad_cols(l["b"]) for l in hidden])) if hidden else ()
   out = theta_mlp["output"]
   w_out = pad_cols(out["w"].T)                                # [2, H]
   return w0, b0, mlp_hidden, w_out, out["b"]

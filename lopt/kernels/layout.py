@@ -145,12 +145,7 @@ class TensorView:
 
   def particle_spec(self, shape: tuple[int, ...]) -> pl.BlockSpec:
     """Spec of a small per-particle array ``[P, *shape]``, read whole by every block."""
-    nd = len(shape)
-    if self.factored:
-      index = lambda p, a, m, t, i, j: (p,) + (0,) * nd
-    else:
-      index = lambda p, b: (p,) + (0,) * nd
-    return pl.BlockSpec((None, *shape), index)
+    return pl.BlockSpec((None, *shape), lambda p, *_: (p,) + (0,) * len(shape))
 
   def stats_shape(self, particles: int) -> tuple[int, ...]:
     return (*self.grid(particles), STATS_WIDTH)

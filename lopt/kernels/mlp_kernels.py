@@ -26,14 +26,10 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from lopt import features as F
+from lopt.features import COL_FEATURES, PER_ELEMENT_FEATURES, ROW_FEATURES
 from lopt.kernels.layout import STATS_WIDTH, TensorView, load, store
 
 NUM_SCALARS = 8
-PER_ELEMENT_FEATURES = tuple(k for k in range(F.NUM_ELEMENT_FEATURES)
-                             if k not in F.FACTOR_ONLY_FEATURES)
-ROW_FEATURES = tuple(k for k in F.FACTOR_ONLY_FEATURES
-                     if F.ELEMENT_FEATURES[k].startswith(("row", "rsqrt_row")))
-COL_FEATURES = tuple(k for k in F.FACTOR_ONLY_FEATURES if k not in ROW_FEATURES)
 _RMS, _OUT_BIAS = 3, 4
 
 
