@@ -87,10 +87,8 @@ def map_tensors(lo: Any, one: Any, grads: Any, params: Any, states: Any, is_stat
 def check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:
   """Raise a ValueError naming the tensor if ``theta`` does not have ``expected``'s
   tree and shapes (``owner``, the LO config, is named in the message)."""
-  exp_flat = {jax.tree_util.keystr(k): v for k, v in
-              jax.tree_util.tree_flatten_with_path(expected)[0]}
-  got_flat = {jax.tree_util.keystr(k): v for k, v in
-              jax.tree_util.tree_flatten_with_path(theta)[0]}
+  exp_flat, got_flat = ({jax.tree_util.keystr(k): v for k, v in
+                         jax.tree_util.tree_flatten_with_path(t)[0]} for t in (expected, theta))
   missing = sorted(set(exp_flat) - set(got_flat))
   extra = sorted(set(got_flat) - set(exp_flat))
   if missing or extra:

@@ -240,9 +240,7 @@ def stage_shipped_lo(out: _Partial, sizes: Sizes, args) -> None:
   floors = {}  # the Adam floors bench_meta measured in this run, where it got that far
   if args.reuse and os.path.exists(args.reuse):
     with open(args.reuse) as f:
-      for row in json.load(f).get("rows", []):
-        if row.get("backend") is None:
-          floors[row["config"]] = row
+      floors = {r["config"]: r for r in json.load(f).get("rows", []) if r.get("backend") is None}
   _update_rows(out, "update_rows", sizes, config)
   _meta_rows(out, "meta_rows", sizes, config, sizes.shipped_meta_backends, floors)
 
@@ -367,16 +365,12 @@ def _update_md(stage: str, rows, prefix: str = "") -> list[list[str]]:
 
 
 def _meta_md(stage: str, rows, prefix: str = "") -> list[list[str]]:
-  out = []
-  for r in rows or []:
-    vs = (f"{r['vs_adam_floor']:.1f}× slower than floor" if r.get("vs_adam_floor")
-          else "floor")
-    out.append([stage, f"{prefix}PES {r['config']} (w{r['width']}, b{r['batch']}) {r['opt']}",
-                f"{r['steps_per_s']:.1f} particle-steps/s", vs,
-                f"{r['tflops']:.3g} TFLOP/s (inner matmuls)", "—", str(r["compiles"]),
-                f"ok ({r['outer_steps']} timed outer step(s); the first, with its "
-                f"compile, took {r['first_s']:.1f} s)"])
-  return out
+  return [[stage, f"{prefix}PES {r['config']} (w{r['width']}, b{r['batch']}) {r['opt']}",
+           f"{r['steps_per_s']:.1f} particle-steps/s",
+           f"{r['vs_adam_floor']:.1f}× slower than floor" if r.get("vs_adam_floor") else "floor",
+           f"{r['tflops']:.3g} TFLOP/s (inner matmuls)", "—", str(r["compiles"]),
+           f"ok ({r['outer_steps']} timed outer step(s); the first, with its "
+           f"compile, took {r['first_s']:.1f} s)"] for r in rows or []]
 
 
 def to_markdown(report: dict) -> str:
