@@ -118,30 +118,23 @@ class TensorView:
     zero = (0,) if components else ()
     if self.factored:
       rb, cb = self.block
-      def index(p, a, m, t, i, j):
-        return (0 if shared else p, *zero, a, i, m, j, t)
-      return pl.BlockSpec((None, *lead, None, rb, None, cb, None), index)
-    def index(p, b):
-      return (0 if shared else p, *zero, b)
-    return pl.BlockSpec((None, *lead, *self.block), index)
+      return pl.BlockSpec((None, *lead, None, rb, None, cb, None),
+                          lambda p, a, m, t, i, j: (0 if shared else p, *zero, a, i, m, j, t))
+    return pl.BlockSpec((None, *lead, *self.block), lambda p, b: (0 if shared else p, *zero, b))
 
   def row_spec(self) -> pl.BlockSpec:
     """Spec of the row accumulator ``[P, 3, A, R, M, T]`` (factored views only)."""
-    def index(p, a, m, t, i, j):
-      return (p, 0, a, i, m, t)
-    return pl.BlockSpec((None, 3, None, self.block[0], None, None), index)
+    return pl.BlockSpec((None, 3, None, self.block[0], None, None),
+                        lambda p, a, m, t, i, j: (p, 0, a, i, m, t))
 
   def col_spec(self) -> pl.BlockSpec:
     """Spec of the column accumulator ``[P, 3, A, M, C, T]`` (factored views only)."""
-    def index(p, a, m, t, i, j):
-      return (p, 0, a, m, j, t)
-    return pl.BlockSpec((None, 3, None, None, self.block[1], None), index)
+    return pl.BlockSpec((None, 3, None, None, self.block[1], None),
+                        lambda p, a, m, t, i, j: (p, 0, a, m, j, t))
 
   def row_mean_spec(self) -> pl.BlockSpec:
     """Spec of the mean of the row accumulator over R, ``[P, 3, A, M, T]``."""
-    def index(p, a, m, t, i, j):
-      return (p, 0, a, m, t)
-    return pl.BlockSpec((None, 3, None, None, None), index)
+    return pl.BlockSpec((None, 3, None, None, None), lambda p, a, m, t, i, j: (p, 0, a, m, t))
 
   def particle_spec(self, shape: tuple[int, ...]) -> pl.BlockSpec:
     """Spec of a small per-particle array ``[P, *shape]``, read whole by every block."""
