@@ -425,6 +425,18 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # per outer step (half the estimate's noise).
     "mulo-a8-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
                         num_pairs=32, validate_every=500),
+    # a4-a8 sat on a plateau because mulo-a's adaptive head is saturated: 80-98%
+    # of its step multipliers at |tanh| > 0.9 of the x10 bound, its weight-decay
+    # ones at either bound (results/probes/head_saturation.txt), so ES sees
+    # about 2% of a perturbation through it. a4's recipe (same seed: the same
+    # tasks and horizons, so its meta-loss pairs with a4's step by step) from
+    # mulo-a with the head re-centred: the step level moved into the learned
+    # scales and the weight-decay bound x100, refit to the same multipliers
+    # (results/probes/recenter_head.py).
+    "mulo-a9-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a-recentered",
+                        lo=AdaptiveLOpt(step=(adaptive.MeanFreeAdamDirection(),)
+                                        + adaptive.default_rules(bound=(10.0, 100.0))[1:]),
+                        validate_every=500),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
