@@ -173,16 +173,12 @@ def _align(spec: Any, params: Any, what: str = "μP spec"):
   flat_params, treedef = jax.tree_util.tree_flatten_with_path(params)
   if jax.tree_util.tree_structure(spec, is_leaf=_is_leaf) == treedef:
     return [s for _, s in flat_spec], flat_params, treedef
-  spec_paths = [tuple(_path_names(p)) for p, _ in flat_spec]
-  want = [tuple(_path_names(p)) for p, _ in flat_params]
+  def keys(flat):  # a spec of linen's {"params": ...} also fits the inner tree
+    paths = [tuple(_path_names(p)) for p, _ in flat]
+    return [k[1:] for k in paths] if paths and all(k[:1] == ("params",) for k in paths) else paths
 
-  def strip(paths):  # a spec of linen's {"params": ...} also fits the inner tree
-    if paths and all(k[:1] == ("params",) for k in paths):
-      return [k[1:] for k in paths]
-    return paths
-
-  by_path = dict(zip(strip(spec_paths), (s for _, s in flat_spec)))
-  want_keys = strip(want)
+  by_path = dict(zip(keys(flat_spec), (s for _, s in flat_spec)))
+  want_keys = keys(flat_params)
   if len(by_path) == len(flat_spec) and set(by_path) == set(want_keys) \
       and len(set(want_keys)) == len(want_keys):
     return [by_path[k] for k in want_keys], flat_params, treedef

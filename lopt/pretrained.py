@@ -90,8 +90,7 @@ def save_pretrained(directory: str | os.PathLike, lopt: Any, theta: Any,
     if directory.is_dir():  # the user's own files in it are kept
       for entry in directory.iterdir():
         if entry.name not in ("metadata.json", "theta", diskio.RECORD):
-          copy = shutil.copytree if entry.is_dir() else shutil.copy2
-          copy(entry, staging / entry.name)
+          (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, staging / entry.name)
     diskio.write_record(staging)
     diskio.replace_dir(staging, directory)
     staging = None

@@ -182,18 +182,16 @@ def bench_model(model: Model, names: tuple[str, ...], steps: int, repeats: int,
 def table(rows: list[tuple[Model, dict]], labels: list[str]) -> str:
   """The markdown table: ms/step per optimizer and the ratio to AdamW."""
   others = [label for label in labels if label != "adamw"]
-  head = ["model", "params", "batch", "AdamW ms/step"]
-  for label in others:
-    head += [f"{label} ms/step", f"{label} ×AdamW"]
+  head = ["model", "params", "batch", "AdamW ms/step"] + [
+      f"{label} {what}" for label in others for what in ("ms/step", "×AdamW")]
   cells = []
   for model, result in rows:
     n = result["params"]
     size = f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
     batch = f"{model.batch}×{model.x_shape[0]} tokens" if model.lm else str(model.batch)
-    row = [model.name, size, batch, f"{1e3 * result['adamw']:.3f}"]
-    for label in others:
-      row += [f"{1e3 * result[label]:.3f}", f"{result[label] / result['adamw']:.2f}"]
-    cells.append(row)
+    cells.append([model.name, size, batch, f"{1e3 * result['adamw']:.3f}"] + [
+        x for label in others
+        for x in (f"{1e3 * result[label]:.3f}", f"{result[label] / result['adamw']:.2f}")])
   return "\n".join(markdown_table(head, cells))
 
 
