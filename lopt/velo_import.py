@@ -57,6 +57,7 @@ did not carry it).
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from typing import Any
@@ -103,11 +104,8 @@ def reference_config(mup: bool = False) -> V.VeLOpt:
 
 
 def _offsets(table) -> dict[str, slice]:
-  out, start = {}, 0
-  for name, width in table:
-    out[name] = slice(start, start + width)
-    start += width
-  return out
+  ends = itertools.accumulate(width for _, width in table)
+  return {name: slice(end - width, end) for (name, width), end in zip(table, ends)}
 
 
 def _lstm_row_pairs() -> list[tuple[slice, slice]]:

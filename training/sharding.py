@@ -171,6 +171,7 @@ def maybe_initialize_distributed() -> bool:
         "importing lopt or training.trainer (importing lopt touches a backend). "
         "scripts/meta_train.py does this for you.")
   _enable_cpu_collectives()
+  launch = {}  # not explicit: JAX detects the launch itself
   if explicit:
     num_processes = _env_int("JAX_NUM_PROCESSES", 1)
     process_id = _env_int("JAX_PROCESS_ID", 0)
@@ -179,11 +180,9 @@ def maybe_initialize_distributed() -> bool:
                        "need 0 <= JAX_PROCESS_ID < JAX_NUM_PROCESSES.")
     if not env["JAX_COORDINATOR_ADDRESS"].strip():
       raise ValueError("JAX_COORDINATOR_ADDRESS is empty; expected host:port of process 0.")
-    jax.distributed.initialize(
-        coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
-        num_processes=num_processes, process_id=process_id)
-    return True
-  jax.distributed.initialize()
+    launch = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+                  num_processes=num_processes, process_id=process_id)
+  jax.distributed.initialize(**launch)
   return True
 
 
