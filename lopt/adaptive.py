@@ -41,8 +41,8 @@ import numpy as np
 import optax
 
 from lopt import step_rules
-from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, map_tensors,
-                         optax_from_lo, sanitize_grad)
+from lopt.common import (check_num_steps, check_param_dtypes, check_record_fields, check_theta_tree,
+                         config_record, map_tensors, optax_from_lo, sanitize_grad)
 from lopt.step_rules import GroupBase, LearnedScales, Step, StepRule, WeightDecay
 
 # Pooled per-tensor statistics (``tensor_stats``), read by the head and, as
@@ -212,16 +212,11 @@ class AdaptiveLOpt:
                        "a residual on Adam's direction.")
 
   def to_record(self) -> dict[str, Any]:
-    record = dataclasses.asdict(self)
-    record["step"] = step_rules.to_record(self.step)
-    return record
+    return config_record(self)
 
   @classmethod
   def from_record(cls, record: dict[str, Any]) -> "AdaptiveLOpt":
-    known = {f.name for f in dataclasses.fields(cls)}
-    if set(record) - known:
-      raise ValueError(f"AdaptiveLOpt config fields {sorted(set(record) - known)} are not "
-                       f"understood by this lopt (known: {sorted(known)}).")
+    check_record_fields(cls, record)
     return cls(**{**record, "step": step_rules.from_record(record.get("step", []))})
 
   # ---------------------------------------------------------------- θ

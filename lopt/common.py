@@ -3,6 +3,7 @@ including their per-element MLP."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lopt import mup as mup_lib
+from lopt import step_rules
 
 SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64)
 
@@ -82,6 +84,25 @@ def map_tensors(lo: Any, one: Any, grads: Any, params: Any, states: Any, is_stat
       treedef.flatten_up_to(mults), treedef.flatten_up_to(groups))]
   unflatten = lambda i: jax.tree_util.tree_unflatten(treedef, [out[i] for out in outs])
   return unflatten(0), unflatten(1), sum((out[2] for out in outs), jnp.zeros((), jnp.int32))
+
+
+def config_record(lo: Any) -> dict[str, Any]:
+  """An LO config's JSON record (metadata.json ``config``, ``MetaTrainConfig.lo``):
+  its fields, with its step rules, where it has them, as rule records."""
+  record = dataclasses.asdict(lo)
+  if "step" in record:
+    record["step"] = step_rules.to_record(lo.step)
+  return record
+
+
+def check_record_fields(cls: type, record: dict[str, Any], legacy: Any = ()) -> None:
+  """Refuse the fields of a config record that ``cls`` does not have (``legacy``:
+  old field names that its ``from_record`` still converts)."""
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(record) - known - set(legacy))
+  if unknown:
+    raise ValueError(f"{cls.__name__} config fields {unknown} are not understood by this lopt "
+                     f"(known: {sorted(known)}).")
 
 
 def check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:

@@ -45,8 +45,9 @@ import optax
 from lopt import features as F
 from lopt import kernels
 from lopt import step_rules
-from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, map_tensors,
-                         optax_from_lo, per_element_mlp, sanitize_grad, stacked_mlp)
+from lopt.common import (check_num_steps, check_param_dtypes, check_record_fields, check_theta_tree,
+                         config_record, map_tensors, optax_from_lo, per_element_mlp, sanitize_grad,
+                         stacked_mlp)
 
 # Widest per-element MLP written unit by unit (see MLPLOpt.tensor_step).
 UNIT_BY_UNIT_MAX_WIDTH = 8
@@ -149,19 +150,13 @@ class MLPLOpt:
   # ---------------------------------------------------------------- record
   def to_record(self) -> dict[str, Any]:
     """The JSON config record (metadata.json ``config``, ``MetaTrainConfig.lo``)."""
-    record = dataclasses.asdict(self)
-    record["step"] = step_rules.to_record(self.step)
-    return record
+    return config_record(self)
 
   @classmethod
   def from_record(cls, record: dict[str, Any]) -> "MLPLOpt":
     """Inverse of ``to_record``; an old flat record (PR before issue 20) is converted."""
     from lopt import forms
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(record) - known - set(forms.LEGACY_FIELDS))
-    if unknown:
-      raise ValueError(f"MLPLOpt config fields {unknown} are not understood by this lopt "
-                       f"(known: {sorted(known)}).")
+    check_record_fields(cls, record, forms.LEGACY_FIELDS)
     if forms.is_legacy(record):
       forms.warn_legacy(record)
       return forms.from_flat(record)

@@ -53,8 +53,9 @@ import numpy as np
 import optax
 
 from lopt import features as F
-from lopt.common import (check_num_steps, check_param_dtypes, check_theta_tree, optax_from_lo,
-                         per_element_mlp, sanitize_grad, step_multipliers)
+from lopt.common import (check_num_steps, check_param_dtypes, check_record_fields, check_theta_tree,
+                         config_record, optax_from_lo, per_element_mlp, sanitize_grad,
+                         step_multipliers)
 
 # Per-tensor LSTM inputs, in order: (name, width). The first block is computed
 # per tensor, the last two are shared by all tensors.
@@ -276,13 +277,11 @@ class VeLOpt:
 
   def to_record(self) -> dict[str, Any]:
     """The JSON config record (metadata.json ``config``, ``MetaTrainConfig.lo``)."""
-    return dataclasses.asdict(self)
+    return config_record(self)
 
   @classmethod
   def from_record(cls, record: dict[str, Any]) -> "VeLOpt":
-    unknown = sorted(set(record) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"VeLOpt config fields {unknown} are not understood by this lopt.")
+    check_record_fields(cls, record)
     return cls(**record)
 
   def check_theta(self, theta: Any) -> None:
