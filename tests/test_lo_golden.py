@@ -5,8 +5,11 @@ Bit for bit until issue 22 rewrote the per-element MLP unit by unit (one fused
 elementwise pass instead of matmuls over a ``[*shape, 28]`` stack): a sum in
 another order rounds differently, so the check is now each recorded update's
 largest deviation relative to that update's RMS. Measured on the 2-core CPU:
-9.7e-7 (reference form), 4.7e-7 (mulo-m), 4.4e-7 (mulo-s), 3.0e-7 (sp-lo); the
-bound leaves room for another CPU's rounding. ``test_lopt_core`` checks the
+9.7e-7 (reference form), 4.7e-7 (mulo-m), 4.4e-7 (mulo-s), 3.0e-7 (sp-lo). On
+another 2-core Xeon (2026-12-03) the same code gave 2.8e-6 on the reference
+form's one-element ``scale`` update (its own RMS: ~23 float32 ulps; XLA's CPU
+code differs by instruction set), so the bound is 1e-5: far below any real
+change of form, which moves updates by O(1) ``test_lopt_core`` checks the
 same update against a float64 NumPy reference."""
 
 from pathlib import Path
@@ -15,7 +18,7 @@ import numpy as np
 
 import make_lo_golden
 
-RMS_RELATIVE = 2e-6
+RMS_RELATIVE = 1e-5
 
 
 def test_updates_match_the_recorded_ones():
