@@ -201,3 +201,22 @@ def test_mean_free_residual_is_the_residual_minus_its_tensor_mean():
   record = lo_mf.to_record()
   assert record["step"][0] == {"rule": "MeanFreeAdamDirection"}
   assert AdaptiveLOpt.from_record(record) == lo_mf != lo_plain
+
+
+def test_multiplier_curves_read_one_per_tensor_and_step_and_are_1_at_theta0():
+  """training.adaptation.multiplier_curves: [steps, tensors, (step, wd)]; with the
+  head's output layer at 0 every multiplier is exactly 1, and with a bias of
+  +1e6 on the step output every step multiplier is the bound."""
+  import meta_tasks
+  from training.adaptation import multiplier_curves
+  task = meta_tasks.get_distribution("quadratic").configs()[0]
+  lo = AdaptiveLOpt(step=default_rules(bound=(10.0, 100.0)))
+  theta = lo.init(jax.random.PRNGKey(0))
+  mults, losses = multiplier_curves(lo, theta, task, 6)
+  n_tensors = len(jax.tree_util.tree_leaves(task.init(jax.random.PRNGKey(0))))
+  assert mults.shape == (6, n_tensors, 2) and losses.shape == (6,)
+  np.testing.assert_array_equal(mults, 1.0)
+  theta["adapt"]["b1"] = jnp.asarray([1e6, 0.0], jnp.float32)
+  mults, _ = multiplier_curves(lo, theta, task, 6)
+  np.testing.assert_allclose(mults[..., 0], 10.0, rtol=1e-6)
+  np.testing.assert_array_equal(mults[..., 1], 1.0)

@@ -12,10 +12,7 @@ import sys
 import numpy as np
 import lopt
 import meta_tasks
-import importlib.util
-_spec = importlib.util.spec_from_file_location("plot_adaptation", "scripts/plot_adaptation.py")
-_mod = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(_mod)
-multiplier_curves = _mod.multiplier_curves
+from training.adaptation import multiplier_curves
 
 source = sys.argv[1] if len(sys.argv) > 1 else "mulo-a"
 lo, theta = lopt.load_pretrained(source)

@@ -20,7 +20,6 @@ Run from the repository root:
 (default OUT results/meta-runs/mulo-a-recentered; 2-core CPU, ~10 minutes);
 log: results/probes/recenter_head.txt."""
 import dataclasses
-import importlib.util
 import sys
 
 import jax
@@ -32,11 +31,9 @@ import lopt
 import meta_tasks
 from lopt import adaptive
 from lopt.pretrained import load_metadata, save_pretrained
+from training.adaptation import multiplier_curves
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "results/meta-runs/mulo-a-recentered"
-_spec = importlib.util.spec_from_file_location("plot_adaptation", "scripts/plot_adaptation.py")
-_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_mod)
 
 lo, theta = lopt.load_pretrained("mulo-a")
 head = next(r for r in lo.step if isinstance(r, adaptive.TensorAdaptive))
@@ -57,7 +54,7 @@ runs = [(e.task, e.num_steps) for e in meta_tasks.get_suite("screen-user-cpu")]
 runs += [(t, 1000) for t in meta_tasks.get_distribution("tiny-mix").configs()]
 for task, n in runs:
   for with_loss in (False, True):
-    _mod.multiplier_curves(lo, theta, task, n, with_loss=with_loss)
+    multiplier_curves(lo, theta, task, n, with_loss=with_loss)
   print(f"collected {len(rows)} feature rows after {task.name}", flush=True)
 adaptive.TensorAdaptive.multipliers = _orig
 feats = jnp.asarray(np.stack(rows))
