@@ -263,7 +263,7 @@ def reference_tree_from_theta(theta: dict, config: V.VeLOpt) -> dict:
   ff["b0"] = _f32(bank["b0"])
   pad = lambda x: np.concatenate([x, np.zeros(x.shape[:-1] + (1,), np.float32)], axis=-1)
   for i in range(1, config.mlp_layers + 1):  # the output layer w{L}, b{L} gets a zero 3rd output
-    f = pad if i == config.mlp_layers else _f32
+    f = pad if i == config.mlp_layers else (lambda x: x)
     ff[f"w{i}"], ff[f"b{i}"] = f(_f32(bank[f"w{i}"])), f(_f32(bank[f"b{i}"]))
   tree["ff_mod_stack"] = {"~": ff}
   return tree
