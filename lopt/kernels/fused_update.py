@@ -20,13 +20,13 @@ Bytes per float32 parameter: 4 (g for the row/col means; XLA may read it twice,
 read g, p, 3 momenta, rms; write the update) = 72-76, vs Adam's 24 (read g,
 m, v; write m, v, update).
 
-**vmap** (particles, θ±ε): ``jax.custom_batching.custom_vmap``. The batched
+**vmap** (particles, θ±ε): ``transforms.particle_vmap``. The batched
 rule runs the same two kernels with the particle axis as the grid's first axis
 (θ-derived weights are per particle, read once per tile); operands that are not
 batched are read through an index map that always picks particle 0, so nothing
 is broadcast in memory. An unbatched call is the batched one with P = 1.
 
-**Gradients** (TBPTT): ``jax.custom_vjp``. The forward pass runs the kernels;
+**Gradients** (TBPTT): ``transforms.with_reference_vjp``. The forward pass runs the kernels;
 the backward pass is the VJP of the XLA reference at the same inputs, so
 gradients equal the XLA path's. Forward-mode AD is not supported on this path
 (use ``backend="xla"``).
@@ -34,6 +34,7 @@ gradients equal the XLA path's. Forward-mode AD is not supported on this path
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -41,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lopt import features as F
-from lopt.kernels import mlp_kernels
+from lopt.kernels import mlp_kernels, transforms
 from lopt.kernels.layout import TensorView, pow2_at_least
 
 # Elements per tile: pass 1 is a plain memory-bound stream; pass 2 holds a
@@ -152,34 +153,9 @@ def tensor_update(cfg, mult: float, theta_mlp: dict, tfeats: jax.Array, decays: 
   ``reference(theta_mlp, tfeats, decays, g, p, acc)``, used for the VJP.
   """
   shape = tuple(np.shape(p))
-  args = (theta_mlp, tfeats, decays, g, p, acc)
-
-  def single(*args):
-    lead = jax.tree_util.tree_map(lambda x: x[None], args)
-    flags = jax.tree_util.tree_map(lambda _: True, args)
-    out = _batched_update(cfg, shape, mult, interpret, 1, flags, *lead)
-    return jax.tree_util.tree_map(lambda x: x[0], out)
-
-  fused = jax.custom_batching.custom_vmap(single)
-
-  @fused.def_vmap
-  def _vmap_rule(axis_size, in_batched, *args):
-    out = _batched_update(cfg, shape, mult, interpret, axis_size, tuple(in_batched), *args)
-    return out, jax.tree_util.tree_map(lambda _: True, out)
-
-  @jax.custom_vjp
-  def differentiable(*args):
-    return fused(*args)
-
-  def fwd(*args):
-    return fused(*args), args
-
-  def bwd(args, cotangent):
-    _, vjp = jax.vjp(reference, *args)
-    return vjp(cotangent)
-
-  differentiable.defvjp(fwd, bwd)
-  return differentiable(*args)
+  fused = transforms.particle_vmap(
+      functools.partial(_batched_update, cfg, shape, mult, interpret))
+  return transforms.with_reference_vjp(fused, reference)(theta_mlp, tfeats, decays, g, p, acc)
 
 
 def kernel_bytes_per_param(param_itemsize: int = 4) -> tuple[int, int]:

@@ -140,13 +140,13 @@ class TensorView:
     """Spec of a small per-particle array ``[P, *shape]``, read whole by every block."""
     return pl.BlockSpec((None, *shape), lambda p, *_: (p,) + (0,) * len(shape))
 
-  def stats_shape(self, particles: int) -> tuple[int, ...]:
-    return (*self.grid(particles), STATS_WIDTH)
+  def stats_shape(self, particles: int, width: int = STATS_WIDTH) -> tuple[int, ...]:
+    return (*self.grid(particles), width)
 
-  def stats_spec(self) -> pl.BlockSpec:
-    """One row of STATS_WIDTH partial sums per program."""
+  def stats_spec(self, width: int = STATS_WIDTH) -> pl.BlockSpec:
+    """One row of ``width`` (a power of two) partial sums per program."""
     nd = len(self.grid(1))
-    return pl.BlockSpec((None,) * nd + (STATS_WIDTH,), lambda *idx: (*idx, 0))
+    return pl.BlockSpec((None,) * nd + (width,), lambda *idx: (*idx, 0))
 
   # ------------------------------------------------------------ in-kernel helpers
   def masks(self):
@@ -188,3 +188,21 @@ def store(ref, value: jax.Array, mask, component: int | None = None) -> None:
     ref[...] = value
   else:
     plgpu.store(ref, value, mask=mask)
+
+
+def lane_sums(sums: dict[int, jax.Array], width: int) -> jax.Array:
+  """A row of ``width`` floats holding each scalar ``sums[k]`` in lane k (0
+  elsewhere): one program's partial sums, for a ``stats_spec`` output."""
+  lane = jax.lax.broadcasted_iota(jnp.int32, (width,), 0)
+  row = jnp.zeros((width,), jnp.float32)
+  for k, value in sums.items():
+    row = jnp.where(lane == k, value, row)
+  return row
+
+
+def compiler_params():
+  """Triton launch parameters, or None (defaults) if this JAX's API differs."""
+  try:
+    return plgpu.CompilerParams(num_warps=4, num_stages=1)
+  except (AttributeError, TypeError):
+    return None

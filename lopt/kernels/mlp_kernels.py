@@ -27,19 +27,10 @@ from jax.experimental import pallas as pl
 
 from lopt import features as F
 from lopt.features import COL_FEATURES, PER_ELEMENT_FEATURES, ROW_FEATURES
-from lopt.kernels.layout import STATS_WIDTH, TensorView, load, store
+from lopt.kernels.layout import STATS_WIDTH, TensorView, compiler_params, lane_sums, load, store
 
 NUM_SCALARS = 8
 _RMS, _OUT_BIAS = 3, 4
-
-
-def _compiler_params():
-  """Triton launch parameters, or None (defaults) if this JAX's API differs."""
-  try:
-    from jax.experimental.pallas import triton as plgpu
-    return plgpu.CompilerParams(num_warps=4, num_stages=1)
-  except (ImportError, AttributeError, TypeError):
-    return None
 
 
 def _factor_tiles(view: TensorView, refs, row_mask, col_mask):
@@ -76,14 +67,10 @@ def _accumulate_kernel(view: TensorView, num_factor_refs: int,
   feats = F.elementwise_features(g, p, mom, rms, row, col, fac)
   # Partial sums of x² of the per-element features (slot k = feature k; the
   # factor-only features' slots stay 0: XLA takes those from the factors).
-  lane = jax.lax.broadcasted_iota(jnp.int32, (STATS_WIDTH,), 0)
-  sums = jnp.zeros((STATS_WIDTH,), jnp.float32)
-  for k in PER_ELEMENT_FEATURES:
-    sq = jnp.square(feats[k])
-    if mask is not None:
-      sq = jnp.where(mask, sq, 0.0)
-    sums = jnp.where(lane == k, jnp.sum(sq), sums)
-  stats_out[...] = sums
+  squares = {k: jnp.square(feats[k]) for k in PER_ELEMENT_FEATURES}
+  if mask is not None:
+    squares = {k: jnp.where(mask, sq, 0.0) for k, sq in squares.items()}
+  stats_out[...] = lane_sums({k: jnp.sum(sq) for k, sq in squares.items()}, STATS_WIDTH)
 
 
 def accumulate(view: TensorView, particles: int, shared: dict[str, bool], interpret: bool,
@@ -103,7 +90,7 @@ def accumulate(view: TensorView, particles: int, shared: dict[str, bool], interp
   return pl.pallas_call(
       kernel, grid=view.grid(particles), in_specs=in_specs, out_specs=out_specs,
       out_shape=out_shape, interpret=interpret, name="lopt_mlp_accumulate",
-      compiler_params=None if interpret else _compiler_params(),
+      compiler_params=None if interpret else compiler_params(),
   )(scalars, g, p, mom, rms, *factors)
 
 
@@ -160,5 +147,5 @@ def step(view: TensorView, particles: int, shared: dict[str, bool], interpret: b
       out_specs=view.element_spec(),
       out_shape=jax.ShapeDtypeStruct((particles, *view.view), out_dtype),
       interpret=interpret, name="lopt_mlp_step",
-      compiler_params=None if interpret else _compiler_params(),
+      compiler_params=None if interpret else compiler_params(),
   )(scalars, g, p, mom, rms, *factors, *mlp)
