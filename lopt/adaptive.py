@@ -33,6 +33,7 @@ larger steps where they pay, and it cannot run away on an unseen model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt import step_rules
+from lopt import kernels, step_rules
 from lopt.common import (check_num_steps, check_param_dtypes, check_record_fields, check_theta_tree,
                          config_record, map_tensors, optax_from_lo, sanitize_grad)
 from lopt.step_rules import GroupBase, LearnedScales, Step, StepRule, WeightDecay
@@ -80,8 +81,9 @@ class TensorStats(NamedTuple):
   feats: jax.Array      # [NUM_TENSOR_FEATURES] pooled statistics
 
 
-def _log_rms(x: jax.Array) -> jax.Array:
-  return 0.5 * jnp.log(jnp.mean(jnp.square(x)) + _TINY)
+def _log_sqrt(mean: jax.Array) -> jax.Array:
+  """log sqrt(mean): the log rms of a tensor from its mean square."""
+  return 0.5 * jnp.log(mean + _TINY)
 
 
 def bounded(raw: jax.Array, bound: Any) -> jax.Array:
@@ -197,6 +199,12 @@ class AdaptiveLOpt:
   # The step rules, in order; ``default_rules()`` is μAdamW plus the learned parts.
   step: tuple = dataclasses.field(default_factory=default_rules, metadata={"custom_args": dict(
       type=step_rules.parse, nargs=None, metavar="RULES")})
+  # "auto": the fused Pallas update on GPU, XLA elsewhere; "xla": the reference;
+  # "pallas": the kernels everywhere (interpret mode off GPU: slow, for tests).
+  # Step rules the kernels do not support run in XLA whatever this says
+  # (``lopt.kernels.adaptive_supports``). Not in the record at its default
+  # ("auto"), so the records written before this field still load strictly.
+  backend: str = "auto"
 
   def __post_init__(self):
     for name in ("b1", "b2"):
@@ -206,13 +214,18 @@ class AdaptiveLOpt:
       raise ValueError(f"eps must be a float in (0, 1), got {self.eps!r}.")
     if not (isinstance(self.residual_hidden, int) and self.residual_hidden >= 1):
       raise ValueError(f"residual_hidden must be an int >= 1, got {self.residual_hidden!r}.")
+    if self.backend not in kernels.BACKENDS:
+      raise ValueError(f"backend must be one of {kernels.BACKENDS}, got {self.backend!r}.")
     step_rules.check(self.step)
     if not any(isinstance(r, AdamDirection) for r in self.step):
       raise ValueError("AdaptiveLOpt's step rules need AdamDirection(): its network outputs "
                        "a residual on Adam's direction.")
 
   def to_record(self) -> dict[str, Any]:
-    return config_record(self)
+    record = config_record(self)
+    if self.backend == "auto":  # how it runs, not what it computes (see the field)
+      del record["backend"]
+    return record
 
   @classmethod
   def from_record(cls, record: dict[str, Any]) -> "AdaptiveLOpt":
@@ -268,20 +281,79 @@ class AdaptiveLOpt:
   def _residual(self, theta: dict, stats: TensorStats, g: jax.Array, p: jax.Array) -> jax.Array:
     """(c): the per-element network's raw output (AdamDirection bounds and adds it)."""
     res = theta["residual"]
-    inv = 1.0 / (jnp.sqrt(stats.v_hat) + self.eps)
-    xs = (stats.m_hat * inv, jnp.clip(g * inv, -10.0, 10.0),
-          p * jax.lax.rsqrt(jnp.mean(jnp.square(p)) + _TINY))
-    bias = stats.feats @ res["w_ctx"] + res["b0"]   # the tensor context, per hidden unit
+    xs = self.element_features(stats.m_hat, stats.v_hat, g, p,
+                               jax.lax.rsqrt(jnp.mean(jnp.square(p)) + _TINY))
+    return self.residual_network(xs, self.residual_bias(res, stats.feats), res["w0"], res["w1"],
+                                 res["b1"])
+
+  # The per-element pieces, shared with the fused kernel (lopt.kernels.fused_adaptive).
+  def element_features(self, m_hat, v_hat, g, p, p_scale) -> tuple:
+    """The network's scale-free inputs (``ELEMENT_FEATURES``); ``p_scale`` is
+    ``rsqrt(mean(p²))`` over the tensor."""
+    inv = 1.0 / (jnp.sqrt(v_hat) + self.eps)
+    return (m_hat * inv, jnp.clip(g * inv, -10.0, 10.0), p * p_scale)
+
+  @staticmethod
+  def residual_bias(res: dict, feats: jax.Array) -> jax.Array:
+    """The tensor context, per hidden unit: the first layer's bias."""
+    return feats @ res["w_ctx"] + res["b0"]
+
+  def residual_network(self, xs: tuple, bias: Any, w0: Any, w1: Any, b1: Any) -> jax.Array:
+    """The per-element network's raw output from its inputs; ``bias[j]``,
+    ``w0[i, j]``, ``w1[j]`` and ``b1`` are read one scalar at a time."""
     # Written out unit by unit, not as matmuls over a stacked [..., 3] array:
     # with 3 inputs and 8 units XLA then fuses the whole network into one
     # elementwise pass (2.6x faster LO update on CPU, scripts/bench_meta.py).
-    out = res["b1"]
+    out = b1
     for j in range(self.residual_hidden):
       h = bias[j]
       for i, x in enumerate(xs):
-        h = h + x * res["w0"][i, j]
-      out = out + jax.nn.relu(h) * res["w1"][j]
+        h = h + x * w0[i, j]
+      out = out + jax.nn.relu(h) * w1[j]
     return out
+
+  def tensor_features(self, frac, loss_feats, count, ts: AdaptiveTensorState, group: int,
+                      ndim: int, mean_g2, mean_p2, mean_m_hat2, mean_v_hat):
+    """(feats [NUM_TENSOR_FEATURES], log_g0, log_p0) of a tensor from its pooled
+    means: of g², p², m̂² and v̂."""
+    first = count == 1
+    log_g, log_p = _log_sqrt(mean_g2), _log_sqrt(mean_p2)
+    log_g0 = jnp.where(first, log_g, ts.log_g0)
+    log_p0 = jnp.where(first, log_p, ts.log_p0)
+    snr = _log_sqrt(mean_m_hat2) - 0.5 * jnp.log(mean_v_hat + _TINY)
+    onehot = (float(ndim >= 2 and group == 0), float(group == 1), float(ndim < 2))
+    feats = jnp.stack([frac, jnp.clip(log_g - log_g0, -10.0, 10.0) / 3.0,
+                       jnp.clip(snr, -5.0, 1.0), jnp.clip(log_p - log_p0, -5.0, 5.0),
+                       *loss_feats, *(jnp.float32(x) for x in onehot)])
+    # Statistics beyond float32 (g² overflowing) can give inf - inf: read 0.
+    return jnp.where(jnp.isnan(feats), 0.0, feats), log_g0, log_p0
+
+  def seen_multipliers(self, theta: dict, feats: jax.Array) -> jax.Array:
+    """[step, weight decay] multipliers for the state (1, 1 without TensorAdaptive)."""
+    adapt = next((r for r in self.step if isinstance(r, TensorAdaptive)), None)
+    return (jnp.ones((2,), jnp.float32) if adapt is None
+            else adapt.multipliers(theta[adapt.theta_key], feats))
+
+  def _xla_tensor_update(self, mult: float, group: int, theta: dict, g: jax.Array, p: jax.Array,
+                         ts: AdaptiveTensorState, count: jax.Array, num_steps: Any, loss: Any,
+                         frac: jax.Array, loss_feats: tuple, corrections: tuple):
+    """The reference update of one tensor: (update, new state, non-finite count).
+    ``corrections``: Adam's bias corrections (1 - b1^t, 1 - b2^t), computed once
+    per update (inside each tensor's fusion XLA would round them differently)."""
+    g, bad = sanitize_grad(g)
+    p32 = jnp.asarray(p, jnp.float32)
+    bc1, bc2 = corrections
+    m = self.b1 * ts.m + (1 - self.b1) * g
+    v = self.b2 * ts.v + (1 - self.b2) * jnp.square(g)
+    m_hat, v_hat = m / bc1, v / bc2
+    feats, log_g0, log_p0 = self.tensor_features(
+        frac, loss_feats, count, ts, group, np.ndim(p), jnp.mean(jnp.square(g)),
+        jnp.mean(jnp.square(p32)), jnp.mean(jnp.square(m_hat)), jnp.mean(v_hat))
+    stats = TensorStats(m_hat, v_hat, self.eps, feats)
+    ctx = step_rules.TensorContext(g, p, mult, group, count, num_steps, loss, stats,
+                                   (self.b1, self.b2))
+    u = step_rules.apply(self.step, theta, Step(self._residual(theta, stats, g, p32)), ctx)
+    return u, AdaptiveTensorState(m, v, log_g0, log_p0, self.seen_multipliers(theta, feats)), bad
 
   def update(self, theta: dict, grads: Any, state: AdaptiveLOptState, params: Any, *,
              num_steps: int | None = None, mup: Any = None,
@@ -296,33 +368,17 @@ class AdaptiveLOpt:
     frac = (jnp.zeros((), jnp.float32) if num_steps is None
             else jnp.clip(t / num_steps, 0.0, 1.0))
     loss_feats, (log_loss0, log_loss_ema) = self._loss_features(state, loss)
-    first = count == 1
-    bc1, bc2 = 1.0 - self.b1 ** t, 1.0 - self.b2 ** t
-    adapt = next((r for r in self.step if isinstance(r, TensorAdaptive)), None)
+    corrections = (1.0 - self.b1 ** t, 1.0 - self.b2 ** t)
+    use_kernels = kernels.use_pallas(self.backend) and kernels.adaptive_supports(self.step)
 
     def one(g, p, ts: AdaptiveTensorState, mult, group):
-      g, bad = sanitize_grad(g)
-      p32 = jnp.asarray(p, jnp.float32)
-      m = self.b1 * ts.m + (1 - self.b1) * g
-      v = self.b2 * ts.v + (1 - self.b2) * jnp.square(g)
-      m_hat, v_hat = m / bc1, v / bc2
-      log_g, log_p = _log_rms(g), _log_rms(p32)
-      log_g0 = jnp.where(first, log_g, ts.log_g0)
-      log_p0 = jnp.where(first, log_p, ts.log_p0)
-      snr = _log_rms(m_hat) - 0.5 * jnp.log(jnp.mean(v_hat) + _TINY)
-      onehot = (float(np.ndim(p) >= 2 and group == 0), float(group == 1), float(np.ndim(p) < 2))
-      feats = jnp.stack([frac, jnp.clip(log_g - log_g0, -10.0, 10.0) / 3.0,
-                         jnp.clip(snr, -5.0, 1.0), jnp.clip(log_p - log_p0, -5.0, 5.0),
-                         *loss_feats, *(jnp.float32(x) for x in onehot)])
-      # Statistics beyond float32 (g² overflowing) can give inf - inf: read 0.
-      feats = jnp.where(jnp.isnan(feats), 0.0, feats)
-      stats = TensorStats(m_hat, v_hat, self.eps, feats)
-      ctx = step_rules.TensorContext(g, p, mult, group, count, num_steps, loss, stats,
-                                     (self.b1, self.b2))
-      u = step_rules.apply(self.step, theta, Step(self._residual(theta, stats, g, p32)), ctx)
-      seen = (jnp.ones((2,), jnp.float32) if adapt is None
-              else adapt.multipliers(theta[adapt.theta_key], feats))
-      return u, AdaptiveTensorState(m, v, log_g0, log_p0, seen), bad
+      args = (theta, g, p, ts, count, num_steps, loss, frac, loss_feats, corrections)
+      if use_kernels and kernels.supports(p) and kernels.supports(g):
+        return kernels.adaptive_tensor_update(
+            self, mult, group, *args,
+            reference=functools.partial(self._xla_tensor_update, mult, group),
+            interpret=kernels.interpret_mode())
+      return self._xla_tensor_update(mult, group, *args)
 
     updates, tensors, nonfinite = map_tensors(
         self, one, grads, params, state.tensors, lambda x: isinstance(x, AdaptiveTensorState), mup)

@@ -2,13 +2,19 @@
 
 ``tensor_update`` is the fused per-tensor update of ``lopt.MLPLOpt`` (design,
 bytes model, vmap and VJP rules in ``fused_update``); ``MLPLOpt(backend=...)``
-selects it. The XLA path in ``lopt.mlp_lopt`` stays the reference.
+selects it. ``adaptive_tensor_update`` is the one of ``lopt.AdaptiveLOpt``
+(the shipped mulo-a form; ``fused_adaptive``), selected by
+``AdaptiveLOpt(backend=...)`` for the step rules ``adaptive_supports``. The
+XLA paths in ``lopt.mlp_lopt`` and ``lopt.adaptive`` stay the references.
 """
 
 from __future__ import annotations
 
 import jax
 
+from lopt.kernels.fused_adaptive import adaptive_supports
+from lopt.kernels.fused_adaptive import kernel_bytes_per_param as adaptive_bytes_per_param
+from lopt.kernels.fused_adaptive import tensor_update as adaptive_tensor_update
 from lopt.kernels.fused_update import kernel_bytes_per_param, supports, tensor_update
 
 BACKENDS = ("auto", "xla", "pallas")
@@ -26,5 +32,5 @@ def interpret_mode() -> bool:
   return jax.default_backend() != "gpu"
 
 
-__all__ = ["BACKENDS", "interpret_mode", "kernel_bytes_per_param", "supports", "tensor_update",
-           "use_pallas"]
+__all__ = ["BACKENDS", "adaptive_bytes_per_param", "adaptive_supports", "adaptive_tensor_update",
+           "interpret_mode", "kernel_bytes_per_param", "supports", "tensor_update", "use_pallas"]
