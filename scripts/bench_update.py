@@ -1,7 +1,8 @@
-"""Time one learned-optimizer update (MLPLOpt, per backend) against optax.adam.
+"""Time one learned-optimizer update (MLPLOpt or AdaptiveLOpt, per backend) against optax.adam.
 
     python scripts/bench_update.py                          # GPU: every size; CPU: 1m, XLA only
     python scripts/bench_update.py --sizes 1m,100m --backends xla,pallas --iters 20
+    python scripts/bench_update.py --config mulo-a          # the shipped adaptive LO, its θ
 
 For each parameter set it prints the median time of a jitted update (after
 warm-up, ``block_until_ready`` on every call), the ratio to Adam measured in the
@@ -12,20 +13,27 @@ peak. Bytes moved are counted two ways:
   the LO, optimizer state) plus every array it writes (updates, new state);
 * model: what the fused kernels actually move by design
   (``lopt.kernels.kernel_bytes_per_param``: two passes plus the g² row/column
-  means; rows/columns and θ are negligible). Only for the pallas backend.
+  means; rows/columns and θ are negligible; for AdaptiveLOpt
+  ``lopt.kernels.adaptive_bytes_per_param``, with the mean-free residual's add
+  as its own pass, since the timed update's output is not consumed). Only for
+  the pallas backend.
 
 Peak bandwidth comes from a table of known devices; on CPU (or an unknown
 device) it is a measured copy bandwidth (a large jitted ``x * 2``), and the
-table says so. ``--config NAME`` benchmarks the architecture config of a
-pretrained LO (``lopt.load_metadata(NAME)["config"]``) instead of the reference
-``MLPLOpt(mup=False)``. ``bench_size`` is also imported by ``gpu_check.py``. On
+table says so. ``--config NAME`` benchmarks a pretrained LO instead of the
+reference ``MLPLOpt(mup=False)``: an MLPLOpt's architecture config
+(``lopt.load_metadata(NAME)["config"]``), or, for any other architecture
+(``mulo-a``, an AdaptiveLOpt), the shipped LO itself, its θ included.
+``bench_size`` is also imported by ``gpu_check.py``. On
 CPU the pallas backend runs in interpret mode, which times an emulation, not a
 kernel: it is skipped unless asked for.
 
 A second table (``--forms``, default ``mulo-m,adaptive``; ``--forms ''`` skips it)
 times the forms users run, each against ``optax.adam`` in the same process:
-the shipped ``mulo-m`` (``lopt.forms.robust``, its meta-trained θ) and
-``lopt.AdaptiveLOpt()`` at θ = 0, with ns per parameter, FLOPs per parameter
+the shipped ``mulo-m`` (``lopt.forms.robust``, its meta-trained θ),
+``lopt.AdaptiveLOpt()`` at θ = 0 and (``--forms mulo-a``) the shipped adaptive
+LO with its θ, each on its default backend ("auto": the fused Pallas update on
+GPU), with ns per parameter, FLOPs per parameter
 and bytes accessed per parameter from XLA's cost analysis of the compiled
 update, the achieved GFLOP/s, its fraction of the GFLOP/s of a large
 ``jnp.dot`` timed in the same process, and optimizer-state bytes per
@@ -39,6 +47,7 @@ kernel), largest first, with each op's output shape.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -150,13 +159,34 @@ def _problem(name: str) -> tuple[dict, dict, int]:
   return params, grads, sum(p.size for p in jax.tree_util.tree_leaves(params))
 
 
+def model_bytes_per_param(lo) -> int | None:
+  """Bytes per f32 parameter the fused kernels of ``lo`` move by design (None:
+  its update runs in XLA whatever the backend)."""
+  if isinstance(lo, lopt.AdaptiveLOpt):
+    if not lopt.kernels.adaptive_supports(lo.step):
+      return None
+    mean_free = any(type(r).__name__ == "MeanFreeAdamDirection" for r in lo.step)
+    return lopt.kernels.adaptive_bytes_per_param(4, mean_free)[1]  # the add is its own pass
+  return lopt.kernels.kernel_bytes_per_param(4)[0]
+
+
+def _lo_and_theta(backend: str, config: dict | None, pretrained: str | None):
+  if pretrained is not None:
+    lo, theta = lopt.load_pretrained(pretrained)
+    return dataclasses.replace(lo, backend=backend), jax.tree_util.tree_map(jnp.asarray, theta)
+  lo = (lopt.MLPLOpt(mup=False, backend=backend) if config is None
+        else lopt.MLPLOpt.from_record({**config, "backend": backend}))
+  return lo, lo.init(jax.random.PRNGKey(1))
+
+
 def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: float | None,
-               config: dict | None = None) -> list[dict]:
+               config: dict | None = None, pretrained: str | None = None) -> list[dict]:
   """Rows (one per optimizer: optax.adam, then each backend) for the parameter set
   ``name``. ``peak`` None (unknown device) leaves the bandwidth fractions None;
   ``gbps`` (achieved GB/s of compulsory traffic) is always filled. The LO is the
   reference ``MLPLOpt(mup=False)``, or ``config`` (e.g. a pretrained LO's
-  architecture config) with ``backend`` overridden."""
+  architecture config) with ``backend`` overridden, or the pretrained LO
+  ``pretrained`` (its config and θ; e.g. "mulo-a") with ``backend`` overridden."""
   params, grads, n = _problem(name)
   rows = []
 
@@ -170,18 +200,17 @@ def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: fl
   del adam_state
 
   for backend in backends:
-    lo = (lopt.MLPLOpt(mup=False, backend=backend) if config is None
-          else lopt.MLPLOpt.from_record({**config, "backend": backend}))
+    lo, theta = _lo_and_theta(backend, config, pretrained)
     # A μP-mode LO needs the tensors' kinds: every matrix here is a hidden one.
     kinds = lopt.mup.kinds_from_paths(params, {"kernel": "hidden"}) if lo.mup else None
-    theta = lo.init(jax.random.PRNGKey(1))
     state = lo.init_state(params)
     update = jax.jit(lambda g, s, p: lo.update(theta, g, s, p, num_steps=1000, mup=kinds))
     seconds = time_call(update, grads, state, params, warmup=warmup, iters=iters)
     moved = _nbytes((grads, state, params)) + _nbytes(
         jax.eval_shape(update, grads, state, params))
-    model = lopt.kernels.kernel_bytes_per_param(4)[0] * n if backend == "pallas" else None
-    label = f"MLPLOpt[{backend}]"
+    per_param = model_bytes_per_param(lo) if backend == "pallas" else None
+    model = per_param * n if per_param else None
+    label = f"{type(lo).__name__}[{backend}]"
     if backend == "pallas" and lopt.kernels.interpret_mode():
       label += " (interpret)"
     rows.append(dict(size=name, n=n, opt=label, backend=backend, seconds=seconds,
@@ -204,14 +233,14 @@ def matmul_gflops(n: int = 1024, iters: int = 7) -> float:
 
 def form_update(form: str, params):
   """(jitted update(grads, state, params), initial state) of a form users run:
-  "adam" (optax.adam), "mulo-m" (the shipped LO, its θ) or "adaptive"
+  "adam" (optax.adam), "mulo-m" or "mulo-a" (a shipped LO, its θ) or "adaptive"
   (AdaptiveLOpt at θ = 0). Every matrix is a hidden one in the μP spec."""
   if form == "adam":
     tx = optax.adam(1e-3)
     return jax.jit(lambda g, s, p: tx.update(g, s, p)), tx.init(params)
   kinds = lopt.mup.kinds_from_paths(params, {"kernel": "hidden"})
-  if form == "mulo-m":
-    lo, theta = lopt.load_pretrained("mulo-m")
+  if form in ("mulo-m", "mulo-a"):
+    lo, theta = lopt.load_pretrained(form)
   elif form == "adaptive":
     lo = lopt.AdaptiveLOpt()
     theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
@@ -310,18 +339,26 @@ def main() -> None:
   parser.add_argument("--sizes", default="1m,100m,vit-b,gpt2-medium" if on_gpu else "1m",
                       help="comma-separated: " + ", ".join(SIZES))
   parser.add_argument("--backends", default="xla,pallas" if on_gpu else "xla",
-                      help="comma-separated MLPLOpt backends: xla, pallas")
+                      help="comma-separated LO backends: xla, pallas")
   parser.add_argument("--iters", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--forms", default="mulo-m,adaptive",
-                      help="comma-separated forms for the FLOP table: mulo-m, adaptive ('' skips)")
+                      help="comma-separated forms for the FLOP table: mulo-m, adaptive, mulo-a "
+                           "('' skips)")
   parser.add_argument("--profile", action="store_true",
                       help="per form, the time per HLO op from a jax.profiler trace")
   parser.add_argument("--config", default=None,
-                      help="benchmark the architecture config of this pretrained LO "
-                           "(e.g. mulo-m) instead of the reference MLPLOpt(mup=False)")
+                      help="benchmark this pretrained LO instead of the reference "
+                           "MLPLOpt(mup=False): an MLPLOpt's architecture config (e.g. "
+                           "mulo-m), or the shipped LO itself (e.g. mulo-a, an AdaptiveLOpt)")
   args = parser.parse_args()
-  config = lopt.load_metadata(args.config)["config"] if args.config else None
+  config = pretrained = None
+  if args.config:
+    meta = lopt.load_metadata(args.config)
+    if meta["architecture"] == "MLPLOpt":
+      config = meta["config"]
+    else:
+      pretrained = args.config
   backends = [b for b in args.backends.split(",") if b]
   for b in backends:
     if b not in ("xla", "pallas"):
@@ -333,21 +370,27 @@ def main() -> None:
   print(f"peak bandwidth: {peak / 1e9:.1f} GB/s, {peak_source}")
   if config is not None:
     print(f"LO config of {args.config}: {config}")
+  if pretrained is not None:
+    print(f"LO: the shipped {pretrained} ({lopt.load_metadata(pretrained)['architecture']}), "
+          "its config and θ")
   if "pallas" in backends and not on_gpu:
     print("note: pallas off GPU runs in interpret mode (an XLA emulation of the kernels); "
           "its time is not a kernel timing.")
   sizes = [s for s in args.sizes.split(",") if s]
   if backends:
-    low, high = lopt.kernels.kernel_bytes_per_param(4)
+    if pretrained is None:
+      low, high = lopt.kernels.kernel_bytes_per_param(4)
+      designed = f"{low} B/param for f32; {high} if XLA reads g twice for the row/col means of g²"
+    else:
+      designed = f"{model_bytes_per_param(lopt.load_pretrained(pretrained)[0])} B/param for f32"
     print("bytes: compulsory = nbytes(read: grads, state[, params]) + nbytes(written: updates, "
-          f"state); model = the fused kernels' designed traffic ({low} B/param for f32; {high} "
-          "if XLA reads g twice for the row/col means of g²)")
+          f"state); model = the fused kernels' designed traffic ({designed})")
     header = (f"{'size':>12} {'params':>8} {'optimizer':>28} {'ms':>9} {'x adam':>7} "
               f"{'B/param':>8} {'%peak':>6} {'model%':>7} {'state B/p':>9}")
     print(header)
     print("-" * len(header))
   for name in sizes if backends else []:
-    for row in bench_size(name, backends, args.warmup, args.iters, peak, config):
+    for row in bench_size(name, backends, args.warmup, args.iters, peak, config, pretrained):
       model = f"{100 * row['bw_model']:6.1f}%" if row["bw_model"] else f"{'-':>7}"
       print(f"{row['size']:>12} {row['n'] / 1e6:7.1f}M {row['opt']:>28} "
             f"{1e3 * row['seconds']:9.3f} {row['ratio']:7.2f} "

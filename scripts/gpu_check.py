@@ -13,10 +13,11 @@ finished, and the other stages still run:
 
 * ``env``: the device, jax, the peak HBM bandwidth (H100 SXM 3.35 TB/s, H200
   4.8 TB/s, from ``device_kind``; otherwise unknown);
-* ``fused_tests``: ``tests/test_fused_update.py`` under pytest with the real
-  compiled kernels (``JAX_PLATFORMS`` is set to the GPU, since the tests'
-  conftest would otherwise pick the CPU; the row records the backend and
-  whether the kernels ran interpreted);
+* ``fused_tests``: ``tests/test_fused_update.py`` (MLPLOpt's kernels) and
+  ``tests/test_fused_adaptive.py`` (AdaptiveLOpt's, the mulo-a form) under
+  pytest with the real compiled kernels (``JAX_PLATFORMS`` is set to the GPU,
+  since the tests' conftest would otherwise pick the CPU; the row records the
+  backend and whether the kernels ran interpreted);
 * ``bench_update``: one update at 1M and 100M params for optax.adam and the
   reference μLO (``MLPLOpt(mup=False)``) on the XLA and Pallas backends
   (``scripts/bench_update.py``'s ``bench_size``);
@@ -25,13 +26,17 @@ finished, and the other stages still run:
   and the compile count (``scripts/bench_meta.py``);
 * ``shipped_lo``: the same update and meta benches for the architecture config
   of the shipped default LO (``lopt.load_metadata("mulo-m")["config"]``, passed
-  through unchanged but for ``backend``), unless it equals the reference config.
+  through unchanged but for ``backend``), unless it equals the reference config;
+* ``shipped_adaptive``: the update bench (optax.adam, XLA, Pallas) for the
+  shipped adaptive LO (``lopt.load_pretrained("mulo-a")``: its config and θ,
+  ``backend`` overridden), the optimizer users get from ``mulo-a``.
 
 The JSON also holds the three GPU targets (update ≤ 2.5× Adam and ≥ 70% of
 peak bandwidth at 100M params; μLO_M-config meta-training ≥ 1500 particle-steps/s
 on an H100, scaled by peak bandwidth on other devices), each PASS, MISS or
-unmeasured. Nothing on this path imports tensorflow-datasets or wandb (the
-stages block both imports, as on the device machine).
+unmeasured, and the first two for the mulo-a form's update. Nothing on this
+path imports tensorflow-datasets or wandb (the stages block both imports, as
+on the device machine).
 """
 
 from __future__ import annotations
@@ -52,12 +57,15 @@ from training.report import markdown_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-STAGES = ("env", "fused_tests", "bench_update", "bench_meta", "shipped_lo")
+STAGES = ("env", "fused_tests", "bench_update", "bench_meta", "shipped_lo", "shipped_adaptive")
 # Seconds per stage on a GPU: 450 in all, leaving the 8-minute run 30 s of slack.
-GPU_LIMITS = {"env": 40, "fused_tests": 100, "bench_update": 70, "bench_meta": 140,
-              "shipped_lo": 100}
-DRY_LIMITS = {"env": 60, "fused_tests": 120, "bench_update": 120, "bench_meta": 300,
-              "shipped_lo": 240}
+# (Set before any GPU run: shipped_adaptive, 2 sizes x 3 optimizers with no
+# meta-training, took its seconds from env and the MLPLOpt stages.)
+GPU_LIMITS = {"env": 30, "fused_tests": 110, "bench_update": 65, "bench_meta": 130,
+              "shipped_lo": 70, "shipped_adaptive": 45}
+DRY_LIMITS = {"env": 60, "fused_tests": 150, "bench_update": 120, "bench_meta": 300,
+              "shipped_lo": 240, "shipped_adaptive": 120}
+FUSED_TEST_FILES = ("test_fused_update.py", "test_fused_adaptive.py")
 # Imports the device machine cannot satisfy: a stage that needs one fails here too.
 BLOCKED_IMPORTS = ("tensorflow_datasets", "tensorflow", "wandb")
 DRY_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
@@ -79,7 +87,7 @@ class Sizes:
   outer_steps: int
   max_seconds: float | None       # cap on each timed loop
   data_examples: int              # synthetic CIFAR-10 training images
-  tests: tuple[str, ...]          # pytest node ids under tests/test_fused_update.py
+  tests: tuple[str, ...]          # pytest node ids under tests/ (none: FUSED_TEST_FILES)
   shipped_meta_backends: tuple[str, ...]
 
 
@@ -90,7 +98,10 @@ GPU = Sizes(update_sizes=("1m", "100m"), update_iters=10, update_warmup=2,
 DRY = Sizes(update_sizes=("tiny",), update_iters=3, update_warmup=1,
             meta_configs=("mulo-m", "small"), meta_width=16, meta_batch=8, pairs=2,
             truncation=4, outer_steps=1, max_seconds=None, data_examples=2_000,
-            tests=("test_backend_selection", "test_kernels_lower_to_triton_for_gpu"),
+            tests=("test_fused_update.py::test_backend_selection",
+                   "test_fused_update.py::test_kernels_lower_to_triton_for_gpu",
+                   "test_fused_adaptive.py::test_backend_selection_record_and_fallback",
+                   "test_fused_adaptive.py::test_kernels_lower_to_triton_for_gpu"),
             # The Pallas path of PES is exercised by bench_meta; one backend keeps it fast.
             shipped_meta_backends=("xla",))
 
@@ -142,8 +153,8 @@ def stage_env(out: _Partial, sizes: Sizes, args) -> None:
 
 def stage_fused_tests(out: _Partial, sizes: Sizes, args) -> None:
   import pytest
-  path = os.path.join(ROOT, "tests", "test_fused_update.py")
-  targets = [f"{path}::{t}" for t in sizes.tests] or [path]
+  tests = os.path.join(ROOT, "tests")
+  targets = [os.path.join(tests, t) for t in sizes.tests or FUSED_TEST_FILES]
   out.data.update(passed=0, failed=0, skipped=0, errors=0, failures=[],
                   selected="all" if not sizes.tests else list(sizes.tests))
   out.save()
@@ -171,16 +182,18 @@ def stage_fused_tests(out: _Partial, sizes: Sizes, args) -> None:
   out.save()
 
 
-def _update_rows(out: _Partial, key: str, sizes: Sizes, config: dict | None) -> None:
+def _update_rows(out: _Partial, key: str, sizes: Sizes, config: dict | None,
+                 pretrained: str | None = None) -> None:
   import jax
   from bench_update import bench_size, table_peak_bandwidth
   peak = table_peak_bandwidth(jax.devices()[0].device_kind)
   out.data.update(peak_bytes_per_s=peak, iters=sizes.update_iters, warmup=sizes.update_warmup)
   out.data.setdefault(key, [])
+  lo = pretrained or "MLPLOpt"
   for name in sizes.update_sizes:
-    _progress(f"update {name}: optax.adam, MLPLOpt[xla], MLPLOpt[pallas]")
+    _progress(f"update {name}: optax.adam, {lo}[xla], {lo}[pallas]")
     out.data[key] += bench_size(name, ["xla", "pallas"], sizes.update_warmup,
-                                sizes.update_iters, peak, config)
+                                sizes.update_iters, peak, config, pretrained)
     out.save()
 
 
@@ -245,6 +258,16 @@ def stage_shipped_lo(out: _Partial, sizes: Sizes, args) -> None:
   _meta_rows(out, "meta_rows", sizes, config, sizes.shipped_meta_backends, floors)
 
 
+def stage_shipped_adaptive(out: _Partial, sizes: Sizes, args) -> None:
+  import lopt
+  meta = lopt.load_metadata(args.adaptive)
+  out.data.update(name=args.adaptive, architecture=meta["architecture"], config=meta["config"],
+                  kernel_rules=lopt.kernels.adaptive_supports(lopt.load_pretrained(
+                      args.adaptive)[0].step))
+  out.save()
+  _update_rows(out, "update_rows", sizes, None, args.adaptive)
+
+
 def run_stage(args) -> int:
   for name in BLOCKED_IMPORTS:
     sys.modules[name] = None  # `import name` now raises ImportError
@@ -269,7 +292,8 @@ def _spawn(stage: str, limit: float, env: dict, scratch: str, args) -> dict:
   result = os.path.join(scratch, f"{stage}.json")
   log = os.path.join(scratch, f"{stage}.log")
   cmd = [sys.executable, os.path.abspath(__file__), "--stage", stage, "--result", result,
-         "--pretrained", args.pretrained, "--reuse", os.path.join(scratch, "bench_meta.json")]
+         "--pretrained", args.pretrained, "--adaptive", args.adaptive,
+         "--reuse", os.path.join(scratch, "bench_meta.json")]
   if args.dry_run:
     cmd.append("--dry-run")
   t0 = time.perf_counter()
@@ -317,6 +341,10 @@ def evaluate_targets(report: dict) -> list[dict]:
   if shipped.get("differs"):
     sources.append((f"shipped {shipped.get('name')}", shipped.get("update_rows"),
                     shipped.get("meta_rows")))
+  if "shipped_adaptive" in stages:  # an update-only form: no meta-training target
+    adaptive = stages["shipped_adaptive"].get("result", {})
+    sources.append((f"shipped {adaptive.get('name', 'adaptive')}", adaptive.get("update_rows"),
+                    False))
   targets = []
   for form, update_rows, meta_rows in sources:
     upd = _find(update_rows, size=big, backend="pallas")
@@ -331,6 +359,8 @@ def evaluate_targets(report: dict) -> list[dict]:
          "scaled by peak bandwidth", meta and meta["steps_per_s"], meta_floor, "min",
          None if meta is None or peak else "unknown device: no bandwidth to scale by"),
     ]
+    if meta_rows is False:
+      checks = checks[:2]
     for what, value, bound, kind, why in checks:
       if dry:
         status = "n/a (dry run)"
@@ -398,8 +428,8 @@ def to_markdown(report: dict) -> str:
                 f"{r.get('errors', 0)} errors, {r.get('skipped', 0)} skipped")
       mode = ("interpret mode" if r.get("interpret_mode") else "compiled kernels") + \
           f" on {r.get('backend', '?')}"
-      what = "tests/test_fused_update.py" + (
-          "" if r.get("selected") == "all" else f" ({', '.join(r.get('selected', []))})")
+      what = (", ".join(f"tests/{t}" for t in FUSED_TEST_FILES) if r.get("selected") == "all"
+              else ", ".join(r.get("selected", [])))
       fails = f"; failed: {', '.join(r['failures'])}" if r.get("failures") else ""
       rows.append([stage, what, counts, "—", "—", "—", "—", f"{note}; {mode}{fails}"])
     elif stage == "bench_update":
@@ -414,6 +444,11 @@ def to_markdown(report: dict) -> str:
       # An LO equal to the reference is not benchmarked again: it has no rows of its own.
       rows += _update_md(stage, r.get("update_rows"), f"{r['name']} LO: ")
       rows += _meta_md(stage, r.get("meta_rows"), f"{r['name']} LO: ")
+    elif stage == "shipped_adaptive" and r:
+      rows.append([stage, f"{r['name']} ({r.get('architecture')}), its config and θ",
+                   "the fused kernels run its step rules" if r.get("kernel_rules") else
+                   "its step rules run in XLA on every backend", "—", "—", "—", "—", note])
+      rows += _update_md(stage, r.get("update_rows"), f"{r['name']} LO: ")
     if not rows:
       rows.append([stage, "—", "—", "—", "—", "—", "—", note])
     elif s["status"] != "ok":
@@ -462,6 +497,7 @@ def orchestrate(args) -> int:
             "commit": os.environ.get("GPU_CHECK_COMMIT") or records.git_commit(mark_dirty=True),
             "budget_s": budget, "limits_s": limits,
             "sizes": dataclasses.asdict(sizes), "pretrained": args.pretrained,
+            "adaptive": args.adaptive,
             "stages": {}, "targets": []}
 
   def write():
@@ -507,6 +543,8 @@ def main(argv=None) -> int:
                       help="tiny sizes on the CPU, Pallas in interpret mode (a smoke test)")
   parser.add_argument("--pretrained", default="mulo-m",
                       help="the shipped LO whose config shipped_lo benchmarks (default mulo-m)")
+  parser.add_argument("--adaptive", default="mulo-a",
+                      help="the shipped adaptive LO shipped_adaptive benchmarks (default mulo-a)")
   parser.add_argument("--only", default=None,
                       help="comma list of stages to run (env always runs): " + ", ".join(STAGES))
   parser.add_argument("--limits", default=None,

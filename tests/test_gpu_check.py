@@ -67,17 +67,20 @@ def test_dry_run_reports_every_stage_with_numbers(dry_run):
   assert tests["backend"] == "cpu" and tests["interpret_mode"] is True
 
 
-def _check_update_rows(rows):
+def _check_update_rows(rows, lo="MLPLOpt"):
   assert [r["backend"] for r in rows] == [None, "xla", "pallas"]
   assert rows[0]["opt"] == "optax.adam" and rows[0]["ratio"] == 1.0
-  assert rows[2]["opt"] == "MLPLOpt[pallas] (interpret)"
+  assert rows[2]["opt"] == f"{lo}[pallas] (interpret)"
   for r in rows:
     assert r["size"] == "tiny" and r["n"] == 2 * (64 * 64 + 64)
     for key in ("seconds", "ratio", "gbps", "state", "compulsory"):
       assert _positive(r[key]), (r["opt"], key, r[key])
     assert r["bw_compulsory"] is None and r["bw_model"] is None  # no peak on a CPU
   assert rows[0]["state"] == pytest.approx(8.0, abs=1e-3)  # Adam: two f32 moments (+ count)
-  assert rows[1]["state"] == rows[2]["state"] > 16.0  # the μLO: 4 f32 + factored rows/cols
+  if lo == "MLPLOpt":
+    assert rows[1]["state"] == rows[2]["state"] > 16.0  # the μLO: 4 f32 + factored rows/cols
+  else:  # AdaptiveLOpt: Adam's two moments and a few scalars per tensor
+    assert rows[1]["state"] == rows[2]["state"] == pytest.approx(8.0, abs=0.1)
   assert _positive(rows[2]["model"])
 
 
@@ -123,6 +126,17 @@ def test_dry_run_benchmarks_the_shipped_config(dry_run):
 
 
 @pytest.mark.slow
+def test_dry_run_benchmarks_the_shipped_adaptive_lo(dry_run):
+  import lopt
+  report, _, _ = dry_run
+  adaptive = report["stages"]["shipped_adaptive"]["result"]
+  assert adaptive["name"] == report["adaptive"] == "mulo-a"
+  assert adaptive["architecture"] == "AdaptiveLOpt" and adaptive["kernel_rules"] is True
+  assert adaptive["config"] == lopt.load_metadata("mulo-a")["config"]
+  _check_update_rows(adaptive["update_rows"], lo="AdaptiveLOpt")
+
+
+@pytest.mark.slow
 def test_dry_run_markdown_has_every_stage_and_target(dry_run):
   report, md, stdout = dry_run
   assert md in stdout  # the table is also printed, so a device run's log carries it
@@ -138,10 +152,13 @@ def test_dry_run_markdown_has_every_stage_and_target(dry_run):
   meta = [r for r in rows if r[0] == "| bench_meta"]
   assert len(meta) == 6
   assert all(float(r[2].split()[0]) > 0 and r[2].endswith("particle-steps/s") for r in meta)
-  assert "2 passed, 0 failed" in next(r[2] for r in rows if r[0] == "| fused_tests")
+  assert "4 passed, 0 failed" in next(r[2] for r in rows if r[0] == "| fused_tests")
+  assert len([r for r in rows if r[0] == "| shipped_adaptive"]) == 1 + 3
   targets = [r for r in rows if r[0] == "| target"]
+  # 3 per MLPLOpt form (reference, shipped mulo-m if it differs), 2 for mulo-a's update
   assert len(targets) == len(report["targets"]) == 3 * (1 + bool(
-      report["stages"]["shipped_lo"]["result"]["differs"]))
+      report["stages"]["shipped_lo"]["result"]["differs"])) + 2
+  assert [t["form"] for t in report["targets"][-2:]] == ["shipped mulo-a"] * 2
   assert all(r[-1] == "n/a (dry run) |" for r in targets)
   assert _positive(report["targets"][0]["value"])  # the Pallas update's ratio to Adam
 
@@ -186,3 +203,13 @@ def test_targets_pass_miss_and_scale_by_bandwidth():
   missing = _device_report(3.35e12, 2.0, 0.8, 1600.0)
   missing["stages"]["bench_meta"]["result"] = {}
   assert gpu_check.evaluate_targets(missing)[2]["status"] == "unmeasured (stage did not finish)"
+  # The shipped adaptive LO: its update's two targets (no meta-training one).
+  adaptive = _device_report(4.8e12, 2.0, 0.8, 1600.0)
+  adaptive["stages"]["shipped_adaptive"] = {"result": {"name": "mulo-a", "update_rows": [
+      dict(size="100m", backend="pallas", ratio=2.7, bw_model=0.72)]}}
+  extra = gpu_check.evaluate_targets(adaptive)[3:]
+  assert [(t["form"], t["status"]) for t in extra] == [("shipped mulo-a", "MISS"),
+                                                       ("shipped mulo-a", "PASS")]
+  adaptive["stages"]["shipped_adaptive"] = {"result": {}}  # timed out before any row
+  assert [t["status"] for t in gpu_check.evaluate_targets(adaptive)[3:]] == [
+      "unmeasured (stage did not finish)"] * 2
