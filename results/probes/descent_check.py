@@ -12,10 +12,12 @@ estimates the meta-gradient with P pairs per task config on keys A, B, C
   RMS move; an outer Adam step at LR 3e-4 moves each coordinate ~3e-4), on key
   A (in sample: A's tasks are in the estimate) and on fresh keys D, E, F
   (out of sample), every α on the same draws (common random numbers). The
-  meta-loss is FullES's, the mean over pairs of L(θ'+ε) and L(θ'−ε).
+  meta-loss is FullES's, the mean over pairs of L(θ'+ε) and L(θ'−ε), with
+  ε of size 1e-5 (θ' itself; results/probes/sigma_scaling.txt).
+SIGMA (default 0.01, the recipes') is the estimates' perturbation size.
 
 Run from the repository root:
-  .venv/bin/python results/probes/descent_check.py [THETA] [H] [P]
+  .venv/bin/python results/probes/descent_check.py [THETA] [H] [P] [SIGMA]
 (2-core CPU: about 15 minutes for H=300, P=16); output appended to
 results/probes/descent_check.txt."""
 import sys
@@ -31,25 +33,33 @@ from training.trainer import MetaTrainer, combine_task_grads
 THETA = sys.argv[1] if len(sys.argv) > 1 else "mulo-a"
 H = int(sys.argv[2]) if len(sys.argv) > 2 else 300
 P = int(sys.argv[3]) if len(sys.argv) > 3 else 16
+SIGMA = float(sys.argv[4]) if len(sys.argv) > 4 else 0.01
 ALPHAS = (0.0, 0.003, 0.01, 0.03, 0.1)
 
-cfg = config_lib.get_preset("mulo-a4-cpu", init_theta=THETA, estimator="full_es",
-                            min_horizon=H, max_horizon=H, num_pairs=P)
-tr = MetaTrainer(cfg)
+
+
+def estimator_fn(sigma):
+  """jitted (θ, key, data) -> (meta-gradient averaged over task configs, [tasks] meta-losses)."""
+  tr = MetaTrainer(config_lib.get_preset(
+      "mulo-a4-cpu", init_theta=THETA, estimator="full_es", min_horizon=H, max_horizon=H,
+      num_pairs=P, sigma=sigma))
+
+  @jax.jit
+  def estimate(theta, key, data):
+    grads, losses = [], []
+    for i, est in enumerate(tr.estimators(data)):
+      g, _, m = est.estimate(theta, est.init(key, theta), jax.random.fold_in(key, i))
+      grads.append(g)
+      losses.append(m["meta_loss"])
+    alive = [jnp.isfinite(l) for l in losses]
+    return combine_task_grads(grads, alive), jnp.stack(losses)
+  return tr, estimate
+
+
+tr, estimate = estimator_fn(SIGMA)
+_, evaluate = estimator_fn(1e-5)
 theta0 = tr.theta0
 data = tr.data()
-
-
-@jax.jit
-def estimate(theta, key, data):
-  """(meta-gradient averaged over task configs, [tasks] meta-losses)."""
-  grads, losses = [], []
-  for i, est in enumerate(tr.estimators(data)):
-    g, _, m = est.estimate(theta, est.init(key, theta), jax.random.fold_in(key, i))
-    grads.append(g)
-    losses.append(m["meta_loss"])
-  alive = [jnp.isfinite(l) for l in losses]
-  return combine_task_grads(grads, alive), jnp.stack(losses)
 
 
 flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
@@ -59,7 +69,7 @@ t0 = time.time()
 est = {k: estimate(theta0, keys[k], data) for k in "ABC"}
 g = {k: flat(v[0]) for k, v in est.items()}
 lines = [f"θ = {THETA}, horizon {H}, {P} pairs x {len(tr.tasks)} task configs per estimate, "
-         f"FullES, a4's objective; {time.time() - t0:.0f} s for 3 estimates",
+         f"FullES, σ {SIGMA}, a4's objective; {time.time() - t0:.0f} s for 3 estimates",
          f"cosines: A·B {cos(g['A'], g['B']):+.3f}  A·C {cos(g['A'], g['C']):+.3f}  "
          f"B·C {cos(g['B'], g['C']):+.3f}"]
 g_sum = jax.tree.map(lambda *x: sum(x) / 3, *[est[k][0] for k in "ABC"])
@@ -68,7 +78,7 @@ print("\n".join(lines), flush=True)
 per_task = {}
 for alpha in ALPHAS:
   theta = jax.tree.map(lambda t, d: t - alpha * d / rms, theta0, g_sum)
-  row = {k: np.asarray(estimate(theta, keys[k], data)[1]) for k in "ADEF"}
+  row = {k: np.asarray(evaluate(theta, keys[k], data)[1]) for k in "ADEF"}
   per_task[alpha] = row
 ref = per_task[0.0]
 lines.append("meta-loss change vs α = 0 (mean over task configs; negative = lower):")
