@@ -1,4 +1,5 @@
-"""Shared by the CLI robustness tests: the fast `tiny` config and the scripts' mains."""
+"""Shared by the tests: the fast `tiny` config and the scripts' mains (CLI
+robustness tests), and the Pallas grids of a jaxpr (fused-kernel tests)."""
 
 import importlib.util
 import os
@@ -35,3 +36,15 @@ def call(main, argv, capsys):
     code = e.code
   out = capsys.readouterr()
   return code, out.out, out.err
+
+
+def pallas_grids(jaxpr):
+  """Grids of every pallas_call in a (nested) jaxpr (the fused-kernel tests)."""
+  import jax.extend
+  grids = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "pallas_call":
+      grids.append(tuple(eqn.params["grid_mapping"].grid))
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      grids += pallas_grids(sub)
+  return grids

@@ -6,13 +6,13 @@ gradients wrt θ; the Triton lowering; and which backend runs."""
 import dataclasses
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 import lopt
+from cli_helpers import pallas_grids
 from lopt import step_rules
 from lopt.adaptive import AdamDirection, AdaptiveLOpt
 
@@ -135,17 +135,6 @@ def test_fused_equals_xla_in_the_shipped_form_over_steps(with_loss):
   assert np.abs(np.asarray(want_s.tensors["dense"].mults) - 1.0).min() > 1e-3
 
 
-def _pallas_grids(jaxpr):
-  """Grids of every pallas_call in a (nested) jaxpr."""
-  grids = []
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "pallas_call":
-      grids.append(tuple(eqn.params["grid_mapping"].grid))
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      grids += _pallas_grids(sub)
-  return grids
-
-
 def test_vmapped_particles_equal_per_particle_updates():
   """θ±ε particles with their own params, states (counts too) and losses, as
   in meta-training, and one gradient shared by both (read through the
@@ -167,7 +156,7 @@ def test_vmapped_particles_equal_per_particle_updates():
                                                           loss=loss)
   batched = jax.vmap(update(fused), in_axes=(0, None, 0, 0, 0))
   args = (thetas, grads, states, params, losses)
-  grids = _pallas_grids(jax.make_jaxpr(batched)(*args).jaxpr)
+  grids = pallas_grids(jax.make_jaxpr(batched)(*args).jaxpr)
   assert len(grids) == 4 and all(g[0] == 2 for g in grids), grids  # 2 passes x 2 tensors
   got = jax.jit(batched)(*args)
   one = jax.jit(update(xla))
@@ -249,7 +238,7 @@ def test_backend_selection_record_and_fallback():
     pass
   assert not lopt.kernels.adaptive_supports((OtherDirection(),) + SHIPPED.step[1:])
   params = {"w": jnp.ones((4, 4))}
-  count = lambda lo: len(_pallas_grids(jax.make_jaxpr(
+  count = lambda lo: len(pallas_grids(jax.make_jaxpr(
       lambda th, p: lo.update(th, p, lo.init_state(p), p, num_steps=5, mup={"w": "hidden"})
   )(_theta(lo), params).jaxpr))
   assert count(AdaptiveLOpt(step=normalized, backend="pallas")) == 0

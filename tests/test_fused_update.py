@@ -3,13 +3,13 @@ every tensor rank, a small model, vmapped particles, and gradients wrt θ."""
 
 import flax.linen as nn
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 import lopt
+from cli_helpers import pallas_grids
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -110,17 +110,6 @@ def test_fused_equals_xla_training_a_small_model():
   _assert_trees_close(got, want)
 
 
-def _pallas_grids(jaxpr):
-  """Grids of every pallas_call in a (nested) jaxpr."""
-  grids = []
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "pallas_call":
-      grids.append(tuple(eqn.params["grid_mapping"].grid))
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      grids += _pallas_grids(sub)
-  return grids
-
-
 @pytest.mark.parametrize("shared_inner_state", [False, True])
 def test_vmapped_particles_equal_per_particle_loop(shared_inner_state):
   """Antithetic θ±ε particles. Either every particle has its own params, grads
@@ -147,7 +136,7 @@ def test_vmapped_particles_equal_per_particle_loop(shared_inner_state):
     params, grads, state = (take(t, 0) for t in (params, grads, state))
   update = lambda cfg: lambda th, g, s, p: cfg.update(th, g, s, p, num_steps=10)
   batched = jax.vmap(update(fused), in_axes=in_axes)
-  grids = _pallas_grids(jax.make_jaxpr(batched)(thetas, grads, state, params).jaxpr)
+  grids = pallas_grids(jax.make_jaxpr(batched)(thetas, grads, state, params).jaxpr)
   assert len(grids) == 4 and all(g[0] == particles for g in grids)  # 2 passes x 2 tensors
 
   got = jax.jit(batched)(thetas, grads, state, params)

@@ -6,12 +6,15 @@ number of pairs draw the same tasks and horizons, so equal columns mean θ's
 changes did not show. Paired: for those runs, the mean step-by-step difference
 to mulo-a4-cpu's meta-loss per 500 outer steps (± s.e.); their logged
 meta-losses correlate at 0.99, so this resolves ~0.002 where the plain means
-resolve ~0.015. Negative = lower meta-loss than a4 at the same step."""
+resolve ~0.015. Negative = lower meta-loss than a4 at the same step. (a10's
+meta-loss is at σ=0.1: the mean of L(θ±ε) carries a smoothing offset from
+step 0 on, so its trend, not its level, is what counts.)"""
 import json
 import os
 import numpy as np
 
-RUNS = ("mulo-a4-cpu", "mulo-a5-cpu", "mulo-a6-cpu", "mulo-a7-cpu", "mulo-a8-cpu", "mulo-a9-cpu")
+RUNS = ("mulo-a4-cpu", "mulo-a5-cpu", "mulo-a6-cpu", "mulo-a7-cpu", "mulo-a8-cpu", "mulo-a9-cpu",
+        "mulo-a10-cpu")
 
 
 def load(run):
@@ -30,7 +33,7 @@ for run, d in runs.items():
   print(run, " ".join(cells))
 print("paired with mulo-a4-cpu (same seed, 8 pairs): mean difference per 500 outer steps")
 a4 = runs["mulo-a4-cpu"]
-for run in ("mulo-a6-cpu", "mulo-a7-cpu", "mulo-a9-cpu"):
+for run in ("mulo-a6-cpu", "mulo-a7-cpu", "mulo-a9-cpu", "mulo-a10-cpu"):
   if run not in runs:
     continue
   common = np.array(sorted(set(a4) & set(runs[run])))
