@@ -1,7 +1,7 @@
 """One-off probe: does a step along the ES meta-gradient lower the meta-loss,
 on the tasks it was estimated on and on fresh ones?
 
-At θ = THETA (default mulo-a), with a4's objective (log validation loss over
+At θ = THETA (default mulo-a; "init": the untrained θ₀ that mulo-a2-cpu started from), with a4's objective (log validation loss over
 the last 30% of each episode, ± Δ clipped at 0.5) and a fixed horizon H, FullES
 estimates the meta-gradient with P pairs per task config on keys A, B, C
 (independent task draws, data, inits and ε). Then:
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from training import config as config_lib
-from training.trainer import MetaTrainer, combine_task_grads
+from training.trainer import MetaTrainer, combine_task_grads, initial_theta
 
 THETA = sys.argv[1] if len(sys.argv) > 1 else "mulo-a"
 H = int(sys.argv[2]) if len(sys.argv) > 2 else 300
@@ -41,8 +41,8 @@ ALPHAS = (0.0, 0.003, 0.01, 0.03, 0.1)
 def estimator_fn(sigma):
   """jitted (θ, key, data) -> (meta-gradient averaged over task configs, [tasks] meta-losses)."""
   tr = MetaTrainer(config_lib.get_preset(
-      "mulo-a4-cpu", init_theta=THETA, estimator="full_es", min_horizon=H, max_horizon=H,
-      num_pairs=P, sigma=sigma))
+      "mulo-a4-cpu", init_theta=None if THETA == "init" else THETA, estimator="full_es",
+      min_horizon=H, max_horizon=H, num_pairs=P, sigma=sigma))
 
   @jax.jit
   def estimate(theta, key, data):
@@ -58,7 +58,7 @@ def estimator_fn(sigma):
 
 tr, estimate = estimator_fn(SIGMA)
 _, evaluate = estimator_fn(1e-5)
-theta0 = tr.theta0
+theta0 = initial_theta(tr.config)  # THETA "init": the untrained θ₀ of a2 (and a4's lo)
 data = tr.data()
 
 
