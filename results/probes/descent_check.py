@@ -15,9 +15,11 @@ estimates the meta-gradient with P pairs per task config on keys A, B, C
   meta-loss is FullES's, the mean over pairs of L(θ'+ε) and L(θ'−ε), with
   ε of size 1e-5 (θ' itself; results/probes/sigma_scaling.txt).
 SIGMA (default 0.01, the recipes') is the estimates' perturbation size.
+With a fifth argument COMPARE (a θ), only the fresh meta-loss of COMPARE
+minus THETA's is computed (keys D, E, F).
 
 Run from the repository root:
-  .venv/bin/python results/probes/descent_check.py [THETA] [H] [P] [SIGMA]
+  .venv/bin/python results/probes/descent_check.py [THETA] [H] [P] [SIGMA] [COMPARE]
 (2-core CPU: about 15 minutes for H=300, P=16); output appended to
 results/probes/descent_check.txt."""
 import sys
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from training import config as config_lib
+from training import trainer as trainer_lib
 from training.trainer import MetaTrainer, combine_task_grads, initial_theta
 
 THETA = sys.argv[1] if len(sys.argv) > 1 else "mulo-a"
@@ -62,6 +65,17 @@ theta0 = initial_theta(tr.config)  # THETA "init": the untrained θ₀ of a2 (an
 data = tr.data()
 
 
+if len(sys.argv) > 5:  # COMPARE: only the fresh meta-loss of another θ against THETA's
+  other = trainer_lib.load_init_theta(tr.config.replace(init_theta=sys.argv[5]))
+  diffs = [np.asarray(evaluate(other, jax.random.PRNGKey(1000 + i), data)[1])
+           - np.asarray(evaluate(theta0, jax.random.PRNGKey(1000 + i), data)[1]) for i in (3, 4, 5)]
+  line = (f"fresh meta-loss (keys D, E, F; horizon {H}, {P} pairs) of {sys.argv[5]} minus "
+          f"{THETA}'s: " + " ".join(f"{d.mean():+.4f}" for d in diffs) + "; per task config: "
+          + " ".join(f"{x:+.3f}" for x in np.mean(diffs, axis=0)))
+  print(line)
+  with open("results/probes/descent_check.txt", "a") as f:
+    f.write(line + "\n\n")
+  sys.exit()
 flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
 cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 keys = {name: jax.random.PRNGKey(1000 + i) for i, name in enumerate("ABCDEF")}
