@@ -16,12 +16,15 @@ estimates the meta-gradient with P pairs per task config on keys A, B, C
   ε of size 1e-5 (θ' itself; results/probes/sigma_scaling.txt).
 SIGMA (default 0.01, the recipes') is the estimates' perturbation size.
 With a fifth argument COMPARE (a θ), only the fresh meta-loss of COMPARE
-minus THETA's is computed (keys D, E, F).
+minus THETA's is computed (keys D, E, F). UNIT_TASK_GRADS=1 in the
+environment: each task config's estimate is scaled to unit norm before the
+mean (the recipes' unit_task_grads), one vote per task config.
 
 Run from the repository root:
   .venv/bin/python results/probes/descent_check.py [THETA] [H] [P] [SIGMA] [COMPARE]
 (2-core CPU: about 15 minutes for H=300, P=16); output appended to
 results/probes/descent_check.txt."""
+import os
 import sys
 import time
 
@@ -37,6 +40,7 @@ THETA = sys.argv[1] if len(sys.argv) > 1 else "mulo-a"
 H = int(sys.argv[2]) if len(sys.argv) > 2 else 300
 P = int(sys.argv[3]) if len(sys.argv) > 3 else 16
 SIGMA = float(sys.argv[4]) if len(sys.argv) > 4 else 0.01
+UNIT = os.environ.get("UNIT_TASK_GRADS") == "1"
 ALPHAS = (0.0, 0.003, 0.01, 0.03, 0.1)
 
 
@@ -55,7 +59,7 @@ def estimator_fn(sigma):
       grads.append(g)
       losses.append(m["meta_loss"])
     alive = [jnp.isfinite(l) for l in losses]
-    return combine_task_grads(grads, alive), jnp.stack(losses)
+    return combine_task_grads(grads, alive, UNIT), jnp.stack(losses)
   return tr, estimate
 
 
@@ -83,7 +87,7 @@ t0 = time.time()
 est = {k: estimate(theta0, keys[k], data) for k in "ABC"}
 g = {k: flat(v[0]) for k, v in est.items()}
 lines = [f"θ = {THETA}, horizon {H}, {P} pairs x {len(tr.tasks)} task configs per estimate, "
-         f"FullES, σ {SIGMA}, a4's objective; {time.time() - t0:.0f} s for 3 estimates",
+         f"FullES, σ {SIGMA}, a4's objective{', unit task votes' if UNIT else ''}; {time.time() - t0:.0f} s for 3 estimates",
          f"cosines: A·B {cos(g['A'], g['B']):+.3f}  A·C {cos(g['A'], g['C']):+.3f}  "
          f"B·C {cos(g['B'], g['C']):+.3f}"]
 g_sum = jax.tree.map(lambda *x: sum(x) / 3, *[est[k][0] for k in "ABC"])
