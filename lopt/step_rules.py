@@ -178,14 +178,26 @@ RULES: dict[str, type] = {cls.__name__: cls for cls in
                           (RMSNormalize, GroupBase, WeightDecay, LearnedScales, Cosine)}
 
 
-def apply(rules: tuple, theta: dict, step: Step, ctx: TensorContext) -> jax.Array:
-  """Run ``rules`` on ``step``; the update of the tensor, in the param's dtype."""
+def run(rules: tuple, theta: dict, step: Step, ctx: TensorContext) -> Step:
+  """``rules`` applied to ``step`` in order (each reads its own part of θ)."""
   for rule in rules:
     step = rule(theta.get(rule.theta_key) if rule.theta_key else None, step, ctx)
+  return step
+
+
+def decays(wd: Any, ndim: int) -> bool:
+  """Whether the decoupled weight decay ``wd`` acts on a tensor of rank ``ndim``
+  (matrices and kernels only)."""
+  return wd is not None and ndim >= 2
+
+
+def apply(rules: tuple, theta: dict, step: Step, ctx: TensorContext) -> jax.Array:
+  """Run ``rules`` on ``step``; the update of the tensor, in the param's dtype."""
+  step = run(rules, theta, step, ctx)
   u = step.direction
   if not (isinstance(step.lr, float) and step.lr == 1.0):
     u = u * step.lr
-  if step.wd is not None and jnp.ndim(ctx.p) >= 2:
+  if decays(step.wd, jnp.ndim(ctx.p)):
     u = u - (step.wd * step.lr) * jnp.asarray(ctx.p, jnp.float32)
   return u.astype(jnp.result_type(ctx.p))
 

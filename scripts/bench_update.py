@@ -165,8 +165,8 @@ def model_bytes_per_param(lo) -> int | None:
   if isinstance(lo, lopt.AdaptiveLOpt):
     if not lopt.kernels.adaptive_supports(lo.step):
       return None
-    mean_free = any(type(r).__name__ == "MeanFreeAdamDirection" for r in lo.step)
-    return lopt.kernels.adaptive_bytes_per_param(4, mean_free)[1]  # the add is its own pass
+    # The mean-free add is its own pass: the timed update's output is not consumed.
+    return lopt.kernels.adaptive_bytes_per_param(4, lopt.kernels.adaptive_mean_free(lo.step))[1]
   return lopt.kernels.kernel_bytes_per_param(4)[0]
 
 

@@ -14,6 +14,7 @@ import jax
 
 from lopt.kernels.fused_adaptive import adaptive_supports
 from lopt.kernels.fused_adaptive import kernel_bytes_per_param as adaptive_bytes_per_param
+from lopt.kernels.fused_adaptive import mean_free as adaptive_mean_free
 from lopt.kernels.fused_adaptive import tensor_update as adaptive_tensor_update
 from lopt.kernels.fused_update import kernel_bytes_per_param, supports, tensor_update
 
@@ -32,5 +33,6 @@ def interpret_mode() -> bool:
   return jax.default_backend() != "gpu"
 
 
-__all__ = ["BACKENDS", "adaptive_bytes_per_param", "adaptive_supports", "adaptive_tensor_update",
-           "interpret_mode", "kernel_bytes_per_param", "supports", "tensor_update", "use_pallas"]
+__all__ = ["BACKENDS", "adaptive_bytes_per_param", "adaptive_mean_free", "adaptive_supports",
+           "adaptive_tensor_update", "interpret_mode", "kernel_bytes_per_param", "supports",
+           "tensor_update", "use_pallas"]

@@ -63,13 +63,17 @@ def adaptive_supports(rules: tuple) -> bool:
           and all(n in DIRECTION_RULES + SCALAR_RULES for n in names))
 
 
+def mean_free(rules: tuple) -> bool:
+  """Whether the direction rule is ``MeanFreeAdamDirection`` (its residual's
+  mean is subtracted after pass 2)."""
+  return any(type(r).__name__ == "MeanFreeAdamDirection" for r in rules)
+
+
 def step_scalars(rules: tuple, theta: dict, ctx: step_rules.TensorContext):
-  """(lr, wd) of one tensor: the scalar rules applied in order, as
-  ``step_rules.apply`` does (the direction rule is the kernel's)."""
-  step = step_rules.Step(None)
-  for rule in rules:
-    if type(rule).__name__ not in DIRECTION_RULES:
-      step = rule(theta.get(rule.theta_key) if rule.theta_key else None, step, ctx)
+  """(lr, wd) of one tensor: the scalar rules run in order (the direction
+  rule is the kernel's)."""
+  scalar_rules = tuple(r for r in rules if type(r).__name__ not in DIRECTION_RULES)
+  step = step_rules.run(scalar_rules, theta, step_rules.Step(None), ctx)
   return step.lr, step.wd
 
 
@@ -119,18 +123,18 @@ def _forward(lo, mult: float, group: int, num_steps_static: Any, interpret: bool
   ctx = step_rules.TensorContext(None, None, mult, group, count, num_steps, loss, stats_only,
                                  (lo.b1, lo.b2))
   lr, wd = step_scalars(lo.step, theta, ctx)
-  decay = wd is not None and len(shape) >= 2     # as step_rules.apply
+  decay = step_rules.decays(wd, len(shape))
   lr = jnp.asarray(lr, jnp.float32)
   res = theta["residual"]
   packed = K.pack([bc1, bc2, lr, wd * lr if decay else 0.0,
                    jax.lax.rsqrt(sums[K.SUM_P2] / n + _TINY), res["b1"]],
                   res["w0"], lo.residual_bias(res, feats), res["w1"])
-  mean_free = any(type(r).__name__ == "MeanFreeAdamDirection" for r in lo.step)
+  subtract_mean = mean_free(lo.step)
   step = transforms.particle_vmap(functools.partial(
-      _step_batched, lo, view, interpret, mean_free, decay,
-      jnp.float32 if mean_free else dtype))
+      _step_batched, lo, view, interpret, subtract_mean, decay,
+      jnp.float32 if subtract_mean else dtype))
   out = step(packed, flat(g), flat(p), m, v)
-  if mean_free:
+  if subtract_mean:
     u, r_stats = out
     u = (u + (jnp.sum(r_stats[:, K.SUM_R]) / n) * lr).astype(dtype)
   else:
