@@ -364,6 +364,48 @@ def test_sign_delta_and_delta_clip():
       / (2 * SIGMA**2), rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["es_single", "pes"])
+def test_reference_member_follows_theta_ref_and_leaves_the_estimate_alone(name):
+  """A third member per pair at θ_ref: the same estimate and ± particles as
+  without it, its own particle is θ_ref's trajectory, and ref_gap / ref_steps
+  are Σ_pairs Σ_k mean(L⁺, L⁻) − L_ref and the counted steps, against the
+  float64 episode losses from x0."""
+  system, key = short_system(), jax.random.PRNGKey(5)
+  theta_ref = jax.tree.map(lambda x: 0.5 * x, THETA)
+  plain = build(name, system, num_pairs=3, sigma=SIGMA)
+  with_ref = make_estimator(name, system=system, num_pairs=3, sigma=SIGMA,
+                            reference_theta=theta_ref)
+  grad, state, _ = estimate_once(plain, key)
+  init, estimate = jit(with_ref.init), jit(with_ref.estimate)
+  grad_ref, state_ref, metrics = estimate(THETA, init(key, THETA), key)
+  grad_ref = np.asarray(flat(grad_ref))
+  np.testing.assert_allclose(grad_ref, grad, rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(np.asarray(state_ref.particles.x[:, :2]),
+                             np.asarray(state.particles.x), rtol=1e-6)
+  k = system.truncation_length
+  ref_losses = np.asarray(episode_losses(system, theta_ref, k), np.float64)
+  eps = np.asarray(pair_noises(key, 3, SIGMA), np.float64)
+  base = np.asarray(flat(THETA), np.float64)
+  unflat = lambda v: {"a": jnp.asarray(v[:3], jnp.float32),
+                      "b": jnp.asarray(v[3:].reshape(1, 2), jnp.float32)}
+  gap = sum(0.5 * (np.asarray(episode_losses(system, unflat(base + e), k))
+                   + np.asarray(episode_losses(system, unflat(base - e), k))) - ref_losses
+            for e in eps).sum()
+  np.testing.assert_allclose(float(metrics["ref_gap"]), gap, rtol=1e-4)
+  assert float(metrics["ref_steps"]) == 3 * k
+  x = np.asarray(system.x0, np.float64)
+  for _ in range(k):
+    x = system.a @ x + system.b @ np.asarray(flat(theta_ref), np.float64)
+  np.testing.assert_allclose(np.asarray(state_ref.particles.x[:, 2]), np.stack([x] * 3),
+                             rtol=1e-5)
+
+
+def test_reference_member_needs_persistent_episodes():
+  for name, extra in (("full_es", dict(episode_truncations=4)), ("truncated_es", {})):
+    with pytest.raises(ValueError, match="reference_theta needs persistent episodes"):
+      make_estimator(name, system=short_system(), num_pairs=2, reference_theta=THETA, **extra)
+
+
 # ----------------------------------------------------------------------------
 # Episode ends in the middle of a truncation.
 

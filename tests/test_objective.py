@@ -8,6 +8,7 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lopt import AdaptiveLOpt
 from meta_tasks import QuadraticTask
@@ -87,8 +88,9 @@ FAST = dict(distribution="quadratic", lo=AdaptiveLOpt(mup=False), estimator="es_
 
 def test_run_continues_exactly_from_the_files_a_clone_has(tmp_path):
   """What git tracks of a workdir (config.json, checkpoints/, metrics.jsonl,
-  wandb_run_id; not wandb/ or the lock) is enough to continue bit-exactly."""
-  config = config_lib.get_preset("tiny", **FAST)
+  wandb_run_id; not wandb/ or the lock) is enough to continue bit-exactly,
+  the task-gap EMAs of the θ₀-weighted objective (dro_eta) included."""
+  config = config_lib.get_preset("tiny", **FAST, dro_eta=5.0, dro_ema=0.5)
   straight = trainer.run(config, str(tmp_path / "straight"), progress=False)
   first = str(tmp_path / "first")
   half = trainer.run(config, first, stop_after=3, progress=False)
@@ -98,6 +100,12 @@ def test_run_continues_exactly_from_the_files_a_clone_has(tmp_path):
   assert not os.path.exists(os.path.join(clone, "wandb"))
   resumed = trainer.run(config, clone, progress=False)
   assert int(resumed.step) == 6
+  # The gap EMAs moved (counted steps seen) and resumed exactly.
+  assert np.all(np.asarray(straight.task_gaps)[1] > 0)
+  np.testing.assert_array_equal(np.asarray(straight.task_gaps), np.asarray(resumed.task_gaps))
+  # Without dro_eta the state has no gap leaves: older checkpoints restore as written.
+  plain = trainer.MetaTrainer(config.replace(dro_eta=None))
+  assert jax.eval_shape(plain.init, jax.random.PRNGKey(0)).task_gaps == ()
   for a, b in zip(jax.tree_util.tree_leaves(straight.theta),
                   jax.tree_util.tree_leaves(resumed.theta)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -126,6 +134,17 @@ def test_unit_task_grads_give_every_task_one_vote():
   # No task alive: a zero gradient, not NaN.
   out = trainer.combine_task_grads(grads, [jnp.asarray(False)] * 3, True)
   assert all(np.all(np.asarray(x) == 0) for x in jax.tree_util.tree_leaves(out))
+  # Task weights: softmax(η · gap) × tasks, rescaled to mean 1 over the alive tasks.
+  gap = np.array([0.1, -0.5, 0.3])
+  weights = trainer.dro_weights(jnp.asarray(gap, jnp.float32), 5.0)
+  want_w = 3 * np.exp(5 * gap) / np.exp(5 * gap).sum()
+  np.testing.assert_allclose(np.asarray(weights), want_w, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(trainer.dro_weights(jnp.asarray(gap), 0.0)), 1.0)
+  out = trainer.combine_task_grads(grads, [jnp.asarray(a) for a in alive], False, weights)
+  got = np.concatenate([np.asarray(out["a"]), np.asarray(out["b"]).ravel()])
+  w_alive = want_w[:2] * 2 / want_w[:2].sum()
+  np.testing.assert_allclose(got, (w_alive[0] * flat[0] + w_alive[1] * flat[1]) / 2,
+                             rtol=1e-5, atol=1e-7)
 
 
 def test_step_mult_spread_scales_each_episodes_updates_by_one_log_uniform_factor():

@@ -59,6 +59,16 @@ class MetaTrainConfig:
   # over tasks, so every task has one vote: otherwise a task whose log-loss is
   # tiny and noisy (memorized digits) outweighs the rest (trainer.combine_task_grads).
   unit_task_grads: bool = False
+  # Task weights against θ₀ (group DRO): None: off. A number: every ES pair
+  # also runs θ₀ (this recipe's untrained LO) on the same task sample, data and
+  # batches, a third member costing half again the inner compute, and each
+  # task's mean meta-loss gap to θ₀ is tracked as an EMA with factor dro_ema per
+  # outer step (logged as ref_gap/<task>: below 0, θ beats θ₀ there). The tasks'
+  # meta-gradients are then weighted by softmax(dro_eta · gap) × tasks (mean 1),
+  # so the tasks on which θ does worst against θ₀ steer it (0: equal weights, the
+  # gaps only logged). Needs es_single or pes.
+  dro_eta: float | None = None
+  dro_ema: float = 0.995
   # Outer optimizer: AdamW, warmup then cosine from outer_lr to outer_final_lr.
   outer_steps: int = 5000
   outer_lr: float = 3e-3
@@ -160,6 +170,8 @@ _NUMERIC_RULES: dict[str, tuple[type, float, bool]] = {
     "max_horizon": (int, 1, True),
     "horizon_power": (float, 0.0, True),
     "delta_clip": (float, 0.0, False),       # or None
+    "dro_eta": (float, 0.0, True),           # or None
+    "dro_ema": (float, 0.0, True),
     "final_fraction": (float, 0.0, False),
     "step_mult_spread": (float, 1.0, True),
     "outer_steps": (int, 1, True),
@@ -198,6 +210,11 @@ def validate_config(config: "MetaTrainConfig") -> None:
     raise ConfigError("seed", f"must be <= {_MAX_SEED}, got {config.seed!r}.")
   if config.estimator not in ESTIMATOR_NAMES:
     raise ConfigError("estimator", f"must be one of {ESTIMATOR_NAMES}, got {config.estimator!r}.")
+  if config.dro_eta is not None and config.estimator not in ("es_single", "pes"):
+    raise ConfigError("dro_eta", f"needs --estimator es_single or pes (persistent episodes "
+                      f"that a θ₀ member can follow), got {config.estimator!r}.")
+  if not config.dro_ema < 1:
+    raise ConfigError("dro_ema", f"must be in [0, 1), got {config.dro_ema!r}.")
   if config.meta_loss not in ("train", "valid"):
     raise ConfigError("meta_loss", f"must be 'train' or 'valid', got {config.meta_loss!r}.")
   if config.wandb_mode is not None and config.wandb_mode not in _WANDB_MODES:
@@ -444,6 +461,16 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # with σ=0.1, where the differences are about 5x the chaotic floor.
     "mulo-a10-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
                          sigma=0.1, validate_every=500),
+    # At θ₀ the fresh-draw descent direction lowers the mean meta-loss but
+    # raises the synthetic tables' (results/probes/descent_check.txt), and
+    # mulo-a, where the mean's estimate is ~0, sits above θ₀ on two tables:
+    # the mean objective trades tables for digits. a4's recipe from mulo-a (same
+    # seed: paired with a4) with every pair also running θ₀, and the tasks
+    # weighted by softmax(5 · their gap to θ₀): the tasks where θ is furthest
+    # behind θ₀ steer (a digits task 0.5 ahead weighs ~0.1, a table 0.05
+    # behind ~1.3).
+    "mulo-a11-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
+                         dro_eta=5.0, validate_every=1000),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

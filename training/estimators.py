@@ -47,6 +47,13 @@ same quantity FullES estimates in one go. (With L a per-truncation mean, the
 Options (antithetic estimators):
 
 * ``delta_clip=c``: the mean δ of each part is clipped to [−c, c] before use.
+* ``reference_theta=θ_ref`` (ES-Single, PES): each pair runs a third member at
+  θ_ref with the same key (same task sample, init and batches), and the metrics
+  add ``ref_gap`` (the sum over the truncation's counted steps of
+  mean(loss⁺, loss⁻) − loss_ref) and ``ref_steps`` (how many steps were
+  counted: those where a member reported a nonzero loss, as the final-fraction
+  mask reports exact zeros), summed over the finite pairs: how θ compares to
+  θ_ref on this task, paired, so the task's loss scale and sample drop out.
 * ``sign_delta=True``: the mean δ of each part is replaced by 2σ·sign(·), so
   ĝ = Σ ε sign(Δ) / (Pσ). This changes the scale: for a locally linear loss
   E[ĝ] ≈ √(2/π) ∇L/‖∇L‖, insensitive to the loss scale (VeLO's long runs).
@@ -92,7 +99,9 @@ _NOISE, _UNROLL, _INIT, _RESET, _MEMBER = range(5)
 
 class EstimatorState(NamedTuple):
   """Everything an estimator carries between outer steps; a pure pytree."""
-  particles: PyTree  # system states, leading axes [num_pairs, 2] (FullES: ())
+  # system states, leading axes [num_pairs, 2] ([num_pairs, 3] with a reference
+  # member; FullES: ())
+  particles: PyTree
   noise: PyTree      # θ-shaped, leading [num_pairs]: PES ξ / ES-Single ε; else ()
   step: jax.Array    # int32 []: number of estimates made
 
@@ -142,9 +151,17 @@ def _antithetic(theta: PyTree, eps: PyTree) -> PyTree:
   return jax.tree.map(lambda t, e: jnp.stack([t + e, t - e]), theta, eps)
 
 
-def _both(tree: PyTree) -> PyTree:
-  """The same particle state for both members of a pair."""
-  return jax.tree.map(lambda x: jnp.stack([x, x]), tree)
+def _copies(tree: PyTree, members: int = 2) -> PyTree:
+  """The same particle state for every member of a pair."""
+  return jax.tree.map(lambda x: jnp.stack([x] * members), tree)
+
+
+def _with_reference(stacked: PyTree, reference: PyTree | None) -> PyTree:
+  """Stacked (θ+ε, θ−ε), plus θ_ref as a third member if there is one."""
+  if reference is None:
+    return stacked
+  return jax.tree.map(lambda s, r: jnp.concatenate([s, r[None].astype(s.dtype)]),
+                      stacked, reference)
 
 
 def _reset_diverged(ok: jax.Array, current: PyTree,
@@ -177,6 +194,8 @@ class _Antithetic:
   # θ-shaped 0/1 floats: ε is multiplied by it, so a 0 leaf is never perturbed
   # and its estimate is exactly 0 (frozen parts of θ); None: every leaf.
   noise_mask: PyTree | None = None
+  # θ-shaped: a third member per pair, unperturbed at θ_ref (online ES only).
+  reference_theta: PyTree | None = None
 
   def __post_init__(self):
     if not self.sigma > 0:
@@ -185,7 +204,15 @@ class _Antithetic:
       raise ValueError(f"num_pairs must be >= 1, got {self.num_pairs}")
     if self.delta_clip is not None and not self.delta_clip > 0:
       raise ValueError(f"delta_clip must be > 0, got {self.delta_clip}")
+    if self.reference_theta is not None and getattr(self, "_memory", None) not in (
+        "episode_noise", "accumulator"):
+      raise ValueError(f"reference_theta needs persistent episodes (es_single or pes); "
+                       f"{type(self).__name__} has none.")
     sharding.check_divisible(self.num_pairs, self.mesh)
+
+  @property
+  def members(self) -> int:
+    return 2 if self.reference_theta is None else 3
 
   def _pair_keys(self, key: jax.Array) -> jax.Array:
     return sharding.constrain_particles(pair_keys(key, self.num_pairs), self.mesh)
@@ -252,7 +279,7 @@ class FullES(_Antithetic):
     def one_pair(pair_key):
       eps = self._noise(pair_key, theta)
       thetas = _antithetic(theta, eps)
-      start = _both(self.system.init_state(
+      start = _copies(self.system.init_state(
           jax.random.fold_in(pair_key, _INIT), random_offset=False))
 
       def truncation(carry, t):
@@ -297,7 +324,7 @@ class _OnlineES(_Antithetic):
         memory = self._noise(pair_key, theta)
       else:
         memory = ()
-      return _both(start), memory
+      return _copies(start, self.members), memory
 
     particles, noise = jax.vmap(one_pair)(self._pair_keys(key))
     particles, noise = sharding.constrain_particles((particles, noise), self.mesh)
@@ -315,10 +342,12 @@ class _OnlineES(_Antithetic):
         eps_cur, weight_before = eps, jax.tree.map(jnp.add, memory, eps)
       else:
         eps_cur, weight_before = eps, eps
-      theta_cur = _antithetic(theta, eps_cur)
+      ref = self.reference_theta
+      theta_cur = _with_reference(_antithetic(theta, eps_cur), ref)
       # Only ES-Single switches noise after an episode end; reuse the same
       # stacked θ otherwise so the system's per-step select is trivial.
-      theta_next = (_antithetic(theta, eps) if self._memory == "episode_noise" else theta_cur)
+      theta_next = (_with_reference(_antithetic(theta, eps), ref)
+                    if self._memory == "episode_noise" else theta_cur)
       new_states, out = self._unroll_pair(theta_cur, theta_next, states, unroll_key(pair_key, 0))
 
       finite = jnp.all(jnp.isfinite(out.losses))
@@ -349,24 +378,33 @@ class _OnlineES(_Antithetic):
         new_states = jax.tree.map(lambda x: jnp.stack([x[0], x[0]]), new_states)
         new_memory = reset_memory = ()
 
-      pair_loss = jnp.where(finite, jnp.mean(out.losses), 0.0)
+      pair_loss = jnp.where(finite, jnp.mean(out.losses[:2]), 0.0)
       pair_delta = jnp.abs(jnp.sum(delta)) / num_steps
       ends_seen = jnp.where(finite, jnp.sum(ends), 0)
+      if ref is None:
+        ref_gap = ref_steps = jnp.zeros((), jnp.float32)
+      else:
+        losses = jnp.where(finite, out.losses, 0.0)
+        ref_gap = jnp.sum(0.5 * (losses[0] + losses[1]) - losses[2])
+        ref_steps = jnp.sum(jnp.any(losses != 0.0, axis=0)).astype(jnp.float32)
       return (contrib, new_states, new_memory, reset_memory, finite,
-              pair_loss, pair_delta, ends_seen)
+              pair_loss, pair_delta, ends_seen, ref_gap, ref_steps)
 
     keys = self._pair_keys(key)
     (contribs, particles, noise, reset_noise, finite, losses, deltas,
-     ends_seen) = jax.vmap(one_pair)(keys, state.particles, state.noise)
+     ends_seen, ref_gaps, ref_steps) = jax.vmap(one_pair)(keys, state.particles, state.noise)
 
     def fresh():
-      particles = jax.vmap(lambda k: _both(self.system.init_state(
-          jax.random.fold_in(k, _RESET), random_offset=True)))(keys)
+      particles = jax.vmap(lambda k: _copies(self.system.init_state(
+          jax.random.fold_in(k, _RESET), random_offset=True), self.members))(keys)
       return particles, reset_noise
 
     particles, noise = _reset_diverged(finite, (particles, noise), fresh)
     particles, noise = sharding.constrain_particles((particles, noise), self.mesh)
     grad, metrics = self._finish(contribs, finite, losses, deltas, ends_seen)
+    if self.reference_theta is not None:
+      metrics.update(sharding.constrain_replicated(
+          {"ref_gap": jnp.sum(ref_gaps), "ref_steps": jnp.sum(ref_steps)}, self.mesh))
     return grad, EstimatorState(particles, noise, state.step + 1), metrics
 
 

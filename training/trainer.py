@@ -31,6 +31,10 @@ class MetaState(NamedTuple):
   key: jax.Array         # base key; step keys are fold_in(key, step)
   step: jax.Array        # int32: outer steps done
   skipped: jax.Array     # int32: outer steps whose meta-gradient was non-finite
+  # With dro_eta: float32 [2, tasks], EMAs of each task's summed gap to θ₀ and of
+  # its counted steps (their ratio is the mean gap). (): off, and no leaves, so
+  # the checkpoints of runs without it restore as they were written.
+  task_gaps: Any = ()
 
 
 def split_init_key(key: jax.Array) -> jax.Array:
@@ -88,6 +92,9 @@ class MetaTrainer:
     self.lopt: LearnedOptimizer = config.lo
     self.tasks = list(meta_tasks.get_distribution(config.distribution).configs())
     self.theta0 = load_init_theta(config) if config.init_theta is not None else None
+    # θ₀ of the recipe (the untrained LO), the reference of the task weights.
+    self.reference = (None if config.dro_eta is None else
+                      self.lopt.init(split_init_key(jax.random.PRNGKey(config.seed))[0]))
     self.mask = config.frozen_mask(self.theta0 if self.theta0 is not None else
                                    jax.eval_shape(self.lopt.init, jax.random.PRNGKey(0)))
     self.optimizer = make_outer_optimizer(config, self.mask)
@@ -117,7 +124,7 @@ class MetaTrainer:
       kwargs = dict(system=system, num_pairs=c.num_pairs, mesh=self.mesh)
       if c.estimator != "tbptt":
         kwargs.update(sigma=c.sigma, delta_clip=c.delta_clip, sign_delta=c.sign_delta,
-                      noise_mask=self.mask)
+                      noise_mask=self.mask, reference_theta=self.reference)
       if c.estimator == "full_es":
         kwargs["episode_truncations"] = -(-c.max_horizon // c.truncation_length)
       out.append(make_estimator(c.estimator, **kwargs))
@@ -128,8 +135,9 @@ class MetaTrainer:
     theta = self.theta0 if self.theta0 is not None else self.lopt.init(k_theta)
     states = tuple(e.init(jax.random.fold_in(k_est, i), theta)
                    for i, e in enumerate(self.estimators()))
+    gaps = () if self.reference is None else jnp.zeros((2, len(self.tasks)), jnp.float32)
     return MetaState(theta, self.optimizer.init(theta), states, k_run,
-                     jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+                     jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), gaps)
 
   def outer_step(self, state: MetaState, data: tuple) -> tuple[MetaState, dict[str, jax.Array]]:
     """One θ update from every task's estimate.
@@ -140,7 +148,7 @@ class MetaTrainer:
     state stay as they were and ``skipped`` counts the step.
     """
     key = jax.random.fold_in(state.key, state.step)
-    grads, alive, losses, new_states, metrics = [], [], [], [], {}
+    grads, alive, losses, new_states, gaps, metrics = [], [], [], [], [], {}
     estimators = self.estimators(data, state.step)
     for i, (est, est_state) in enumerate(zip(estimators, state.estimator_states)):
       g, est_state, m = est.estimate(state.theta, est_state, jax.random.fold_in(key, i))
@@ -149,12 +157,17 @@ class MetaTrainer:
       alive.append(ok)
       losses.append(m["meta_loss"])
       new_states.append(est_state)
+      if self.reference is not None:
+        gaps.append((m["ref_gap"], m["ref_steps"]))
       metrics[f"meta_loss/{self.tasks[i].name}"] = jnp.where(ok, m["meta_loss"], jnp.nan)
       metrics["nan_resets"] = metrics.get("nan_resets", 0) + m["nan_resets"]
       metrics["episodes_finished"] = metrics.get("episodes_finished", 0) + m["episodes_finished"]
     for task, g in zip(self.tasks, grads):
       metrics[f"task_grad_norm/{task.name}"] = optax.tree.norm(g)
-    grad = combine_task_grads(grads, alive, self.config.unit_task_grads)
+    weights, task_gaps = None, state.task_gaps
+    if self.reference is not None:
+      task_gaps, weights = self._task_weights(state.task_gaps, gaps, metrics)
+    grad = combine_task_grads(grads, alive, self.config.unit_task_grads, weights)
     num_alive = sum(a.astype(jnp.int32) for a in alive)
     denominator = jnp.maximum(num_alive, 1)  # for the meta-loss mean below
     updates, opt_state = self.optimizer.update(grad, state.opt_state, state.theta)
@@ -169,26 +182,57 @@ class MetaTrainer:
         grad_norm=optax.tree.norm(grad), theta_norm=optax.tree.norm(theta),
         skipped=state.skipped + (~ok).astype(jnp.int32))
     new_state = MetaState(theta, opt_state, tuple(new_states), state.key, state.step + 1,
-                          metrics["skipped"])
+                          metrics["skipped"], task_gaps)
     if self.mesh is not None:  # θ, counters and metrics replicated on every device
       new_state = new_state._replace(
           theta=sharding.constrain_replicated(new_state.theta, self.mesh),
           opt_state=sharding.constrain_replicated(new_state.opt_state, self.mesh),
           step=sharding.constrain_replicated(new_state.step, self.mesh),
-          skipped=sharding.constrain_replicated(new_state.skipped, self.mesh))
+          skipped=sharding.constrain_replicated(new_state.skipped, self.mesh),
+          task_gaps=sharding.constrain_replicated(new_state.task_gaps, self.mesh))
       metrics = sharding.constrain_replicated(metrics, self.mesh)
     return new_state, metrics
 
+  def _task_weights(self, ema: jax.Array, gaps: list, metrics: dict) -> tuple:
+    """The new gap EMAs and this step's task weights (``dro_eta``), from each
+    task's (summed gap, counted steps) this step; logs the mean gaps and weights.
+    A task with no counted steps leaves its EMA as it was."""
+    decay = self.config.dro_ema
+    step = jnp.asarray(gaps, jnp.float32).T  # [2, tasks]
+    step = jnp.where(jnp.isfinite(step), step, 0.0)
+    ema = jnp.where(step[1] > 0, decay * ema + (1 - decay) * step, ema)
+    gap = ema[0] / jnp.maximum(ema[1], 1e-30)
+    weights = dro_weights(gap, self.config.dro_eta)
+    for i, task in enumerate(self.tasks):
+      metrics[f"ref_gap/{task.name}"] = jnp.where(ema[1, i] > 0, gap[i], jnp.nan)
+      metrics[f"task_weight/{task.name}"] = weights[i]
+    return ema, weights
 
-def combine_task_grads(grads: list, alive: list, unit: bool = False) -> Any:
+
+def dro_weights(gap: jax.Array, eta: float) -> jax.Array:
+  """Task weights softmax(η · gap) × tasks: mean 1, the largest where θ is
+  furthest behind θ₀ (gap = θ's meta-loss − θ₀'s); η = 0 gives all 1."""
+  return gap.shape[0] * jax.nn.softmax(eta * gap)
+
+
+def combine_task_grads(grads: list, alive: list, unit: bool = False,
+                       weights: jax.Array | None = None) -> Any:
   """Mean of the alive tasks' meta-gradients (0 if none is alive); with
-  ``unit``, each scaled to unit norm first (one vote per task)."""
+  ``unit``, each scaled to unit norm first (one vote per task); with
+  ``weights`` [tasks], each times its weight, the alive tasks' weights rescaled
+  to mean 1 (a diverged task's weight goes to the others)."""
   if unit:
     grads = [optax.tree.scale(1.0 / (optax.tree.norm(g) + 1e-30), g) for g in grads]
-  denominator = jnp.maximum(sum(a.astype(jnp.int32) for a in alive), 1)
+  num_alive = sum(a.astype(jnp.float32) for a in alive)
+  w = [jnp.ones((), jnp.float32) for _ in alive]
+  if weights is not None:
+    total = sum(jnp.where(a, weights[i], 0.0) for i, a in enumerate(alive))
+    w = [weights[i] * num_alive / jnp.maximum(total, 1e-30) for i in range(len(alive))]
+  denominator = jnp.maximum(num_alive, 1.0)
   return jax.tree_util.tree_map(
-      lambda *gs: sum(jnp.where(a, g, jnp.zeros_like(g)) for a, g in zip(alive, gs))
-      / denominator.astype(gs[0].dtype), *grads)
+      lambda *gs: sum(jnp.where(a, g * wi.astype(g.dtype), jnp.zeros_like(g))
+                      for a, wi, g in zip(alive, w, gs)) / denominator.astype(gs[0].dtype),
+      *grads)
 
 
 def _all_finite(tree: Any) -> jax.Array:
