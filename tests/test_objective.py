@@ -134,10 +134,12 @@ def test_unit_task_grads_give_every_task_one_vote():
   # No task alive: a zero gradient, not NaN.
   out = trainer.combine_task_grads(grads, [jnp.asarray(False)] * 3, True)
   assert all(np.all(np.asarray(x) == 0) for x in jax.tree_util.tree_leaves(out))
-  # Task weights: softmax(η · gap) × tasks, rescaled to mean 1 over the alive tasks.
+  # Task weights: softmax(η · max(gap, −1/η)) × tasks, rescaled to mean 1 over
+  # the alive tasks; a task 0.5 ahead of θ₀ weighs as one 1/η = 0.2 ahead.
   gap = np.array([0.1, -0.5, 0.3])
   weights = trainer.dro_weights(jnp.asarray(gap, jnp.float32), 5.0)
-  want_w = 3 * np.exp(5 * gap) / np.exp(5 * gap).sum()
+  z = np.exp(5 * np.maximum(gap, -0.2))
+  want_w = 3 * z / z.sum()
   np.testing.assert_allclose(np.asarray(weights), want_w, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(trainer.dro_weights(jnp.asarray(gap), 0.0)), 1.0)
   out = trainer.combine_task_grads(grads, [jnp.asarray(a) for a in alive], False, weights)

@@ -64,8 +64,9 @@ class MetaTrainConfig:
   # batches, a third member costing half again the inner compute, and each
   # task's mean meta-loss gap to θ₀ is tracked as an EMA with factor dro_ema per
   # outer step (logged as ref_gap/<task>: below 0, θ beats θ₀ there). The tasks'
-  # meta-gradients are then weighted by softmax(dro_eta · gap) × tasks (mean 1),
-  # so the tasks on which θ does worst against θ₀ steer it (0: equal weights, the
+  # meta-gradients are then weighted by softmax(dro_eta · max(gap, −1/dro_eta))
+  # × tasks (mean 1; trainer.dro_weights), so the tasks on which θ does worst
+  # against θ₀ steer it, and those far ahead keep a share (0: equal weights, the
   # gaps only logged). Needs es_single or pes.
   dro_eta: float | None = None
   dro_ema: float = 0.995
@@ -466,9 +467,9 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # mulo-a, where the mean's estimate is ~0, sits above θ₀ on two tables:
     # the mean objective trades tables for digits. a4's recipe from mulo-a (same
     # seed: paired with a4) with every pair also running θ₀, and the tasks
-    # weighted by softmax(5 · their gap to θ₀): the tasks where θ is furthest
-    # behind θ₀ steer (a digits task 0.5 ahead weighs ~0.1, a table 0.05
-    # behind ~1.3).
+    # weighted by softmax(5 · max(gap to θ₀, −0.2)): at mulo-a's gaps (digits
+    # −2.2, teacher −0.8, LM −0.03, tables −0.2, +0.02, +0.10) a table behind
+    # θ₀ weighs 4.5x a digits task.
     "mulo-a11-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
                          dro_eta=5.0, validate_every=1000),
     # VeLO-style LO.

@@ -210,9 +210,13 @@ class MetaTrainer:
 
 
 def dro_weights(gap: jax.Array, eta: float) -> jax.Array:
-  """Task weights softmax(η · gap) × tasks: mean 1, the largest where θ is
-  furthest behind θ₀ (gap = θ's meta-loss − θ₀'s); η = 0 gives all 1."""
-  return gap.shape[0] * jax.nn.softmax(eta * gap)
+  """Task weights softmax(η · max(gap, −1/η)) × tasks: mean 1, the largest
+  where θ is furthest behind θ₀ (gap = θ's meta-loss − θ₀'s). A task far ahead
+  of θ₀ keeps e⁻¹ of the weight of one level with it, not ~0, so the tasks θ
+  already wins are not given up for the others. η = 0 gives all 1."""
+  if eta == 0:
+    return jnp.ones_like(gap)
+  return gap.shape[0] * jax.nn.softmax(eta * jnp.maximum(gap, -1.0 / eta))
 
 
 def combine_task_grads(grads: list, alive: list, unit: bool = False,
