@@ -2,7 +2,7 @@
 lopt before issue 20.
 
     lopt.forms.reference()                # the μLO of the paper: MLPLOpt()
-    lopt.forms.robust(hidden_size=8)      # the shipped form (mulo-m, mulo-s; sp-lo with mup=False)
+    lopt.forms.robust(hidden_size=8)      # the shipped robust form (mulo-r, mulo-s; sp-lo with mup=False)
 """
 
 from __future__ import annotations

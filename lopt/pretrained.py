@@ -26,6 +26,10 @@ import numpy as np
 
 from lopt import diskio, forms, protocol
 
+# Earlier shipped names, still loadable: mulo-a (2026-12-03) became mulo-m on
+# 2026-12-04, when the screen suite picked it over mulo-m's old θ₀ (now mulo-r).
+RENAMED = {"mulo-a": "mulo-m"}
+
 FORMAT = "lopt-pretrained"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "architecture", "config")
@@ -238,7 +242,7 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
   if (path / "export" / "metadata.json").is_file():  # a meta-training workdir
     return path / "export"
   if not _looks_like_path(name_or_path):
-    shipped = shipped_dir() / str(name_or_path)
+    shipped = shipped_dir() / RENAMED.get(str(name_or_path), str(name_or_path))
     if (shipped / "metadata.json").is_file():
       return shipped
   if path.exists():
@@ -354,11 +358,12 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
 
 
 def _lo_states(opt_state: Any) -> list[Any]:
+  from lopt.adaptive import AdaptiveLOptState
   from lopt.mlp_lopt import MLPLOptState
   from lopt.velo import VeLOptState
   from lopt import mup as mup_lib
   opt_state = getattr(opt_state, "opt_state", opt_state)  # TrainState, nnx.Optimizer
-  kinds = (MLPLOptState, VeLOptState)
+  kinds = (MLPLOptState, VeLOptState, AdaptiveLOptState)
   return [mup_lib.unwrap(s) for s in
           jax.tree_util.tree_leaves(opt_state, is_leaf=lambda x: isinstance(x, kinds))
           if isinstance(s, kinds)]
@@ -375,8 +380,8 @@ def check_num_steps(opt_state: Any, num_steps: int) -> int:
   """
   states = _lo_states(opt_state)
   if not states:
-    raise ValueError("check_num_steps: no learned-optimizer state (MLPLOptState or "
-                     "VeLOptState) found in opt_state.")
+    raise ValueError("check_num_steps: no learned-optimizer state (MLPLOptState, "
+                     "AdaptiveLOptState or VeLOptState) found in opt_state.")
   done = max(int(np.max(np.asarray(s.count))) for s in states)
   if done >= num_steps:
     raise RuntimeError(

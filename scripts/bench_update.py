@@ -2,7 +2,7 @@
 
     python scripts/bench_update.py                          # GPU: every size; CPU: 1m, XLA only
     python scripts/bench_update.py --sizes 1m,100m --backends xla,pallas --iters 20
-    python scripts/bench_update.py --config mulo-a          # the shipped adaptive LO, its θ
+    python scripts/bench_update.py --config mulo-m          # the shipped adaptive LO, its θ
 
 For each parameter set it prints the median time of a jitted update (after
 warm-up, ``block_until_ready`` on every call), the ratio to Adam measured in the
@@ -23,16 +23,16 @@ device) it is a measured copy bandwidth (a large jitted ``x * 2``), and the
 table says so. ``--config NAME`` benchmarks a pretrained LO instead of the
 reference ``MLPLOpt(mup=False)``: an MLPLOpt's architecture config
 (``lopt.load_metadata(NAME)["config"]``), or, for any other architecture
-(``mulo-a``, an AdaptiveLOpt), the shipped LO itself, its θ included.
+(``mulo-m``, an AdaptiveLOpt), the shipped LO itself, its θ included.
 ``bench_size`` is also imported by ``gpu_check.py``. On
 CPU the pallas backend runs in interpret mode, which times an emulation, not a
 kernel: it is skipped unless asked for.
 
-A second table (``--forms``, default ``mulo-m,adaptive``; ``--forms ''`` skips it)
+A second table (``--forms``, default ``mulo-m,mulo-r``; ``--forms ''`` skips it)
 times the forms users run, each against ``optax.adam`` in the same process:
-the shipped ``mulo-m`` (``lopt.forms.robust``, its meta-trained θ),
-``lopt.AdaptiveLOpt()`` at θ = 0 and (``--forms mulo-a``) the shipped adaptive
-LO with its θ, each on its default backend ("auto": the fused Pallas update on
+the shipped ``mulo-m`` (an AdaptiveLOpt, its meta-trained θ), the shipped
+``mulo-r`` (``lopt.forms.robust``, its θ) and (``--forms adaptive``)
+``lopt.AdaptiveLOpt()`` at θ = 0, each on its default backend ("auto": the fused Pallas update on
 GPU), with ns per parameter, FLOPs per parameter
 and bytes accessed per parameter from XLA's cost analysis of the compiled
 update, the achieved GFLOP/s, its fraction of the GFLOP/s of a large
@@ -186,7 +186,7 @@ def bench_size(name: str, backends: list[str], warmup: int, iters: int, peak: fl
   ``gbps`` (achieved GB/s of compulsory traffic) is always filled. The LO is the
   reference ``MLPLOpt(mup=False)``, or ``config`` (e.g. a pretrained LO's
   architecture config) with ``backend`` overridden, or the pretrained LO
-  ``pretrained`` (its config and θ; e.g. "mulo-a") with ``backend`` overridden."""
+  ``pretrained`` (its config and θ; e.g. "mulo-m") with ``backend`` overridden."""
   params, grads, n = _problem(name)
   rows = []
 
@@ -233,13 +233,13 @@ def matmul_gflops(n: int = 1024, iters: int = 7) -> float:
 
 def form_update(form: str, params):
   """(jitted update(grads, state, params), initial state) of a form users run:
-  "adam" (optax.adam), "mulo-m" or "mulo-a" (a shipped LO, its θ) or "adaptive"
+  "adam" (optax.adam), "mulo-m" or "mulo-r" (a shipped LO, its θ) or "adaptive"
   (AdaptiveLOpt at θ = 0). Every matrix is a hidden one in the μP spec."""
   if form == "adam":
     tx = optax.adam(1e-3)
     return jax.jit(lambda g, s, p: tx.update(g, s, p)), tx.init(params)
   kinds = lopt.mup.kinds_from_paths(params, {"kernel": "hidden"})
-  if form in ("mulo-m", "mulo-a"):
+  if form in ("mulo-m", "mulo-r"):
     lo, theta = lopt.load_pretrained(form)
   elif form == "adaptive":
     lo = lopt.AdaptiveLOpt()
@@ -342,15 +342,15 @@ def main() -> None:
                       help="comma-separated LO backends: xla, pallas")
   parser.add_argument("--iters", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
-  parser.add_argument("--forms", default="mulo-m,adaptive",
-                      help="comma-separated forms for the FLOP table: mulo-m, adaptive, mulo-a "
+  parser.add_argument("--forms", default="mulo-m,mulo-r",
+                      help="comma-separated forms for the FLOP table: mulo-m, mulo-r, adaptive "
                            "('' skips)")
   parser.add_argument("--profile", action="store_true",
                       help="per form, the time per HLO op from a jax.profiler trace")
   parser.add_argument("--config", default=None,
                       help="benchmark this pretrained LO instead of the reference "
                            "MLPLOpt(mup=False): an MLPLOpt's architecture config (e.g. "
-                           "mulo-m), or the shipped LO itself (e.g. mulo-a, an AdaptiveLOpt)")
+                           "mulo-r), or the shipped LO itself (e.g. mulo-m, an AdaptiveLOpt)")
   args = parser.parse_args()
   config = pretrained = None
   if args.config:

@@ -1,4 +1,4 @@
-"""Time a user's whole jitted training step with AdamW, the shipped LO and the adaptive LO.
+"""Time a user's whole jitted training step with AdamW and the shipped LOs mulo-m and mulo-r.
 
     python scripts/bench_user_step.py              # the five models of issue 22
     python scripts/bench_user_step.py --quick      # tiny sizes, a smoke run (seconds)
@@ -14,10 +14,10 @@ turn runs ``--steps`` steps (``block_until_ready`` on the last); the table
 gives the median ms/step over the repeats and its ratio to AdamW. Interleaving
 the optimizers makes the ratios robust to other load on the machine.
 
-Optimizers: ``optax.adamw(1e-3)``; ``mulo-m``, the shipped LO
-(``lopt.pretrained_optax``); ``adaptive``, ``lopt.AdaptiveLOpt()`` at θ = 0 (its
-``as_optax``). The LOs get the μP spec a user gets: ``lopt.mup.infer_kinds``
-against a 4x narrower copy of the model.
+Optimizers: ``optax.adamw(1e-3)``; ``mulo-m``, the shipped default LO (an
+``AdaptiveLOpt``), and ``mulo-r``, the shipped robust-form ``MLPLOpt`` (mulo-m
+until 2026-12-04), both from ``lopt.pretrained_optax``. The LOs get the μP spec
+a user gets: ``lopt.mup.infer_kinds`` against a 4x narrower copy of the model.
 """
 
 # No `from __future__ import annotations`: flax modules defined in a file loaded by
@@ -39,7 +39,7 @@ import lopt
 from training.report import markdown_table
 
 NUM_STEPS = 10_000  # the planned horizon the LOs are told (their cosine is then ~1)
-OPTIMIZERS = ("adamw", "mulo-m", "adaptive")
+OPTIMIZERS = ("adamw", "mulo-m", "mulo-r")
 
 
 class CNN(nn.Module):
@@ -116,12 +116,8 @@ def optimizer(name: str, params: Any, narrow_params: Any):
   if name == "adamw":
     return optax.adamw(1e-3)
   kinds = lopt.mup.infer_kinds(params, narrow_params)
-  if name == "mulo-m":
-    return lopt.pretrained_optax("mulo-m", num_steps=NUM_STEPS, mup=kinds)
-  if name == "adaptive":
-    lo = lopt.AdaptiveLOpt()
-    theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
-    return lo.as_optax(theta, num_steps=NUM_STEPS, mup=kinds)
+  if name in ("mulo-m", "mulo-r"):
+    return lopt.pretrained_optax(name, num_steps=NUM_STEPS, mup=kinds)
   raise ValueError(f"unknown optimizer {name!r}")
 
 

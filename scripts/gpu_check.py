@@ -14,7 +14,7 @@ finished, and the other stages still run:
 * ``env``: the device, jax, the peak HBM bandwidth (H100 SXM 3.35 TB/s, H200
   4.8 TB/s, from ``device_kind``; otherwise unknown);
 * ``fused_tests``: ``tests/test_fused_update.py`` (MLPLOpt's kernels) and
-  ``tests/test_fused_adaptive.py`` (AdaptiveLOpt's, the mulo-a form) under
+  ``tests/test_fused_adaptive.py`` (AdaptiveLOpt's, the mulo-m form) under
   pytest with the real compiled kernels (``JAX_PLATFORMS`` is set to the GPU,
   since the tests' conftest would otherwise pick the CPU; the row records the
   backend and whether the kernels ran interpreted);
@@ -25,16 +25,17 @@ finished, and the other stages still run:
   ``small`` configs for the XLA and Pallas backends and the plain-Adam floor,
   and the compile count (``scripts/bench_meta.py``);
 * ``shipped_lo``: the same update and meta benches for the architecture config
-  of the shipped default LO (``lopt.load_metadata("mulo-m")["config"]``, passed
-  through unchanged but for ``backend``), unless it equals the reference config;
+  of the shipped MLPLOpt form (``lopt.load_metadata("mulo-r")["config"]``, the
+  robust form, also that of mulo-s and sp-lo; passed through unchanged but for
+  ``backend``), unless it equals the reference config;
 * ``shipped_adaptive``: the update bench (optax.adam, XLA, Pallas) for the
-  shipped adaptive LO (``lopt.load_pretrained("mulo-a")``: its config and θ,
-  ``backend`` overridden), the optimizer users get from ``mulo-a``.
+  shipped default LO (``lopt.load_pretrained("mulo-m")``, an AdaptiveLOpt: its
+  config and θ, ``backend`` overridden), the optimizer users get from ``mulo-m``.
 
 The JSON also holds the three GPU targets (update ≤ 2.5× Adam and ≥ 70% of
 peak bandwidth at 100M params; μLO_M-config meta-training ≥ 1500 particle-steps/s
 on an H100, scaled by peak bandwidth on other devices), each PASS, MISS or
-unmeasured, and the first two for the mulo-a form's update. Nothing on this
+unmeasured, and the first two for the mulo-m form's update. Nothing on this
 path imports tensorflow-datasets or wandb (the stages block both imports, as
 on the device machine).
 """
@@ -541,10 +542,11 @@ def main(argv=None) -> int:
   parser.add_argument("outdir", nargs="?", help="folder for gpu_check.json and gpu_check.md")
   parser.add_argument("--dry-run", action="store_true",
                       help="tiny sizes on the CPU, Pallas in interpret mode (a smoke test)")
-  parser.add_argument("--pretrained", default="mulo-m",
-                      help="the shipped LO whose config shipped_lo benchmarks (default mulo-m)")
-  parser.add_argument("--adaptive", default="mulo-a",
-                      help="the shipped adaptive LO shipped_adaptive benchmarks (default mulo-a)")
+  parser.add_argument("--pretrained", default="mulo-r",
+                      help="the shipped MLPLOpt LO whose config shipped_lo benchmarks "
+                           "(default mulo-r, the robust form)")
+  parser.add_argument("--adaptive", default="mulo-m",
+                      help="the shipped adaptive LO shipped_adaptive benchmarks (default mulo-m)")
   parser.add_argument("--only", default=None,
                       help="comma list of stages to run (env always runs): " + ", ".join(STAGES))
   parser.add_argument("--limits", default=None,

@@ -1,5 +1,5 @@
 """Writes tests/data/lo_golden.npz: updates of the μLO reference form and the
-shipped mulo-m / mulo-s / sp-lo forms on a small fixed pytree (2-D, 1-D, 4-D
+shipped robust forms mulo-r (mulo-m until 2026-12-04) / mulo-s / sp-lo forms on a small fixed pytree (2-D, 1-D, 4-D
 and scalar leaves; 4 steps; with and without loss; μP spec; num_steps set).
 It was run once before the step-rule refactor (issue 20); ``test_lo_golden``
 checks that the current code reproduces these updates. Re-running it
@@ -36,7 +36,7 @@ def problem():
 
 def forms():
   out = {"reference": (lopt.MLPLOpt(), lopt.MLPLOpt().init(jax.random.PRNGKey(0)))}
-  for name in ("mulo-m", "mulo-s", "sp-lo"):
+  for name in ("mulo-r", "mulo-s", "sp-lo"):
     out[name] = lopt.load_pretrained(name)
   return out
 

@@ -13,7 +13,7 @@ def test_quick_run_prints_the_table(capsys):
   lines = [line for line in out.splitlines() if line.startswith("|")]
   head = [c.strip() for c in lines[0].strip("|").split("|")]
   assert head == ["model", "params", "batch", "AdamW ms/step", "mulo-m ms/step", "mulo-m ×AdamW",
-                  "adaptive ms/step", "adaptive ×AdamW"]
+                  "mulo-r ms/step", "mulo-r ×AdamW"]
   rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
   assert [r[0] for r in rows] == ["MLP 30→32×2→2", "CNN 4/8 channels"]
   for row in rows:

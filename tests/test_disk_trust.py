@@ -592,8 +592,8 @@ def test_5_wandb_failures_never_stop_a_run(tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------------ 6. strict metadata
 @pytest.fixture
 def shipped_copy(tmp_path):
-  copy = tmp_path / "mulo-m"
-  shutil.copytree(pretrained_lib.shipped_dir() / "mulo-m", copy)
+  copy = tmp_path / "mulo-r"  # an MLPLOpt: the field checks below are its fields
+  shutil.copytree(pretrained_lib.shipped_dir() / "mulo-r", copy)
   return copy
 
 
@@ -620,7 +620,7 @@ def test_6_every_missing_config_field_is_an_error_naming_it(shipped_copy):
   for field in fields:
     _edit(shipped_copy, lambda c: c.pop(field))
     _refused(shipped_copy, f"config.{field}", "missing")
-    shutil.copy(pretrained_lib.shipped_dir() / "mulo-m" / "metadata.json",
+    shutil.copy(pretrained_lib.shipped_dir() / "mulo-r" / "metadata.json",
                 shipped_copy / "metadata.json")
 
 

@@ -1,5 +1,5 @@
 """The fused Pallas update of AdaptiveLOpt (interpret mode on CPU) equals the XLA
-reference in the shipped mulo-a form: tensors of rank 0, 1 and 2, masked and
+reference in the shipped mulo-m form: tensors of rank 0, 1 and 2, masked and
 exact tiles, bf16, with and without loss=, over steps; vmapped particles;
 gradients wrt θ; the Triton lowering; and which backend runs."""
 
@@ -21,7 +21,7 @@ from lopt.adaptive import AdamDirection, AdaptiveLOpt
 # exp/tanh/pow in other fusions) differ by a few float32 ulps, and every
 # element with them; an element where Adam's direction and the residual
 # cancel carries its terms' rounding. Measured on the 2-core CPU: 5.5e-7 on
-# this test's data; over 12 θ (random and mulo-a's) x 4 steps, up to 2.3e-6;
+# this test's data; over 12 θ (random and mulo-m's) x 4 steps, up to 2.3e-6;
 # XLA's own update vmapped vs not differs by up to 9.6e-7 on the same data.
 # So 1e-6 (the issue's target) is float32's noise floor here, not a bound any
 # second implementation keeps: the bound is 4e-6.
@@ -32,7 +32,7 @@ RMS_RELATIVE = 4e-6
 SHAPES = {"scalar": (), "vector": (300,), "dense": (40, 33)}
 BF16 = {"exact_bf16": (8, 128)}
 KINDS = {"scalar": "vector", "vector": "vector", "dense": "hidden", "exact_bf16": "input"}
-SHIPPED = lopt.protocol.from_record("AdaptiveLOpt", lopt.load_metadata("mulo-a")["config"])
+SHIPPED = lopt.protocol.from_record("AdaptiveLOpt", lopt.load_metadata("mulo-m")["config"])
 
 
 # Test data from NumPy: eager jax.random calls would each compile a program.
@@ -224,8 +224,8 @@ def test_backend_selection_record_and_fallback():
   record = AdaptiveLOpt(backend="xla").to_record()
   assert record["backend"] == "xla"
   assert AdaptiveLOpt.from_record(record) == AdaptiveLOpt(backend="xla")
-  lo, _ = lopt.load_pretrained("mulo-a")
-  assert lo == SHIPPED and lo.to_record() == lopt.load_metadata("mulo-a")["config"]
+  lo, _ = lopt.load_pretrained("mulo-m")
+  assert lo == SHIPPED and lo.to_record() == lopt.load_metadata("mulo-m")["config"]
 
   assert lopt.kernels.adaptive_supports(SHIPPED.step)
   assert lopt.kernels.adaptive_supports(lopt.adaptive.default_rules())

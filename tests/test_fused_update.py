@@ -62,7 +62,7 @@ def _assert_trees_close(got, want, rtol=2e-4):
                                err_msg=jax.tree_util.keystr(path))
 
 
-# The shipped form (mulo-m, mulo-s): lopt.forms.robust's width-8 network and step rules.
+# The shipped robust form (mulo-r, mulo-s): lopt.forms.robust's width-8 network and step rules.
 SHIPPED = {k: getattr(lopt.forms.robust(), k) for k in ("hidden_size", "step_mult", "features",
                                                          "step")}
 

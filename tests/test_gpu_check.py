@@ -113,8 +113,8 @@ def test_dry_run_benchmarks_the_shipped_config(dry_run):
   import lopt
   report, _, _ = dry_run
   shipped = report["stages"]["shipped_lo"]["result"]
-  config = lopt.load_metadata("mulo-m")["config"]
-  assert shipped["name"] == "mulo-m" and shipped["config"] == config
+  config = lopt.load_metadata("mulo-r")["config"]
+  assert shipped["name"] == "mulo-r" and shipped["config"] == config
   reference = {k: v for k, v in vars(lopt.MLPLOpt()).items() if k != "backend"}
   differs = {k for k, v in config.items() if k != "backend" and reference.get(k) != v}
   assert set(shipped["differs"]) == differs
@@ -130,9 +130,9 @@ def test_dry_run_benchmarks_the_shipped_adaptive_lo(dry_run):
   import lopt
   report, _, _ = dry_run
   adaptive = report["stages"]["shipped_adaptive"]["result"]
-  assert adaptive["name"] == report["adaptive"] == "mulo-a"
+  assert adaptive["name"] == report["adaptive"] == "mulo-m"
   assert adaptive["architecture"] == "AdaptiveLOpt" and adaptive["kernel_rules"] is True
-  assert adaptive["config"] == lopt.load_metadata("mulo-a")["config"]
+  assert adaptive["config"] == lopt.load_metadata("mulo-m")["config"]
   _check_update_rows(adaptive["update_rows"], lo="AdaptiveLOpt")
 
 
@@ -155,10 +155,10 @@ def test_dry_run_markdown_has_every_stage_and_target(dry_run):
   assert "4 passed, 0 failed" in next(r[2] for r in rows if r[0] == "| fused_tests")
   assert len([r for r in rows if r[0] == "| shipped_adaptive"]) == 1 + 3
   targets = [r for r in rows if r[0] == "| target"]
-  # 3 per MLPLOpt form (reference, shipped mulo-m if it differs), 2 for mulo-a's update
+  # 3 per MLPLOpt form (reference, shipped mulo-r if it differs), 2 for mulo-m's update
   assert len(targets) == len(report["targets"]) == 3 * (1 + bool(
       report["stages"]["shipped_lo"]["result"]["differs"])) + 2
-  assert [t["form"] for t in report["targets"][-2:]] == ["shipped mulo-a"] * 2
+  assert [t["form"] for t in report["targets"][-2:]] == ["shipped mulo-m"] * 2
   assert all(r[-1] == "n/a (dry run) |" for r in targets)
   assert _positive(report["targets"][0]["value"])  # the Pallas update's ratio to Adam
 
@@ -205,11 +205,11 @@ def test_targets_pass_miss_and_scale_by_bandwidth():
   assert gpu_check.evaluate_targets(missing)[2]["status"] == "unmeasured (stage did not finish)"
   # The shipped adaptive LO: its update's two targets (no meta-training one).
   adaptive = _device_report(4.8e12, 2.0, 0.8, 1600.0)
-  adaptive["stages"]["shipped_adaptive"] = {"result": {"name": "mulo-a", "update_rows": [
+  adaptive["stages"]["shipped_adaptive"] = {"result": {"name": "mulo-m", "update_rows": [
       dict(size="100m", backend="pallas", ratio=2.7, bw_model=0.72)]}}
   extra = gpu_check.evaluate_targets(adaptive)[3:]
-  assert [(t["form"], t["status"]) for t in extra] == [("shipped mulo-a", "MISS"),
-                                                       ("shipped mulo-a", "PASS")]
+  assert [(t["form"], t["status"]) for t in extra] == [("shipped mulo-m", "MISS"),
+                                                       ("shipped mulo-m", "PASS")]
   adaptive["stages"]["shipped_adaptive"] = {"result": {}}  # timed out before any row
   assert [t["status"] for t in gpu_check.evaluate_targets(adaptive)[3:]] == [
       "unmeasured (stage did not finish)"] * 2

@@ -1,11 +1,11 @@
-"""The μLO reference form and the shipped mulo-m / mulo-s / sp-lo give the
+"""The μLO reference form and the shipped robust forms mulo-r (mulo-m until 2026-12-04) / mulo-s / sp-lo give the
 updates recorded before the step-rule refactor (tests/make_lo_golden.py).
 
 Bit for bit until issue 22 rewrote the per-element MLP unit by unit (one fused
 elementwise pass instead of matmuls over a ``[*shape, 28]`` stack): a sum in
 another order rounds differently, so the check is now each recorded update's
 largest deviation relative to that update's RMS. Measured on the 2-core CPU:
-9.7e-7 (reference form), 4.7e-7 (mulo-m), 4.4e-7 (mulo-s), 3.0e-7 (sp-lo). On
+9.7e-7 (reference form), 4.7e-7 (mulo-r), 4.4e-7 (mulo-s), 3.0e-7 (sp-lo). On
 another 2-core Xeon (2026-12-03) the same code gave 2.8e-6 on the reference
 form's one-element ``scale`` update (its own RMS: ~23 float32 ulps; XLA's CPU
 code differs by instruction set), so the bound is 1e-5: far below any real

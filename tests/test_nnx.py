@@ -138,7 +138,8 @@ def test_nnx_mlp_trains_with_pretrained_mulo_m():
   kinds = lopt.mup.infer_kinds(nnx.state(model, nnx.Param), nnx.state(base, nnx.Param))
   tx = lopt.pretrained_optax("mulo-m", num_steps=STEPS, mup=kinds)
   first, last, opt = _train_nnx(model, tx, lambda m: jnp.mean((m(x) - y) ** 2))
-  assert last < 0.05 * first, (first, last)
+  # Measured: 0.93 -> 0.22 (AdamW 1e-3: 0.17; mulo-r, the pre-2026-12-04 mulo-m: 0.034).
+  assert last < 0.3 * first, (first, last)
   # The optimizer state counted every update; past num_steps the check raises.
   assert lopt.check_num_steps(opt, STEPS + 1) == STEPS
   with pytest.raises(RuntimeError, match=r"applied 60 updates.*num_steps=60.*exactly 0"):
@@ -241,5 +242,5 @@ def test_linen_train_state_with_pretrained_mulo_m():
   for _ in range(STEPS):
     state = step(state)
   last = float(loss_fn(state.params))
-  assert last < 0.05 * first, (first, last)
+  assert last < 0.1 * first, (first, last)  # measured: 0.61 -> 0.040
   assert lopt.check_num_steps(state, STEPS + 1) == STEPS

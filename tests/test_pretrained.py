@@ -17,7 +17,17 @@ SHIPPED = lopt.available()
 
 
 def test_the_pretrained_los_are_shipped():
-  assert {"mulo-m", "mulo-s", "sp-lo"} <= set(SHIPPED), SHIPPED
+  assert {"mulo-m", "mulo-r", "mulo-s", "sp-lo"} <= set(SHIPPED), SHIPPED
+
+
+def test_renamed_shipped_name_loads_the_same_checkpoint():
+  """mulo-a, shipped 2026-12-03, became mulo-m: the old name loads it unchanged."""
+  assert "mulo-a" not in SHIPPED and pretrained.RENAMED == {"mulo-a": "mulo-m"}
+  (lo_a, theta_a), (lo_m, theta_m) = lopt.load_pretrained("mulo-a"), lopt.load_pretrained("mulo-m")
+  assert lo_a == lo_m and type(lo_m).__name__ == "AdaptiveLOpt"
+  for a, b in zip(jax.tree_util.tree_leaves(theta_a), jax.tree_util.tree_leaves(theta_m)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert lopt.load_metadata("mulo-m")["training"]["outer_steps"] > 0  # meta-trained
 
 
 @pytest.mark.parametrize("name", SHIPPED)

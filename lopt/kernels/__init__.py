@@ -3,7 +3,7 @@
 ``tensor_update`` is the fused per-tensor update of ``lopt.MLPLOpt`` (design,
 bytes model, vmap and VJP rules in ``fused_update``); ``MLPLOpt(backend=...)``
 selects it. ``adaptive_tensor_update`` is the one of ``lopt.AdaptiveLOpt``
-(the shipped mulo-a form; ``fused_adaptive``), selected by
+(the shipped mulo-m form; ``fused_adaptive``), selected by
 ``AdaptiveLOpt(backend=...)`` for the step rules ``adaptive_supports``. The
 XLA paths in ``lopt.mlp_lopt`` and ``lopt.adaptive`` stay the references.
 """

@@ -1,4 +1,4 @@
-"""The fused (Pallas) per-tensor update of ``lopt.AdaptiveLOpt``, the shipped mulo-a form.
+"""The fused (Pallas) per-tensor update of ``lopt.AdaptiveLOpt``, the shipped mulo-m form.
 
 For one tensor, the update runs as
 
