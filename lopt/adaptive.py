@@ -42,7 +42,7 @@ import numpy as np
 import optax
 
 from lopt import kernels, step_rules
-from lopt.common import (check_num_steps, check_param_dtypes, check_record_fields, check_theta_tree,
+from lopt.common import (check_epochs, check_num_steps, check_param_dtypes, check_record_fields, check_theta_tree,
                          config_record, map_tensors, optax_from_lo, sanitize_grad)
 from lopt.step_rules import GroupBase, LearnedScales, Step, StepRule, WeightDecay
 
@@ -175,9 +175,48 @@ class ShapedCosine(StepRule):
     return step._replace(lr=step.lr * factor ** jnp.exp(theta["log_shape"]))
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochScales(StepRule):
+  """Step and weight-decay multipliers from the data budget: ``epochs``, the
+  planned passes over the training data (``update(..., epochs=)``), and the
+  passes made so far, ``epochs · t / num_steps``. Each multiplier is
+  ``bound ** tanh(w · [log1p(epochs), log1p(passes)])`` with θ's ``w`` [2, 2]
+  zero-initialized (multipliers 1), and 1 without ``epochs`` (or with 0, fresh
+  data every step). A user knows the budget, a tuned learning rate reflects
+  it, and the gradient statistics do not show it: with few examples trained
+  long, the best step and regularization differ from those for a large set."""
+  bound: float = 10.0
+  theta_key: ClassVar[str] = "epochs"
+  reads_epochs: ClassVar[bool] = True
+
+  def __post_init__(self):
+    if not (isinstance(self.bound, (int, float)) and not isinstance(self.bound, bool)
+            and 1 <= self.bound < 1e6):
+      raise ValueError(f"EpochScales: bound must be a float in [1, 1e6), got {self.bound!r}.")
+
+  def init(self, key):
+    del key
+    return {"w": jnp.zeros((2, 2), jnp.float32)}
+
+  def multipliers(self, theta, epochs, count, num_steps) -> jax.Array:
+    """[step, weight decay] multipliers at update ``count``."""
+    if epochs is None:
+      return jnp.ones((2,), jnp.float32)
+    total = jnp.maximum(jnp.asarray(epochs, jnp.float32), 0.0)
+    frac = (jnp.zeros((), jnp.float32) if num_steps is None else
+            jnp.clip(jnp.asarray(count, jnp.float32) / num_steps, 0.0, 1.0))
+    x = jnp.log1p(jnp.stack([total, total * frac]))
+    return bounded(theta["w"] @ x, self.bound)
+
+  def __call__(self, theta, step, ctx):
+    mult = self.multipliers(theta, ctx.epochs, ctx.count, ctx.num_steps)
+    return Step(step.direction, step.lr * mult[0],
+                None if step.wd is None else step.wd * mult[1])
+
+
 step_rules.RULES.update({cls.__name__: cls for cls in
                          (AdamDirection, MeanFreeAdamDirection, TensorAdaptive,
-                          ShapedCosine)})
+                          ShapedCosine, EpochScales)})
 
 
 def default_rules(lr_input: float = 1e-3, lr_hidden: float = 0.25, weight_decay: float = 0.1,
@@ -220,6 +259,11 @@ class AdaptiveLOpt:
     if not any(isinstance(r, AdamDirection) for r in self.step):
       raise ValueError("AdaptiveLOpt's step rules need AdamDirection(): its network outputs "
                        "a residual on Adam's direction.")
+
+  @property
+  def reads_epochs(self) -> bool:
+    """Whether a step rule reads ``epochs`` (``update(..., epochs=)``)."""
+    return any(getattr(r, "reads_epochs", False) for r in self.step)
 
   def to_record(self) -> dict[str, Any]:
     record = config_record(self)
@@ -336,7 +380,8 @@ class AdaptiveLOpt:
 
   def _xla_tensor_update(self, mult: float, group: int, theta: dict, g: jax.Array, p: jax.Array,
                          ts: AdaptiveTensorState, count: jax.Array, num_steps: Any, loss: Any,
-                         frac: jax.Array, loss_feats: tuple, corrections: tuple):
+                         frac: jax.Array, loss_feats: tuple, corrections: tuple,
+                         epochs: Any = None):
     """The reference update of one tensor: (update, new state, non-finite count).
     ``corrections``: Adam's bias corrections (1 - b1^t, 1 - b2^t), computed once
     per update (inside each tensor's fusion XLA would round them differently)."""
@@ -351,18 +396,21 @@ class AdaptiveLOpt:
         jnp.mean(jnp.square(p32)), jnp.mean(jnp.square(m_hat)), jnp.mean(v_hat))
     stats = TensorStats(m_hat, v_hat, self.eps, feats)
     ctx = step_rules.TensorContext(g, p, mult, group, count, num_steps, loss, stats,
-                                   (self.b1, self.b2))
+                                   (self.b1, self.b2), epochs)
     u = step_rules.apply(self.step, theta, Step(self._residual(theta, stats, g, p32)), ctx)
     return u, AdaptiveTensorState(m, v, log_g0, log_p0, self.seen_multipliers(theta, feats)), bad
 
   def update(self, theta: dict, grads: Any, state: AdaptiveLOptState, params: Any, *,
-             num_steps: int | None = None, mup: Any = None,
-             loss: Any = None) -> tuple[Any, AdaptiveLOptState]:
-    """Functional update: (updates, new_state); updates are added to params."""
+             num_steps: int | None = None, mup: Any = None, loss: Any = None,
+             epochs: Any = None) -> tuple[Any, AdaptiveLOptState]:
+    """Functional update: (updates, new_state); updates are added to params.
+    ``epochs``: the planned passes over the training data (num_steps × batch
+    size ÷ training examples), read by ``EpochScales``; None: unknown."""
     if params is None:
       raise ValueError("The learned optimizer reads parameter values: call "
                        "update(grads, state, params) with params.")
     check_num_steps(num_steps)
+    check_epochs(epochs)
     count = state.count + 1
     t = count.astype(jnp.float32)
     frac = (jnp.zeros((), jnp.float32) if num_steps is None
@@ -378,7 +426,7 @@ class AdaptiveLOpt:
             self, mult, group, *args,
             reference=functools.partial(self._xla_tensor_update, mult, group),
             interpret=kernels.interpret_mode())
-      return self._xla_tensor_update(mult, group, *args)
+      return self._xla_tensor_update(mult, group, *args, epochs=epochs)
 
     updates, tensors, nonfinite = map_tensors(
         self, one, grads, params, state.tensors, lambda x: isinstance(x, AdaptiveTensorState), mup)
@@ -386,12 +434,13 @@ class AdaptiveLOpt:
                                       state.nonfinite + nonfinite)
 
   # ---------------------------------------------------------------- optax
-  def as_optax(self, theta: dict, num_steps: int | None = None,
-               mup: Any = None) -> optax.GradientTransformationExtraArgs:
+  def as_optax(self, theta: dict, num_steps: int | None = None, mup: Any = None,
+               epochs: float | None = None) -> optax.GradientTransformationExtraArgs:
     """The LO at fixed θ as an optax transformation; ``update(..., loss=)`` is
     optional (the head then reads gradient statistics only). ``num_steps`` is
     required: the step follows a cosine schedule over it, and the head reads
-    the fraction of training."""
+    the fraction of training. ``epochs`` (optional): the planned passes over
+    the training data, for the step rules that read it (``EpochScales``)."""
     needs = [r.requires_num_steps for r in self.step if r.requires_num_steps]
     needs.append("it reads the fraction of training t/num_steps")
-    return optax_from_lo(self, theta, num_steps, mup, needs)
+    return optax_from_lo(self, theta, num_steps, mup, needs, epochs=epochs)

@@ -55,6 +55,18 @@ def check_num_steps(num_steps, required_by: str | None = None) -> None:
                      f"or None if unknown, got {num_steps!r}.")
 
 
+def check_epochs(epochs) -> None:
+  """Validate ``epochs``, the planned passes over the training data (num_steps ×
+  batch size ÷ training examples): None (unknown) or a finite number >= 0; a
+  jax array (meta-training's per-particle value) is not checked here."""
+  if epochs is None or isinstance(epochs, jax.Array):
+    return
+  if (not isinstance(epochs, (int, float, np.integer, np.floating)) or isinstance(epochs, bool)
+      or not np.isfinite(epochs) or epochs < 0):
+    raise ValueError(f"epochs must be a finite number >= 0 (num_steps × batch size ÷ training "
+                     f"examples; 0 for fresh data every step) or None if unknown, got {epochs!r}.")
+
+
 def step_multipliers(lo: Any, mup: Any, params: Any) -> Any:
   """Per-tensor μP step multipliers of an LO config ``lo`` (1 everywhere in SP
   mode); a μP-mode LO without a ``mup`` spec gets an error naming the fixes."""
@@ -122,13 +134,17 @@ def check_theta_tree(expected: Any, theta: Any, owner: Any) -> None:
                        "different architecture.")
 
 
-def optax_from_lo(lo: Any, theta: Any, num_steps: Any, mup: Any, needs: list[str]):
+def optax_from_lo(lo: Any, theta: Any, num_steps: Any, mup: Any, needs: list[str],
+                  epochs: Any = None):
   """``lo`` at fixed θ as an optax transformation (what every LO's ``as_optax``
   returns). ``needs``: why this LO cannot run without num_steps (empty: it can).
   ``update(grads, state, params, loss=None)``; NNX variables are unwrapped and
-  the updates come back in the structure of the gradients."""
+  the updates come back in the structure of the gradients. ``epochs`` (planned
+  passes over the data) reaches ``lo.update`` where given."""
   import optax
   lo.check_theta(theta)
+  check_epochs(epochs)
+  extra = {} if epochs is None else {"epochs": float(epochs)}
   check_num_steps(num_steps, required_by=(
       f"this learned optimizer ({type(lo).__name__}) " + " and ".join(needs) if needs else None))
 
@@ -141,7 +157,7 @@ def optax_from_lo(lo: Any, theta: Any, num_steps: Any, mup: Any, needs: list[str
     del extra_args
     new, state = lo.update(theta, mup_lib.unwrap(updates), mup_lib.unwrap(state),
                            mup_lib.unwrap(params), num_steps=num_steps, mup=mup,
-                           loss=mup_lib.unwrap(loss))
+                           loss=mup_lib.unwrap(loss), **extra)
     return mup_lib.rewrap(updates, new), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

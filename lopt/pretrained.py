@@ -325,7 +325,7 @@ def check_step_mult(step_mult: Any) -> float:
 
 
 def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = None,
-                     mup: Any = None, step_mult: float = 1.0):
+                     mup: Any = None, step_mult: float = 1.0, epochs: float | None = None):
   """The pretrained LO as an optax transformation, ready to use.
 
   ``num_steps``, the planned number of training steps (optimizer updates), is
@@ -340,6 +340,10 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
   unchanged; otherwise ``optax.chain(lo, optax.scale(step_mult))``). It must be
   a finite number > 0. ``scripts/evaluate.py`` reports each LO untuned and
   tuned over a step_mult grid as large as AdamW's LR grid.
+  ``epochs`` (optional): the planned passes over your training data,
+  num_steps × batch size ÷ training examples, for an LO that reads it (an
+  ``AdaptiveLOpt`` with the ``EpochScales`` step rule); any other LO raises
+  a ``ValueError`` if it is given.
   Works with optax, linen's ``TrainState`` and ``nnx.Optimizer``.
   """
   _resolve(name_or_path)  # a bad name or path is reported before num_steps
@@ -353,7 +357,12 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
         f"{str(name_or_path)!r}, num_steps=10_000, mup=kinds).")
   import optax
   lopt, theta = load_pretrained(name_or_path)
-  tx = lopt.as_optax(theta, num_steps=num_steps, mup=mup)
+  if epochs is not None and not getattr(lopt, "reads_epochs", False):
+    raise ValueError(f"pretrained_optax({str(name_or_path)!r}) got epochs={epochs!r}, but this "
+                     f"learned optimizer ({type(lopt).__name__}) does not read it: leave epochs "
+                     "out.")
+  tx = (lopt.as_optax(theta, num_steps=num_steps, mup=mup) if epochs is None
+        else lopt.as_optax(theta, num_steps=num_steps, mup=mup, epochs=epochs))
   return tx if step_mult == 1.0 else optax.chain(tx, optax.scale(step_mult))
 
 

@@ -18,7 +18,8 @@ An LO form is a tuple of rules, applied in order to a ``Step`` per tensor:
   sanitized float32 gradient ``g``, the param ``p``, its μP multiplier ``mult``
   and step group ``group`` (0 input/vector, 1 hidden-like; static Python
   values), the update number ``count`` (1-based), ``num_steps`` (or None),
-  ``loss`` (or None), the updated accumulators ``acc`` and their ``decays``.
+  ``loss`` (or None), the updated accumulators ``acc`` and their ``decays``,
+  and ``epochs``, the planned passes over the training data (or None).
   Pool over the tensor (``jnp.mean(...)``) for a per-tensor multiplier.
 
 A rule is a frozen dataclass (hashable: the LO stays a jit static) with
@@ -55,6 +56,7 @@ class TensorContext(NamedTuple):
   loss: Any = None      # the inner loss, or None
   acc: Any = None       # lopt.features.TensorAcc after this gradient
   decays: Any = None    # lopt.features.Decays in use
+  epochs: Any = None    # planned passes over the training data (``epochs=``), or None
 
 
 class StepRule:

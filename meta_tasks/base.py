@@ -168,6 +168,29 @@ class Task(abc.ABC):
   def _train_split(self) -> str:
     return "fit" if self.reserve_valid else "train"
 
+  def train_examples(self, data: Any = None) -> int | None:
+    """Examples in the split this task trains on (windows of ``seq_len`` tokens
+    for text), from the arrays' static shapes; None for fresh data every batch
+    (a teacher, a quadratic), where no example repeats."""
+    from meta_tasks import datasets, text  # pylint: disable=import-outside-toplevel
+    data = self._data_or_default(data)
+    if isinstance(data, datasets.ImageArrays):
+      n = data.train_images.shape[0]
+    elif isinstance(data, datasets.TabularArrays):
+      n = data.train_x.shape[0]
+    elif isinstance(data, text.TextArrays):
+      n = data.train_tokens.shape[0] // getattr(self, "seq_len", 1)
+    else:
+      return None
+    lo, hi = datasets.train_range(n, self._train_split())
+    return hi - lo
+
+  def epochs_per_step(self, data: Any = None) -> float:
+    """Passes over the training split per step (batch size ÷ training
+    examples): what a user's planned ``epochs`` is per step; 0 for fresh data."""
+    n = self.train_examples(data)
+    return 0.0 if not n else getattr(self, "batch_size") / n
+
   def sample_batch(self, key: jax.Array, data: Any = None) -> Any:
     """A training batch, gathered on device by random index (jittable)."""
     return self._sample(self._data_or_default(data), key, self._train_split())

@@ -220,3 +220,45 @@ def test_multiplier_curves_read_one_per_tensor_and_step_and_are_1_at_theta0():
   mults, _ = multiplier_curves(lo, theta, task, 6)
   np.testing.assert_allclose(mults[..., 0], 10.0, rtol=1e-6)
   np.testing.assert_array_equal(mults[..., 1], 1.0)
+
+
+def test_epoch_scales_closed_form_identity_at_zero_and_bounded():
+  """EpochScales: θ = 0 (or no epochs=) changes nothing; otherwise the update is
+  exactly the rule-free one with lr × bound^tanh(w₀ · x) and weight decay ×
+  bound^tanh(w₁ · x), x = log1p([epochs, epochs · t/T]) (NumPy), within
+  [1/bound, bound] for any w and epochs; bad epochs get an error naming the fix."""
+  from lopt.adaptive import EpochScales
+  base = AdaptiveLOpt()
+  lo = AdaptiveLOpt(step=base.step + (EpochScales(),))
+  assert lo.reads_epochs and not base.reads_epochs
+  theta = lo.init(jax.random.PRNGKey(0))
+  theta_base = {k: v for k, v in theta.items() if k != "epochs"}
+  params, grads = _params(), _grads(1)
+  run = lambda l, th, **kw: l.update(th, grads, l.init_state(params), params, num_steps=10,
+                                     mup=SPEC, **kw)[0]
+  plain = run(base, theta_base)
+  for kw in ({}, {"epochs": 37.0}):  # θ = 0: identical with and without epochs
+    for k, u in run(lo, theta, **kw).items():
+      np.testing.assert_array_equal(np.asarray(u), np.asarray(plain[k]))
+  w = np.array([[0.3, -0.2], [-0.5, 0.4]], np.float32)
+  theta["epochs"]["w"] = jnp.asarray(w)
+  x = np.log1p(np.array([37.0, 37.0 * 1 / 10]))
+  m_lr, m_wd = 10.0 ** np.tanh(w.astype(np.float64) @ x)
+  got = run(lo, theta, epochs=37.0)
+  no_wd = AdaptiveLOpt(step=tuple(r for r in base.step if type(r).__name__ != "WeightDecay"))
+  adam_part = run(no_wd, theta_base)  # -lr·a; the decay part is the rest of `plain`
+  for k in SHAPES:
+    decay = np.asarray(plain[k], np.float64) - np.asarray(adam_part[k], np.float64)
+    want = m_lr * np.asarray(adam_part[k], np.float64) + m_lr * m_wd * decay
+    np.testing.assert_allclose(np.asarray(got[k]), want, rtol=2e-5, atol=1e-9)
+  rule = EpochScales(bound=10.0)
+  for epochs in (0.0, 1e-30, 5.0, 1e30):
+    for w in (np.full((2, 2), 1e6), np.full((2, 2), -1e6)):
+      mult = np.asarray(rule.multipliers({"w": jnp.asarray(w, jnp.float32)}, epochs, 5, 10))
+      assert np.all(np.isfinite(mult)) and np.all(mult >= 0.1 * (1 - 1e-6))
+      assert np.all(mult <= 10 * (1 + 1e-6))
+  np.testing.assert_array_equal(np.asarray(rule.multipliers({"w": jnp.ones((2, 2))}, None, 5, 10)),
+                                [1.0, 1.0])
+  for bad in (-1.0, float("nan"), "10", True):
+    with pytest.raises(ValueError, match="epochs must be a finite number >= 0"):
+      lo.as_optax(theta, num_steps=10, mup=SPEC, epochs=bad)

@@ -23,7 +23,7 @@ def _cli():
 
 @pytest.mark.parametrize("preset", ["mulo-m-mix-cpu", "mulo-s-mix-cpu", "sp-lo-mix-cpu"])
 def test_the_mix_presets_build_the_shipped_forms(preset):
-  shipped = {"mulo-m-mix-cpu": "mulo-m", "mulo-s-mix-cpu": "mulo-s", "sp-lo-mix-cpu": "sp-lo"}
+  shipped = {"mulo-m-mix-cpu": "mulo-r", "mulo-s-mix-cpu": "mulo-s", "sp-lo-mix-cpu": "sp-lo"}
   record = lopt.load_metadata(shipped[preset])["config"]
   assert config_lib.get_preset(preset).lo == lopt.MLPLOpt.from_record(record)
 

@@ -401,3 +401,21 @@ def test_import_needs_no_tfds_sklearn_or_other_project_packages():
 def test_bad_input_errors(make, match):
   with pytest.raises(ValueError, match=match):
     make()
+
+
+def test_epochs_per_step_is_batch_over_the_training_split():
+  """Passes over the split a task trains on per step (an LO's epochs= is
+  num_steps × this): batch ÷ rows of the "fit" split with reserve_valid, of the
+  whole training split without; windows of seq_len for text; 0 for fresh data."""
+  from meta_tasks import user_tasks
+  plain = mt.ImageMLPTask(dataset="digits", width=8, batch_size=32)
+  fit = mt.ImageMLPTask(dataset="digits", width=8, batch_size=32, reserve_valid=True)
+  n = plain.data().train_images.shape[0]
+  assert plain.train_examples() == n and fit.train_examples() == 1150
+  assert fit.epochs_per_step() == 32 / 1150
+  table = user_tasks.PlainMLPTask(dataset="synth-a", width=8, batch_size=16)
+  assert table.epochs_per_step() == 16 / table.data().train_x.shape[0]
+  teacher = mt.ImageMLPTask(dataset="teacher", width=8, batch_size=32)
+  assert teacher.train_examples() is None and teacher.epochs_per_step() == 0.0
+  lm = mt.TransformerLMTask(seq_len=16, width=16, depth=1, num_heads=2, batch_size=8)
+  assert lm.train_examples() == lm.data().train_tokens.shape[0] // 16

@@ -201,3 +201,25 @@ def test_frozen_parts_of_theta_are_neither_perturbed_nor_updated():
   assert moved(theta0["residual"]["w0"], state.theta["residual"]["w0"])
   with np.testing.assert_raises_regex(config_lib.ConfigError, "frozen.*'scale'.*names no part"):
     config.replace(frozen="scale")
+
+
+def test_warm_start_extends_theta_with_added_step_rules(tmp_path):
+  """init_theta from an LO whose step rules this run's extend (mulo-m plus
+  EpochScales): θ is the pretrained one plus the new rule's zero θ, so the LO
+  starts exactly where it was; any other difference still refuses."""
+  import dataclasses
+  import lopt
+  from lopt import adaptive
+  lo, theta = lopt.load_pretrained("mulo-m")
+  extended = dataclasses.replace(lo, step=lo.step + (adaptive.EpochScales(),))
+  config = config_lib.get_preset("mulo-a12-cpu", init_theta="mulo-m", wandb_mode="disabled")
+  assert config.lo == extended
+  got = trainer.initial_theta(config)
+  assert sorted(got) == sorted([*theta, "epochs"])
+  np.testing.assert_array_equal(np.asarray(got["epochs"]["w"]), np.zeros((2, 2)))
+  for a, b in zip(jax.tree_util.tree_leaves({k: got[k] for k in theta}),
+                  jax.tree_util.tree_leaves(theta)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  other = config.replace(lo=dataclasses.replace(extended, b1=0.8))
+  with pytest.raises(ValueError, match="init_theta 'mulo-m' holds a AdaptiveLOpt"):
+    trainer.initial_theta(other)

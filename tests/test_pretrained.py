@@ -30,6 +30,28 @@ def test_renamed_shipped_name_loads_the_same_checkpoint():
   assert lopt.load_metadata("mulo-m")["training"]["outer_steps"] > 0  # meta-trained
 
 
+def test_epochs_reaches_only_an_lo_that_reads_it():
+  """pretrained_optax(..., epochs=) refuses an LO without EpochScales (naming
+  the fix) and checks the value; as_optax of one with it passes epochs on."""
+  import dataclasses
+  from lopt import adaptive
+  with pytest.raises(ValueError, match=r"does not read it: leave epochs out"):
+    lopt.pretrained_optax("mulo-m", num_steps=10, mup={}, epochs=3.0)
+  lo, theta = lopt.load_pretrained("mulo-m")
+  lo = dataclasses.replace(lo, step=lo.step + (adaptive.EpochScales(),))
+  theta = {**theta, "epochs": {"w": jnp.asarray([[0.5, 0.0], [0.0, 0.0]], jnp.float32)}}
+  params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+  kinds = {"w": "input", "b": "vector"}
+  grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.1), params)
+  tx = lo.as_optax(theta, num_steps=10, mup=kinds, epochs=20.0)
+  got, _ = tx.update(grads, tx.init(params), params)
+  want, _ = lo.update(theta, grads, lo.init_state(params), params, num_steps=10, mup=kinds,
+                      epochs=20.0)
+  base, _ = lo.update(theta, grads, lo.init_state(params), params, num_steps=10, mup=kinds)
+  np.testing.assert_array_equal(np.asarray(got["w"]), np.asarray(want["w"]))
+  assert not np.allclose(np.asarray(got["w"]), np.asarray(base["w"]))  # epochs changed the step
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_checkpoint_loads_and_steps(name):
   lo, theta = lopt.load_pretrained(name)

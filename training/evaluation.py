@@ -97,7 +97,10 @@ class Optimizer:
       # task.kinds (not task.mup): a μP LO on an SP task still needs to know
       # which tensors are hidden; an SP LO ignores it.
       spec = task_spec.optimizer_spec(task)
-      lo = lambda: self.lo.as_optax(self.theta, num_steps=num_steps, mup=spec)
+      # An LO that reads the data budget gets the planned epochs a user would pass.
+      extra = ({"epochs": num_steps * task.epochs_per_step()}
+               if getattr(self.lo, "reads_epochs", False) else {})
+      lo = lambda: self.lo.as_optax(self.theta, num_steps=num_steps, mup=spec, **extra)
       if self.tune_step_mult:  # the step multiplier is the traced grid value
         return lambda mult: optax.chain(lo(), optax.scale(mult))
       return lambda lr: lo()

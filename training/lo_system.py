@@ -175,9 +175,13 @@ class LOTrainingSystem:
     batch = self.task.sample_batch(k_batch, data=self.data)
     loss, grads = jax.value_and_grad(self.task.loss)(state.params, batch, k_loss)
     # Tensor roles (kinds) exist for SP and μP tasks alike; an SP-mode LO ignores them.
+    # An LO that reads the data budget gets the episode's planned passes over
+    # the task's training split, as a user passes epochs=.
+    extra = ({"epochs": state.horizon * self.task.epochs_per_step(self.data)}
+             if getattr(self.lopt, "reads_epochs", False) else {})
     updates, opt_state = self.lopt.update(theta, grads, state.opt_state, state.params,
                                           num_steps=state.horizon, mup=optimizer_spec(self.task),
-                                          loss=loss)
+                                          loss=loss, **extra)
     if state.step_scale is not None:
       updates = jax.tree_util.tree_map(lambda u: u * state.step_scale, updates)
     params = jax.tree_util.tree_map(lambda p, u: p + u.astype(p.dtype), state.params, updates)

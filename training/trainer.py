@@ -8,6 +8,7 @@ come back to the host only every ``log_every`` steps.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -59,12 +60,31 @@ def load_init_theta(config: MetaTrainConfig) -> Any:
     raise ValueError(f"init_theta {config.init_theta!r} is not a readable pretrained LO "
                      f"({' '.join(str(e).split())[:300]}). Pass a shipped name or an export "
                      "directory such as WORKDIR/export_best.") from None
-  if type(lo) is not type(config.lo) or lo.to_record() != config.lo.to_record():
-    raise ValueError(f"init_theta {config.init_theta!r} holds a {type(lo).__name__} with config "
-                     f"{lo.to_record()}, but this run's lo is a {type(config.lo).__name__} with "
-                     f"{config.lo.to_record()}. Warm-start from an LO of the same config, or "
-                     "set --lo to match it.")
-  return jax.tree_util.tree_map(jnp.asarray, theta)
+  theta = _with_added_rules(lo, theta, config.lo, config.seed)
+  if theta is not None:
+    return jax.tree_util.tree_map(jnp.asarray, theta)
+  raise ValueError(f"init_theta {config.init_theta!r} holds a {type(lo).__name__} with config "
+                   f"{lo.to_record()}, but this run's lo is a {type(config.lo).__name__} with "
+                   f"{config.lo.to_record()}. Warm-start from an LO of the same config (or one "
+                   "whose step rules this run's extend), or set --lo to match it.")
+
+
+def _with_added_rules(lo: Any, theta: Any, target: Any, seed: int) -> Any:
+  """θ of the warm start ``lo`` for ``target``: as it is if the configs are
+  equal; with the zero-initialized θ of ``target``'s extra step rules added if
+  ``target`` is ``lo`` with step rules added (each new rule is the identity at
+  its init, so the LO starts exactly where ``lo`` was); None otherwise."""
+  if type(lo) is type(target) and lo.to_record() == target.to_record():
+    return theta
+  steps = getattr(target, "step", None)
+  if type(lo) is not type(target) or steps is None:
+    return None
+  kept = tuple(r for r in steps if r in lo.step)
+  if kept != tuple(lo.step) or dataclasses.replace(target, step=kept).to_record() != lo.to_record():
+    return None
+  fresh = target.init(split_init_key(jax.random.PRNGKey(seed))[0])
+  added = {r.theta_key for r in steps if r not in lo.step and r.theta_key}
+  return {**theta, **{k: fresh[k] for k in added}}
 
 
 def make_outer_optimizer(config: MetaTrainConfig,
