@@ -94,13 +94,7 @@ class Optimizer:
 
   def make_tx(self, task: Task, num_steps: int) -> Callable[[Any], optax.GradientTransformation]:
     if self.baseline is None:
-      # task.kinds (not task.mup): a μP LO on an SP task still needs to know
-      # which tensors are hidden; an SP LO ignores it.
-      spec = task_spec.optimizer_spec(task)
-      # An LO that reads the data budget gets the planned epochs a user would pass.
-      extra = ({"epochs": num_steps * task.epochs_per_step()}
-               if getattr(self.lo, "reads_epochs", False) else {})
-      lo = lambda: self.lo.as_optax(self.theta, num_steps=num_steps, mup=spec, **extra)
+      lo = lambda: lo_optax(self.lo, self.theta, task, num_steps)
       if self.tune_step_mult:  # the step multiplier is the traced grid value
         return lambda mult: optax.chain(lo(), optax.scale(mult))
       return lambda lr: lo()
@@ -120,6 +114,16 @@ class Optimizer:
             "step_mult_tuned": self.tune_step_mult,
             "architecture": (self.metadata or {}).get("architecture"),
             "config": (self.metadata or {}).get("config")}
+
+
+def lo_optax(lo: Any, theta: Any, task: Task, num_steps: int) -> optax.GradientTransformation:
+  """A learned optimizer on ``task`` as a user runs it: ``as_optax`` with the
+  task's tensor kinds as μP spec (task.kinds, not task.mup: a μP LO on an SP
+  task still needs to know which tensors are hidden; an SP LO ignores it) and,
+  for an LO that reads the data budget, the planned epochs a user would pass."""
+  extra = ({"epochs": num_steps * task.epochs_per_step()}
+           if getattr(lo, "reads_epochs", False) else {})
+  return lo.as_optax(theta, num_steps=num_steps, mup=task_spec.optimizer_spec(task), **extra)
 
 
 def _literal(text: str) -> Any:

@@ -53,7 +53,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from training import task_spec
+from training import evaluation
 from training.stats import finite_or_none, mean_or_inf
 from training.sweep import Sweep
 
@@ -104,9 +104,8 @@ class MetaValidator:
       raise ValueError(f"validate_suite {self.suite!r} has no tasks.")
     self.names = _task_names(self.entries)
     self.seeds = list(range(config.validate_seeds))
-    make_tx = lambda n, spec: lambda theta: config.lo.as_optax(theta, num_steps=n, mup=spec)
-    self.sweeps = [Sweep(make_tx(e.num_steps, task_spec.optimizer_spec(e.task)), e.task,
-                         e.num_steps) for e in self.entries]
+    make_tx = lambda e: lambda theta: evaluation.lo_optax(config.lo, theta, e.task, e.num_steps)
+    self.sweeps = [Sweep(make_tx(e), e.task, e.num_steps) for e in self.entries]
     self.ref = self._read_ref()
     self.best = self._best_before(start_step)
 
