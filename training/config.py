@@ -479,13 +479,16 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # teacher and LM ~0). mulo-a's form plus EpochScales (step and decay
     # multipliers from log1p(planned epochs) and log1p(passes so far), 4
     # zero-initialized scalars), warm-started from mulo-a (exactly mulo-a at
-    # step 0), with everything else frozen: ES estimates 4 numbers, so σ=0.03
-    # and a 3x larger outer LR.
+    # step 0), with everything else frozen: ES estimates 4 numbers, so σ=0.03.
+    # (A first try at outer LR 1e-3 random-walked: the late-training step
+    # multiplier at 44 epochs went x2.8 -> x2.4 -> x1.1 between steps 1480
+    # and 1800, and the step-1500 screen read digits 2.9x, CNN 1.9x, wine-w128
+    # 0.75x. So a4's outer LR, 3e-4 -> 3e-5.)
     "mulo-a12-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
                          lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step
                                                 + (adaptive.EpochScales(),)),
                          frozen="residual,scales,schedule,adapt", sigma=0.03,
-                         outer_lr=1e-3, outer_final_lr=1e-4, validate_every=500),
+                         validate_every=1000),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
