@@ -361,8 +361,8 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
     raise ValueError(f"pretrained_optax({str(name_or_path)!r}) got epochs={epochs!r}, but this "
                      f"learned optimizer ({type(lopt).__name__}) does not read it: leave epochs "
                      "out.")
-  tx = (lopt.as_optax(theta, num_steps=num_steps, mup=mup) if epochs is None
-        else lopt.as_optax(theta, num_steps=num_steps, mup=mup, epochs=epochs))
+  extra = {} if epochs is None else {"epochs": epochs}
+  tx = lopt.as_optax(theta, num_steps=num_steps, mup=mup, **extra)
   return tx if step_mult == 1.0 else optax.chain(tx, optax.scale(step_mult))
 
 
