@@ -223,3 +223,14 @@ def test_warm_start_extends_theta_with_added_step_rules(tmp_path):
   other = config.replace(lo=dataclasses.replace(extended, b1=0.8))
   with pytest.raises(ValueError, match="init_theta 'mulo-m' holds a AdaptiveLOpt"):
     trainer.initial_theta(other)
+
+
+def test_small_theta_parts_are_logged_element_by_element():
+  """The outer step's metrics carry θ's leaves of at most 4 elements, each
+  element under theta/<path>[i], equal to θ's value; larger leaves are left out."""
+  theta = {"scales": {"log_lr": jnp.asarray([0.5, -0.25]), "log_wd": jnp.asarray(0.125)},
+           "big": {"w": jnp.ones((3, 3))}}
+  parts = trainer.small_theta_parts(theta)
+  assert parts.keys() == {"theta/scales.log_lr[0]", "theta/scales.log_lr[1]",
+                          "theta/scales.log_wd"}
+  assert [float(parts[k]) for k in sorted(parts)] == [0.5, -0.25, 0.125]

@@ -200,7 +200,7 @@ class MetaTrainer:
     metrics.update(
         meta_loss=jnp.where(num_alive > 0, loss_sum / denominator, jnp.nan),
         grad_norm=optax.tree.norm(grad), theta_norm=optax.tree.norm(theta),
-        skipped=state.skipped + (~ok).astype(jnp.int32))
+        skipped=state.skipped + (~ok).astype(jnp.int32), **small_theta_parts(theta))
     new_state = MetaState(theta, opt_state, tuple(new_states), state.key, state.step + 1,
                           metrics["skipped"], task_gaps)
     if self.mesh is not None:  # θ, counters and metrics replicated on every device
@@ -227,6 +227,20 @@ class MetaTrainer:
       metrics[f"ref_gap/{task.name}"] = jnp.where(ema[1, i] > 0, gap[i], jnp.nan)
       metrics[f"task_weight/{task.name}"] = weights[i]
     return ema, weights
+
+
+def small_theta_parts(theta: Any, max_size: int = 4) -> dict[str, jax.Array]:
+  """θ's small leaves (learned scales, schedule shape, EpochScales' w, ...)
+  element by element as ``theta/<path>[i]``: logged every step, so a run's
+  global knobs can be followed (and a random walk seen) without exporting."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(theta)[0]:
+    if 0 < jnp.size(leaf) <= max_size:
+      name = "theta/" + ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+      flat = jnp.ravel(leaf)
+      out.update({name if flat.shape[0] == 1 else f"{name}[{i}]": flat[i]
+                  for i in range(flat.shape[0])})
+  return out
 
 
 def dro_weights(gap: jax.Array, eta: float) -> jax.Array:
