@@ -489,6 +489,16 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                                                 + (adaptive.EpochScales(),)),
                          frozen="residual,scales,schedule,adapt", sigma=0.03,
                          validate_every=1000),
+    # a12 learned from the tables what hurt the digits: with episode lengths
+    # of density ∝ length^-2 its digits episodes sit at <= 8 epochs, while the
+    # screen's digits train 44 (screen at step 2000: wine-w128 0.68x, digits
+    # 1.76x, CNN 1.87x). a12 with log-uniform lengths up to 3000 steps (the
+    # user suites' longest), so the digits are seen at 30-80 epochs too.
+    "mulo-a13-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
+                         lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step
+                                                + (adaptive.EpochScales(),)),
+                         frozen="residual,scales,schedule,adapt", sigma=0.03,
+                         horizon_power=1.0, max_horizon=3000, validate_every=1000),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
