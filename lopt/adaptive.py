@@ -42,8 +42,9 @@ import numpy as np
 import optax
 
 from lopt import kernels, step_rules
-from lopt.common import (check_epochs, check_num_steps, check_param_dtypes, check_record_fields, check_theta_tree,
-                         config_record, map_tensors, optax_from_lo, sanitize_grad)
+from lopt.common import (check_epochs, check_num_steps, check_param_dtypes, check_record_fields,
+                         check_theta_tree, config_record, map_tensors, optax_from_lo,
+                         sanitize_grad)
 from lopt.step_rules import GroupBase, LearnedScales, Step, StepRule, WeightDecay
 
 # Pooled per-tensor statistics (``tensor_stats``), read by the head and, as
@@ -203,8 +204,7 @@ class EpochScales(StepRule):
     if epochs is None:
       return jnp.ones((2,), jnp.float32)
     total = jnp.maximum(jnp.asarray(epochs, jnp.float32), 0.0)
-    frac = (jnp.zeros((), jnp.float32) if num_steps is None else
-            jnp.clip(jnp.asarray(count, jnp.float32) / num_steps, 0.0, 1.0))
+    frac = step_rules.training_fraction(count, num_steps)
     x = jnp.log1p(jnp.stack([total, total * frac]))
     return bounded(theta["w"] @ x, self.bound)
 
@@ -413,8 +413,7 @@ class AdaptiveLOpt:
     check_epochs(epochs)
     count = state.count + 1
     t = count.astype(jnp.float32)
-    frac = (jnp.zeros((), jnp.float32) if num_steps is None
-            else jnp.clip(t / num_steps, 0.0, 1.0))
+    frac = step_rules.training_fraction(count, num_steps)
     loss_feats, (log_loss0, log_loss_ema) = self._loss_features(state, loss)
     corrections = (1.0 - self.b1 ** t, 1.0 - self.b2 ** t)
     use_kernels = kernels.use_pallas(self.backend) and kernels.adaptive_supports(self.step)

@@ -86,13 +86,19 @@ def has_gradient(g: jax.Array) -> jax.Array:
   return jnp.max(jnp.abs(g), initial=0.0) > 0
 
 
+def training_fraction(count: jax.Array, num_steps) -> jax.Array:
+  """``count / num_steps`` clipped to [0, 1] (float32); 0 without ``num_steps``."""
+  if num_steps is None:
+    return jnp.zeros((), jnp.float32)
+  return jnp.clip(jnp.asarray(count, jnp.float32) / num_steps, 0.0, 1.0)
+
+
 def cosine_factor(count: jax.Array, num_steps) -> jax.Array | None:
   """0.5 (1 + cos(π t / num_steps)) at update ``count`` (clipped past the end);
   None without ``num_steps``."""
   if num_steps is None:
     return None
-  frac = jnp.clip(jnp.asarray(count, jnp.float32) / num_steps, 0.0, 1.0)
-  return 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+  return 0.5 * (1.0 + jnp.cos(jnp.pi * training_fraction(count, num_steps)))
 
 
 def _positive(owner, **values) -> None:
