@@ -6,12 +6,23 @@ params whose leaves are either
 
 * a kind string: ``"input"``, ``"hidden"``, ``"output"``, ``"sp_output"`` or
   ``"vector"``;
-* a ``Kind(kind, fan_in)``: a kind with an explicit fan-in (what ``infer_kinds``
-  gives kernels whose fan-in is not ``prod(shape[:-1])``, e.g. attention q/k/v);
+* a ``Kind(kind, fan_in, scale=1.0)``: a kind with an explicit fan-in (what
+  ``infer_kinds`` gives kernels whose fan-in is not ``prod(shape[:-1])``, e.g.
+  attention q/k/v) and an extra factor on its step (attention q/k, below);
 * a float: the multiplier to use for that tensor's step, as is.
 
 ``multipliers(spec, params)`` turns a spec into a pytree of Python floats using
-the μLO rule: hidden matrices get ``1/fan_in``, everything else gets 1.
+the μLO rule: hidden matrices get ``1/fan_in``, everything else gets 1 (times a
+``Kind``'s ``scale``).
+
+Attention. μP scales attention logits by ``1/head_dim`` (q.k grows like
+head_dim once q and k are correlated); flax's attention, as users write it,
+scales by ``1/sqrt(head_dim)``, so the logits move ``sqrt(head_dim)`` times
+more per step of q or k than in the μP models the learned optimizers are
+meta-trained on. ``infer_kinds`` (``attention="sqrt"``, the default) gives the
+query and key kernels ``scale = 1/sqrt(head_dim)``, which makes the logits'
+first-order change per step the μP one (``attention="mup"``: a model that
+scales by ``1/head_dim`` itself; no extra factor).
 
 The two readouts. ``"output"`` is a μP readout: the *model* multiplies its
 output by ``1/fan_in`` (``meta_tasks``' μP models do), so its step is not
@@ -68,9 +79,11 @@ VECTOR_NAMES = ("bias", "scale")
 
 
 class Kind(NamedTuple):
-  """A kind with an explicit fan-in (for kernels not in ``(..., in, out)`` layout)."""
+  """A kind with an explicit fan-in (for kernels not in ``(..., in, out)``
+  layout) and an extra factor on the tensor's step (``scale``)."""
   kind: str
   fan_in: int
+  scale: float = 1.0
 
 
 def _is_leaf(x: Any) -> bool:
@@ -203,8 +216,15 @@ def multiplier_for(kind_or_value: Any, shape: tuple[int, ...], path: str = "") -
       raise ValueError(f"μP multiplier for {path or 'a tensor'} must be a "
                        f"positive finite float, got {kind_or_value!r}")
     return value
-  kind, explicit_fan_in = ((kind_or_value.kind, kind_or_value.fan_in)
-                           if isinstance(kind_or_value, Kind) else (kind_or_value, None))
+  kind, explicit_fan_in, scale = ((kind_or_value.kind, kind_or_value.fan_in, kind_or_value.scale)
+                                  if isinstance(kind_or_value, Kind) else (kind_or_value, None, 1.0))
+  if not (isinstance(scale, (int, float, np.floating)) and scale > 0 and math.isfinite(scale)):
+    raise ValueError(f"Kind scale of {path or 'a tensor'} must be a positive finite float, "
+                     f"got {scale!r}.")
+  return float(scale) * _kind_multiplier(kind, explicit_fan_in, shape, path)
+
+
+def _kind_multiplier(kind: str, explicit_fan_in: Any, shape: tuple[int, ...], path: str) -> float:
   if kind not in KINDS:
     raise ValueError(f"Unknown μP kind {kind!r} for {path or 'a tensor'}; "
                      f"valid kinds are {KINDS}, a Kind(kind, fan_in) or a positive "
@@ -277,6 +297,9 @@ def kinds_from_paths(params: Any, rules: Mapping[str, str] | list[tuple[str, str
 
 
 READOUTS = ("sp", "mup")
+ATTENTION_SCALINGS = ("sqrt", "mup")
+# flax attention projections whose step gets 1/sqrt(head_dim) under attention="sqrt".
+ATTENTION_QK = ("query", "key")
 
 
 def kernel_fan_in(path, shape: tuple[int, ...], contracting: int | None = None) -> int:
@@ -313,7 +336,8 @@ def _contracting_axes(model: Any) -> dict[tuple[str, ...], int]:
   return out
 
 
-def infer_kinds(params: Any, base_params: Any, readout: str = "sp") -> Any:
+def infer_kinds(params: Any, base_params: Any, readout: str = "sp",
+                attention: str = "sqrt") -> Any:
   """Infer kinds by comparing ``params`` with a narrower copy, ``base_params``.
 
   Both may be param pytrees (linen ``variables`` or ``variables["params"]``),
@@ -337,6 +361,11 @@ def infer_kinds(params: Any, base_params: Any, readout: str = "sp") -> Any:
   model that multiplies its readout's output by 1/fan_in itself. Getting this
   wrong on a plain model makes the readout's step fan_in times too large.
 
+  ``attention``: ``"sqrt"`` (default: flax's attention, logits scaled by
+  1/sqrt(head_dim)) gives flax attention's query and key kernels
+  ``Kind("hidden", fan_in, 1/sqrt(head_dim))`` (see the module docstring);
+  ``"mup"``, for a model that scales its logits by 1/head_dim, does not.
+
   Raises if no axis differs (``base_params`` is not narrower): every matrix
   would silently be an input layer, with no μP scaling at all.
   """
@@ -344,6 +373,10 @@ def infer_kinds(params: Any, base_params: Any, readout: str = "sp") -> Any:
     raise ValueError(f"readout must be one of {READOUTS} ('sp': a plain readout, as in "
                      f"standard flax models; 'mup': the model multiplies the readout's "
                      f"output by 1/fan_in), got {readout!r}.")
+  if attention not in ATTENTION_SCALINGS:
+    raise ValueError(f"attention must be one of {ATTENTION_SCALINGS} ('sqrt': flax's default "
+                     f"1/sqrt(head_dim) logit scaling; 'mup': the model scales logits by "
+                     f"1/head_dim), got {attention!r}.")
   contracting = _contracting_axes(params)
   base_contracting = _contracting_axes(base_params)
   base_flat, flat, treedef = _align(base_params, params, what="base params")
@@ -366,7 +399,9 @@ def infer_kinds(params: Any, base_params: Any, readout: str = "sp") -> Any:
     out_inf = math.prod(shape) // fi != math.prod(base_shape) // base_fi
     kind = ("hidden" if in_inf and out_inf else
             ("sp_output" if readout == "sp" else "output") if in_inf else "input")
-    kinds.append(Kind(kind, fi) if fi != fan_in(shape) else kind)
+    scale = (float(shape[-1]) ** -0.5 if attention == "sqrt" and len(shape) >= 3
+             and len(names) >= 2 and names[-2] in ATTENTION_QK and kind == "hidden" else 1.0)
+    kinds.append(Kind(kind, fi, scale) if fi != fan_in(shape) or scale != 1.0 else kind)
   if flat and not any_width_axis:
     raise ValueError(
         "infer_kinds: params and base_params have the same shapes everywhere, so no axis "

@@ -51,7 +51,9 @@ def test_infer_kinds_on_linen_attention_dense_general_conv_embed():
   for name in ("query", "key", "value"):
     # (d, heads, head_dim): contracts over d alone, so fan_in = d, not d*heads.
     assert params["MultiHeadDotProductAttention_0"][name]["kernel"].shape == (w, HEADS, w // HEADS)
-    assert attn[name]["kernel"] == Kind("hidden", w), name
+    # q and k: flax's 1/sqrt(head_dim) logits move sqrt(head_dim) x a μP model's per step.
+    scale = (w // HEADS) ** -0.5 if name != "value" else 1.0
+    assert attn[name]["kernel"] == Kind("hidden", w, scale), name
     assert attn[name]["bias"] == "vector", name            # (heads, head_dim): a vector
   # out kernel (heads, head_dim, d): fan_in = heads*head_dim = prod(shape[:-1]).
   assert attn["out"]["kernel"] == "hidden" and attn["out"]["bias"] == "vector"
@@ -65,7 +67,8 @@ def test_infer_kinds_on_linen_attention_dense_general_conv_embed():
   mults = lopt.mup.multipliers(kinds, params)
   attn_m = mults["MultiHeadDotProductAttention_0"]
   for name in ("query", "key", "value"):
-    assert attn_m[name]["kernel"] == 1 / w and attn_m[name]["bias"] == 1.0
+    scale = (w // HEADS) ** -0.5 if name != "value" else 1.0
+    assert attn_m[name]["kernel"] == pytest.approx(scale / w) and attn_m[name]["bias"] == 1.0
   assert attn_m["out"]["kernel"] == 1 / (HEADS * (w // HEADS))
   assert mults["merge"]["kernel"] == 1 / w
   assert mults["Conv_0"]["kernel"] == 1.0
@@ -90,6 +93,43 @@ def test_kernel_fan_in():
   assert lopt.mup.kernel_fan_in(path, (64, 4, 16), contracting=2) == 256
   with pytest.raises(ValueError, match="contracting axes"):
     lopt.mup.kernel_fan_in(path, (64, 4), contracting=2)
+
+
+def _qk_logit_change(width: int, attention: str) -> float:
+  """RMS change of flax-style attention logits q.k/sqrt(head_dim) (2 heads, LN-scale
+  inputs) after one sign step of the query kernel (Adam's direction, correlated
+  with k as a gradient is) of the size of ``multipliers``' q multiplier."""
+  heads, tokens = 2, 8
+  x = jax.random.normal(jax.random.PRNGKey(0), (tokens, width))
+  params = {"query": {"kernel": jnp.zeros((width, heads, width // heads))},
+            "key": {"kernel": jnp.zeros((width, heads, width // heads))}}
+  base = jax.tree_util.tree_map(lambda a: a[: a.shape[0] // 2, :, : a.shape[2] // 2], params)
+  kinds = lopt.mup.infer_kinds(params, base, attention=attention)
+  mult = lopt.mup.multipliers(kinds, params)["query"]["kernel"]
+  wq, wk = (jax.random.normal(jax.random.PRNGKey(i), params["query"]["kernel"].shape)
+            / np.sqrt(width) for i in (1, 2))
+  logits = lambda wq: jnp.einsum("qhd,khd->hqk", jnp.einsum("td,dhe->the", x, wq),
+                                 jnp.einsum("td,dhe->the", x, wk)) / np.sqrt(width // heads)
+  step = -mult * jnp.sign(jax.grad(lambda w: -logits(w).sum())(wq))
+  return float(jnp.sqrt(jnp.mean((logits(wq + step) - logits(wq)) ** 2)))
+
+
+def test_attention_qk_steps_move_flax_logits_as_a_mup_models_whatever_the_head_dim():
+  # flax scales logits by 1/sqrt(head_dim): with the μP 1/fan_in step alone
+  # (attention="mup") a step moves them sqrt(head_dim) times more at 4x the
+  # width (2x); with the 1/sqrt(head_dim) factor ("sqrt") the change is width-free.
+  sqrt_ratio = _qk_logit_change(256, "sqrt") / _qk_logit_change(64, "sqrt")
+  mup_ratio = _qk_logit_change(256, "mup") / _qk_logit_change(64, "mup")
+  assert abs(sqrt_ratio - 1.0) < 0.15, sqrt_ratio
+  assert abs(mup_ratio / sqrt_ratio - 2.0) < 1e-3, (mup_ratio, sqrt_ratio)
+  kinds = lopt.mup.infer_kinds(_params(64), _params(32))["MultiHeadDotProductAttention_0"]
+  mults = lopt.mup.multipliers(kinds, _params(64)["MultiHeadDotProductAttention_0"])
+  assert mults["query"]["kernel"] == pytest.approx(1 / (64 * np.sqrt(64 // HEADS)))
+  assert mults["value"]["kernel"] == pytest.approx(1 / 64)
+  with pytest.raises(ValueError, match="attention must be one of"):
+    lopt.mup.infer_kinds(_params(64), _params(32), attention="linear")
+  with pytest.raises(ValueError, match="Kind scale"):
+    lopt.mup.multiplier_for(Kind("hidden", 8, 0.0), (8, 2, 4))
 
 
 def test_infer_kinds_rejects_a_base_of_the_same_size():

@@ -122,7 +122,8 @@ def test_attention_kinds_from_modules():
   kinds = lopt.mup.infer_kinds(Transformer(32, nnx.Rngs(0)), Transformer(16, nnx.Rngs(0)))
   a = kinds["attn"]
   for name in ("query", "key", "value"):
-    assert a[name]["kernel"] == lopt.mup.Kind("hidden", 32), name  # (32, 2, 16): fan_in 32
+    scale = 16 ** -0.5 if name != "value" else 1.0              # q, k: 1/sqrt(head_dim)
+    assert a[name]["kernel"] == lopt.mup.Kind("hidden", 32, scale), name  # (32, 2, 16): fan_in 32
     assert a[name]["bias"] == "vector"                               # (2, 16)
   assert a["out"]["kernel"] == "hidden"
   assert kinds["embed"]["embedding"] == "input" and kinds["pos"] == "input"
