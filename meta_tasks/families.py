@@ -27,6 +27,7 @@ tfds-backed ones: same models, scikit-learn digits instead of ImageNet.
                    and augmented), small noisy synthetic tables (memorized fast),
                    a teacher MLP, a byte LM w16; μP and plain flax; every task
                    reserves a validation split
+``tiny-mix-lm``    tiny-mix plus two plain flax transformer LMs (w32 d1, w16 d2)
 =================  ==========================================================
 """
 
@@ -98,7 +99,7 @@ def mix_family(name: str, parameterization: str, mlp_widths: Sequence[int] = (32
 
 
 def tiny_mix_family(name: str, data_dir: str | None = None,
-                    clean_tables: bool = False) -> TaskFamily:
+                    clean_tables: bool = False, plain_lms: bool = False) -> TaskFamily:
   """Tiny tasks for many ES samples per CPU-second, covering the failure modes
   users hit: 8x8 digits MLPs of hidden 32 (as in Celo2; memorizable, and
   augmented), small noisy synthetic tables that are memorized within a few
@@ -109,7 +110,10 @@ def tiny_mix_family(name: str, data_dir: str | None = None,
   adds two smaller tables with nearly clean labels on wider, deeper MLPs,
   trained long (memorized within ~50 steps, then only restraint helps), and a
   tiny μP CNN, so that one vote per task (``unit_task_grads``) leaves
-  convolutions one."""
+  convolutions one. ``plain_lms`` adds two plain flax transformer LMs
+  (``nn.Embed``'s 1/sqrt(width) init, 1/sqrt(head_dim) attention, as users
+  write them): on those the shipped LO's hidden steps are 2-4x too large
+  where the μP byte LM's are about right (results/probes/lm_width_*.txt)."""
   from meta_tasks.tasks import TransformerLMTask as LM
   from meta_tasks.user_tasks import PlainMLPTask as Plain
   common = dict(init_scale_range=META_INIT_SCALE, reserve_valid=True)
@@ -130,6 +134,12 @@ def tiny_mix_family(name: str, data_dir: str | None = None,
               Plain(dataset="synth-e", width=64, depth=3, batch_size=32, **common),
               ImageCNNTask(dataset="digits", augment=True, width=8, depth=2, batch_size=16,
                            data_dir=data_dir, **common))
+  if plain_lms:
+    from meta_tasks.user_tasks import PlainTransformerLMTask as PlainLM
+    tasks += (PlainLM(dataset="pydocs", seq_len=16, width=32, depth=1, num_heads=2, batch_size=8,
+                      **common),
+              PlainLM(dataset="pydocs", seq_len=16, width=16, depth=2, num_heads=2, batch_size=8,
+                      **common))
   return TaskFamily(name, tasks)
 
 
@@ -149,6 +159,7 @@ DISTRIBUTIONS: dict[str, Callable[[str | None], TaskFamily]] = {
                                       data_dir=dd),
     "tiny-mix": lambda dd: tiny_mix_family("tiny-mix", data_dir=dd),
     "tiny-mix-clean": lambda dd: tiny_mix_family("tiny-mix-clean", data_dir=dd, clean_tables=True),
+    "tiny-mix-lm": lambda dd: tiny_mix_family("tiny-mix-lm", data_dir=dd, plain_lms=True),
     "mix-cpu": lambda dd: mix_family("mix-cpu", "mixed", data_dir=dd),
     "mix-sp-cpu": lambda dd: mix_family("mix-sp-cpu", "sp", data_dir=dd),
     "mix-s-cpu": lambda dd: mix_family("mix-s-cpu", "mixed", mlp_widths=(32, 32), small=True,

@@ -192,6 +192,7 @@ class PlainTransformerLMTask(_PlainTask, ByteLMTask):
   max_bytes: int = text.DEFAULT_MAX_BYTES
   init_scale_range: tuple[float, float] = (1.0, 1.0)
   parameterization: str = "sp"
+  reserve_valid: bool = False   # see Task.reserve_valid
   data_dir: str | None = dataclasses.field(default=None, compare=False)
 
   def __post_init__(self):
@@ -213,7 +214,8 @@ class PlainTransformerLMTask(_PlainTask, ByteLMTask):
   def name(self) -> str:
     size = "" if self.max_bytes == text.DEFAULT_MAX_BYTES else f"_mb{self.max_bytes}"
     return (f"user-lm_{self.dataset}{size}_t{self.seq_len}_w{self.width}_d{self.depth}_"
-            f"h{self.num_heads}_b{self.batch_size}")
+            f"h{self.num_heads}_b{self.batch_size}"
+            + name_suffix(1.0, self.init_scale_range, self.reserve_valid))
 
   model = property(lambda self: PlainTransformerLM(self.width, self.depth, self.num_heads,
                                                    self.seq_len))

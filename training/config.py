@@ -499,6 +499,17 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                                                 + (adaptive.EpochScales(),)),
                          frozen="residual,scales,schedule,adapt", sigma=0.03,
                          horizon_power=1.0, max_horizon=3000, validate_every=1000),
+    # On a plain flax transformer LM (nn.Embed's 1/sqrt(width) init, 1/sqrt(d)
+    # attention: what users write, the screen's and held-out's LMs) mulo-m's
+    # steps are too large and more so with width: every update x0.25 takes the
+    # screen LM's test loss from 2.44 to 2.28 at width 32 and from 2.50 to 2.16
+    # at width 128, while tuned AdamW reaches 2.29; the hidden matrices (v/out,
+    # the MLP block, q/k; not the readout) carry it, the embeddings less
+    # (results/probes/lm_width_*.txt). tiny-mix's LM is a μP model, where the
+    # shipped steps are about right. a4's recipe from mulo-m with two plain
+    # LMs in the distribution (tiny-mix-lm), so ES sees what users' LMs want.
+    "mulo-a14-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
+                         distribution="tiny-mix-lm", validate_every=1000),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
