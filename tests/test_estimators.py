@@ -656,7 +656,8 @@ def test_distributed_is_left_alone_on_a_single_host(monkeypatch):
 def test_four_devices_match_one(tmp_path):
   out = tmp_path / "four_devices.npz"
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             XLA_FLAGS=" ".join(filter(None, [os.environ.get("XLA_FLAGS"),
+                                              "--xla_force_host_platform_device_count=4"])),
              PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   # The 4-device run works in a subprocess while this one computes.
   four_devices = subprocess.Popen(
