@@ -10,25 +10,13 @@ from meta_tasks.user_tasks import PlainTransformerLMTask
 from training import task_spec
 from training.evaluation import lo_optax
 from training.sweep import Sweep
+from probe_tx import scale_group  # results/probes/probe_tx.py
 
 name = sys.argv[1] if len(sys.argv) > 1 else "mulo-m"
 steps, widths = 500, (32, 128)
 lo, theta = lopt.load_pretrained(name)
 mults = jnp.array([0.25, 0.5, 1.0])
 GROUPS = {"input": ("input",), "hidden": ("hidden", "sp_output", "output"), "vector": ("vector",)}
-
-
-def kind_of(leaf):
-  return leaf if isinstance(leaf, str) else leaf.kind
-
-
-def scale_group(spec, kinds, m):
-  """optax transformation: updates of tensors whose kind is in ``kinds`` times m."""
-  is_kind = lambda x: isinstance(x, (str, lopt.mup.Kind))
-  mask = jax.tree.map(lambda k: kind_of(k) in kinds, spec, is_leaf=is_kind)
-  def update(u, state, params=None):
-    return jax.tree.map(lambda x, on: x * m if on else x, u, mask), state
-  return optax.GradientTransformation(lambda p: optax.EmptyState(), update)
 
 
 print(f"{name}: pydocs LM t32 d1 h2 b16, {steps} steps, seeds 0,1; test loss with one group's "

@@ -9,19 +9,11 @@ from meta_tasks.user_tasks import PlainMLPTask
 from training import task_spec
 from training.evaluation import lo_optax
 from training.sweep import Sweep
+from probe_tx import scale_group  # results/probes/probe_tx.py
 
 lo, theta = lopt.load_pretrained("mulo-m")
 mults = jnp.array([0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
 GROUPS = {"input": ("input",), "hidden": ("hidden", "sp_output", "output")}
-
-
-def scale_group(spec, kinds, m):
-  is_kind = lambda x: isinstance(x, (str, lopt.mup.Kind))
-  kind = lambda k: k if isinstance(k, str) else k.kind
-  mask = jax.tree.map(lambda k: kind(k) in kinds, spec, is_leaf=is_kind)
-  def update(u, state, params=None):
-    return jax.tree.map(lambda x, on: x * m if on else x, u, mask), state
-  return optax.GradientTransformation(lambda p: optax.EmptyState(), update)
 
 
 print(f"mulo-m on the screen's wine MLPs, 3 seeds: test loss with one group's step times "
