@@ -135,6 +135,27 @@ def test_fused_equals_xla_in_the_shipped_form_over_steps(with_loss):
   assert np.abs(np.asarray(want_s.tensors["dense"].mults) - 1.0).min() > 1e-3
 
 
+def test_fused_equals_xla_with_gradient_restraint():
+  """The kernels run GradientRestraint as a per-tensor scalar rule: over steps
+  whose gradients shrink (×0.3 per step, so the restraint acts), the fused
+  update equals XLA's and the restraint slowed the later steps."""
+  form = dataclasses.replace(SHIPPED, step=SHIPPED.step + (lopt.adaptive.GradientRestraint(),))
+  xla, fused = (dataclasses.replace(form, backend=b) for b in ("xla", "pallas"))
+  theta = _theta(xla)
+  theta["restraint"]["alpha"] = jnp.asarray([0.0, 0.4], jnp.float32)  # hidden: α = 0.9
+  params, grads_seq = _params_and_grads()
+  params = {"dense": params["dense"]}
+  grads_seq = [{"dense": g["dense"] * 0.3 ** t} for t, g in enumerate(grads_seq)]
+  run = lambda lo: _unroll(lo, theta, params, grads_seq, None)[0]
+  want, got = run(xla), run(fused)
+  _check_updates(got, want)
+  off = dataclasses.replace(xla, step=SHIPPED.step)
+  plain = _unroll(off, {k: v for k, v in theta.items() if k != "restraint"}, params,
+                  grads_seq, None)[0]
+  ratio = np.abs(np.asarray(want["dense"][-1])).max() / np.abs(np.asarray(plain["dense"][-1])).max()
+  assert ratio < 0.5, ratio
+
+
 def test_vmapped_particles_equal_per_particle_updates():
   """θ±ε particles with their own params, states (counts too) and losses, as
   in meta-training, and one gradient shared by both (read through the

@@ -510,6 +510,17 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # LMs in the distribution (tiny-mix-lm), so ES sees what users' LMs want.
     "mulo-a14-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
                          distribution="tiny-mix-lm", validate_every=1000),
+    # mulo-m's steps keep full size once a small training set is memorized
+    # (Adam's direction is scale-free), and are too large on plain LMs: on the
+    # screen, every update x clip((rms g / rms g_1)^0.5, 0.1, 1) halved
+    # wine-w64's test loss and took the LM from 2.39 to 2.29
+    # (results/probes/grad_restraint*.txt). mulo-m's form plus
+    # GradientRestraint(alpha=0.5) (its exponent per μP group learned, θ = 0
+    # the hand rule), a4's recipe from mulo-m on tiny-mix-lm.
+    "mulo-a15-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
+                         lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step
+                                                + (adaptive.GradientRestraint(alpha=0.5),)),
+                         distribution="tiny-mix-lm", validate_every=500),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
