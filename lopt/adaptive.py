@@ -63,7 +63,7 @@ class AdaptiveTensorState(NamedTuple):
   v: jax.Array          # Adam's second moment
   log_g0: jax.Array     # log rms of the first gradient (set at update 1)
   log_p0: jax.Array     # log rms of the params at update 1
-  mults: jax.Array      # [2]: this update's (step, weight-decay) multipliers, for inspection
+  mults: jax.Array      # [2]: this update's learned (step, weight-decay) multipliers, for inspection
 
 
 class AdaptiveLOptState(NamedTuple):
@@ -408,11 +408,16 @@ class AdaptiveLOpt:
     # Statistics beyond float32 (g² overflowing) can give inf - inf: read 0.
     return jnp.where(jnp.isnan(feats), 0.0, feats), log_g0, log_p0
 
-  def seen_multipliers(self, theta: dict, feats: jax.Array) -> jax.Array:
-    """[step, weight decay] multipliers for the state (1, 1 without TensorAdaptive)."""
-    adapt = next((r for r in self.step if isinstance(r, TensorAdaptive)), None)
-    return (jnp.ones((2,), jnp.float32) if adapt is None
-            else adapt.multipliers(theta[adapt.theta_key], feats))
+  def seen_multipliers(self, theta: dict, feats: jax.Array, group: int) -> jax.Array:
+    """[step, weight decay] multipliers for the state: TensorAdaptive's, the
+    step's times GradientRestraint's (1, 1 without either)."""
+    mults = jnp.ones((2,), jnp.float32)
+    for rule in self.step:
+      if isinstance(rule, TensorAdaptive):
+        mults = mults * rule.multipliers(theta[rule.theta_key], feats)
+      elif isinstance(rule, GradientRestraint):
+        mults = mults.at[0].multiply(rule.multiplier(theta[rule.theta_key], feats, group))
+    return mults
 
   def _xla_tensor_update(self, mult: float, group: int, theta: dict, g: jax.Array, p: jax.Array,
                          ts: AdaptiveTensorState, count: jax.Array, num_steps: Any, loss: Any,
@@ -434,7 +439,7 @@ class AdaptiveLOpt:
     ctx = step_rules.TensorContext(g, p, mult, group, count, num_steps, loss, stats,
                                    (self.b1, self.b2), epochs)
     u = step_rules.apply(self.step, theta, Step(self._residual(theta, stats, g, p32)), ctx)
-    return u, AdaptiveTensorState(m, v, log_g0, log_p0, self.seen_multipliers(theta, feats)), bad
+    return u, AdaptiveTensorState(m, v, log_g0, log_p0, self.seen_multipliers(theta, feats, group)), bad
 
   def update(self, theta: dict, grads: Any, state: AdaptiveLOptState, params: Any, *,
              num_steps: int | None = None, mup: Any = None, loss: Any = None,

@@ -276,11 +276,13 @@ def test_gradient_restraint_closed_form_identity_at_zero_and_bounded():
   params, steps = _params(), 5
   theta_base = base.init(jax.random.PRNGKey(0))
 
-  def run(lo, theta):
+  def run(lo, theta, seen=None):
     state, out = lo.init_state(params), []
     for t in range(1, steps + 1):  # params held fixed: Adam's moments do not see lr
       u, state = lo.update(theta, _grads(t), state, params, num_steps=10, mup=SPEC)
       out.append(u)
+      if seen is not None:  # the state's step multiplier (the head's is 1 here)
+        seen.append({k: float(state.tensors[k].mults[0]) for k in SHAPES})
     return out
 
   plain = run(base, theta_base)
@@ -297,10 +299,12 @@ def test_gradient_restraint_closed_form_identity_at_zero_and_bounded():
   alpha = {k: (0.75, 0.3)[groups[k]] for k in SHAPES}
   rms = lambda x: np.sqrt(np.mean(np.square(x.astype(np.float64))))
   hit = set()
-  for t, (got, want) in enumerate(zip(run(lo, theta), plain), start=1):
+  seen = []
+  for t, (got, want) in enumerate(zip(run(lo, theta, seen), plain), start=1):
     for k in SHAPES:
       ratio = rms(_grads(t)[k]) / rms(_grads(1)[k])
       mult = np.clip(ratio ** alpha[k], 0.1, 1.0)
+      np.testing.assert_allclose(seen[t - 1][k], mult, rtol=2e-5)
       hit |= {"low"} if mult == 0.1 else {"high"} if mult == 1.0 else {"between"}
       np.testing.assert_allclose(np.asarray(got[k], np.float64),
                                  mult * np.asarray(want[k], np.float64), rtol=2e-5, atol=1e-12)

@@ -140,7 +140,7 @@ def _forward(lo, mult: float, group: int, num_steps_static: Any, interpret: bool
   else:
     (u,) = out
   state = AdaptiveTensorState(m.reshape(shape), v.reshape(shape), log_g0, log_p0,
-                              lo.seen_multipliers(theta, feats))
+                              lo.seen_multipliers(theta, feats, group))
   return u.reshape(shape), state, bad
 
 

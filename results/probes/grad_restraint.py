@@ -8,32 +8,16 @@ Run from results/probes: ../../.venv/bin/python grad_restraint.py [NAME [ALPHAS]
 (2-core CPU); outputs: grad_restraint.txt (alpha 0-0.5), grad_restraint_large.txt
 (mulo-m 0.5,0.75,1)."""
 import sys
-import jax, jax.numpy as jnp, numpy as np, optax, lopt
+import jax.numpy as jnp, numpy as np, lopt
 from meta_tasks import suites
-from training import task_spec
 from training.evaluation import lo_optax
 from training.sweep import Sweep
+from probe_tx import restrained  # results/probes/probe_tx.py
 
 NAME = sys.argv[1] if len(sys.argv) > 1 else "mulo-m"
 lo, theta = lopt.load_pretrained(NAME)
 alphas = jnp.array([float(a) for a in sys.argv[2].split(",")] if len(sys.argv) > 2
                    else [0.0, 0.1, 0.2, 0.35, 0.5])
-
-
-def restrained(inner, alpha):
-  rms = lambda g: jnp.sqrt(jnp.mean(jnp.square(g.astype(jnp.float32))) + 1e-30)
-
-  def init(params):
-    return (inner.init(params), jax.tree.map(lambda p: jnp.zeros((), jnp.float32), params),
-            jnp.zeros((), jnp.int32))
-
-  def update(grads, state, params=None, **extra):
-    s, g0, count = state
-    g0 = jax.tree.map(lambda g, z: jnp.where(count == 0, rms(g), z), grads, g0)
-    u, s = inner.update(grads, s, params, **extra)
-    u = jax.tree.map(lambda x, g, z: x * jnp.clip((rms(g) / z) ** alpha, 0.1, 1.0), u, grads, g0)
-    return u, (s, g0, count + 1)
-  return optax.GradientTransformationExtraArgs(init, update)
 
 
 print(f"{NAME} x clip((|g|/|g0|)^alpha, 0.1, 1) on screen-user-cpu, 2 seeds; "
