@@ -216,38 +216,47 @@ class EpochScales(StepRule):
 
 @dataclasses.dataclass(frozen=True)
 class GradientRestraint(StepRule):
-  """``lr *= clip((rms g / rms g₁) ** α, 1/bound, 1)``, g₁ the tensor's gradient
-  at update 1, ``α = max(alpha + θ[group], 0)``: a tensor whose gradient has
-  shrunk slows down. Adam's direction is scale-free, so once a small training
-  set is memorized it keeps moving at the full step and the test loss climbs
-  (the held-out breast-cancer MLP); a tuned AdamW holds back with a small
-  learning rate. On the screen, α = 0.5 over ``mulo-m`` halved wine-w64's test
-  loss and took the screen LM from 2.39 to 2.29 (results/probes/grad_restraint*.txt).
-  It only slows (never > 1) and at most by ``bound``; ``alpha`` = 0 and θ = 0
-  change nothing."""
+  """Slows a tensor whose gradient has shrunk since update 1: with r = rms g /
+  rms g₁, the gradient step × ``clip(r ** α, 1/bound, 1)`` and the decoupled
+  decay (wd · lr) × ``clip(r ** β, 1/bound, 1)``, ``α = max(alpha + θ.alpha[group],
+  0)``, ``β = max(beta + θ.beta[group], 0)``. Adam's direction is scale-free, so
+  once a small training set is memorized it keeps moving at the full step and
+  the test loss climbs; a tuned AdamW holds back with a small learning rate.
+  On the screen over ``mulo-m`` (results/probes/grad_restraint*.txt,
+  restraint_screen.txt): α = β = 0.5 halved wine-w64's test loss and took the
+  LM from 2.39 to 2.29; α = 0.5 with β = 0 (the decay kept) helps wine-w128
+  more (0.65 -> 0.37) but costs the clean digits (0.013 -> 0.034).
+  It only slows (never > 1) and at most by ``bound``; ``alpha = beta = 0``
+  and θ = 0 change nothing."""
   alpha: float = 0.5
+  beta: float = 0.5
   bound: float = 10.0
   theta_key: ClassVar[str] = "restraint"
 
   def __post_init__(self):
     ok = lambda x, lo: (isinstance(x, (int, float)) and not isinstance(x, bool)
                         and lo <= x < 1e6)
-    if not (ok(self.alpha, 0.0) and ok(self.bound, 1.0)):
-      raise ValueError(f"GradientRestraint: alpha must be a float in [0, 1e6) and bound one "
-                       f"in [1, 1e6), got alpha={self.alpha!r}, bound={self.bound!r}.")
+    if not (ok(self.alpha, 0.0) and ok(self.beta, 0.0) and ok(self.bound, 1.0)):
+      raise ValueError(f"GradientRestraint: alpha and beta must be floats in [0, 1e6) and "
+                       f"bound one in [1, 1e6), got alpha={self.alpha!r}, beta={self.beta!r}, "
+                       f"bound={self.bound!r}.")
 
   def init(self, key):
-    del key
-    return {"alpha": jnp.zeros((2,), jnp.float32)}   # per μP group, added to ``alpha``
+    del key  # per μP group, added to ``alpha`` and ``beta``
+    return {"alpha": jnp.zeros((2,), jnp.float32), "beta": jnp.zeros((2,), jnp.float32)}
 
-  def multiplier(self, theta, feats: jax.Array, group: int) -> jax.Array:
+  def multipliers(self, theta, feats: jax.Array, group: int) -> jax.Array:
+    """[gradient step, decay] multipliers of one tensor."""
     # grad_trend is log(rms g / rms g₁) clipped to ±10, over 3.
-    log_ratio = 3.0 * feats[TENSOR_FEATURES.index("grad_trend")]
-    a = jnp.maximum(self.alpha + theta["alpha"][group], 0.0)
-    return jnp.exp(jnp.clip(a * jnp.minimum(log_ratio, 0.0), -np.log(self.bound), 0.0))
+    log_ratio = jnp.minimum(3.0 * feats[TENSOR_FEATURES.index("grad_trend")], 0.0)
+    expo = jnp.maximum(jnp.stack([self.alpha + theta["alpha"][group],
+                                  self.beta + theta["beta"][group]]), 0.0)
+    return jnp.exp(jnp.clip(expo * log_ratio, -np.log(self.bound), 0.0))
 
   def __call__(self, theta, step, ctx):
-    return step._replace(lr=step.lr * self.multiplier(theta, ctx.acc.feats, ctx.group))
+    m_step, m_decay = self.multipliers(theta, ctx.acc.feats, ctx.group)
+    return Step(step.direction, step.lr * m_step,
+                None if step.wd is None else step.wd * (m_decay / m_step))
 
 
 step_rules.RULES.update({cls.__name__: cls for cls in
@@ -409,14 +418,15 @@ class AdaptiveLOpt:
     return jnp.where(jnp.isnan(feats), 0.0, feats), log_g0, log_p0
 
   def seen_multipliers(self, theta: dict, feats: jax.Array, group: int) -> jax.Array:
-    """[step, weight decay] multipliers for the state: TensorAdaptive's, the
-    step's times GradientRestraint's (1, 1 without either)."""
+    """[step, weight decay] multipliers for the state: TensorAdaptive's times
+    GradientRestraint's (1, 1 without either)."""
     mults = jnp.ones((2,), jnp.float32)
     for rule in self.step:
       if isinstance(rule, TensorAdaptive):
         mults = mults * rule.multipliers(theta[rule.theta_key], feats)
       elif isinstance(rule, GradientRestraint):
-        mults = mults.at[0].multiply(rule.multiplier(theta[rule.theta_key], feats, group))
+        m_step, m_decay = rule.multipliers(theta[rule.theta_key], feats, group)
+        mults = mults * jnp.stack([m_step, m_decay / m_step])  # the decay is wd · lr
     return mults
 
   def _xla_tensor_update(self, mult: float, group: int, theta: dict, g: jax.Array, p: jax.Array,

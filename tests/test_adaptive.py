@@ -265,11 +265,13 @@ def test_epoch_scales_closed_form_identity_at_zero_and_bounded():
 
 
 def test_gradient_restraint_closed_form_identity_at_zero_and_bounded():
-  """GradientRestraint: alpha = 0 with θ = 0 changes nothing (bit for bit);
-  otherwise each update is the rule-free one × clip((rms g_t / rms g_1)^α,
-  1/bound, 1) with α = alpha + θ[μP group] (NumPy, over steps whose gradient
-  scales differ by up to 10⁴, so both clip ends are hit); the multiplier stays
-  in [1/bound, 1] for any θ and any gradient trend; bad fields are refused."""
+  """GradientRestraint: alpha = beta = 0 with θ = 0 changes nothing (bit for
+  bit); otherwise each update's gradient step is the rule-free one ×
+  clip((rms g_t / rms g_1)^α, 1/bound, 1) and its decay the rule-free one ×
+  clip((rms g_t / rms g_1)^β, ...), α = alpha + θ.alpha[μP group] and β
+  likewise (NumPy, over steps whose gradient scales differ by up to 10⁴, so
+  both clip ends are hit); the state records them; both multipliers stay in
+  [1/bound, 1] for any θ and any gradient trend; bad fields are refused."""
   from lopt import mup as mup_lib
   from lopt.adaptive import TENSOR_FEATURES, GradientRestraint
   base = AdaptiveLOpt(step=default_rules(lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2))
@@ -281,45 +283,53 @@ def test_gradient_restraint_closed_form_identity_at_zero_and_bounded():
     for t in range(1, steps + 1):  # params held fixed: Adam's moments do not see lr
       u, state = lo.update(theta, _grads(t), state, params, num_steps=10, mup=SPEC)
       out.append(u)
-      if seen is not None:  # the state's step multiplier (the head's is 1 here)
-        seen.append({k: float(state.tensors[k].mults[0]) for k in SHAPES})
+      if seen is not None:  # the state's (step, wd) multipliers (the head's are 1 here)
+        seen.append({k: np.asarray(state.tensors[k].mults) for k in SHAPES})
     return out
 
   plain = run(base, theta_base)
-  off = AdaptiveLOpt(step=base.step + (GradientRestraint(alpha=0.0),))
+  off = AdaptiveLOpt(step=base.step + (GradientRestraint(alpha=0.0, beta=0.0),))
   theta = {**theta_base, "restraint": off.step[-1].init(None)}
   for got, want in zip(run(off, theta), plain):
     for k in SHAPES:
       np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]))
 
-  lo = AdaptiveLOpt(step=base.step + (GradientRestraint(alpha=0.5, bound=10.0),))
-  theta["restraint"] = {"alpha": jnp.asarray([0.25, -0.2], jnp.float32)}
+  lo = AdaptiveLOpt(step=base.step + (GradientRestraint(alpha=0.5, beta=0.5, bound=10.0),))
+  theta["restraint"] = {"alpha": jnp.asarray([0.25, -0.2], jnp.float32),
+                        "beta": jnp.asarray([-0.5, 0.0], jnp.float32)}
   groups = mup_lib.step_groups(SPEC, params)
   assert groups == {"w_in": 0, "w_h": 1, "b": 0, "head": 1}
   alpha = {k: (0.75, 0.3)[groups[k]] for k in SHAPES}
+  beta = {k: (0.0, 0.5)[groups[k]] for k in SHAPES}
   rms = lambda x: np.sqrt(np.mean(np.square(x.astype(np.float64))))
-  hit = set()
-  seen = []
-  for t, (got, want) in enumerate(zip(run(lo, theta, seen), plain), start=1):
+  no_wd = AdaptiveLOpt(step=tuple(r for r in base.step if type(r).__name__ != "WeightDecay"))
+  hit, seen = set(), []
+  for t, (got, want, step_part) in enumerate(zip(run(lo, theta, seen), plain,
+                                                 run(no_wd, theta_base)), start=1):
     for k in SHAPES:
       ratio = rms(_grads(t)[k]) / rms(_grads(1)[k])
-      mult = np.clip(ratio ** alpha[k], 0.1, 1.0)
-      np.testing.assert_allclose(seen[t - 1][k], mult, rtol=2e-5)
-      hit |= {"low"} if mult == 0.1 else {"high"} if mult == 1.0 else {"between"}
-      np.testing.assert_allclose(np.asarray(got[k], np.float64),
-                                 mult * np.asarray(want[k], np.float64), rtol=2e-5, atol=1e-12)
+      m_step, m_decay = (np.clip(ratio ** e[k], 0.1, 1.0) for e in (alpha, beta))
+      np.testing.assert_allclose(seen[t - 1][k], [m_step, m_decay / m_step], rtol=2e-5)
+      hit |= {"low"} if m_step == 0.1 else {"high"} if m_step == 1.0 else {"between"}
+      step_k = np.asarray(step_part[k], np.float64)
+      decay = np.asarray(want[k], np.float64) - step_k   # the rest of `plain`
+      np.testing.assert_allclose(np.asarray(got[k], np.float64), m_step * step_k + m_decay * decay,
+                                 rtol=2e-5, atol=1e-12)
   assert hit == {"low", "high", "between"}
 
-  rule = GradientRestraint(alpha=0.5, bound=10.0)
+  rule = GradientRestraint(alpha=0.5, beta=0.5, bound=10.0)
   i = TENSOR_FEATURES.index("grad_trend")
   for trend in (-10 / 3, -1e-3, 0.0, 1e-3, 10 / 3):
     feats = jnp.zeros((len(TENSOR_FEATURES),), jnp.float32).at[i].set(trend)
     for a in (-1e6, 0.0, 1e6):
       for group in (0, 1):
-        m = float(rule.multiplier({"alpha": jnp.full((2,), a, jnp.float32)}, feats, group))
-        assert 0.1 * (1 - 1e-6) <= m <= 1.0, (trend, a, m)
-        if trend >= 0 or a <= -0.5:
-          assert m == 1.0
-  for bad in ({"alpha": -0.1}, {"bound": 0.5}, {"alpha": True}, {"bound": "10"}):
-    with pytest.raises(ValueError, match="GradientRestraint: alpha must be"):
+        th = {"alpha": jnp.full((2,), a, jnp.float32), "beta": jnp.full((2,), -a, jnp.float32)}
+        m = np.asarray(rule.multipliers(th, feats, group))
+        assert np.all(m >= 0.1 * (1 - 1e-6)) and np.all(m <= 1.0), (trend, a, m)
+        if trend >= 0:
+          np.testing.assert_array_equal(m, [1.0, 1.0])
+        if a <= -0.5:
+          assert m[0] == 1.0
+  for bad in ({"alpha": -0.1}, {"beta": -1.0}, {"bound": 0.5}, {"alpha": True}, {"bound": "10"}):
+    with pytest.raises(ValueError, match="GradientRestraint: alpha and beta must be"):
       GradientRestraint(**bad)

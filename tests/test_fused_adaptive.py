@@ -142,7 +142,8 @@ def test_fused_equals_xla_with_gradient_restraint():
   form = dataclasses.replace(SHIPPED, step=SHIPPED.step + (lopt.adaptive.GradientRestraint(),))
   xla, fused = (dataclasses.replace(form, backend=b) for b in ("xla", "pallas"))
   theta = _theta(xla)
-  theta["restraint"]["alpha"] = jnp.asarray([0.0, 0.4], jnp.float32)  # hidden: α = 0.9
+  theta["restraint"] = {"alpha": jnp.asarray([0.0, 0.4], jnp.float32),   # hidden: α = 0.9,
+                        "beta": jnp.asarray([0.0, -0.3], jnp.float32)}   # β = 0.2
   params, grads_seq = _params_and_grads()
   params = {"dense": params["dense"]}
   grads_seq = [{"dense": g["dense"] * 0.3 ** t} for t, g in enumerate(grads_seq)]

@@ -1,33 +1,46 @@
-"""One-off held-out check of GradientRestraint (chosen on the screen:
-grad_restraint*.txt): mulo-m against mulo-m's form + GradientRestraint(alpha=0.5)
-with mulo-m's θ (the restraint's θ at -0.5 is alpha 0, exactly mulo-m), on the
-held-out suites' tasks (heldout-user-cpu and the width-512 task), seeds 0-2,
-the held-out protocol (training.sweep), both as one compiled grid. Tuned
-AdamW's numbers are the shipped held-out report's (checkpoints/mulo-m/metadata.json).
-Run from results/probes: ../../.venv/bin/python heldout_restraint.py
-(2-core CPU); output: heldout_restraint.txt."""
-import dataclasses
+"""One-off check of GradientRestraint: mulo-m's form + GradientRestraint with
+mulo-m's θ, the restraint's θ set so that (α, β) takes each of PAIRS
+("a:b,...", default "0:0,0.5:0"; 0:0 is exactly mulo-m), as one compiled
+grid per task, seeds 0-2 (the held-out protocol, training.sweep).
+SUITE "heldout": heldout-user-cpu and the width-512 task of heldout-width-cpu,
+with tuned AdamW's numbers from the shipped held-out report
+(checkpoints/mulo-m/metadata.json); "screen": screen-user-cpu.
+Run from results/probes: ../../.venv/bin/python heldout_restraint.py SUITE [PAIRS]
+(2-core CPU); outputs: restraint_screen.txt (SUITE screen, 0:0,0.5:0,1:0),
+restraint_*.txt, heldout_restraint.txt (heldout, 0:0,0.5:0.5, by the earlier
+probe_tx.restrained wrapper, which is the same update)."""
+import dataclasses, sys
 import jax, jax.numpy as jnp, numpy as np, lopt
 from lopt.adaptive import GradientRestraint
 from meta_tasks import suites
 from training.evaluation import lo_optax
 from training.sweep import Sweep
 
+SUITE = sys.argv[1]
+pairs = [tuple(map(float, p.split(":"))) for p in
+         (sys.argv[2] if len(sys.argv) > 2 else "0:0,0.5:0").split(",")]
 lo, theta = lopt.load_pretrained("mulo-m")
 report = lopt.load_metadata("mulo-m")["evaluation"]["suites"]
 adamw = {t: r for s in report.values() for t, r in s["tasks"].items()}
-form = dataclasses.replace(lo, step=lo.step + (GradientRestraint(alpha=0.5),))
-offsets = jnp.asarray([[-0.5, -0.5], [0.0, 0.0]], jnp.float32)   # alpha 0 (mulo-m), 0.5
-thetas = {**jax.tree.map(lambda x: jnp.stack([x, x]), theta), "restraint": {"alpha": offsets}}
-entries = suites.get_suite("heldout-user-cpu") + suites.get_suite("heldout-width-cpu")[:1]
-print("held out, 3 seeds: test loss / test accuracy / max spike / train loss", flush=True)
+form = dataclasses.replace(lo, step=lo.step + (GradientRestraint(alpha=0.0, beta=0.0),))
+n = len(pairs)
+thetas = {**jax.tree.map(lambda x: jnp.stack([x] * n), theta),
+          "restraint": {k: jnp.asarray([[p[i]] * 2 for p in pairs], jnp.float32)
+                        for i, k in enumerate(("alpha", "beta"))}}
+entries = (suites.get_suite("heldout-user-cpu") + suites.get_suite("heldout-width-cpu")[:1]
+           if SUITE == "heldout" else suites.get_suite("screen-user-cpu"))
+print(f"{SUITE}, mulo-m + GradientRestraint at (alpha, beta) {pairs}, 3 seeds: test loss / test "
+      "accuracy / max spike / train loss", flush=True)
 for e in entries:
   task, steps = e.task, e.num_steps
   r = Sweep(lambda th: lo_optax(form, th, task, steps), task, steps, grid=True)(thetas, [0, 1, 2])
-  a = adamw[f"{task.name}@{steps}"]
-  row = lambda i: (f"{np.mean(r.test_loss[i]):.4f} / {np.mean(r.test_accuracy[i]):.4f} / "
+  acc = r.test_accuracy if r.test_accuracy is not None else np.full(r.test_loss.shape, np.nan)
+  row = lambda i: (f"a{pairs[i][0]:g}:b{pairs[i][1]:g} {np.mean(r.test_loss[i]):.4f} / {np.nanmean(acc[i]):.4f} / "
                    f"{np.max(r.max_spike[i]):.2f} / {np.mean(r.final_train_loss[i]):.2g}")
-  print(f"{task.name}@{steps}: mulo-m {row(0)} | +restraint {row(1)} | tuned AdamW "
-        f"{a['adamw_test_loss']:.4f} / {a['adamw_test_accuracy']:.4f} | ratio to AdamW "
-        f"{np.mean(r.test_loss[0]) / a['adamw_test_loss']:.3f} -> "
-        f"{np.mean(r.test_loss[1]) / a['adamw_test_loss']:.3f}", flush=True)
+  line = f"{task.name}@{steps}: " + " | ".join(row(i) for i in range(n))
+  a = adamw.get(f"{task.name}@{steps}")
+  if a:
+    line += (f" | tuned AdamW {a['adamw_test_loss']:.4f} / {a['adamw_test_accuracy']:.4f}; "
+             "ratio to AdamW " + " ".join(f"{np.mean(r.test_loss[i]) / a['adamw_test_loss']:.3f}"
+                                         for i in range(n)))
+  print(line, flush=True)
