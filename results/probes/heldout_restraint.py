@@ -1,14 +1,14 @@
 """One-off check of GradientRestraint: mulo-m's form + GradientRestraint with
 mulo-m's θ, the restraint's θ set so that (α, β) takes each of PAIRS
 ("a:b,...", default "0:0,0.5:0"; 0:0 is exactly mulo-m), as one compiled
-grid per task, seeds 0-2 (the held-out protocol, training.sweep).
+grid per task, seeds 0..SEEDS-1 (default 3: the held-out protocol, training.sweep).
 SUITE "heldout": heldout-user-cpu and the width-512 task of heldout-width-cpu,
 with tuned AdamW's numbers from the shipped held-out report
 (checkpoints/mulo-m/metadata.json); "screen": screen-user-cpu.
-Run from results/probes: ../../.venv/bin/python heldout_restraint.py SUITE [PAIRS]
+Run from results/probes: ../../.venv/bin/python heldout_restraint.py SUITE [PAIRS [SEEDS]]
 (2-core CPU); outputs: restraint_screen.txt (SUITE screen, 0:0,0.5:0,1:0),
-restraint_*.txt, heldout_restraint.txt (heldout, 0:0,0.5:0.5, by the earlier
-probe_tx.restrained wrapper, which is the same update)."""
+restraint_screen8.txt (screen, 0:0,0.25:0.25,0.5:0.5,0.5:0, 8 seeds),
+restraint_heldout.txt (heldout, 0:0,0.5:0.5)."""
 import dataclasses, sys
 import jax, jax.numpy as jnp, numpy as np, lopt
 from lopt.adaptive import GradientRestraint
@@ -19,6 +19,7 @@ from training.sweep import Sweep
 SUITE = sys.argv[1]
 pairs = [tuple(map(float, p.split(":"))) for p in
          (sys.argv[2] if len(sys.argv) > 2 else "0:0,0.5:0").split(",")]
+seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
 lo, theta = lopt.load_pretrained("mulo-m")
 report = lopt.load_metadata("mulo-m")["evaluation"]["suites"]
 adamw = {t: r for s in report.values() for t, r in s["tasks"].items()}
@@ -29,11 +30,11 @@ thetas = {**jax.tree.map(lambda x: jnp.stack([x] * n), theta),
                         for i, k in enumerate(("alpha", "beta"))}}
 entries = (suites.get_suite("heldout-user-cpu") + suites.get_suite("heldout-width-cpu")[:1]
            if SUITE == "heldout" else suites.get_suite("screen-user-cpu"))
-print(f"{SUITE}, mulo-m + GradientRestraint at (alpha, beta) {pairs}, 3 seeds: test loss / test "
+print(f"{SUITE}, mulo-m + GradientRestraint at (alpha, beta) {pairs}, {len(seeds)} seeds: test loss / test "
       "accuracy / max spike / train loss", flush=True)
 for e in entries:
   task, steps = e.task, e.num_steps
-  r = Sweep(lambda th: lo_optax(form, th, task, steps), task, steps, grid=True)(thetas, [0, 1, 2])
+  r = Sweep(lambda th: lo_optax(form, th, task, steps), task, steps, grid=True)(thetas, seeds)
   acc = r.test_accuracy if r.test_accuracy is not None else np.full(r.test_loss.shape, np.nan)
   row = lambda i: (f"a{pairs[i][0]:g}:b{pairs[i][1]:g} {np.mean(r.test_loss[i]):.4f} / {np.nanmean(acc[i]):.4f} / "
                    f"{np.max(r.max_spike[i]):.2f} / {np.mean(r.final_train_loss[i]):.2g}")
