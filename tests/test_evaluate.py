@@ -116,6 +116,10 @@ def test_report_numbers_equal_results_json(smoke_run):
                                                                   r["optimizer"])
     assert _same_number(row["final train loss"], r["final_train_loss"], 4)
     assert _same_number(row["test loss"], r["test_loss"], 4)
+    per_seed = np.asarray(results["suites"]["smoke"]["tasks"][0]["results"][r["optimizer"]]
+                          ["test_loss_per_seed"], np.float64)
+    assert per_seed.shape == (2,)   # s.e. of 2 seeds: |x0 - x1| / 2
+    assert _same_number(row["test loss s.e."], abs(per_seed[0] - per_seed[1]) / 2, 2)
     assert row["test accuracy"] == "—" or abs(float(row["test accuracy"])
                                               - r["test_accuracy"]) <= 5e-5
     assert _same_number(row["rank (test)"], r["rank"], 3)

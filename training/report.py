@@ -18,7 +18,7 @@ import numpy as np
 
 PLOTS_DIR = "plots"
 TASK_COLUMNS = ("task", "steps", "optimizer", "LR", "final train loss", "test loss",
-                "test accuracy", "max loss spike", "speedup vs tuned AdamW", "rank (test)",
+                "test loss s.e.", "test accuracy", "max loss spike", "speedup vs tuned AdamW", "rank (test)",
                 "rank (train)")
 SUMMARY_COLUMNS = ("optimizer", "average rank (test loss)", "average rank (train loss)",
                    "max loss spike", "diverged runs")
@@ -29,6 +29,21 @@ SUMMARY_COLUMNS = ("optimizer", "average rank (test loss)", "average rank (train
 
 def fmt_loss(x: Optional[float]) -> str:
   return "diverged" if x is None else f"{x:.4g}"
+
+
+def fmt_se(x: Optional[float]) -> str:
+  return "—" if x is None else f"{x:.2g}"
+
+
+def standard_error(per_seed) -> Optional[float]:
+  """The standard error of the mean over seeds (std with ddof 1 over sqrt(n));
+  None with fewer than 2 seeds or any diverged (non-finite) one."""
+  if per_seed is None:
+    return None
+  x = np.asarray([np.nan if v is None else v for v in per_seed], np.float64)
+  if x.size < 2 or not np.all(np.isfinite(x)):
+    return None
+  return float(np.std(x, ddof=1) / np.sqrt(x.size))
 
 
 def fmt_accuracy(x: Optional[float]) -> str:
@@ -89,6 +104,7 @@ def task_rows(results: dict[str, Any]) -> Iterator[dict[str, Any]]:
                "optimizer": label, "lr": r["learning_rate"],
                "step_mult": r.get("step_mult"), "tuned": r.get("tuning") is not None,
                "final_train_loss": r["final_train_loss"], "test_loss": r["test_loss"],
+               "test_loss_se": standard_error(r.get("test_loss_per_seed")),
                "test_accuracy": r["test_accuracy"], "speedup": r["speedup"],
                "rank": r["rank"], "train_rank": r.get("train_rank", r["rank"]),
                "max_loss_spike": r.get("max_loss_spike"), "num_diverged": r["num_diverged"],
@@ -160,7 +176,8 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
     lines += ["**Departures from the full protocol**", ""] + [f"- {n}" for n in notes] + [""]
   lines += ["## Protocol", "", results["protocol"], "",
             "Final train/test loss and accuracy: mean over seeds (a loss reads `diverged` "
-            "if any seed diverged). Speedup vs tuned AdamW: steps AdamW's median curve needs "
+            "if any seed diverged); test loss s.e.: its standard error over seeds (on "
+            "small data trained long, seeds differ by tens of percent). Speedup vs tuned AdamW: steps AdamW's median curve needs "
             "to reach the optimizer's final median loss ÷ the optimizer's steps (`>`: AdamW "
             "never reached it, a lower bound; `<`: reached at its first point, an upper "
             "bound). Max loss spike: the highest minibatch loss ÷ the step-0 loss (max over seeds). "
@@ -177,7 +194,7 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
     table = [(r["task"], r["steps"], r["optimizer"],
               fmt_hparam(r["lr"], r["step_mult"], r["tuned"]),
               fmt_loss(r["final_train_loss"]), fmt_loss(r["test_loss"]),
-              fmt_accuracy(r["test_accuracy"]), fmt_spike(r["max_loss_spike"]),
+              fmt_se(r["test_loss_se"]), fmt_accuracy(r["test_accuracy"]), fmt_spike(r["max_loss_spike"]),
               fmt_speedup(r["speedup"]), fmt_rank(r["rank"]), fmt_rank(r["train_rank"]))
              for r in rows if r["suite"] == suite]
     lines += markdown_table(TASK_COLUMNS, table) + [""]
@@ -265,7 +282,7 @@ def log_to_wandb(results: dict[str, Any], workdir: str, project: str = "lopt-eva
                    config={**results["settings"], "protocol": results["protocol"],
                            "versions": results["versions"], "device": results["device"]})
   columns = ["suite", "task", "steps", "optimizer", "lr", "step_mult", "final_train_loss",
-             "test_loss", "test_accuracy", "max_loss_spike", "speedup", "speedup_bound", "rank",
+             "test_loss", "test_loss_se", "test_accuracy", "max_loss_spike", "speedup", "speedup_bound", "rank",
              "train_rank", "num_diverged"]
   speedups = lambda r: {"speedup": (r["speedup"] or {}).get("value"),
                         "speedup_bound": (r["speedup"] or {}).get("bound")}
