@@ -9,11 +9,13 @@ meta-training run (``@0``: its untrained θ). For each source it trains the
 held-out breast-cancer MLP and the held-out transformer LM of
 ``heldout-user-cpu`` (plain flax, μP spec inferred from a narrow copy, as users
 get it), without ``loss=`` (as linen's TrainState calls it) and with it, and
-records every tensor's step multiplier (``AdaptiveTensorState.mults[0]``,
-within [1/bound, bound]) at every step. It writes a PNG (one panel per task,
+records every tensor's step multiplier (``AdaptiveTensorState.mults[0]``:
+``TensorAdaptive``'s, within [1/bound, bound], times ``GradientRestraint``'s,
+within [1/bound, 1]) at every step. It writes a PNG (one panel per task,
 geometric mean over tensors with the min-max band, one line per source) and
 a JSON of the curves. If the LO adapts, the two tasks' curves differ; at θ₀
-every multiplier is exactly 1.
+every multiplier is exactly 1 unless the form has ``GradientRestraint``, whose
+hand exponents act at θ₀ too.
 """
 
 from __future__ import annotations
