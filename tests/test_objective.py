@@ -204,15 +204,18 @@ def test_frozen_parts_of_theta_are_neither_perturbed_nor_updated():
 
 
 def test_warm_start_extends_theta_with_added_step_rules(tmp_path):
-  """init_theta from an LO whose step rules this run's extend (mulo-m plus
-  EpochScales): θ is the pretrained one plus the new rule's zero θ, so the LO
-  starts exactly where it was; any other difference still refuses."""
+  """init_theta from an LO whose step rules this run's extend (a4's export,
+  mulo-m's θ, plus EpochScales): θ is the pretrained one plus the new rule's
+  zero θ, so the LO starts exactly where it was; any other difference still
+  refuses."""
   import dataclasses
   import lopt
   from lopt import adaptive
-  lo, theta = lopt.load_pretrained("mulo-m")
+  source = "results/meta-runs/mulo-a4-cpu/export_5000"
+  lo, theta = lopt.load_pretrained(source)
   extended = dataclasses.replace(lo, step=lo.step + (adaptive.EpochScales(),))
-  config = config_lib.get_preset("mulo-a12-cpu", init_theta="mulo-m", wandb_mode="disabled")
+  config = config_lib.get_preset("mulo-a12-cpu", wandb_mode="disabled")
+  assert config.init_theta == source
   assert config.lo == extended
   got = trainer.initial_theta(config)
   assert sorted(got) == sorted([*theta, "epochs"])
@@ -221,7 +224,7 @@ def test_warm_start_extends_theta_with_added_step_rules(tmp_path):
                   jax.tree_util.tree_leaves(theta)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   other = config.replace(lo=dataclasses.replace(extended, b1=0.8))
-  with pytest.raises(ValueError, match="init_theta 'mulo-m' holds a AdaptiveLOpt"):
+  with pytest.raises(ValueError, match=f"init_theta '{source}' holds a AdaptiveLOpt"):
     trainer.initial_theta(other)
 
 
