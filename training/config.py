@@ -512,11 +512,11 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                          distribution="tiny-mix-lm", validate_every=1000),
     # mulo-m's steps keep full size once a small training set is memorized
     # (Adam's direction is scale-free), and are too large on plain LMs. On the
-    # screen, every update (step and decay) x clip((rms g / rms g_1)^0.5, 0.1,
-    # 1) took wine-w64's test loss from 0.36 to 0.18 and the LM's from 2.39 to
-    # 2.29, digits 0.014 -> 0.016 (results/probes/grad_restraint*.txt; with
-    # the decay kept, restraint_screen.txt: wine-w128 0.65 -> 0.37 but digits
-    # 0.013 -> 0.034). mulo-m's form plus GradientRestraint(0.5, 0.5), the
+    # screen (8 seeds), every update (step and decay) x clip((rms g / rms
+    # g_1)^0.5, 0.1, 1) took the LM from 2.41 to 2.30, the CNN from 0.216 to
+    # 0.196 and wine-w128 from 0.70 to 0.57, digits and wine-w64 within 3%
+    # (results/probes/restraint_screen8.txt). mulo-m's form plus
+    # GradientRestraint(0.5, 0.5), the
     # step's and the decay's exponents per μP group learned (θ = 0: the hand
     # rule), a4's recipe from mulo-m on tiny-mix-lm.
     "mulo-a15-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
