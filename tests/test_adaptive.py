@@ -313,8 +313,8 @@ def test_gradient_restraint_closed_form_identity_at_zero_and_bounded():
       hit |= {"low"} if m_step == 0.1 else {"high"} if m_step == 1.0 else {"between"}
       step_k = np.asarray(step_part[k], np.float64)
       decay = np.asarray(want[k], np.float64) - step_k   # the rest of `plain`
-      np.testing.assert_allclose(np.asarray(got[k], np.float64), m_step * step_k + m_decay * decay,
-                                 rtol=2e-5, atol=1e-12)
+      np.testing.assert_allclose(np.asarray(got[k], np.float64),
+                                 m_step * step_k + m_decay * decay, rtol=2e-5, atol=1e-12)
   assert hit == {"low", "high", "between"}
 
   rule = GradientRestraint(alpha=0.5, beta=0.5, bound=10.0)

@@ -18,8 +18,8 @@ import numpy as np
 
 PLOTS_DIR = "plots"
 TASK_COLUMNS = ("task", "steps", "optimizer", "LR", "final train loss", "test loss",
-                "test loss s.e.", "test accuracy", "max loss spike", "speedup vs tuned AdamW", "rank (test)",
-                "rank (train)")
+                "test loss s.e.", "test accuracy", "max loss spike", "speedup vs tuned AdamW",
+                "rank (test)", "rank (train)")
 SUMMARY_COLUMNS = ("optimizer", "average rank (test loss)", "average rank (train loss)",
                    "max loss spike", "diverged runs")
 
@@ -177,10 +177,11 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
   lines += ["## Protocol", "", results["protocol"], "",
             "Final train/test loss and accuracy: mean over seeds (a loss reads `diverged` "
             "if any seed diverged); test loss s.e.: its standard error over seeds (on "
-            "small data trained long, seeds differ by tens of percent). Speedup vs tuned AdamW: steps AdamW's median curve needs "
-            "to reach the optimizer's final median loss ÷ the optimizer's steps (`>`: AdamW "
-            "never reached it, a lower bound; `<`: reached at its first point, an upper "
-            "bound). Max loss spike: the highest minibatch loss ÷ the step-0 loss (max over seeds). "
+            "small data trained long, seeds differ by tens of percent). Speedup vs tuned "
+            "AdamW: steps AdamW's median curve needs to reach the optimizer's final median "
+            "loss ÷ the optimizer's steps (`>`: AdamW never reached it, a lower bound; `<`: "
+            "reached at its first point, an upper bound). Max loss spike: the highest "
+            "minibatch loss ÷ the step-0 loss (max over seeds). "
             "Rank: per task by mean test loss (and, second, by final train loss); averaged "
             "per suite.", ""]
   rows = list(task_rows(results))
@@ -194,7 +195,8 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
     table = [(r["task"], r["steps"], r["optimizer"],
               fmt_hparam(r["lr"], r["step_mult"], r["tuned"]),
               fmt_loss(r["final_train_loss"]), fmt_loss(r["test_loss"]),
-              fmt_se(r["test_loss_se"]), fmt_accuracy(r["test_accuracy"]), fmt_spike(r["max_loss_spike"]),
+              fmt_se(r["test_loss_se"]), fmt_accuracy(r["test_accuracy"]),
+              fmt_spike(r["max_loss_spike"]),
               fmt_speedup(r["speedup"]), fmt_rank(r["rank"]), fmt_rank(r["train_rank"]))
              for r in rows if r["suite"] == suite]
     lines += markdown_table(TASK_COLUMNS, table) + [""]
@@ -282,8 +284,8 @@ def log_to_wandb(results: dict[str, Any], workdir: str, project: str = "lopt-eva
                    config={**results["settings"], "protocol": results["protocol"],
                            "versions": results["versions"], "device": results["device"]})
   columns = ["suite", "task", "steps", "optimizer", "lr", "step_mult", "final_train_loss",
-             "test_loss", "test_loss_se", "test_accuracy", "max_loss_spike", "speedup", "speedup_bound", "rank",
-             "train_rank", "num_diverged"]
+             "test_loss", "test_loss_se", "test_accuracy", "max_loss_spike", "speedup",
+             "speedup_bound", "rank", "train_rank", "num_diverged"]
   speedups = lambda r: {"speedup": (r["speedup"] or {}).get("value"),
                         "speedup_bound": (r["speedup"] or {}).get("bound")}
   rows = [[{**r, **speedups(r)}[c] for c in columns] for r in task_rows(results)]
