@@ -516,9 +516,9 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # g_1)^0.5, 0.1, 1) took the LM from 2.41 to 2.30, the CNN from 0.216 to
     # 0.196 and wine-w128 from 0.70 to 0.57, digits and wine-w64 within 3%
     # (results/probes/restraint_screen8.txt). mulo-m's form plus
-    # GradientRestraint(0.5, 0.5), the
-    # step's and the decay's exponents per μP group learned (θ = 0: the hand
-    # rule), a4's recipe from mulo-m on tiny-mix-lm.
+    # GradientRestraint(0.5, 0.5), the step's and the decay's exponents per μP
+    # group learned (θ = 0: the hand rule), a4's recipe from mulo-m on
+    # tiny-mix-lm.
     "mulo-a15-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
                          lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step + (
                              adaptive.GradientRestraint(alpha=0.5, beta=0.5),)),
