@@ -8,8 +8,10 @@ with tuned AdamW's numbers from the shipped held-out report
 Run from results/probes: ../../.venv/bin/python heldout_restraint.py SUITE [PAIRS [SEEDS]]
 (2-core CPU); outputs: restraint_screen.txt (SUITE screen, 0:0,0.5:0,1:0),
 restraint_screen8.txt (screen, 0:0,0.25:0.25,0.5:0.5,0.5:0, 8 seeds),
-restraint_heldout.txt (heldout, 0:0,0.5:0.5)."""
-import dataclasses, sys
+restraint_heldout.txt (heldout, 0:0,0.5:0.5).
+BOUND (env, default 10): the rule's bound; restraint_freeze_screen8.txt is
+BOUND=1000 ... screen 0:0,1:1,2:2,1:0.5 8 (the "freeze once memorized" variants)."""
+import dataclasses, os, sys
 import jax, jax.numpy as jnp, numpy as np, lopt
 from lopt.adaptive import GradientRestraint
 from meta_tasks import suites
@@ -19,18 +21,19 @@ from training.sweep import Sweep
 SUITE = sys.argv[1]
 pairs = [tuple(map(float, p.split(":"))) for p in
          (sys.argv[2] if len(sys.argv) > 2 else "0:0,0.5:0").split(",")]
+BOUND = float(os.environ.get("BOUND", "10"))
 seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
 lo, theta = lopt.load_pretrained("mulo-m")
 report = lopt.load_metadata("mulo-m")["evaluation"]["suites"]
 adamw = {t: r for s in report.values() for t, r in s["tasks"].items()}
-form = dataclasses.replace(lo, step=lo.step + (GradientRestraint(alpha=0.0, beta=0.0),))
+form = dataclasses.replace(lo, step=lo.step + (GradientRestraint(alpha=0.0, beta=0.0, bound=BOUND),))
 n = len(pairs)
 thetas = {**jax.tree.map(lambda x: jnp.stack([x] * n), theta),
           "restraint": {k: jnp.asarray([[p[i]] * 2 for p in pairs], jnp.float32)
                         for i, k in enumerate(("alpha", "beta"))}}
 entries = (suites.get_suite("heldout-user-cpu") + suites.get_suite("heldout-width-cpu")[:1]
            if SUITE == "heldout" else suites.get_suite("screen-user-cpu"))
-print(f"{SUITE}, mulo-m + GradientRestraint at (alpha, beta) {pairs}, {len(seeds)} seeds: test loss / test "
+print(f"{SUITE}, mulo-m + GradientRestraint (bound {BOUND:g}) at (alpha, beta) {pairs}, {len(seeds)} seeds: test loss / test "
       "accuracy / max spike / train loss", flush=True)
 for e in entries:
   task, steps = e.task, e.num_steps
