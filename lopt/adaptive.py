@@ -219,29 +219,44 @@ class EpochScales(StepRule):
 class GradientRestraint(StepRule):
   """Slows a tensor whose gradient has shrunk since update 1: with r = rms g /
   rms g₁, the gradient step × ``clip(r ** α, 1/bound, 1)`` and the decoupled
-  decay (wd · lr) × ``clip(r ** β, 1/bound, 1)``, ``α = max(alpha + θ.alpha[group],
-  0)``, ``β = max(beta + θ.beta[group], 0)``. Adam's direction is scale-free, so
-  once a small training set is memorized it keeps moving at the full step and
-  the test loss climbs; a tuned AdamW holds back with a small learning rate.
-  Over ``mulo-m``'s θ, α = β = 0.5 took the screen LM from 2.41 to 2.30 and
-  the held-out LM from 1.81 to 1.73 (tuned AdamW 1.78), but the held-out iris
-  and breast-cancer MLPs lose 26% and 9%; β = 0 (the decay kept) helps the
-  screen's wine tables more and costs its digits 2.4x (8 seeds:
-  results/probes/restraint_screen8.txt, results/heldout-adaptive-cpu/restraint8).
+  decay (wd · lr) × ``clip(r ** β, 1/bound, 1)``, ``α = max(alpha[group] +
+  θ.alpha[group], 0)``, ``β = max(beta[group] + θ.beta[group], 0)``. ``alpha`` and
+  ``beta`` are one float for every tensor or an (input group, hidden group)
+  pair (μP's groups: input-like tensors, vectors included, and hidden-like
+  matrices). Adam's direction is scale-free, so once a small training set is
+  memorized it keeps moving at the full step and the test loss climbs; a
+  tuned AdamW holds back with a small learning rate. Over ``mulo-m``'s θ,
+  α = β = 0.5 took the screen LM from 2.41 to 2.30 and the held-out LM from
+  1.81 to 1.73 (tuned AdamW 1.78), but the held-out iris and breast-cancer
+  MLPs lose 26% and 9% (results/probes/restraint_screen8.txt,
+  results/heldout-adaptive-cpu/restraint8). On the screen the LM's and the
+  CNN's gains come from the hidden group, while restraining the input group
+  costs the wine tables 15-35% (results/probes/restraint_groups_screen8.txt).
   It only slows (never > 1) and at most by ``bound``; ``alpha = beta = 0``
   and θ = 0 change nothing."""
-  alpha: float = 0.5
-  beta: float = 0.5
+  alpha: float | tuple = 0.5
+  beta: float | tuple = 0.5
   bound: float = 10.0
   theta_key: ClassVar[str] = "restraint"
 
   def __post_init__(self):
+    for name in ("alpha", "beta"):
+      if isinstance(getattr(self, name), list):  # the JSON record's form of a pair
+        object.__setattr__(self, name, tuple(getattr(self, name)))
     ok = lambda x, lo: (isinstance(x, (int, float)) and not isinstance(x, bool)
                         and lo <= x < 1e6)
-    if not (ok(self.alpha, 0.0) and ok(self.beta, 0.0) and ok(self.bound, 1.0)):
-      raise ValueError(f"GradientRestraint: alpha and beta must be floats in [0, 1e6) and "
-                       f"bound one in [1, 1e6), got alpha={self.alpha!r}, beta={self.beta!r}, "
+    per_group = lambda x: ok(x, 0.0) or (isinstance(x, tuple) and len(x) == 2
+                                         and all(ok(v, 0.0) for v in x))
+    if not (per_group(self.alpha) and per_group(self.beta) and ok(self.bound, 1.0)):
+      raise ValueError(f"GradientRestraint: alpha and beta must each be a float in [0, 1e6) or "
+                       f"an (input group, hidden group) pair of them, and bound a float in "
+                       f"[1, 1e6); got alpha={self.alpha!r}, beta={self.beta!r}, "
                        f"bound={self.bound!r}.")
+
+  def hand(self, group: int) -> tuple[float, float]:
+    """The hand (α, β) of μP group ``group`` (0: input, 1: hidden)."""
+    pick = lambda x: float(x[group] if isinstance(x, tuple) else x)
+    return pick(self.alpha), pick(self.beta)
 
   def init(self, key):
     del key  # per μP group, added to ``alpha`` and ``beta``
@@ -251,8 +266,9 @@ class GradientRestraint(StepRule):
     """[gradient step, decay] multipliers of one tensor."""
     # grad_trend is log(rms g / rms g₁) clipped to ±10, over 3.
     log_ratio = jnp.minimum(3.0 * feats[TENSOR_FEATURES.index("grad_trend")], 0.0)
-    expo = jnp.maximum(jnp.stack([self.alpha + theta["alpha"][group],
-                                  self.beta + theta["beta"][group]]), 0.0)
+    alpha, beta = self.hand(group)
+    expo = jnp.maximum(jnp.stack([alpha + theta["alpha"][group],
+                                  beta + theta["beta"][group]]), 0.0)
     return jnp.exp(jnp.clip(expo * log_ratio, -np.log(self.bound), 0.0))
 
   def __call__(self, theta, step, ctx):

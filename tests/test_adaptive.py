@@ -269,8 +269,9 @@ def test_gradient_restraint_closed_form_identity_at_zero_and_bounded():
   bit); otherwise each update's gradient step is the rule-free one ×
   clip((rms g_t / rms g_1)^α, 1/bound, 1) and its decay the rule-free one ×
   clip((rms g_t / rms g_1)^β, ...), α = alpha + θ.alpha[μP group] and β
-  likewise (NumPy, over steps whose gradient scales differ by up to 10⁴, so
-  both clip ends are hit); the state records them; both multipliers stay in
+  likewise, with alpha and beta one float or an (input, hidden) pair (NumPy,
+  over steps whose gradient scales differ by up to 10⁴, so both clip ends are
+  hit); the state records them; a pair survives the JSON record; both multipliers stay in
   [1/bound, 1] for any θ and any gradient trend; bad fields are refused."""
   from lopt import mup as mup_lib
   from lopt.adaptive import TENSOR_FEATURES, GradientRestraint
@@ -294,28 +295,32 @@ def test_gradient_restraint_closed_form_identity_at_zero_and_bounded():
     for k in SHAPES:
       np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]))
 
-  lo = AdaptiveLOpt(step=base.step + (GradientRestraint(alpha=0.5, beta=0.5, bound=10.0),))
   theta["restraint"] = {"alpha": jnp.asarray([0.25, -0.2], jnp.float32),
                         "beta": jnp.asarray([-0.5, 0.0], jnp.float32)}
   groups = mup_lib.step_groups(SPEC, params)
   assert groups == {"w_in": 0, "w_h": 1, "b": 0, "head": 1}
-  alpha = {k: (0.75, 0.3)[groups[k]] for k in SHAPES}
-  beta = {k: (0.0, 0.5)[groups[k]] for k in SHAPES}
   rms = lambda x: np.sqrt(np.mean(np.square(x.astype(np.float64))))
   no_wd = AdaptiveLOpt(step=tuple(r for r in base.step if type(r).__name__ != "WeightDecay"))
-  hit, seen = set(), []
-  for t, (got, want, step_part) in enumerate(zip(run(lo, theta, seen), plain,
-                                                 run(no_wd, theta_base)), start=1):
-    for k in SHAPES:
-      ratio = rms(_grads(t)[k]) / rms(_grads(1)[k])
-      m_step, m_decay = (np.clip(ratio ** e[k], 0.1, 1.0) for e in (alpha, beta))
-      np.testing.assert_allclose(seen[t - 1][k], [m_step, m_decay / m_step], rtol=2e-5)
-      hit |= {"low"} if m_step == 0.1 else {"high"} if m_step == 1.0 else {"between"}
-      step_k = np.asarray(step_part[k], np.float64)
-      decay = np.asarray(want[k], np.float64) - step_k   # the rest of `plain`
-      np.testing.assert_allclose(np.asarray(got[k], np.float64),
-                                 m_step * step_k + m_decay * decay, rtol=2e-5, atol=1e-12)
-  assert hit == {"low", "high", "between"}
+  # Hand exponents for every tensor, then per μP group (input, hidden), θ added.
+  for rule, alpha, beta in ((GradientRestraint(alpha=0.5, beta=0.5, bound=10.0),
+                             (0.75, 0.3), (0.0, 0.5)),
+                            (GradientRestraint(alpha=(0.0, 1.0), beta=[0.25, 0.5], bound=10.0),
+                             (0.25, 0.8), (0.0, 0.5))):
+    lo = AdaptiveLOpt(step=base.step + (rule,))
+    assert AdaptiveLOpt.from_record(lo.to_record()) == lo and hash(lo)  # a pair survives JSON
+    hit, seen = set(), []
+    for t, (got, want, step_part) in enumerate(zip(run(lo, theta, seen), plain,
+                                                   run(no_wd, theta_base)), start=1):
+      for k in SHAPES:
+        ratio = rms(_grads(t)[k]) / rms(_grads(1)[k])
+        m_step, m_decay = (np.clip(ratio ** e[groups[k]], 0.1, 1.0) for e in (alpha, beta))
+        np.testing.assert_allclose(seen[t - 1][k], [m_step, m_decay / m_step], rtol=2e-5)
+        hit |= {"low"} if m_step == 0.1 else {"high"} if m_step == 1.0 else {"between"}
+        step_k = np.asarray(step_part[k], np.float64)
+        decay = np.asarray(want[k], np.float64) - step_k   # the rest of `plain`
+        np.testing.assert_allclose(np.asarray(got[k], np.float64),
+                                   m_step * step_k + m_decay * decay, rtol=2e-5, atol=1e-12)
+    assert hit == {"low", "high", "between"}, rule
 
   rule = GradientRestraint(alpha=0.5, beta=0.5, bound=10.0)
   i = TENSOR_FEATURES.index("grad_trend")
@@ -330,6 +335,7 @@ def test_gradient_restraint_closed_form_identity_at_zero_and_bounded():
           np.testing.assert_array_equal(m, [1.0, 1.0])
         if a <= -0.5:
           assert m[0] == 1.0
-  for bad in ({"alpha": -0.1}, {"beta": -1.0}, {"bound": 0.5}, {"alpha": True}, {"bound": "10"}):
-    with pytest.raises(ValueError, match="GradientRestraint: alpha and beta must be"):
+  for bad in ({"alpha": -0.1}, {"beta": -1.0}, {"bound": 0.5}, {"alpha": True}, {"bound": "10"},
+              {"alpha": (0.5,)}, {"beta": (0.5, -0.1)}, {"alpha": (0.1, 0.2, 0.3)}):
+    with pytest.raises(ValueError, match="GradientRestraint: alpha and beta must each be"):
       GradientRestraint(**bad)

@@ -138,9 +138,11 @@ def test_fused_equals_xla_in_the_shipped_form_over_steps(with_loss):
 def test_fused_equals_xla_with_gradient_restraint():
   """The kernels run GradientRestraint as a per-tensor scalar rule: over steps
   whose gradients shrink (×0.3 per step, so the restraint acts), the fused
-  update equals XLA's and the restraint slowed the later steps."""
+  update equals XLA's and the restraint slowed the later steps (hand
+  exponents per μP group, as the shipped candidate has them)."""
   base = tuple(r for r in SHIPPED.step if not isinstance(r, lopt.adaptive.GradientRestraint))
-  form = dataclasses.replace(SHIPPED, step=base + (lopt.adaptive.GradientRestraint(),))
+  form = dataclasses.replace(SHIPPED, step=base + (
+      lopt.adaptive.GradientRestraint(alpha=(0.0, 0.5), beta=(0.0, 0.5)),))
   xla, fused = (dataclasses.replace(form, backend=b) for b in ("xla", "pallas"))
   theta = _theta(xla)
   theta["restraint"] = {"alpha": jnp.asarray([0.0, 0.4], jnp.float32),   # hidden: α = 0.9,

@@ -10,7 +10,9 @@ Run from results/probes: ../../.venv/bin/python heldout_restraint.py SUITE [PAIR
 restraint_screen8.txt (screen, 0:0,0.25:0.25,0.5:0.5,0.5:0, 8 seeds),
 restraint_heldout.txt (heldout, 0:0,0.5:0.5).
 BOUND (env, default 10): the rule's bound; restraint_freeze_screen8.txt is
-BOUND=1000 ... screen 0:0,1:1,2:2,1:0.5 8 (the "freeze once memorized" variants)."""
+BOUND=1000 ... screen 0:0,1:1,2:2,1:0.5 8 (the "freeze once memorized" variants);
+restraint_groups_screen8.txt is ... screen 0:0,0/0.5:0/0.5,0.5/0:0.5/0,0.5:0.5 8
+(the input and hidden groups restrained apart)."""
 import dataclasses, os, sys
 import jax, jax.numpy as jnp, numpy as np, lopt
 from lopt.adaptive import GradientRestraint
@@ -19,8 +21,11 @@ from training.evaluation import lo_optax
 from training.sweep import Sweep
 
 SUITE = sys.argv[1]
-pairs = [tuple(map(float, p.split(":"))) for p in
-         (sys.argv[2] if len(sys.argv) > 2 else "0:0,0.5:0").split(",")]
+# "a:b" sets both μP groups; "ai/ah:bi/bh" the input and hidden groups apart.
+pairs = [tuple(tuple(map(float, x.split("/"))) if "/" in x else float(x) for x in p.split(":"))
+         for p in (sys.argv[2] if len(sys.argv) > 2 else "0:0,0.5:0").split(",")]
+per_group = lambda x: list(x) if isinstance(x, tuple) else [x] * 2
+fmt = lambda x: "/".join(f"{v:g}" for v in x) if isinstance(x, tuple) else f"{x:g}"
 BOUND = float(os.environ.get("BOUND", "10"))
 seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
 lo, theta = lopt.load_pretrained("mulo-m")
@@ -29,7 +34,7 @@ adamw = {t: r for s in report.values() for t, r in s["tasks"].items()}
 form = dataclasses.replace(lo, step=lo.step + (GradientRestraint(alpha=0.0, beta=0.0, bound=BOUND),))
 n = len(pairs)
 thetas = {**jax.tree.map(lambda x: jnp.stack([x] * n), theta),
-          "restraint": {k: jnp.asarray([[p[i]] * 2 for p in pairs], jnp.float32)
+          "restraint": {k: jnp.asarray([per_group(p[i]) for p in pairs], jnp.float32)
                         for i, k in enumerate(("alpha", "beta"))}}
 entries = (suites.get_suite("heldout-user-cpu") + suites.get_suite("heldout-width-cpu")[:1]
            if SUITE == "heldout" else suites.get_suite("screen-user-cpu"))
@@ -39,7 +44,7 @@ for e in entries:
   task, steps = e.task, e.num_steps
   r = Sweep(lambda th: lo_optax(form, th, task, steps), task, steps, grid=True)(thetas, seeds)
   acc = r.test_accuracy if r.test_accuracy is not None else np.full(r.test_loss.shape, np.nan)
-  row = lambda i: (f"a{pairs[i][0]:g}:b{pairs[i][1]:g} {np.mean(r.test_loss[i]):.4f} / {np.nanmean(acc[i]):.4f} / "
+  row = lambda i: (f"a{fmt(pairs[i][0])}:b{fmt(pairs[i][1])} {np.mean(r.test_loss[i]):.4f} / {np.nanmean(acc[i]):.4f} / "
                    f"{np.max(r.max_spike[i]):.2f} / {np.mean(r.final_train_loss[i]):.2g}")
   line = f"{task.name}@{steps}: " + " | ".join(row(i) for i in range(n))
   a = adamw.get(f"{task.name}@{steps}")
