@@ -293,3 +293,8 @@ def test_ship_reships_an_export_with_its_evaluation(straight_run, tmp_path):
   assert meta["training"] == {**meta0["training"], "accelerator_hours": None}
   suite = meta["evaluation"]["suites"]["s"]
   assert suite["beats_tuned_adamw_test_loss_fraction"] == 0.5 and meta["description"] == "a test LO"
+  # Shipped under another name than its label in results.json: --label maps it.
+  assert ship.main([f"y={src}", "--results", str(path), "--out", str(out), "--label", "y=x"]) == 0
+  assert lopt.load_metadata(str(out / "y"))["evaluation"] == meta["evaluation"]
+  with pytest.raises(SystemExit):  # no optimizer labelled y: a clear usage error
+    ship.main([f"y={src}", "--results", str(path), "--out", str(out)])

@@ -14,7 +14,9 @@ meta-validation pick, whose checkpoint may have been rotated away). The
 evaluation numbers come from a ``scripts/evaluate.py`` results.json in which the optimizer was labelled NAME. Per suite they are its
 average rank (by test loss), the fractions of tasks where it beat tuned AdamW's
 test loss and final training loss, and per task its test and train losses,
-test accuracy and max loss spike next to AdamW's.
+test accuracy and max loss spike next to AdamW's. ``--label NAME=LABEL`` reads
+them from the optimizer labelled LABEL instead (a candidate evaluated under its
+own name, shipped under NAME).
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def main(argv=None) -> int:
                       help="NAME=HOURS of device time the run took (repeatable)")
   parser.add_argument("--description", action="append", default=[],
                       help="NAME=TEXT: what this optimizer is, e.g. its scale (repeatable)")
+  parser.add_argument("--label", action="append", default=[],
+                      help="NAME=LABEL: the optimizer's label in --results where it is not "
+                      "NAME, e.g. a candidate evaluated beside the LO it replaces (repeatable)")
   parser.add_argument("--out", default="checkpoints")
   args = parser.parse_args(argv)
 
@@ -76,11 +81,13 @@ def main(argv=None) -> int:
     results = json.load(f)
   hours = dict(item.split("=", 1) for item in args.device_hours)
   descriptions = dict(item.split("=", 1) for item in args.description)
+  labels = dict(item.split("=", 1) for item in args.label)
   for item in args.runs:
     name, workdir = item.split("=", 1)
-    evaluation = headline(results, name)
+    label = labels.get(name, name)
+    evaluation = headline(results, label)
     if not evaluation["suites"]:
-      parser.error(f"{args.results} has no results for an optimizer labelled {name!r}")
+      parser.error(f"{args.results} has no results for an optimizer labelled {label!r}")
     if os.path.isfile(os.path.join(workdir, "metadata.json")):  # an export (export_best)
       path = _reship(workdir, os.path.join(args.out, name), evaluation)
     else:
