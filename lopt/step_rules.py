@@ -222,8 +222,11 @@ def check(rules: tuple) -> None:
 
 
 def to_record(rules: tuple) -> list[dict]:
-  """JSON form: ``[{"rule": "GroupBase", "input": 0.002, "hidden": 0.2}, ...]``."""
-  return [{"rule": type(r).__name__, **dataclasses.asdict(r)} for r in rules]
+  """JSON form: ``[{"rule": "GroupBase", "input": 0.002, "hidden": 0.2}, ...]``
+  (a pair field as a list, as metadata.json reads back)."""
+  json_value = lambda v: list(v) if isinstance(v, tuple) else v
+  return [{"rule": type(r).__name__, **{k: json_value(v) for k, v in dataclasses.asdict(r).items()}}
+          for r in rules]
 
 
 def parse(text: str) -> tuple:

@@ -523,6 +523,16 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                          lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step + (
                              adaptive.GradientRestraint(alpha=0.5, beta=0.5),)),
                          distribution="tiny-mix-lm", validate_every=500),
+    # a15 restrained every tensor; on the screen the LM's and the CNN's gains
+    # come from the hidden group, while restraining the input group costs the
+    # wine tables 15-35% (results/probes/restraint_groups_screen8.txt), and held
+    # out it was the input group that cost breast cancer and iris. a15 with the
+    # restraint on the hidden group only (its four exponents still learned; θ₀ =
+    # results/candidates/mulo-m-hidden-restraint).
+    "mulo-a16-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
+                         lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step + (
+                             adaptive.GradientRestraint(alpha=(0.0, 0.5), beta=(0.0, 0.5)),)),
+                         distribution="tiny-mix-lm", validate_every=500),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

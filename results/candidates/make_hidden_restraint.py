@@ -20,5 +20,5 @@ out = lopt.save_pretrained("results/candidates/mulo-m-hidden-restraint", form, t
     "description": "mulo-m's meta-trained θ plus the hand rule GradientRestraint(alpha=(0, 0.5), "
                    "beta=(0, 0.5)) (its own θ zero): a release candidate chosen on the screen "
                    "suite (results/probes/restraint_groups_screen8.txt).",
-    **{k: meta[k] for k in ("parameterization", "training") if k in meta}})
+    **{k: meta[k] for k in ("parameterization", "training", "meta_validation") if k in meta}})
 print(out)
