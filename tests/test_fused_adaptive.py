@@ -139,7 +139,7 @@ def test_fused_equals_xla_with_gradient_restraint():
   """The kernels run GradientRestraint as a per-tensor scalar rule: over steps
   whose gradients shrink (×0.3 per step, so the restraint acts), the fused
   update equals XLA's and the restraint slowed the later steps (hand
-  exponents per μP group, as the shipped candidate has them)."""
+  exponents per μP group, as the shipped mulo-m has them)."""
   base = tuple(r for r in SHIPPED.step if not isinstance(r, lopt.adaptive.GradientRestraint))
   form = dataclasses.replace(SHIPPED, step=base + (
       lopt.adaptive.GradientRestraint(alpha=(0.0, 0.5), beta=(0.0, 0.5)),))

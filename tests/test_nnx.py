@@ -243,7 +243,7 @@ def test_linen_train_state_with_pretrained_mulo_m():
   for _ in range(STEPS):
     state = step(state)
   last = float(loss_fn(state.params))
-  # measured: 0.61 -> 0.067 (0.040 before mulo-m restrained its hidden steps once
-  # the gradient shrinks: it holds back on a memorized training set by design)
+  # measured: 0.61 -> 0.067 (0.040 before mulo-m's hidden steps were restrained
+  # as the gradient shrinks, GradientRestraint: slower on train loss by design)
   assert last < 0.15 * first, (first, last)
   assert lopt.check_num_steps(state, STEPS + 1) == STEPS
