@@ -134,8 +134,7 @@ class TensorAdaptive(StepRule):
   theta_key: ClassVar[str] = "adapt"
 
   def __post_init__(self):
-    if isinstance(self.bound, list):  # the JSON record's form of a pair
-      object.__setattr__(self, "bound", tuple(self.bound))
+    step_rules.pairs_as_tuples(self, "bound")
     pair = self.bound if isinstance(self.bound, tuple) else (self.bound,)
     if not (len(pair) in (1, 2) and all(isinstance(b, (int, float)) and not isinstance(b, bool)
                                         and 1 <= b < 1e6 for b in pair)):
@@ -240,9 +239,7 @@ class GradientRestraint(StepRule):
   theta_key: ClassVar[str] = "restraint"
 
   def __post_init__(self):
-    for name in ("alpha", "beta"):
-      if isinstance(getattr(self, name), list):  # the JSON record's form of a pair
-        object.__setattr__(self, name, tuple(getattr(self, name)))
+    step_rules.pairs_as_tuples(self, "alpha", "beta")
     ok = lambda x, lo: (isinstance(x, (int, float)) and not isinstance(x, bool)
                         and lo <= x < 1e6)
     per_group = lambda x: ok(x, 0.0) or (isinstance(x, tuple) and len(x) == 2

@@ -221,6 +221,15 @@ def check(rules: tuple) -> None:
     rule.check(rules)
 
 
+def pairs_as_tuples(rule: Any, *names: str) -> None:
+  """In a frozen rule's ``__post_init__``: fields that take a pair, given as a
+  list (the JSON record's form, or by hand), become tuples, so the rule stays
+  hashable (a jit static)."""
+  for name in names:
+    if isinstance(getattr(rule, name), list):
+      object.__setattr__(rule, name, tuple(getattr(rule, name)))
+
+
 def to_record(rules: tuple) -> list[dict]:
   """JSON form: ``[{"rule": "GroupBase", "input": 0.002, "hidden": 0.2}, ...]``
   (a pair field as a list, as metadata.json reads back)."""

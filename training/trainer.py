@@ -60,7 +60,7 @@ def load_init_theta(config: MetaTrainConfig) -> Any:
     raise ValueError(f"init_theta {config.init_theta!r} is not a readable pretrained LO "
                      f"({' '.join(str(e).split())[:300]}). Pass a shipped name or an export "
                      "directory such as WORKDIR/export_best.") from None
-  theta = _with_added_rules(lo, theta, config.lo, config.seed)
+  theta = with_added_rules(lo, theta, config.lo, config.seed)
   if theta is not None:
     return jax.tree_util.tree_map(jnp.asarray, theta)
   raise ValueError(f"init_theta {config.init_theta!r} holds a {type(lo).__name__} with config "
@@ -69,7 +69,7 @@ def load_init_theta(config: MetaTrainConfig) -> Any:
                    "whose step rules this run's extend), or set --lo to match it.")
 
 
-def _with_added_rules(lo: Any, theta: Any, target: Any, seed: int) -> Any:
+def with_added_rules(lo: Any, theta: Any, target: Any, seed: int) -> Any:
   """θ of the warm start ``lo`` for ``target``: as it is if the configs are
   equal; with the zero-initialized θ of ``target``'s extra step rules added if
   ``target`` is ``lo`` with step rules added (each new rule is the identity at
