@@ -12,7 +12,11 @@ restraint_heldout.txt (heldout, 0:0,0.5:0.5).
 BOUND (env, default 10): the rule's bound; restraint_freeze_screen8.txt is
 BOUND=1000 ... screen 0:0,1:1,2:2,1:0.5 8 (the "freeze once memorized" variants);
 restraint_groups_screen8.txt is ... screen 0:0,0/0.5:0/0.5,0.5/0:0.5/0,0.5:0.5 8
-(the input and hidden groups restrained apart)."""
+(the input and hidden groups restrained apart; both over the mulo-m before its
+re-ship, which had no restraint). Since the re-ship the rule of the shipped
+mulo-m is replaced by the probed one, so "0/0.5:0/0.5" is the shipped mulo-m;
+restraint_decay_screen8.txt is ... screen 0/0.5:0/0.5,0/0.5:0/0,0/1:0/0,0/1:0/0.5 8
+(the hidden group's decay kept at full strength while its step slows)."""
 import dataclasses, os, sys
 import jax, jax.numpy as jnp, numpy as np, lopt
 from lopt.adaptive import GradientRestraint
@@ -31,7 +35,10 @@ seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
 lo, theta = lopt.load_pretrained("mulo-m")
 report = lopt.load_metadata("mulo-m")["evaluation"]["suites"]
 adamw = {t: r for s in report.values() for t, r in s["tasks"].items()}
-form = dataclasses.replace(lo, step=lo.step + (GradientRestraint(alpha=0.0, beta=0.0, bound=BOUND),))
+# The shipped mulo-m carries a GradientRestraint (θ zero): swap it for the probed one.
+probe = GradientRestraint(alpha=0.0, beta=0.0, bound=BOUND)
+kept = tuple(r for r in lo.step if not isinstance(r, GradientRestraint))
+form = dataclasses.replace(lo, step=kept + (probe,))
 n = len(pairs)
 thetas = {**jax.tree.map(lambda x: jnp.stack([x] * n), theta),
           "restraint": {k: jnp.asarray([per_group(p[i]) for p in pairs], jnp.float32)
