@@ -7,8 +7,10 @@ Reads WORKDIR/metrics.jsonl (the ``meta_valid/score`` records written every
 ``validate_every`` outer steps, training/meta_validation.py). The score is the
 geometric mean over the validation suite's tasks of test loss ÷ θ₀'s test loss:
 θ₀, the untrained start, is the dashed line at 1.0 (and the point at outer step
-0); below it, meta-training is helping. The best step (the one exported to
-WORKDIR/export_best) is marked. Default output: WORKDIR/meta_validation.png.
+0); below it, meta-training is helping. Where a record has
+``meta_valid/score_se`` (the standard error over the validation seeds), the
+point has a ±1 s.e. bar: a step whose bar crosses 1.0 is within seed noise of
+θ₀. The best step (the one exported to WORKDIR/export_best) is marked. Default output: WORKDIR/meta_validation.png.
 Exit status 2 (one line) when the workdir has no metrics.jsonl or no
 meta-validation record.
 """
@@ -20,6 +22,7 @@ import os
 import sys
 
 SCORE = "meta_valid/score"
+SCORE_SE = "meta_valid/score_se"
 
 
 def read_curve(workdir: str) -> tuple[list[int], list[float], int | None]:
@@ -34,6 +37,14 @@ def read_curve(workdir: str) -> tuple[list[int], list[float], int | None]:
   return steps, scores, best if best_score < 1.0 else None
 
 
+def read_standard_errors(workdir: str) -> dict[int, float]:
+  """{outer step: the score's standard error} of the records that have one."""
+  from training.tracking import read_metrics
+  return {int(r["step"]): float(r[SCORE_SE]) for r in read_metrics(workdir)
+          if isinstance(r, dict) and isinstance(r.get(SCORE), (int, float))
+          and isinstance(r.get(SCORE_SE), (int, float))}
+
+
 def plot(workdir: str, out: str) -> str:
   import matplotlib
   matplotlib.use("Agg")  # headless; must precede pyplot
@@ -43,6 +54,11 @@ def plot(workdir: str, out: str) -> str:
   fig, ax = plt.subplots(figsize=(6.4, 4.0))
   ax.axhline(1.0, color="gray", ls="--", lw=1, label="θ₀ (untrained start) = 1")
   ax.plot(steps, scores, marker="o", ms=3, lw=1.5, label="meta-validation score")
+  se = read_standard_errors(workdir)
+  if se:
+    xs = [s for s in steps if s in se]
+    ax.errorbar(xs, [scores[steps.index(s)] for s in xs], yerr=[se[s] for s in xs], ls="",
+                capsize=3, color="tab:blue", lw=1, label="± 1 s.e. over validation seeds")
   if best is not None:
     ax.plot([best], [scores[steps.index(best)]], marker="*", ms=14, color="tab:red", ls="",
             label=f"best: step {best}, {scores[steps.index(best)]:.3f} (export_best)")

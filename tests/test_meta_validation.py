@@ -55,6 +55,32 @@ def test_ratio_and_score_rules():
   assert geometric_mean([DIVERGED_RATIO, 1.0]) == pytest.approx(math.sqrt(10))
 
 
+def test_score_standard_error_closed_form_and_coverage():
+  se = meta_validation.score_standard_error
+  # One task, θ₀ flat over 3 seeds, θ at 1, 2, 3: u = x/2 - 1 = (-1/2, 0, 1/2),
+  # var(u) = 1/4, se(log) = sqrt(1/12); score 2.
+  assert se(2.0, [np.array([1.0, 2.0, 3.0])], [np.ones(3)]) == pytest.approx(
+      2.0 * math.sqrt(1 / 12), rel=1e-12)
+  # Paired seeds: θ = 0.8 θ₀ on every seed leaves no noise in the ratio.
+  x0 = np.array([0.3, 0.5, 0.4, 0.9])
+  assert se(0.8, [0.8 * x0], [x0]) == pytest.approx(0.0, abs=1e-15)
+  # Pinned tasks add nothing: diverged seed, clipped ratio. One seed: nan.
+  assert se(1.0, [np.array([1.0, np.inf]), 100 * x0], [np.ones(2), x0]) == 0.0
+  assert math.isnan(se(1.0, [np.array([1.0])], [np.array([1.0])]))
+  # Coverage: over many draws of 3 tasks × 8 lognormal seeds (θ₀ and θ with
+  # independent noise), the predicted se matches the spread of the score.
+  rng = np.random.default_rng(0)
+  means, sig, S = np.array([0.02, 0.5, 2.3]), np.array([0.3, 0.1, 0.02]), 8
+  scores, ses = [], []
+  for _ in range(4000):
+    x = [m * np.exp(s * rng.standard_normal(S)) for m, s in zip(means, sig)]
+    x0 = [m * np.exp(s * rng.standard_normal(S)) for m, s in zip(means, sig)]
+    score = geometric_mean([a.mean() / b.mean() for a, b in zip(x, x0)])
+    scores.append(score)
+    ses.append(se(score, x, x0))
+  assert np.median(ses) == pytest.approx(np.std(scores), rel=0.12)
+
+
 def test_config_fields_are_bookkeeping_and_validated():
   c = _config(validate_every=3)
   assert {"validate_every", "validate_suite", "validate_seeds"} <= set(c.BOOKKEEPING)
@@ -115,6 +141,9 @@ def test_validation_records_reference_and_best(runs):
     ref = json.load(f)
   names = [e.task.name for e in TINY_SUITE]
   assert ref["tasks"] == names and ref["seeds"] == [0] and ref["suite"] == "smoke"
+  for n in names:   # per seed too (one seed here: no standard error)
+    assert np.mean(ref["test_loss_seeds"][n]) == pytest.approx(ref["test_loss"][n], rel=1e-12)
+  assert all(records[step]["meta_valid/score_se"] is None for step in (2, 4))
   best = 1.0
   for step in (2, 4):
     r = records[step]
@@ -204,14 +233,45 @@ def test_resume_keeps_the_best_and_refuses_another_suite(tmp_path):
                                   entries=TINY_SUITE[:1])
 
 
+def test_reference_without_seeds_is_completed_and_its_means_kept(tmp_path):
+  # meta_valid_ref.json from before the per-seed record: one more evaluation of
+  # θ₀ adds them; the stored means (so the scores) stay; with 2 seeds the
+  # logged standard error is the paired delta-method one.
+  config = _config(validate_every=1, validate_seeds=2)
+  name = TINY_SUITE[0].task.name
+  ref = {"suite": "smoke", "seeds": [0, 1], "tasks": [name],
+         "num_steps": {name: TINY_SUITE[0].num_steps}, "test_loss": {name: 1.0}}
+  (tmp_path / meta_validation.REF_FILE).write_text(json.dumps(ref))
+  v = meta_validation.MetaValidator(config, str(tmp_path), entries=TINY_SUITE[:1],
+                                    log=lambda s: None)
+  assert v.ref_seeds is None
+  theta0 = trainer.initial_theta(config)
+  theta = jax.tree_util.tree_map(lambda x: np.asarray(x) * np.float32(1.01), theta0)
+  r = v(1, theta)
+  stored = json.loads((tmp_path / meta_validation.REF_FILE).read_text())
+  assert stored["test_loss"] == {name: 1.0} and v.ref == {name: 1.0}
+  x0 = v.seed_losses(theta0)[name]
+  np.testing.assert_allclose(stored["test_loss_seeds"][name], x0, rtol=1e-12)
+  x = v.seed_losses(theta)[name]
+  assert r[f"meta_valid/test_loss/{name}"] == pytest.approx(x.mean(), rel=1e-6)
+  assert r["meta_valid/score"] == pytest.approx(x.mean() / 1.0, rel=1e-6)
+  u = x / x.mean() - x0 / x0.mean()
+  assert r["meta_valid/score_se"] == pytest.approx(
+      r["meta_valid/score"] * math.sqrt(np.var(u, ddof=1) / 2), rel=1e-6)
+  # A new validator reads the completed file: nothing re-evaluated.
+  again = meta_validation.MetaValidator(config, str(tmp_path), entries=TINY_SUITE[:1])
+  np.testing.assert_allclose(again.ref_seeds[name], x0, rtol=1e-12)
+
+
 def test_plot(tmp_path):
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
       {"step": 5, "meta_loss": 1.0},
       {"step": 10, "meta_loss": 1.0, "meta_valid/score": 0.9},
-      {"step": 20, "meta_loss": 1.0, "meta_valid/score": 0.8},
-      {"step": 30, "meta_loss": 1.0, "meta_valid/score": 1.2})))
+      {"step": 20, "meta_loss": 1.0, "meta_valid/score": 0.8, "meta_valid/score_se": 0.05},
+      {"step": 30, "meta_loss": 1.0, "meta_valid/score": 1.2, "meta_valid/score_se": None})))
   steps, scores, best = plot_meta_validation.read_curve(str(tmp_path))
   assert steps == [0, 10, 20, 30] and scores == [1.0, 0.9, 0.8, 1.2] and best == 20
+  assert plot_meta_validation.read_standard_errors(str(tmp_path)) == {20: 0.05}
   out = tmp_path / "curve.png"
   assert plot_meta_validation.main([str(tmp_path), "--out", str(out)]) == 0
   assert out.stat().st_size > 1000

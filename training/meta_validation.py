@@ -17,10 +17,18 @@ diverged; a diverged run's ratio is ``DIVERGED_RATIO`` (10), and every ratio is
 clipped to [1/10, 10] (a task where θ₀ itself diverged and θ did not counts
 1/10, both diverged 1), so one task can move the score by at most ×10^(1/n).
 
+Its standard error, ``score_se``, comes from the seeds' spread (the delta
+method on log score, each seed paired with θ₀'s on the same data and init,
+``score_standard_error``): with a few seeds one small-loss task's noise can
+move the score by 10%, and a user must see whether a change is larger than
+that.
+
 θ₀ is evaluated once, at the run's first validation, and its per-task test
-losses are kept in ``WORKDIR/meta_valid_ref.json`` (written atomically; read
-back on resume; a resume with another suite or seed count is refused, since
-the scores would not compare). θ₀ is always a candidate: a θ becomes the best
+losses (means, and per seed for the standard error) are kept in
+``WORKDIR/meta_valid_ref.json`` (written atomically; read back on resume; a
+resume with another suite or seed count is refused, since the scores would
+not compare; a file written before the per-seed record gets it added by one
+more evaluation of θ₀, its means, and so the scores, kept). θ₀ is always a candidate: a θ becomes the best
 only if its score is below every earlier score, 1.0 (θ₀) included, and it is
 then exported to ``WORKDIR/export_best`` (``lopt.save_pretrained``; metadata
 ``meta_validation``: outer step, score, per-task ratios and test losses; read
@@ -30,7 +38,7 @@ restored one.
 
 What is logged at a validation step (merged into that step's record of
 metrics.jsonl and wandb): ``meta_valid/score``, ``meta_valid/best_score``,
-``meta_valid/is_best`` (1/0), ``meta_valid/seconds``, and per task
+``meta_valid/score_se``, ``meta_valid/is_best`` (1/0), ``meta_valid/seconds``, and per task
 ``meta_valid/test_loss/<task>`` and ``meta_valid/ratio/<task>``.
 
 Validation reads θ and nothing else: the meta-training's own state, keys and
@@ -80,6 +88,29 @@ def geometric_mean(ratios: Sequence[float]) -> float:
   return float(np.exp(np.mean(np.log(np.asarray(ratios, np.float64)))))
 
 
+def score_standard_error(score: float, seed_losses: Sequence[np.ndarray],
+                         ref_seed_losses: Sequence[np.ndarray]) -> float:
+  """Standard error of ``score`` (the geometric mean over tasks of
+  mean_s L_s / mean_s L₀_s) from the spread over S paired seeds. Per task,
+  to first order log ratio moves with u_s = L_s / mean L - L₀_s / mean L₀,
+  so var(log ratio) = var(u) / S (sample variance); tasks are independent:
+  se(log score) = sqrt(Σ var) / n_tasks, se(score) = score · se(log score).
+  A task whose ratio is pinned (a diverged seed, a loss <= 0, or clipped at
+  ×DIVERGED_RATIO) does not move with the seeds and adds 0. nan below 2 seeds."""
+  total, n = 0.0, len(seed_losses)
+  for x, x0 in zip(seed_losses, ref_seed_losses):
+    x, x0 = np.asarray(x, np.float64), np.asarray(x0, np.float64)
+    if x.size < 2:
+      return math.nan
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(x0))):
+      continue
+    m, m0 = x.mean(), x0.mean()
+    if m <= 0 or m0 <= 0 or not 1 / DIVERGED_RATIO < m / m0 < DIVERGED_RATIO:
+      continue
+    total += np.var(x / m - x0 / m0, ddof=1) / x.size
+  return float(score * math.sqrt(total) / n)
+
+
 def _task_names(entries) -> list[str]:
   """Unique names: the task's, with ``@<steps>`` where a suite repeats a task."""
   names = [e.task.name for e in entries]
@@ -106,7 +137,7 @@ class MetaValidator:
     self.seeds = list(range(config.validate_seeds))
     make_tx = lambda e: lambda theta: evaluation.lo_optax(config.lo, theta, e.task, e.num_steps)
     self.sweeps = [Sweep(make_tx(e), e.task, e.num_steps) for e in self.entries]
-    self.ref = self._read_ref()
+    self.ref, self.ref_seeds = self._read_ref()
     self.best = self._best_before(start_step)
 
   # ---------------------------------------------------------------- the record
@@ -114,10 +145,12 @@ class MetaValidator:
     return {"suite": self.suite, "seeds": self.seeds, "tasks": self.names,
             "num_steps": {n: e.num_steps for n, e in zip(self.names, self.entries)}}
 
-  def _read_ref(self) -> dict[str, float] | None:
+  def _read_ref(self) -> tuple[dict[str, float] | None, dict[str, np.ndarray] | None]:
+    """θ₀'s (mean, per-seed) test losses from meta_valid_ref.json; per-seed
+    None in a file written before they were recorded."""
     path = os.path.join(self.workdir, REF_FILE)
     if not os.path.exists(path):
-      return None
+      return None, None
     try:
       with open(path) as f:
         data = json.load(f)
@@ -125,7 +158,7 @@ class MetaValidator:
       recorded = {k: data[k] for k in ("suite", "seeds", "tasks", "num_steps")}
     except (OSError, ValueError, KeyError, TypeError) as e:
       self.log(f"WARNING: {path} is unreadable ({type(e).__name__}); re-evaluating θ₀.")
-      return None
+      return None, None
     if recorded != self.describe():
       raise ValueError(
           f"{path} holds θ₀'s test losses for validation on {recorded['suite']!r} with seeds "
@@ -133,7 +166,11 @@ class MetaValidator:
           f"{self.suite!r} with seeds {self.seeds}, whose scores would not compare. Repeat "
           f"the original --validate_suite/--validate_seeds, or delete {REF_FILE} and "
           f"{BEST_DIR} to restart validation.")
-    return {k: (math.inf if v is None else float(v)) for k, v in losses.items()}
+    as_float = lambda v: math.inf if v is None else float(v)
+    seeds = data.get("test_loss_seeds")
+    return ({k: as_float(v) for k, v in losses.items()},
+            None if seeds is None else {k: np.array([as_float(x) for x in v], np.float64)
+                                        for k, v in seeds.items()})
 
   def _best_before(self, start_step: int) -> float:
     """The lowest score logged at steps <= start_step (θ₀'s 1.0 if none is lower)."""
@@ -146,21 +183,29 @@ class MetaValidator:
     return min([1.0] + [float(x) for x in scores if isinstance(x, (int, float))])
 
   # -------------------------------------------------------------- evaluation
-  def test_losses(self, theta: Any) -> dict[str, float]:
-    """Per task: the mean test loss over seeds (+inf if any seed diverged)."""
+  def seed_losses(self, theta: Any) -> dict[str, np.ndarray]:
+    """Per task: the test loss of each seed (+inf where it diverged)."""
     theta = jax.tree_util.tree_map(np.asarray, jax.device_get(theta))  # a host copy:
     # uncommitted inputs, the same compiled program whatever θ's sharding was.
-    return {name: mean_or_inf(sweep(theta, self.seeds).test_loss)
+    return {name: np.asarray(sweep(theta, self.seeds).test_loss, np.float64).reshape(-1)
             for name, sweep in zip(self.names, self.sweeps)}
 
+  def test_losses(self, theta: Any) -> dict[str, float]:
+    """Per task: the mean test loss over seeds (+inf if any seed diverged)."""
+    return {k: mean_or_inf(v) for k, v in self.seed_losses(theta).items()}
+
   def reference(self) -> dict[str, float]:
-    """θ₀'s per-task test losses: from meta_valid_ref.json, else evaluated and stored."""
-    if self.ref is None:
+    """θ₀'s per-task test losses: from meta_valid_ref.json, else evaluated and
+    stored (its per-seed losses too: added to an older file, its means kept)."""
+    if self.ref is None or self.ref_seeds is None:
       from lopt import diskio
       from training.trainer import initial_theta
-      self.ref = self.test_losses(initial_theta(self.config))
+      self.ref_seeds = self.seed_losses(initial_theta(self.config))
+      if self.ref is None:
+        self.ref = {k: mean_or_inf(v) for k, v in self.ref_seeds.items()}
       record = {**self.describe(), "theta": "initial_theta(config): outer step 0",
-                "test_loss": finite_or_none(self.ref)}
+                "test_loss": finite_or_none(self.ref),
+                "test_loss_seeds": finite_or_none(self.ref_seeds)}
       diskio.write_atomic(os.path.join(self.workdir, REF_FILE),
                           json.dumps(record, indent=1, sort_keys=True, allow_nan=False))
     return self.ref
@@ -170,17 +215,22 @@ class MetaValidator:
     return the metrics to log at ``step``."""
     start = time.perf_counter()
     ref = self.reference()
-    losses = self.test_losses(theta)
+    seeds = self.seed_losses(theta)
+    losses = {k: mean_or_inf(v) for k, v in seeds.items()}
     ratios = {k: task_ratio(losses[k], ref[k]) for k in self.names}
     score = geometric_mean(list(ratios.values()))
+    se = score_standard_error(score, [seeds[k] for k in self.names],
+                              [self.ref_seeds[k] for k in self.names])
     is_best = score < self.best
     if is_best:
       self.best = score
-      self.export_best(step, theta, score, ratios, losses)
+      self.export_best(step, theta, score, ratios, losses, se)
     seconds = time.perf_counter() - start
-    self.log(f"meta-validation at outer step {step}: score {score:.4f} (θ₀ = 1), best "
+    self.log(f"meta-validation at outer step {step}: score {score:.4f} ± {se:.4f} s.e. "
+             f"over {len(self.seeds)} seeds (θ₀ = 1), best "
              f"{self.best:.4f}{' (new best, exported)' if is_best else ''}, {seconds:.0f} s")
-    record = {PREFIX + "score": score, PREFIX + "best_score": self.best,
+    record = {PREFIX + "score": score, PREFIX + "score_se": finite_or_none(se),
+              PREFIX + "best_score": self.best,
               PREFIX + "is_best": int(is_best), PREFIX + "seconds": seconds}
     for k in self.names:
       record[PREFIX + "test_loss/" + k] = finite_or_none(losses[k])
@@ -188,9 +238,10 @@ class MetaValidator:
     return record
 
   def export_best(self, step: int, theta: Any, score: float, ratios: dict[str, float],
-                  losses: dict[str, float]) -> str:
+                  losses: dict[str, float], score_se: float = math.nan) -> str:
     metadata = {"meta_validation": {
-        "outer_step": int(step), "score": float(score), "suite": self.suite,
+        "outer_step": int(step), "score": float(score),
+        "score_se": finite_or_none(score_se), "suite": self.suite,
         "seeds": self.seeds, "ratios": ratios,
         "test_loss": finite_or_none(losses),
         "reference_test_loss": finite_or_none(self.reference()),
