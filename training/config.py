@@ -533,6 +533,18 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                          lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step + (
                              adaptive.GradientRestraint(alpha=(0.0, 0.5), beta=(0.0, 0.5)),)),
                          distribution="tiny-mix-lm", validate_every=500),
+    # a16 drifted toward fitting small tables harder: after step ~2500 the
+    # screen's wine tables memorized more (train loss 5e-4 -> 6e-5) and lost
+    # 30-40% (8 seeds, results/meta-runs/mulo-a16-cpu-screen8.md). With episode
+    # lengths ∝ length^-2 in [50, 2000], 8% of episodes are longer than 500
+    # steps, where holding back pays; most reward fitting fast. a16 with
+    # log-uniform lengths up to 3000 (the user suites' longest; 38% over 500),
+    # validated with 8 seeds (a 3-seed score moved ±10% with the digits' noise).
+    "mulo-a17-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
+                         lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step + (
+                             adaptive.GradientRestraint(alpha=(0.0, 0.5), beta=(0.0, 0.5)),)),
+                         distribution="tiny-mix-lm", horizon_power=1.0, max_horizon=3000,
+                         validate_every=500, validate_seeds=8),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
