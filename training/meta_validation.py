@@ -28,18 +28,20 @@ losses (means, and per seed for the standard error) are kept in
 ``WORKDIR/meta_valid_ref.json`` (written atomically; read back on resume; a
 resume with another suite or seed count is refused, since the scores would
 not compare; a file written before the per-seed record gets it added by one
-more evaluation of θ₀, its means, and so the scores, kept). θ₀ is always a candidate: a θ becomes the best
-only if its score is below every earlier score, 1.0 (θ₀) included, and it is
-then exported to ``WORKDIR/export_best`` (``lopt.save_pretrained``; metadata
+more evaluation of θ₀, its means, and so the scores, kept). θ₀ is always a
+candidate: a θ becomes the best only if its score is below every earlier
+score, 1.0 (θ₀) included, and it is then exported to ``WORKDIR/export_best``
+(``lopt.save_pretrained``; metadata
 ``meta_validation``: outer step, score, per-task ratios and test losses; read
 it with ``lopt.load_pretrained(WORKDIR / "export_best")``). On resume the best
 so far is the lowest score that ``metrics.jsonl`` holds at steps up to the
 restored one.
 
 What is logged at a validation step (merged into that step's record of
-metrics.jsonl and wandb): ``meta_valid/score``, ``meta_valid/best_score``,
-``meta_valid/score_se``, ``meta_valid/is_best`` (1/0), ``meta_valid/seconds``, and per task
-``meta_valid/test_loss/<task>`` and ``meta_valid/ratio/<task>``.
+metrics.jsonl and wandb): ``meta_valid/score``, ``meta_valid/score_se``
+(None below 2 seeds), ``meta_valid/best_score``, ``meta_valid/is_best`` (1/0),
+``meta_valid/seconds``, and per task ``meta_valid/test_loss/<task>`` and
+``meta_valid/ratio/<task>``.
 
 Validation reads θ and nothing else: the meta-training's own state, keys and
 results are bit-identical with and without it (tests/test_meta_validation.py).
