@@ -359,6 +359,13 @@ _A4 = dict(_A2, init_theta="results/meta-runs/mulo-a2-cpu/export_12000",
            horizon_curriculum=None, max_horizon=2000, horizon_power=2.0,
            outer_steps=20_000, outer_lr=3e-4, outer_final_lr=3e-5)
 
+# a15's recipe with the restraint on the hidden group only; θ₀ = the shipped
+# mulo-m (why: the preset's comment below).
+_A16 = dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
+            lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step + (
+                adaptive.GradientRestraint(alpha=(0.0, 0.5), beta=(0.0, 0.5)),)),
+            distribution="tiny-mix-lm", validate_every=500)
+
 # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
 _TINY = dict(distribution="tiny", num_pairs=4, truncation_length=10, min_horizon=20,
              max_horizon=60, outer_steps=150, warmup_steps=10, outer_lr=1e-2,
@@ -529,10 +536,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # out it was the input group that cost breast cancer and iris. a15 with the
     # restraint on the hidden group only (its four exponents still learned; θ₀ =
     # results/candidates/mulo-m-hidden-restraint).
-    "mulo-a16-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
-                         lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step + (
-                             adaptive.GradientRestraint(alpha=(0.0, 0.5), beta=(0.0, 0.5)),)),
-                         distribution="tiny-mix-lm", validate_every=500),
+    "mulo-a16-cpu": _A16,
     # a16 drifted toward fitting small tables harder: after step ~2500 the
     # screen's wine tables memorized more (train loss 5e-4 -> 6e-5) and lost
     # 30-40% (8 seeds, results/meta-runs/mulo-a16-cpu-screen8.md). With episode
@@ -540,11 +544,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # steps, where holding back pays; most reward fitting fast. a16 with
     # log-uniform lengths up to 3000 (the user suites' longest; 38% over 500),
     # validated with 8 seeds (a 3-seed score moved ±10% with the digits' noise).
-    "mulo-a17-cpu": dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
-                         lo=dataclasses.replace(_A2["lo"], step=_A2["lo"].step + (
-                             adaptive.GradientRestraint(alpha=(0.0, 0.5), beta=(0.0, 0.5)),)),
-                         distribution="tiny-mix-lm", horizon_power=1.0, max_horizon=3000,
-                         validate_every=500, validate_seeds=8),
+    "mulo-a17-cpu": dict(_A16, horizon_power=1.0, max_horizon=3000, validate_seeds=8),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

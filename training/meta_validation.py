@@ -113,6 +113,11 @@ def score_standard_error(score: float, seed_losses: Sequence[np.ndarray],
   return float(score * math.sqrt(total) / n)
 
 
+def _means(seed_losses: dict[str, np.ndarray]) -> dict[str, float]:
+  """Per task: the mean over seeds (+inf if any seed diverged)."""
+  return {k: mean_or_inf(v) for k, v in seed_losses.items()}
+
+
 def _task_names(entries) -> list[str]:
   """Unique names: the task's, with ``@<steps>`` where a suite repeats a task."""
   names = [e.task.name for e in entries]
@@ -194,7 +199,7 @@ class MetaValidator:
 
   def test_losses(self, theta: Any) -> dict[str, float]:
     """Per task: the mean test loss over seeds (+inf if any seed diverged)."""
-    return {k: mean_or_inf(v) for k, v in self.seed_losses(theta).items()}
+    return _means(self.seed_losses(theta))
 
   def reference(self) -> dict[str, float]:
     """θ₀'s per-task test losses: from meta_valid_ref.json, else evaluated and
@@ -204,7 +209,7 @@ class MetaValidator:
       from training.trainer import initial_theta
       self.ref_seeds = self.seed_losses(initial_theta(self.config))
       if self.ref is None:
-        self.ref = {k: mean_or_inf(v) for k, v in self.ref_seeds.items()}
+        self.ref = _means(self.ref_seeds)
       record = {**self.describe(), "theta": "initial_theta(config): outer step 0",
                 "test_loss": finite_or_none(self.ref),
                 "test_loss_seeds": finite_or_none(self.ref_seeds)}
@@ -218,7 +223,7 @@ class MetaValidator:
     start = time.perf_counter()
     ref = self.reference()
     seeds = self.seed_losses(theta)
-    losses = {k: mean_or_inf(v) for k, v in seeds.items()}
+    losses = _means(seeds)
     ratios = {k: task_ratio(losses[k], ref[k]) for k in self.names}
     score = geometric_mean(list(ratios.values()))
     se = score_standard_error(score, [seeds[k] for k in self.names],
