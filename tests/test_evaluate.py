@@ -77,6 +77,15 @@ def test_smoke_writes_all_outputs(smoke_run):
     assert np.array(r["curve"]["train_loss_per_seed"]).shape == (2, 20)
     assert r["speedup"] == {"value": 1.0, "bound": "=", "reference_steps": 20}
     assert r["learning_rate"] in baselines.default_lr_grid("adamw")
+    # The test curve: every max(1, 20 // TEST_CURVE_POINTS) = 1 update; its last
+    # point is the final params' test loss (the same fixed batches), for every optimizer.
+    for res in task["results"].values():
+      c = res["test_curve"]
+      assert c["step"] == list(range(1, 21))
+      per_seed = np.array(c["test_loss_per_seed"], np.float64)
+      assert per_seed.shape == (2, 20)
+      np.testing.assert_allclose(per_seed[:, -1], res["test_loss_per_seed"], rtol=1e-6)
+      np.testing.assert_allclose(c["test_loss_median"], np.median(per_seed, axis=0), rtol=1e-12)
 
 
 def _parse_tables(text):
@@ -232,6 +241,27 @@ def test_absurd_lr_is_recorded_as_diverged_in_one_compile():
   assert np.all(np.isfinite(curves.final_train_loss[0]))
   assert np.all(curves.final_train_loss[1] == np.inf) and np.all(curves.test_loss[1] == np.inf)
   assert curves.test_accuracy is None  # the quadratic has no accuracy metric
+
+
+def test_test_curve_is_the_test_loss_after_every_kth_update():
+  # QUADRATIC has no noise and unit curvatures: its train and test losses are
+  # the same function, the minibatch loss of step t is the loss after update
+  # t - 1, and SGD at lr 0.4 multiplies the loss by 0.81 per update.
+  make_tx = lambda lr: baselines.get("sgd", learning_rate=lr)
+  before = tracking.compile_count()
+  run = sweep.Sweep(make_tx, QUADRATIC, 12, grid=True, test_every=3)
+  c = run(np.asarray([0.4, 1e6], np.float32), [0, 1])
+  assert tracking.compile_count() - before == 1
+  assert c.test_curve.shape == (2, 2, 4)
+  np.testing.assert_allclose(c.test_curve[0, :, -1], c.test_loss[0], rtol=1e-6)
+  np.testing.assert_allclose(c.test_curve[0, :, :-1], c.train_loss[0][:, [3, 6, 9]], rtol=1e-6)
+  np.testing.assert_allclose(c.test_curve[0, :, 1:] / c.test_curve[0, :, :-1], 0.81 ** 3,
+                             rtol=1e-4)
+  assert np.all(c.test_curve[1] == np.inf)  # the diverged LR, as its final losses
+  assert sweep.Sweep(lambda _: make_tx(0.4), QUADRATIC, 12)(None, [0]).test_curve is None
+  for bad in (-1, 13, 2.0, True):
+    with pytest.raises(ValueError, match="test_every"):
+      sweep.Sweep(make_tx, QUADRATIC, 12, test_every=bad)
 
 
 def test_tuning_picks_the_known_best_lr():

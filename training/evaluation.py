@@ -33,9 +33,9 @@ from lopt import baselines
 from meta_tasks import SuiteEntry, Task, get_suite, suite_names
 from training import records, task_spec
 from training.eval_cache import BaselineCache
-from training.stats import (MAX_CURVE_POINTS, SMOOTH_FRACTION, average_ranks, finite_or_none,
-                            mean_or_inf, pick_lr, seed_median, speedup, step_mult_grid,
-                            subsample_grid, window_means)
+from training.stats import (MAX_CURVE_POINTS, SMOOTH_FRACTION, TEST_CURVE_POINTS, average_ranks,
+                            finite_or_none, mean_or_inf, pick_lr, seed_median, speedup,
+                            step_mult_grid, subsample_grid, window_means)
 from training.sweep import EVAL_BATCHES, Curves, train_curves
 
 REFERENCE = "adamw"
@@ -259,7 +259,20 @@ def _run_result(opt: Optimizer, curves: Curves, lr: Optional[float], seeds: Sequ
       "seconds": curves.seconds,
       "curve": {"step": steps, "train_loss_per_seed": windows,
                 "train_loss_median": seed_median(windows)},
+      "test_curve": None if curves.test_curve is None else _test_curve(pick(curves.test_curve),
+                                                                       loss.shape[-1]),
   }
+
+
+def test_curve_every(num_steps: int) -> int:
+  """Updates between two points of a reported run's test curve."""
+  return max(1, num_steps // TEST_CURVE_POINTS)
+
+
+def _test_curve(per_seed: np.ndarray, num_steps: int) -> dict[str, Any]:
+  every = test_curve_every(num_steps)
+  return {"step": every * np.arange(1, per_seed.shape[-1] + 1), "test_loss_per_seed": per_seed,
+          "test_loss_median": seed_median(per_seed)}
 
 
 
@@ -348,7 +361,7 @@ class Evaluator:
     tuning = self.tune(opt, entry.tuning_task or entry.task, num_steps) if opt.tuned else None
     lr = None if tuning is None else tuning["chosen_lr"]   # None for a learned optimizer
     cache_key = self._cache_key("run", opt, entry.task, num_steps, learning_rate=lr,
-                                seeds=self.seeds)
+                                seeds=self.seeds, test_every=test_curve_every(num_steps))
     cached = self.cache.load(cache_key) if cache_key is not None else None
     if cached is not None:
       self.log(f"  ran {opt.label} on {entry.task.name} (cached)")
@@ -356,7 +369,8 @@ class Evaluator:
       return self.runs[key]
     curves = train_curves(opt.make_tx(entry.task, num_steps), entry.task, num_steps,
                           self.seeds, lrs=None if tuning is None else [tuning.get("chosen", lr)],
-                          eval_params=opt.eval_params, eval_batches=self.eval_batches)
+                          eval_params=opt.eval_params, eval_batches=self.eval_batches,
+                          test_every=test_curve_every(num_steps))
     result = _run_result(opt, curves, lr, self.seeds, lr_index=None if tuning is None else 0)
     if opt.baseline is None:
       result["step_mult"] = 1.0 if tuning is None else tuning["chosen"]

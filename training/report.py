@@ -16,6 +16,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from training.stats import TEST_CURVE_POINTS
+
 PLOTS_DIR = "plots"
 TASK_COLUMNS = ("task", "steps", "optimizer", "LR", "final train loss", "test loss",
                 "test loss s.e.", "test accuracy", "max loss spike", "speedup vs tuned AdamW",
@@ -183,7 +185,9 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
             "reached at its first point, an upper bound). Max loss spike: the highest "
             "minibatch loss ÷ the step-0 loss (max over seeds). "
             "Rank: per task by mean test loss (and, second, by final train loss); averaged "
-            "per suite.", ""]
+            "per suite. Plots: the training loss (minibatch, windowed) and, beside it, the "
+            "test loss on the same fixed batches at about "
+            f"{TEST_CURVE_POINTS} points along training, seed median and min–max band.", ""]
   rows = list(task_rows(results))
   for suite, data in results["suites"].items():
     lines += [f"## Suite `{suite}`", ""]
@@ -222,7 +226,8 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, int], str]) 
 # Plots.
 
 def plot_curves(results: dict[str, Any], workdir: str) -> dict[tuple[str, int], str]:
-  """One PNG per (task, horizon): seed-median training loss and min–max band."""
+  """One PNG per (task, horizon): seed-median training loss and min–max band,
+  and beside it the test loss along training where the runs measured it."""
   import matplotlib
   matplotlib.use("Agg")  # headless; must precede pyplot
   import matplotlib.pyplot as plt
@@ -235,28 +240,45 @@ def plot_curves(results: dict[str, Any], workdir: str) -> dict[tuple[str, int], 
       key = (task["task"], task["num_steps"])
       if key in paths:
         continue
-      fig, ax = plt.subplots(figsize=(6.4, 4.2))
+      with_test = any(r.get("test_curve") for r in task["results"].values())
+      fig, axes = plt.subplots(1, 2 if with_test else 1, figsize=(11 if with_test else 6.4, 4.2),
+                               squeeze=False)
+      train_ax, test_ax = axes[0, 0], axes[0, -1]
       for label, r in task["results"].items():
-        steps = np.asarray(r["curve"]["step"])
-        per_seed = np.array(r["curve"]["train_loss_per_seed"], dtype=np.float64)  # None -> nan
-        median = np.array(r["curve"]["train_loss_median"], dtype=np.float64)
         lr = "" if r["learning_rate"] is None else f" (lr {fmt_lr(r['learning_rate'])})"
         if r.get("tuning") and r.get("step_mult") is not None and r["learning_rate"] is None:
           lr = f" ({fmt_step_mult(r['step_mult'])})"
-        line, = ax.plot(steps, median, label=label + lr, lw=1.5)
-        with np.errstate(all="ignore"):
-          lo, hi = np.nanmin(per_seed, axis=0), np.nanmax(per_seed, axis=0)
-        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-      ax.set(yscale="log", xlabel="step", ylabel="training loss (seed median, min–max band)")
-      ax.set_title(f"{task['task']}, {task['num_steps']} steps", fontsize=9)
-      ax.grid(alpha=0.3, which="both")
-      ax.legend(fontsize=8)
+        line = _median_and_band(train_ax, r["curve"]["step"], r["curve"]["train_loss_median"],
+                                r["curve"]["train_loss_per_seed"], label + lr)
+        if with_test and r.get("test_curve"):
+          c = r["test_curve"]
+          _median_and_band(test_ax, c["step"], c["test_loss_median"], c["test_loss_per_seed"],
+                           label + lr, color=line.get_color())
+      train_ax.set(ylabel="training loss (seed median, min–max band)")
+      if with_test:
+        test_ax.set(ylabel="test loss (seed median, min–max band)")
+      for ax in {id(train_ax): train_ax, id(test_ax): test_ax}.values():
+        ax.set(yscale="log", xlabel="step")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+      fig.suptitle(f"{task['task']}, {task['num_steps']} steps", fontsize=9)
       fig.tight_layout()
       name = plot_name(*key)
       fig.savefig(out_dir / name, dpi=110)
       plt.close(fig)
       paths[key] = f"{PLOTS_DIR}/{name}"
   return paths
+
+
+def _median_and_band(ax, steps, median, per_seed, label, color=None):
+  """The seed median as a line and the seeds' min–max as a band; the line."""
+  per_seed = np.array(per_seed, dtype=np.float64)  # None (non-finite in JSON) -> nan
+  line, = ax.plot(np.asarray(steps), np.array(median, dtype=np.float64), label=label, lw=1.5,
+                  color=color)
+  with np.errstate(all="ignore"):
+    lo, hi = np.nanmin(per_seed, axis=0), np.nanmax(per_seed, axis=0)
+  ax.fill_between(np.asarray(steps), lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+  return line
 
 
 def write_report(results: dict[str, Any], workdir: str) -> Path:

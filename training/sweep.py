@@ -15,6 +15,9 @@ argument, so a whole LR x seed sweep is a single compile.
 * max loss spike: the highest minibatch training loss of a run divided by its
   step-0 loss (1 = never above the start). A learned optimizer that is
   unstable shows here first.
+* test curve (``test_every=k``): the test loss on the same fixed batches
+  after every k-th update: a run whose training loss goes to 0 while its test
+  loss climbs back shows here.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class Curves:
   diverged: np.ndarray            # [...] bool
   max_spike: np.ndarray           # [...] max minibatch loss / step-0 loss (+inf if diverged)
   seconds: float                  # wall time of the call, compile included
+  # [..., num_steps // test_every] test loss after updates k, 2k, ... (``test_every=k``), else None
+  test_curve: Optional[np.ndarray] = None
 
 
 def _final_metrics(task: Task, params: Any, data: Any, split: str, num_batches: int):
@@ -64,7 +69,8 @@ class Sweep:
   few outer steps this way without recompiling. ``grid=True`` vmaps over the
   leading axis of ``arg``'s leaves (an LR or step-multiplier grid).
   ``eval_params(state, params)`` picks the params to evaluate (schedule-free's
-  average). Every ``update`` gets ``loss=`` (learned optimizers) and
+  average). ``test_every=k`` (> 0) also records the test loss after every k-th
+  update (``Curves.test_curve``, of the params ``eval_params`` picks). Every ``update`` gets ``loss=`` (learned optimizers) and
   ``obj_fn=`` (Sophia); transformations ignore extras they do not use.
 
   Seed s draws the task instance (init and its dynamic init scale) and the
@@ -73,9 +79,14 @@ class Sweep:
 
   def __init__(self, make_tx: Callable[[Any], optax.GradientTransformation], task: Task,
                num_steps: int, eval_params: Optional[Callable[[Any, Any], Any]] = None,
-               eval_batches: int = EVAL_BATCHES, grid: bool = False):
+               eval_batches: int = EVAL_BATCHES, grid: bool = False, test_every: int = 0):
     if num_steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+    if not (isinstance(test_every, int) and not isinstance(test_every, bool)
+            and 0 <= test_every <= num_steps):
+      raise ValueError(f"test_every must be an int in [0, num_steps={num_steps}] (0: no test "
+                       f"curve), got {test_every!r}.")
+    self.test_every = test_every
     self.task, self.num_steps = task, num_steps
     self.data = task.data()  # loaded before jit, passed as an argument (not a constant)
     has_accuracy = "accuracy" in jax.eval_shape(
@@ -95,9 +106,17 @@ class Sweep:
         loss, grads = jax.value_and_grad(task.loss)(params, batch, k_loss)
         updates, state = tx.update(grads, state, params, loss=loss,
                                    obj_fn=lambda p: task.loss(p, batch, k_loss))
-        return (optax.apply_updates(params, updates), state), loss
+        params = optax.apply_updates(params, updates)
+        if not test_every:
+          return (params, state), loss
+        shown = params if eval_params is None else eval_params(state, params)
+        test = jax.lax.cond((t + 1) % test_every == 0,
+                            lambda p: _final_metrics(task, p, data, "test", eval_batches)["loss"],
+                            lambda p: jnp.full((), jnp.nan, jnp.float32), shown)
+        return (params, state), (loss, test)
 
-      (params, state), losses = jax.lax.scan(step, (params, state), jnp.arange(num_steps))
+      (params, state), per_step = jax.lax.scan(step, (params, state), jnp.arange(num_steps))
+      losses, tests = per_step if test_every else (per_step, None)
       final = params if eval_params is None else eval_params(state, params)
       train = _final_metrics(task, final, data, "train", eval_batches)
       test = _final_metrics(task, final, data, "test", eval_batches)
@@ -105,6 +124,8 @@ class Sweep:
              "normalized_final_train_loss": task.normalizer(train["loss"])}
       if has_accuracy:
         out["test_accuracy"] = test["accuracy"]
+      if test_every:
+        out["test_curve"] = tests[test_every - 1::test_every]
       return out
 
     over_seeds = jax.vmap(one_run, in_axes=(None, 0, None))
@@ -122,7 +143,7 @@ class Sweep:
 def train_curves(make_tx: Callable[[Any], optax.GradientTransformation], task: Task,
                  num_steps: int, seeds: Sequence[int], lrs: Optional[Sequence[float]] = None,
                  eval_params: Optional[Callable[[Any, Any], Any]] = None,
-                 eval_batches: int = EVAL_BATCHES) -> Curves:
+                 eval_batches: int = EVAL_BATCHES, test_every: int = 0) -> Curves:
   """Train ``len(seeds)`` fresh instances of ``task`` for ``num_steps`` steps,
   in one compiled program (a ``Sweep`` used once).
 
@@ -131,7 +152,8 @@ def train_curves(make_tx: Callable[[Any], optax.GradientTransformation], task: T
   multiplier for learned optimizers) or ``None`` when ``lrs`` is None
   (optimizers without a learning rate). See ``Sweep`` for the rest.
   """
-  sweep = Sweep(make_tx, task, num_steps, eval_params, eval_batches, grid=lrs is not None)
+  sweep = Sweep(make_tx, task, num_steps, eval_params, eval_batches, grid=lrs is not None,
+                test_every=test_every)
   return sweep(None if lrs is None else np.asarray(list(lrs), np.float32), seeds)
 
 
@@ -149,7 +171,9 @@ def _mark_divergence(task: Task, out: dict[str, np.ndarray], seconds: float) -> 
   return Curves(train_loss=curves, final_train_loss=np.where(diverged, np.inf, final_train),
                 test_loss=np.where(diverged | ~np.isfinite(test), np.inf, test),
                 test_accuracy=accuracy, diverged=diverged,
-                max_spike=np.where(diverged, np.inf, max_loss_spike(curves)), seconds=seconds)
+                max_spike=np.where(diverged, np.inf, max_loss_spike(curves)), seconds=seconds,
+                test_curve=None if "test_curve" not in out else np.where(
+                    diverged[..., None], np.inf, out["test_curve"].astype(np.float64)))
 
 
 def max_loss_spike(curves: np.ndarray) -> np.ndarray:

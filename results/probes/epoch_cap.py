@@ -11,7 +11,7 @@ Run from results/probes: ../../.venv/bin/python epoch_cap.py SUITE [CAPS [SEEDS]
 epoch_cap_heldout8.txt (heldout ... 8)."""
 import sys
 import numpy as np, lopt
-from meta_tasks import suites
+import probe_suites
 from training import task_spec
 from training.sweep import Sweep
 
@@ -19,10 +19,8 @@ SUITE = sys.argv[1]
 caps = [float(c) for c in (sys.argv[2] if len(sys.argv) > 2 else "20,40,80").split(",")]
 seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
 lo, theta = lopt.load_pretrained("mulo-m")
-report = lopt.load_metadata("mulo-m")["evaluation"]["suites"]
-adamw = {t: r for s in report.values() for t, r in s["tasks"].items()}
-entries = (suites.get_suite("heldout-user-cpu") + suites.get_suite("heldout-width-cpu")[:1]
-           if SUITE == "heldout" else suites.get_suite("screen-user-cpu"))
+adamw = probe_suites.adamw_heldout()
+entries = probe_suites.entries(SUITE)
 print(f"{SUITE}, mulo-m with its schedule over at most CAP epochs, CAP in {caps}, {len(seeds)} "
       "seeds: test loss / test accuracy / train loss (means over seeds)", flush=True)
 for e in entries:

@@ -10,7 +10,7 @@ Run from results/probes: ../../.venv/bin/python flooding.py SUITE [BS [SEEDS]]
 (2-core CPU); outputs: flooding_screen8.txt (screen 0,0.003,0.01,0.03 8)."""
 import sys
 import jax, jax.numpy as jnp, numpy as np, optax, lopt
-from meta_tasks import suites
+import probe_suites
 from training.evaluation import lo_optax
 from training.sweep import Sweep
 
@@ -18,8 +18,7 @@ SUITE = sys.argv[1]
 bs = [float(b) for b in (sys.argv[2] if len(sys.argv) > 2 else "0,0.01").split(",")]
 seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
 lo, theta = lopt.load_pretrained("mulo-m")
-report = lopt.load_metadata("mulo-m")["evaluation"]["suites"]
-adamw = {t: r for s in report.values() for t, r in s["tasks"].items()}
+adamw = probe_suites.adamw_heldout()
 
 
 def flood(b):
@@ -29,8 +28,7 @@ def flood(b):
   return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
 
 
-entries = (suites.get_suite("heldout-user-cpu") + suites.get_suite("heldout-width-cpu")[:1]
-           if SUITE == "heldout" else suites.get_suite("screen-user-cpu"))
+entries = probe_suites.entries(SUITE)
 print(f"{SUITE}, flooding at b in {bs} before mulo-m, {len(seeds)} seeds: test loss / test "
       "accuracy / max spike / train loss (means over seeds)", flush=True)
 for e in entries:

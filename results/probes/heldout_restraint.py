@@ -20,7 +20,7 @@ restraint_decay_screen8.txt is ... screen 0/0.5:0/0.5,0/0.5:0/0,0/1:0/0,0/1:0/0.
 import dataclasses, os, sys
 import jax, jax.numpy as jnp, numpy as np, lopt
 from lopt.adaptive import GradientRestraint
-from meta_tasks import suites
+import probe_suites
 from training.evaluation import lo_optax
 from training.sweep import Sweep
 
@@ -33,8 +33,7 @@ fmt = lambda x: "/".join(f"{v:g}" for v in x) if isinstance(x, tuple) else f"{x:
 BOUND = float(os.environ.get("BOUND", "10"))
 seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
 lo, theta = lopt.load_pretrained("mulo-m")
-report = lopt.load_metadata("mulo-m")["evaluation"]["suites"]
-adamw = {t: r for s in report.values() for t, r in s["tasks"].items()}
+adamw = probe_suites.adamw_heldout()
 # The shipped mulo-m carries a GradientRestraint (θ zero): swap it for the probed one.
 probe = GradientRestraint(alpha=0.0, beta=0.0, bound=BOUND)
 kept = tuple(r for r in lo.step if not isinstance(r, GradientRestraint))
@@ -43,8 +42,7 @@ n = len(pairs)
 thetas = {**jax.tree.map(lambda x: jnp.stack([x] * n), theta),
           "restraint": {k: jnp.asarray([per_group(p[i]) for p in pairs], jnp.float32)
                         for i, k in enumerate(("alpha", "beta"))}}
-entries = (suites.get_suite("heldout-user-cpu") + suites.get_suite("heldout-width-cpu")[:1]
-           if SUITE == "heldout" else suites.get_suite("screen-user-cpu"))
+entries = probe_suites.entries(SUITE)
 print(f"{SUITE}, mulo-m + GradientRestraint (bound {BOUND:g}) at (alpha, beta) {pairs}, {len(seeds)} seeds: test loss / test "
       "accuracy / max spike / train loss", flush=True)
 for e in entries:

@@ -15,7 +15,7 @@ tasks, mulo-m only, validation_brake_gap_heldout8.txt (SUITE=heldout GAP=30 ... 
 import dataclasses, os, sys
 import jax, jax.numpy as jnp, numpy as np, optax, lopt
 from brake_tx import validation_brake
-from meta_tasks import suites
+import probe_suites
 from training.evaluation import lo_optax
 from training.sweep import _final_metrics
 
@@ -28,8 +28,7 @@ TASKS = os.environ.get("TASKS", "")                  # a substring filter of tas
 # mulo-m only, with tuned AdamW's numbers (full training split) from the
 # shipped held-out report (checkpoints/mulo-m/metadata.json).
 HELDOUT = os.environ.get("SUITE", "screen") == "heldout"
-report = lopt.load_metadata("mulo-m")["evaluation"]["suites"]
-ADAMW_HELDOUT = {t: r for s in report.values() for t, r in s["tasks"].items()}
+ADAMW_HELDOUT = probe_suites.adamw_heldout()
 lo, theta = lopt.load_pretrained("mulo-m")
 ADAMW_LR = {"user-mlp_digits_w64_d3_b64": 0.01, "user-mlp_wine_w64_d3_b32": 3e-4,
             "user-cnn_digitsaug_w16_d2_b128": 0.01, "user-lm_pydocs_t32_w32_d1_h2_b16": 0.01,
@@ -62,8 +61,7 @@ def runs(task, steps, make_tx):
 
 print(f"{'heldout' if HELDOUT else 'screen'}, validation brake (margin {MARGIN:g}, gap {GAP}) at sharpness {sharp} (0: off), reserve_valid, {len(seeds)} seeds: "
       "test loss / final train loss / max spike / final multiplier (means over seeds)", flush=True)
-entries = (suites.get_suite("heldout-user-cpu") + suites.get_suite("heldout-width-cpu")[:1]
-           if HELDOUT else suites.get_suite("screen-user-cpu"))
+entries = probe_suites.entries("heldout" if HELDOUT else "screen")
 for e in entries:
   if not any(t in e.task.name for t in TASKS.split(",")):
     continue

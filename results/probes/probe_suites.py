@@ -1,0 +1,21 @@
+"""What the one-off probes here share: the tasks a probe runs on, and tuned
+AdamW's held-out numbers from the shipped mulo-m's report."""
+import lopt
+from meta_tasks import suites
+
+
+def entries(suite: str) -> list:
+  """"screen": screen-user-cpu; "heldout": heldout-user-cpu and the width-512
+  task of heldout-width-cpu (the held-out tasks of the shipped report)."""
+  if suite == "screen":
+    return suites.get_suite("screen-user-cpu")
+  if suite == "heldout":
+    return suites.get_suite("heldout-user-cpu") + suites.get_suite("heldout-width-cpu")[:1]
+  raise ValueError(f"suite must be 'screen' or 'heldout', got {suite!r}.")
+
+
+def adamw_heldout() -> dict:
+  """``task@steps`` -> that task's row of the shipped mulo-m's held-out report
+  (checkpoints/mulo-m/metadata.json: adamw_test_loss, adamw_test_accuracy, ...)."""
+  report = lopt.load_metadata("mulo-m")["evaluation"]["suites"]
+  return {t: r for s in report.values() for t, r in s["tasks"].items()}
