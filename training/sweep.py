@@ -70,8 +70,10 @@ class Sweep:
   leading axis of ``arg``'s leaves (an LR or step-multiplier grid).
   ``eval_params(state, params)`` picks the params to evaluate (schedule-free's
   average). ``test_every=k`` (> 0) also records the test loss after every k-th
-  update (``Curves.test_curve``, of the params ``eval_params`` picks). Every ``update`` gets ``loss=`` (learned optimizers) and
-  ``obj_fn=`` (Sophia); transformations ignore extras they do not use.
+  update (``Curves.test_curve``, of the params ``eval_params`` picks; the step
+  index is not batched, so the evaluation runs only every k-th step). Every
+  ``update`` gets ``loss=`` (learned optimizers) and ``obj_fn=`` (Sophia);
+  transformations ignore extras they do not use.
 
   Seed s draws the task instance (init and its dynamic init scale) and the
   batch stream, so every optimizer and LR sees the same instances and data.
