@@ -415,3 +415,28 @@ def test_one_wandb_mode_rule_for_evaluation_and_meta_training(monkeypatch, tmp_p
   (tmp_path / ".netrc").unlink()
   monkeypatch.setenv("WANDB_API_KEY", "k")
   assert wandb_mode() == "online" == wandb_mode("online")
+
+
+def test_screen_prints_the_evaluators_numbers_and_the_best_point_along_training(
+    lo_checkpoint, capsys):
+  from training.cli import screen
+  assert screen.main([f"mulo={lo_checkpoint}", "--suite", "smoke", "--max_steps", "10",
+                      "--seeds", "2"]) == 0
+  out = capsys.readouterr().out
+  row = next(l for l in out.splitlines() if l.startswith("| mulo |"))
+  cells = [c.strip() for c in row.strip("|").split("|")][1:]
+  ev = evaluation.Evaluator(range(2), max_steps=10, log=lambda _: None)
+  opt = evaluation.parse_optimizer(f"mulo={lo_checkpoint}")
+  entries = meta_tasks.get_suite("smoke")
+  assert len(cells) == len(entries) == 2
+  for cell, entry in zip(cells, entries):
+    r = ev.run(opt, entry)
+    test, train, spike, best_at = (x.strip() for x in cell.split("/"))
+    assert float(test) == float(f"{r['test_loss']:.3g}")
+    assert float(train) == float(f"{r['final_train_loss']:.3g}")
+    best, step = best_at.split("@")
+    median = np.array(r["test_curve"]["test_loss_median"], np.float64)
+    assert float(best) == float(f"{median.min():.3g}") and int(step) == 1 + int(np.argmin(median))
+    # The curve's last point is the final test loss: its median bounds the best from above.
+    assert median.min() <= np.median(r["test_loss_per_seed"]) * (1 + 1e-6)
+  assert "average rank by test loss" in out

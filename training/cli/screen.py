@@ -13,7 +13,9 @@ meta-training). Each runs untuned through the library's ``Evaluator``. For each 
 task of ``--suite`` (default ``screen-user-cpu``, the suite for choosing
 recipes; never pass a held-out suite here), the mean over seeds of the test
 loss, the final train loss and the max loss spike (highest minibatch loss ÷
-step-0 loss, max over seeds). It is the fast loop used to compare LO forms,
+step-0 loss, max over seeds), and the lowest point of the seed-median test
+loss along training with its step (``best@step``: far below the final test
+loss, the optimizer memorizes past where it generalized best). It is the fast loop used to compare LO forms,
 recipes and checkpoints (results/pretrained-cpu/recipe-ablation.md); use
 scripts/evaluate.py for the protocol's comparison against tuned baselines.
 
@@ -26,6 +28,18 @@ which checkpoint of a run ships (``scripts/ship_pretrained.py NAME=WORKDIR@STEP`
 from __future__ import annotations
 
 import argparse
+
+
+def best_along_training(result: dict) -> tuple[float, int]:
+  """(lowest seed-median test loss along training, its step) of an
+  ``Evaluator.run`` result; (inf, 0) if every point diverged."""
+  import numpy as np
+  curve = result["test_curve"]
+  median = np.array(curve["test_loss_median"], np.float64)  # None (non-finite) -> nan
+  if not np.any(np.isfinite(median)):
+    return float("inf"), 0
+  i = int(np.nanargmin(np.where(np.isfinite(median), median, np.nan)))
+  return float(median[i]), int(curve["step"][i])
 
 
 def main(argv=None) -> int:
@@ -43,8 +57,8 @@ def main(argv=None) -> int:
   from training.stats import average_ranks
   entries = get_suite(args.suite)
   evaluator = Evaluator(range(args.seeds), max_steps=args.max_steps, log=lambda line: None)
-  print("test loss / final train loss / max spike, mean over seeds; "
-        f"suite {args.suite}")
+  print("test loss / final train loss / max spike, mean over seeds / best@step: lowest seed-median "
+        f"test loss along training; suite {args.suite}")
   print("| optimizer | " + " | ".join(f"{e.task.name}@{e.num_steps}" for e in entries) + " |")
   print("|---" * (len(entries) + 1) + "|")
   labels, test_losses = [], []
@@ -54,8 +68,8 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
       parser.error(f"{item!r}: {e}")
     results = [evaluator.run(opt, e) for e in entries]
-    row = [f"{r['test_loss']:.3g} / {r['final_train_loss']:.3g} / {r['max_loss_spike']:.2g}"
-           for r in results]
+    row = [f"{r['test_loss']:.3g} / {r['final_train_loss']:.3g} / {r['max_loss_spike']:.2g} / "
+           + "{:.3g}@{}".format(*best_along_training(r)) for r in results]
     print(f"| {opt.label} | " + " | ".join(row) + " |", flush=True)
     labels.append(opt.label)
     test_losses.append([r["test_loss"] for r in results])
