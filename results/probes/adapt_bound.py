@@ -5,16 +5,14 @@ bound, so the input matrices step ~100x tuned AdamW's LR. One compile per B
 and task, seeds 0..SEEDS-1.
 Run from results/probes: ../../.venv/bin/python adapt_bound.py SUITE [BS [SEEDS]]
 (2-core CPU); output: adapt_bound_screen8.txt (screen 10,5,3,2 8)."""
-import dataclasses, sys
+import dataclasses
 import numpy as np, lopt
 from lopt.adaptive import TensorAdaptive
 import probe_suites
 from training.evaluation import lo_optax
 from training.sweep import Sweep
 
-SUITE = sys.argv[1]
-bounds = [float(b) for b in (sys.argv[2] if len(sys.argv) > 2 else "10,3").split(",")]
-seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
+SUITE, bounds, seeds = probe_suites.parse_args("10,3")
 lo, theta = lopt.load_pretrained("mulo-m")
 forms = [dataclasses.replace(lo, step=tuple(dataclasses.replace(r, bound=b)
                                             if isinstance(r, TensorAdaptive) else r

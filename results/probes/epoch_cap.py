@@ -9,15 +9,12 @@ tuned AdamW's numbers from the shipped held-out report).
 Run from results/probes: ../../.venv/bin/python epoch_cap.py SUITE [CAPS [SEEDS]]
 (2-core CPU); outputs: epoch_cap_screen8.txt (screen 20,40,80 8),
 epoch_cap_heldout8.txt (heldout ... 8)."""
-import sys
 import numpy as np, lopt
 import probe_suites
 from training import task_spec
 from training.sweep import Sweep
 
-SUITE = sys.argv[1]
-caps = [float(c) for c in (sys.argv[2] if len(sys.argv) > 2 else "20,40,80").split(",")]
-seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
+SUITE, caps, seeds = probe_suites.parse_args("20,40,80")
 lo, theta = lopt.load_pretrained("mulo-m")
 adamw = probe_suites.adamw_heldout()
 entries = probe_suites.entries(SUITE)

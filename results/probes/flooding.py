@@ -8,15 +8,12 @@ SUITE: "screen" (screen-user-cpu) or "heldout" (heldout-user-cpu and the
 width-512 task, with tuned AdamW's numbers from the shipped held-out report).
 Run from results/probes: ../../.venv/bin/python flooding.py SUITE [BS [SEEDS]]
 (2-core CPU); outputs: flooding_screen8.txt (screen 0,0.003,0.01,0.03 8)."""
-import sys
 import jax, jax.numpy as jnp, numpy as np, optax, lopt
 import probe_suites
 from training.evaluation import lo_optax
 from training.sweep import Sweep
 
-SUITE = sys.argv[1]
-bs = [float(b) for b in (sys.argv[2] if len(sys.argv) > 2 else "0,0.01").split(",")]
-seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
+SUITE, bs, seeds = probe_suites.parse_args("0,0.01")
 lo, theta = lopt.load_pretrained("mulo-m")
 adamw = probe_suites.adamw_heldout()
 

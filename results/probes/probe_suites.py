@@ -19,3 +19,13 @@ def adamw_heldout() -> dict:
   (checkpoints/mulo-m/metadata.json: adamw_test_loss, adamw_test_accuracy, ...)."""
   report = lopt.load_metadata("mulo-m")["evaluation"]["suites"]
   return {t: r for s in report.values() for t, r in s["tasks"].items()}
+
+
+def parse_args(default_grid: str) -> tuple[str, list, list]:
+  """``SUITE [GRID [SEEDS]]`` from the command line: the suite, a comma-separated
+  grid of floats (default ``default_grid``) and seeds 0..SEEDS-1 (default 3)."""
+  import sys
+  if len(sys.argv) < 2:
+    raise SystemExit(f"usage: {sys.argv[0]} screen|heldout [GRID (default {default_grid}) [SEEDS]]")
+  grid = [float(x) for x in (sys.argv[2] if len(sys.argv) > 2 else default_grid).split(",")]
+  return sys.argv[1], grid, list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))

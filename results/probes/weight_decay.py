@@ -5,15 +5,12 @@ held-out breast-cancer MLP picked ×5.6 (0.116 vs tuned AdamW's 0.126): larger
 steps, and so more decay. Is it the decay?
 Run from results/probes: ../../.venv/bin/python weight_decay.py SUITE [MS [SEEDS]]
 (2-core CPU); output: weight_decay_screen8.txt (screen 1,3,10,30 8)."""
-import sys
 import jax, jax.numpy as jnp, numpy as np, lopt
 import probe_suites
 from training.evaluation import lo_optax
 from training.sweep import Sweep
 
-SUITE = sys.argv[1]
-ms = [float(m) for m in (sys.argv[2] if len(sys.argv) > 2 else "1,3,10").split(",")]
-seeds = list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
+SUITE, ms, seeds = probe_suites.parse_args("1,3,10")
 lo, theta = lopt.load_pretrained("mulo-m")
 thetas = jax.tree.map(lambda x: jnp.stack([x] * len(ms)), theta)
 thetas["scales"]["log_wd"] = theta["scales"]["log_wd"] + jnp.log(jnp.asarray(ms, jnp.float32))
