@@ -234,7 +234,7 @@ def check_suites(names: Sequence[str]) -> list[str]:
 # The pipeline.
 
 def _run_result(opt: Optimizer, curves: Curves, lr: Optional[float], seeds: Sequence[int],
-                lr_index: Optional[int]) -> dict[str, Any]:
+                lr_index: Optional[int], test_every: int = 0) -> dict[str, Any]:
   """One (optimizer, task) result from a sweep, at LR row ``lr_index``."""
   pick = (lambda a: a) if lr_index is None else (lambda a: a[lr_index])
   loss = pick(curves.train_loss)
@@ -260,7 +260,7 @@ def _run_result(opt: Optimizer, curves: Curves, lr: Optional[float], seeds: Sequ
       "curve": {"step": steps, "train_loss_per_seed": windows,
                 "train_loss_median": seed_median(windows)},
       "test_curve": None if curves.test_curve is None else _test_curve(pick(curves.test_curve),
-                                                                       loss.shape[-1]),
+                                                                       test_every),
   }
 
 
@@ -269,8 +269,7 @@ def test_curve_every(num_steps: int) -> int:
   return max(1, num_steps // TEST_CURVE_POINTS)
 
 
-def _test_curve(per_seed: np.ndarray, num_steps: int) -> dict[str, Any]:
-  every = test_curve_every(num_steps)
+def _test_curve(per_seed: np.ndarray, every: int) -> dict[str, Any]:
   return {"step": every * np.arange(1, per_seed.shape[-1] + 1), "test_loss_per_seed": per_seed,
           "test_loss_median": seed_median(per_seed)}
 
@@ -360,8 +359,9 @@ class Evaluator:
     # Tuned: the chosen LR (baselines, cached) or step multiplier (LOs); untuned: none.
     tuning = self.tune(opt, entry.tuning_task or entry.task, num_steps) if opt.tuned else None
     lr = None if tuning is None else tuning["chosen_lr"]   # None for a learned optimizer
+    every = test_curve_every(num_steps)
     cache_key = self._cache_key("run", opt, entry.task, num_steps, learning_rate=lr,
-                                seeds=self.seeds, test_every=test_curve_every(num_steps))
+                                seeds=self.seeds, test_every=every)
     cached = self.cache.load(cache_key) if cache_key is not None else None
     if cached is not None:
       self.log(f"  ran {opt.label} on {entry.task.name} (cached)")
@@ -370,8 +370,9 @@ class Evaluator:
     curves = train_curves(opt.make_tx(entry.task, num_steps), entry.task, num_steps,
                           self.seeds, lrs=None if tuning is None else [tuning.get("chosen", lr)],
                           eval_params=opt.eval_params, eval_batches=self.eval_batches,
-                          test_every=test_curve_every(num_steps))
-    result = _run_result(opt, curves, lr, self.seeds, lr_index=None if tuning is None else 0)
+                          test_every=every)
+    result = _run_result(opt, curves, lr, self.seeds, lr_index=None if tuning is None else 0,
+                         test_every=every)
     if opt.baseline is None:
       result["step_mult"] = 1.0 if tuning is None else tuning["chosen"]
     chosen = ("hparam", "chosen") if opt.tune_step_mult else ("chosen_lr",)

@@ -257,7 +257,7 @@ def plot_curves(results: dict[str, Any], workdir: str) -> dict[tuple[str, int], 
       train_ax.set(ylabel="training loss (seed median, min–max band)")
       if with_test:
         test_ax.set(ylabel="test loss (seed median, min–max band)")
-      for ax in {id(train_ax): train_ax, id(test_ax): test_ax}.values():
+      for ax in axes[0]:
         ax.set(yscale="log", xlabel="step")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)

@@ -95,6 +95,9 @@ class Sweep:
         lambda d: task.metrics(task.init(jax.random.PRNGKey(0)),
                                task.sample_batch(jax.random.PRNGKey(0), data=d)), self.data)
 
+    # The params to evaluate: schedule-free's average, or the params as trained.
+    shown = (lambda state, params: params) if eval_params is None else eval_params
+
     def one_run(arg, seed, data):
       tx = make_tx(arg)
       k_init, k_data = jax.random.split(jax.random.PRNGKey(seed))
@@ -111,15 +114,16 @@ class Sweep:
         params = optax.apply_updates(params, updates)
         if not test_every:
           return (params, state), loss
-        shown = params if eval_params is None else eval_params(state, params)
-        test = jax.lax.cond((t + 1) % test_every == 0,
-                            lambda p: _final_metrics(task, p, data, "test", eval_batches)["loss"],
-                            lambda p: jnp.full((), jnp.nan, jnp.float32), shown)
+        # eval_params inside the taken branch: computed only on every k-th step.
+        test = jax.lax.cond(
+            (t + 1) % test_every == 0,
+            lambda sp: _final_metrics(task, shown(*sp), data, "test", eval_batches)["loss"],
+            lambda sp: jnp.full((), jnp.nan, jnp.float32), (state, params))
         return (params, state), (loss, test)
 
       (params, state), per_step = jax.lax.scan(step, (params, state), jnp.arange(num_steps))
       losses, tests = per_step if test_every else (per_step, None)
-      final = params if eval_params is None else eval_params(state, params)
+      final = shown(state, params)
       train = _final_metrics(task, final, data, "train", eval_batches)
       test = _final_metrics(task, final, data, "test", eval_batches)
       out = {"train_loss": losses, "final_train_loss": train["loss"], "test_loss": test["loss"],
