@@ -115,6 +115,41 @@ def test_run_continues_exactly_from_the_files_a_clone_has(tmp_path):
              zip(jax.tree_util.tree_leaves(theta0), jax.tree_util.tree_leaves(resumed.theta)))
 
 
+def test_theta_average_is_the_ema_of_theta_and_what_the_run_checkpoints(tmp_path):
+  """theta_ema = d: θ̄ after each outer step equals the NumPy recurrence
+  θ̄ ← d·θ̄ + (1 − d)·θ from θ̄₀ = θ₀ over the θs the steps produced; a run
+  stopped and resumed ends with the same θ̄ bit for bit, and its checkpoints'
+  θ item (what export and meta-validation read) is θ̄, not θ."""
+  from training import checkpoint
+  config = config_lib.get_preset("tiny", **FAST, theta_ema=0.6)
+  meta = trainer.MetaTrainer(config)
+  state, data = meta.init(jax.random.PRNGKey(config.seed)), meta.data()
+  step = jax.jit(meta.outer_step)
+  flat = lambda tree: np.concatenate([np.ravel(np.asarray(x, np.float64))
+                                      for x in jax.tree_util.tree_leaves(tree)])
+  want = flat(state.theta)
+  np.testing.assert_array_equal(flat(state.theta_avg), want)
+  for _ in range(4):
+    state, _ = step(state, data)
+    want = 0.6 * want + 0.4 * flat(state.theta)
+    np.testing.assert_allclose(flat(state.theta_avg), want, rtol=1e-5, atol=1e-7)
+  assert np.max(np.abs(flat(state.theta_avg) - flat(state.theta))) > 0  # θ moved: θ̄ lags
+  straight = trainer.run(config, str(tmp_path / "straight"), progress=False)
+  half = str(tmp_path / "half")
+  trainer.run(config, half, stop_after=3, progress=False)
+  resumed = trainer.run(config, half, progress=False)
+  np.testing.assert_array_equal(flat(straight.theta_avg), flat(resumed.theta_avg))
+  np.testing.assert_array_equal(flat(straight.theta), flat(resumed.theta))
+  saved_step, saved = checkpoint.restore_theta(os.path.join(half, "checkpoints"))
+  assert saved_step == 6
+  np.testing.assert_array_equal(flat(saved), flat(resumed.theta_avg))
+  # Off (the default): no θ̄ leaves, so older checkpoints restore as written.
+  assert jax.eval_shape(trainer.MetaTrainer(config.replace(theta_ema=0.0)).init,
+                        jax.random.PRNGKey(0)).theta_avg == ()
+  with pytest.raises(config_lib.ConfigError, match="theta_ema"):
+    config.replace(theta_ema=1.0)
+
+
 def test_unit_task_grads_give_every_task_one_vote():
   """combine_task_grads against NumPy: the plain mean over alive tasks, and with
   unit=True the mean of each alive task's gradient divided by its norm, so a

@@ -280,6 +280,13 @@ def write_config(workdir: str, config: MetaTrainConfig) -> None:
   diskio.write_atomic(os.path.join(workdir, "config.json"), dumps(config))
 
 
+def exported_theta(state: Any) -> Any:
+  """The θ a run validates, checkpoints as its θ item and exports: the average
+  θ̄ where the run keeps one (``theta_ema``), else θ itself."""
+  average = getattr(state, "theta_avg", ())
+  return average if jax.tree_util.tree_leaves(average) else state.theta
+
+
 def _check_finite(theta: Any, what: str) -> None:
   bad = sum(int(np.size(x) - np.count_nonzero(np.isfinite(x)))
             for x in jax.tree_util.tree_leaves(theta))
@@ -479,11 +486,11 @@ class Checkpointer:
         raise ValueError(f"leaf {key} has shape {np.shape(flat[key])}, expected {spec.shape}")
     state = jax.tree_util.tree_unflatten(treedef, [flat[k] for k in sorted(flat)])
     theta = jax.tree_util.tree_leaves(restored["theta"])
-    in_state = jax.tree_util.tree_leaves(state)[:num_theta_leaves]
+    in_state = jax.tree_util.tree_leaves(exported_theta(state))
     if len(theta) != num_theta_leaves or any(
         np.shape(a) != np.shape(b) or not np.array_equal(np.asarray(a), np.asarray(b))
         for a, b in zip(theta, in_state)):
-      raise ValueError("the theta item differs from the θ inside the state")
+      raise ValueError("the theta item differs from the θ inside the state (θ̄ with theta_ema)")
     if record is not None:
       _verify_arrays(record, flat, theta)
     _check_finite(theta, "non-finite θ")
@@ -502,9 +509,10 @@ class Checkpointer:
     ``shardings`` (a pytree of shardings shaped like ``abstract_state``) places
     the restored arrays on a mesh; without it they come back as host arrays.
     A checkpoint fails if any item (state, θ, metadata) is unreadable, if its θ
-    item differs from the state's θ or is non-finite. Failed checkpoints newer
-    than the restored one are moved to ``WORKDIR/checkpoints_corrupt/`` with a
-    warning, so that the resumed run writes those steps again.
+    item differs from the state's θ (θ̄ with ``theta_ema``) or is non-finite.
+    Failed checkpoints newer than the restored one are moved to
+    ``WORKDIR/checkpoints_corrupt/`` with a warning, so that the resumed run
+    writes those steps again.
     """
     steps = self.steps()
     if not steps:
@@ -514,7 +522,7 @@ class Checkpointer:
                     else [None] * len(leaves))
     target = {f"{i:05d}": jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s)
               for i, (x, s) in enumerate(zip(leaves, shard_leaves))}
-    abstract_theta = abstract_state.theta
+    abstract_theta = exported_theta(abstract_state)
     theta_target = jax.tree_util.tree_map(lambda x: np.zeros(np.shape(x), x.dtype),
                                           abstract_theta)
     num_theta = len(jax.tree_util.tree_leaves(abstract_theta))

@@ -70,6 +70,13 @@ class MetaTrainConfig:
   # gaps only logged). Needs es_single or pes.
   dro_eta: float | None = None
   dro_ema: float = 0.995
+  # Averaged θ: 0: off. d in (0, 1): the run also keeps θ̄ ← d·θ̄ + (1 − d)·θ
+  # after every outer step (θ̄ = θ at step 0), and θ̄ is what it validates,
+  # checkpoints as its θ item and exports. Near a stationary point of the
+  # meta-objective the outer Adam's step does not shrink with the estimate's
+  # signal, so θ walks at random (runs a6-a10, docs/meta-training-runs.md);
+  # the average over ~1/(1 − d) steps cancels that walk's noise.
+  theta_ema: float = 0.0
   # Outer optimizer: AdamW, warmup then cosine from outer_lr to outer_final_lr.
   outer_steps: int = 5000
   outer_lr: float = 3e-3
@@ -173,6 +180,7 @@ _NUMERIC_RULES: dict[str, tuple[type, float, bool]] = {
     "delta_clip": (float, 0.0, False),       # or None
     "dro_eta": (float, 0.0, True),           # or None
     "dro_ema": (float, 0.0, True),
+    "theta_ema": (float, 0.0, True),
     "final_fraction": (float, 0.0, False),
     "step_mult_spread": (float, 1.0, True),
     "outer_steps": (int, 1, True),
@@ -214,8 +222,9 @@ def validate_config(config: "MetaTrainConfig") -> None:
   if config.dro_eta is not None and config.estimator not in ("es_single", "pes"):
     raise ConfigError("dro_eta", f"needs --estimator es_single or pes (persistent episodes "
                       f"that a θ₀ member can follow), got {config.estimator!r}.")
-  if not config.dro_ema < 1:
-    raise ConfigError("dro_ema", f"must be in [0, 1), got {config.dro_ema!r}.")
+  for name in ("dro_ema", "theta_ema"):
+    if not getattr(config, name) < 1:
+      raise ConfigError(name, f"must be in [0, 1), got {getattr(config, name)!r}.")
   if config.meta_loss not in ("train", "valid"):
     raise ConfigError("meta_loss", f"must be 'train' or 'valid', got {config.meta_loss!r}.")
   if config.wandb_mode is not None and config.wandb_mode not in _WANDB_MODES:
@@ -545,6 +554,14 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # log-uniform lengths up to 3000 (the user suites' longest; 38% over 500),
     # validated with 8 seeds (a 3-seed score moved ±10% with the digits' noise).
     "mulo-a17-cpu": dict(_A16, horizon_power=1.0, max_horizon=3000, validate_seeds=8),
+    # a16 and a17 drifted on the screen past ~2,500 outer steps, and ES at the
+    # shipped θ cannot find a descent direction (docs/meta-training-runs.md):
+    # what moves θ there is mostly noise. a16 from the shipped mulo-m at a
+    # third of its outer LR, exporting and validating θ̄, θ averaged over
+    # ~1,000 outer steps, with fresh task draws (seed 1); its θ̄ passes the
+    # issue's 5·10⁷ inner steps (with its lineage's 3.8·10⁷) at ~4,200 steps.
+    "mulo-a18-cpu": dict(_A16, outer_lr=1e-4, outer_final_lr=1e-5, outer_steps=8000,
+                         theta_ema=0.999, seed=1),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

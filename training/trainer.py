@@ -36,6 +36,9 @@ class MetaState(NamedTuple):
   # its counted steps (their ratio is the mean gap). (): off, and no leaves, so
   # the checkpoints of runs without it restore as they were written.
   task_gaps: Any = ()
+  # With theta_ema: θ̄, the running average of θ that the run validates and
+  # exports (checkpoint.exported_theta). (): off, no leaves, as task_gaps.
+  theta_avg: Any = ()
 
 
 def split_init_key(key: jax.Array) -> jax.Array:
@@ -156,8 +159,10 @@ class MetaTrainer:
     states = tuple(e.init(jax.random.fold_in(k_est, i), theta)
                    for i, e in enumerate(self.estimators()))
     gaps = () if self.reference is None else jnp.zeros((2, len(self.tasks)), jnp.float32)
+    # A copy: θ and θ̄ are donated to the jitted step as separate buffers.
+    average = jax.tree_util.tree_map(jnp.copy, theta) if self.config.theta_ema else ()
     return MetaState(theta, self.optimizer.init(theta), states, k_run,
-                     jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), gaps)
+                     jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), gaps, average)
 
   def outer_step(self, state: MetaState, data: tuple) -> tuple[MetaState, dict[str, jax.Array]]:
     """One θ update from every task's estimate.
@@ -201,15 +206,20 @@ class MetaTrainer:
         meta_loss=jnp.where(num_alive > 0, loss_sum / denominator, jnp.nan),
         grad_norm=optax.tree.norm(grad), theta_norm=optax.tree.norm(theta),
         skipped=state.skipped + (~ok).astype(jnp.int32), **small_theta_parts(theta))
+    average = state.theta_avg
+    if self.config.theta_ema:
+      d = self.config.theta_ema
+      average = jax.tree_util.tree_map(lambda a, t: d * a + (1 - d) * t, average, theta)
     new_state = MetaState(theta, opt_state, tuple(new_states), state.key, state.step + 1,
-                          metrics["skipped"], task_gaps)
+                          metrics["skipped"], task_gaps, average)
     if self.mesh is not None:  # θ, counters and metrics replicated on every device
       new_state = new_state._replace(
           theta=sharding.constrain_replicated(new_state.theta, self.mesh),
           opt_state=sharding.constrain_replicated(new_state.opt_state, self.mesh),
           step=sharding.constrain_replicated(new_state.step, self.mesh),
           skipped=sharding.constrain_replicated(new_state.skipped, self.mesh),
-          task_gaps=sharding.constrain_replicated(new_state.task_gaps, self.mesh))
+          task_gaps=sharding.constrain_replicated(new_state.task_gaps, self.mesh),
+          theta_avg=sharding.constrain_replicated(new_state.theta_avg, self.mesh))
       metrics = sharding.constrain_replicated(metrics, self.mesh)
     return new_state, metrics
 
@@ -428,7 +438,7 @@ def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
                         cpu_hours=cpu_before + (time.process_time() - cpu0) / 3600)
           last_time, last_step = now, step
           if validating and validator is not None:  # reads θ only; its time is not throughput
-            record.update(validator(step, state.theta))
+            record.update(validator(step, checkpoint.exported_theta(state)))
             last_time = time.perf_counter()
           if lead:
             metrics_log.write(record)
@@ -441,7 +451,7 @@ def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
         if multi:  # a signal may reach one process only: all stop at the same step
           preempted = sharding.any_process(preempted, "preempted")
         if step % config.checkpoint_every == 0 or done or preempted:
-          ckpt.save(step, state, state.theta, {**meta, "step": step})
+          ckpt.save(step, state, checkpoint.exported_theta(state), {**meta, "step": step})
         if preempted:
           break
   finally:
