@@ -9,13 +9,14 @@ memorization than on those whose test loss keeps falling.
 Tasks: the screen's (not held out) and noisy/clean synthetic tables of the
 meta-training distribution. Run from results/probes:
 ../../.venv/bin/python feature_traces.py > feature_traces.txt (2-core CPU)."""
-import jax, jax.numpy as jnp, numpy as np, optax, lopt
+import jax, jax.numpy as jnp, numpy as np, lopt
 from lopt.adaptive import AdaptiveLOptState
 from meta_tasks import suites
 from meta_tasks.families import META_INIT_SCALE
 from meta_tasks.user_tasks import PlainMLPTask as Plain
 from training.evaluation import lo_optax
 from training.task_spec import optimizer_spec
+import probe_suites
 
 SEEDS = 4
 CHECKPOINTS = 10
@@ -45,13 +46,7 @@ def traces(task, num_steps):
     state = tx.init(params)
     hidden = [k == "hidden" for k in jax.tree.leaves(kinds)]
 
-    def step(carry, t):
-      params, state = carry
-      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, t))
-      batch = task.sample_batch(k_batch, data=data)
-      loss, grads = jax.value_and_grad(task.loss)(params, batch, k_loss)
-      updates, state = tx.update(grads, state, params, loss=loss)
-      return (optax.apply_updates(params, updates), state), (loss, grads)
+    step = probe_suites.train_step(task, tx, data, k_data, with_grads=True)
 
     def chunk(carry, c):
       carry, (losses, grads) = jax.lax.scan(step, carry, c * per + jnp.arange(per))

@@ -29,3 +29,20 @@ def parse_args(default_grid: str) -> tuple[str, list, list]:
     raise SystemExit(f"usage: {sys.argv[0]} screen|heldout [GRID (default {default_grid}) [SEEDS]]")
   grid = [float(x) for x in (sys.argv[2] if len(sys.argv) > 2 else default_grid).split(",")]
   return sys.argv[1], grid, list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
+
+
+def train_step(task, tx, data, k_data, with_grads=False):
+  """The ``lax.scan`` body of one training step of ``task`` under ``tx`` (the
+  minibatch loss passed as ``loss=``): carry (params, opt state), xs the step
+  index, out the minibatch loss (with ``with_grads``: (loss, gradients))."""
+  import jax, optax
+
+  def step(carry, t):
+    params, state = carry
+    k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, t))
+    batch = task.sample_batch(k_batch, data=data)
+    loss, grads = jax.value_and_grad(task.loss)(params, batch, k_loss)
+    updates, state = tx.update(grads, state, params, loss=loss)
+    return (optax.apply_updates(params, updates), state), (loss, grads) if with_grads else loss
+
+  return step

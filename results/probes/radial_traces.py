@@ -9,12 +9,13 @@ purely radial) and log(|p_t| / |p_{t−w}|).
 Tasks: the screen's non-LM tasks (not held out) and synthetic tables of the
 meta-training distribution. Run from results/probes:
 ../../.venv/bin/python radial_traces.py > radial_traces.txt (2-core CPU)."""
-import jax, jax.numpy as jnp, numpy as np, optax, lopt
+import jax, jax.numpy as jnp, numpy as np, lopt
 from meta_tasks import suites
 from meta_tasks.families import META_INIT_SCALE
 from meta_tasks.user_tasks import PlainMLPTask as Plain
 from training.evaluation import lo_optax
 from training.task_spec import optimizer_spec
+import probe_suites
 
 SEEDS = 4
 CHECKPOINTS = 20
@@ -42,13 +43,7 @@ def traces(task, num_steps):
     k_init, k_data = jax.random.split(jax.random.PRNGKey(seed))
     params = task.init(k_init)
 
-    def step(carry, t):
-      params, state = carry
-      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, t))
-      batch = task.sample_batch(k_batch, data=data)
-      loss, grads = jax.value_and_grad(task.loss)(params, batch, k_loss)
-      updates, state = tx.update(grads, state, params, loss=loss)
-      return (optax.apply_updates(params, updates), state), loss
+    step = probe_suites.train_step(task, tx, data, k_data)
 
     def chunk(carry, c):
       before = carry[0]
