@@ -1,20 +1,27 @@
-"""Ratios of the candidate a16-2000 (mulo-a16-cpu's export_best, step 2000)
-against the shipped mulo-m (with the rule), θ₀ of the recipe and tuned AdamW,
-on the same 8 held-out seeds: run from the repo root after the evaluate.py
+"""Ratios of a candidate LO against the shipped mulo-m (with the rule), θ₀ of
+the recipe and tuned AdamW on the same 8 held-out seeds, from the evaluate.py
 runs of runs/heldout-mulo-m8 (θ₀), runs/heldout-hidden-restraint8 (mulo-m) and
-runs/heldout-a16-2000-8 (README, "mulo-a16-cpu"); output: comparison.txt."""
-import json, math, numpy as np
+the candidate's own run (which also holds AdamW). Run from the repo root:
+
+  python results/heldout-adaptive-cpu/compare_candidate.py NAME RUN LABEL > OUT
+
+NAME: the candidate's short name in the output; RUN: its evaluate.py workdir;
+LABEL: its label there. E.g. ``a18 runs/heldout-a18-4400-8 a18-4400``."""
+import json, math, sys
+import numpy as np
+
+name, run, label = sys.argv[1:4]
 RUNS = {"theta0": ("runs/heldout-mulo-m8", "theta0"),
         "mulo-m": ("runs/heldout-hidden-restraint8", "mulo-m+hidden-restraint"),
-        "adamw": ("runs/heldout-a16-2000-8", "adamw"),
-        "a16": ("runs/heldout-a16-2000-8", "a16-2000")}
+        "adamw": (run, "adamw"),
+        name: (run, label)}
 rows = {}
-for name, (run, label) in RUNS.items():
-  for d in json.load(open(f"{run}/results.json"))["suites"].values():
+for key, (workdir, lab) in RUNS.items():
+  for d in json.load(open(f"{workdir}/results.json"))["suites"].values():
     for e in d["tasks"]:
-      rows.setdefault(f"{e['task']}@{e['num_steps']}", {})[name] = e["results"][label]
+      rows.setdefault(f"{e['task']}@{e['num_steps']}", {})[key] = e["results"][lab]
 se = lambda r: np.std(r["test_loss_per_seed"], ddof=1) / np.sqrt(len(r["test_loss_per_seed"]))
-pairs = [("a16", "mulo-m"), ("a16", "theta0"), ("a16", "adamw"), ("mulo-m", "adamw")]
+pairs = [(name, "mulo-m"), (name, "theta0"), (name, "adamw"), ("mulo-m", "adamw")]
 ratios = {p: [] for p in pairs}
 for k, v in rows.items():
   cells = " ".join(f"{n} {v[n]['test_loss']:.4f}±{se(v[n]):.4f}" for n in RUNS)
