@@ -6,8 +6,9 @@
 Reads WORKDIR/metrics.jsonl (the ``meta_valid/score`` records written every
 ``validate_every`` outer steps, training/meta_validation.py). The score is the
 geometric mean over the validation suite's tasks of test loss ÷ θ₀'s test loss:
-θ₀, the untrained start, is the dashed line at 1.0 (and the point at outer step
-0); below it, meta-training is helping. Where a record has
+θ₀, the run's start (the untrained LO, or the warm start ``init_theta`` that
+WORKDIR/config.json names), is the dashed line at 1.0 (and the point at outer
+step 0); below it, meta-training is helping. Where a record has
 ``meta_valid/score_se`` (the standard error over the validation seeds), the
 point has a ±1 s.e. bar: a step whose bar crosses 1.0 is within seed noise of
 θ₀. The best step (the one exported to WORKDIR/export_best) is marked. Default output: WORKDIR/meta_validation.png.
@@ -45,6 +46,18 @@ def read_standard_errors(workdir: str) -> dict[int, float]:
           and isinstance(r.get(SCORE_SE), (int, float))}
 
 
+def start_label(workdir: str) -> str:
+  """The legend of θ₀'s line: the warm start ``init_theta`` of WORKDIR/config.json
+  if the run has one, else the untrained start (also without a readable config)."""
+  import json
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      init = json.load(f).get("init_theta")
+  except (OSError, ValueError, AttributeError):
+    init = None
+  return f"θ₀ (warm start: {init}) = 1" if init else "θ₀ (untrained start) = 1"
+
+
 def plot(workdir: str, out: str) -> str:
   import matplotlib
   matplotlib.use("Agg")  # headless; must precede pyplot
@@ -52,7 +65,7 @@ def plot(workdir: str, out: str) -> str:
 
   steps, scores, best = read_curve(workdir)
   fig, ax = plt.subplots(figsize=(6.4, 4.0))
-  ax.axhline(1.0, color="gray", ls="--", lw=1, label="θ₀ (untrained start) = 1")
+  ax.axhline(1.0, color="gray", ls="--", lw=1, label=start_label(workdir))
   ax.plot(steps, scores, marker="o", ms=3, lw=1.5, label="meta-validation score")
   se = read_standard_errors(workdir)
   if se:

@@ -276,6 +276,11 @@ def test_plot(tmp_path):
   assert plot_meta_validation.main([str(tmp_path), "--out", str(out)]) == 0
   assert out.stat().st_size > 1000
   assert plot_meta_validation.main([str(tmp_path / "missing")]) == 2
+  # θ₀'s legend names a warm start where config.json has one.
+  assert plot_meta_validation.start_label(str(tmp_path)) == "θ₀ (untrained start) = 1"
+  (tmp_path / "config.json").write_text(json.dumps({"init_theta": "runs/a/export_best"}))
+  assert plot_meta_validation.start_label(str(tmp_path)) == \
+      "θ₀ (warm start: runs/a/export_best) = 1"
 
 
 def test_export_entry_point_of_multi_process_runs(tmp_path):
