@@ -88,7 +88,6 @@ class Sweep:
             and 0 <= test_every <= num_steps):
       raise ValueError(f"test_every must be an int in [0, num_steps={num_steps}] (0: no test "
                        f"curve), got {test_every!r}.")
-    self.test_every = test_every
     self.task, self.num_steps = task, num_steps
     self.data = task.data()  # loaded before jit, passed as an argument (not a constant)
     has_accuracy = "accuracy" in jax.eval_shape(
