@@ -343,6 +343,12 @@ def test_distributions_and_suites():
   # The screening suite (looked at while choosing recipes) and the held-out one are disjoint.
   screen = {e.task for e in mt.get_suite("screen-user-cpu")}
   assert not screen & {e.task for e in mt.get_suite("heldout-user-cpu")}
+  # The broad screen extends the screen and shares no config with any held-out suite.
+  broad = [e.task for e in mt.get_suite("screen-broad-cpu")]
+  assert screen <= set(broad) and len({(e.task, e.num_steps)
+                                       for e in mt.get_suite("screen-broad-cpu")}) == 14
+  assert not set(broad) & {e.task for n in mt.suite_names() if n.startswith("heldout")
+                           for e in mt.get_suite(n)}
   for name in mt.suite_names():
     for entry in mt.get_suite(name):
       assert entry.num_steps > 0 and entry.tuning_task is not None

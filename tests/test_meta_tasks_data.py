@@ -98,3 +98,22 @@ def test_tfds_text_path_under_mock_data(tmp_path):
   assert data.train_tokens.dtype == np.uint8 and data.train_tokens.shape[0] > 100
   assert batch["inputs"].shape == (4, 8)
   np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
+
+
+def test_tabular_tables_are_standardized_fixed_splits_and_diabetes_is_its_median_split():
+  import sklearn.datasets
+  for name, (loader, classes) in datasets.TABULAR_DATASETS.items():
+    bunch = getattr(sklearn.datasets, loader)()
+    t = datasets.load_tabular(name)
+    n = len(bunch.target)
+    assert t.train_x.shape[0] + t.test_x.shape[0] == n and t.test_x.shape[0] == n - round(0.8 * n)
+    np.testing.assert_allclose(np.asarray(t.train_x).mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(t.train_x).std(0), 1, atol=1e-4)
+    assert set(np.unique(np.asarray(t.train_y))) <= set(range(classes))
+  # diabetes: regression targets -> 1 where above the median of all 442 rows.
+  target = sklearn.datasets.load_diabetes().target
+  tr, te = datasets._split_80_20(len(target))
+  d = datasets.load_tabular("diabetes")
+  np.testing.assert_array_equal(np.asarray(d.train_y), target[tr] > np.median(target))
+  np.testing.assert_array_equal(np.asarray(d.test_y), target[te] > np.median(target))
+  assert datasets.num_classes("diabetes") == 2 and datasets.input_shape("diabetes") == (10,)
