@@ -225,6 +225,26 @@ def test_tuned_lo_at_step_mult_1_is_the_untuned_lo(lo_checkpoint):
 QUADRATIC = QuadraticTask(dim=4, condition_number=1.0, noise=0.0, batch_size=2)
 
 
+def test_untuned_los_of_one_form_share_one_compile_and_match_the_closed_over_run():
+  lo = lopt.MLPLOpt()
+  theta_a = lo.init(jax.random.PRNGKey(0))
+  theta_b = jax.tree.map(lambda x: x * 1.5 + 0.01, theta_a)
+  a = evaluation.Optimizer("a", checkpoint="a", lo=lo, theta=theta_a)
+  b = evaluation.Optimizer("b", checkpoint="b", lo=lo, theta=theta_b)
+  entry = meta_tasks.SuiteEntry(task=QUADRATIC, num_steps=9, tuning_task=None)
+  ev = evaluation.Evaluator([0, 1], log=lambda line: None)
+  before = tracking.compile_count()
+  ra, rb = ev.run(a, entry), ev.run(b, entry)
+  assert tracking.compile_count() - before == 1 and len(ev.lo_sweeps) == 1
+  every = evaluation.test_curve_every(9)
+  for opt, r in ((a, ra), (b, rb)):   # θ as an argument = θ baked into its own program
+    ref = sweep.train_curves(opt.make_tx(QUADRATIC, 9), QUADRATIC, 9, [0, 1], test_every=every)
+    np.testing.assert_allclose(r["final_train_loss_per_seed"], ref.final_train_loss, rtol=1e-5)
+    np.testing.assert_allclose(r["test_loss_per_seed"], ref.test_loss, rtol=1e-5)
+    assert r["max_loss_spike"] == pytest.approx(np.max(ref.max_spike), rel=1e-5)
+  assert ra["test_loss"] != rb["test_loss"]
+
+
 def test_absurd_lr_is_recorded_as_diverged_in_one_compile():
   calls = []
 
@@ -423,6 +443,7 @@ def test_screen_prints_the_evaluators_numbers_and_the_best_point_along_training(
   assert screen.main([f"mulo={lo_checkpoint}", "--suite", "smoke", "--max_steps", "10",
                       "--seeds", "2"]) == 0
   out = capsys.readouterr().out
+  assert re.search(r"^wall-clock per optimizer, compiles included: mulo \d+ s$", out, re.M)
   row = next(l for l in out.splitlines() if l.startswith("| mulo |"))
   cells = [c.strip() for c in row.strip("|").split("|")][1:]
   ev = evaluation.Evaluator(range(2), max_steps=10, log=lambda _: None)

@@ -36,7 +36,7 @@ from training.eval_cache import BaselineCache
 from training.stats import (MAX_CURVE_POINTS, SMOOTH_FRACTION, TEST_CURVE_POINTS, average_ranks,
                             finite_or_none, mean_or_inf, pick_lr, seed_median, speedup,
                             step_mult_grid, subsample_grid, window_means)
-from training.sweep import EVAL_BATCHES, Curves, train_curves
+from training.sweep import EVAL_BATCHES, Curves, Sweep, train_curves
 
 REFERENCE = "adamw"
 TUNING_SEEDS = 3
@@ -294,6 +294,24 @@ class Evaluator:
     self.log = log
     self.tuning: dict[tuple, dict[str, Any]] = {}
     self.runs: dict[tuple, dict[str, Any]] = {}
+    # Untuned learned optimizers of one form share a compiled sweep per task, θ
+    # its argument: screening ten checkpoints compiles each task once, not ten times.
+    self.lo_sweeps: dict[tuple, Sweep] = {}
+
+  def _untuned_lo_curves(self, opt: Optimizer, task: Task, num_steps: int,
+                         every: int) -> Curves:
+    try:
+      shapes = tuple((np.shape(x), str(getattr(x, "dtype", type(x))))
+                     for x in jax.tree.leaves(opt.theta))
+      key = (opt.lo, task, num_steps, every, jax.tree.structure(opt.theta), shapes)
+      hash(key)
+    except TypeError:  # an unhashable LO config: its own program, θ a constant
+      return train_curves(opt.make_tx(task, num_steps), task, num_steps, self.seeds,
+                          eval_batches=self.eval_batches, test_every=every)
+    if key not in self.lo_sweeps:
+      self.lo_sweeps[key] = Sweep(lambda theta: lo_optax(opt.lo, theta, task, num_steps), task,
+                                  num_steps, eval_batches=self.eval_batches, test_every=every)
+    return self.lo_sweeps[key](opt.theta, self.seeds)
 
   def horizon(self, entry: SuiteEntry) -> int:
     return entry.num_steps if self.max_steps is None else min(entry.num_steps, self.max_steps)
@@ -367,10 +385,13 @@ class Evaluator:
       self.log(f"  ran {opt.label} on {entry.task.name} (cached)")
       self.runs[key] = dict(cached, optimizer=opt.label)
       return self.runs[key]
-    curves = train_curves(opt.make_tx(entry.task, num_steps), entry.task, num_steps,
-                          self.seeds, lrs=None if tuning is None else [tuning.get("chosen", lr)],
-                          eval_params=opt.eval_params, eval_batches=self.eval_batches,
-                          test_every=every)
+    if opt.baseline is None and tuning is None:
+      curves = self._untuned_lo_curves(opt, entry.task, num_steps, every)
+    else:
+      curves = train_curves(opt.make_tx(entry.task, num_steps), entry.task, num_steps,
+                            self.seeds, lrs=None if tuning is None else [tuning.get("chosen", lr)],
+                            eval_params=opt.eval_params, eval_batches=self.eval_batches,
+                            test_every=every)
     result = _run_result(opt, curves, lr, self.seeds, lr_index=None if tuning is None else 0,
                          test_every=every)
     if opt.baseline is None:
