@@ -28,6 +28,7 @@ tfds-backed ones: same models, scikit-learn digits instead of ImageNet.
                    a teacher MLP, a byte LM w16; μP and plain flax; every task
                    reserves a validation split
 ``tiny-mix-lm``    tiny-mix plus two plain flax transformer LMs (w32 d1, w16 d2)
+``tiny-mix-lm-b8`` tiny-mix-lm plus a digits MLP and a noisy table at batch 8
 =================  ==========================================================
 """
 
@@ -98,8 +99,8 @@ def mix_family(name: str, parameterization: str, mlp_widths: Sequence[int] = (32
                                for i, (cls, kw) in enumerate(configs)))
 
 
-def tiny_mix_family(name: str, data_dir: str | None = None,
-                    clean_tables: bool = False, plain_lms: bool = False) -> TaskFamily:
+def tiny_mix_family(name: str, data_dir: str | None = None, clean_tables: bool = False,
+                    plain_lms: bool = False, small_batches: bool = False) -> TaskFamily:
   """Tiny tasks for many ES samples per CPU-second, covering the failure modes
   users hit: 8x8 digits MLPs of hidden 32 (as in Celo2; memorizable, and
   augmented), small noisy synthetic tables that are memorized within a few
@@ -113,7 +114,10 @@ def tiny_mix_family(name: str, data_dir: str | None = None,
   convolutions one. ``plain_lms`` adds two plain flax transformer LMs
   (``nn.Embed``'s 1/sqrt(width) init, 1/sqrt(head_dim) attention, as users
   write them): on those the shipped LO's hidden steps are 2-4x too large
-  where the μP byte LM's are about right (results/probes/lm_width_*.txt)."""
+  where the μP byte LM's are about right (results/probes/lm_width_*.txt).
+  ``small_batches`` adds a plain digits MLP and a noisy table at batch 8: there
+  the shipped LO's per-tensor multiplier inflates noisy steps (the broad
+  screen's batch-8 MLP: 0.080 with it, 0.029 without; results/probes/part_ablation.txt)."""
   from meta_tasks.tasks import TransformerLMTask as LM
   from meta_tasks.user_tasks import PlainMLPTask as Plain
   common = dict(init_scale_range=META_INIT_SCALE, reserve_valid=True)
@@ -140,6 +144,10 @@ def tiny_mix_family(name: str, data_dir: str | None = None,
                       **common),
               PlainLM(dataset="pydocs", seq_len=16, width=16, depth=2, num_heads=2, batch_size=8,
                       **common))
+  if small_batches:
+    tasks += (Plain(dataset="digits", width=32, depth=2, batch_size=8, data_dir=data_dir,
+                    **common),
+              Plain(dataset="synth-a", width=32, depth=2, batch_size=8, **common))
   return TaskFamily(name, tasks)
 
 
@@ -160,6 +168,8 @@ DISTRIBUTIONS: dict[str, Callable[[str | None], TaskFamily]] = {
     "tiny-mix": lambda dd: tiny_mix_family("tiny-mix", data_dir=dd),
     "tiny-mix-clean": lambda dd: tiny_mix_family("tiny-mix-clean", data_dir=dd, clean_tables=True),
     "tiny-mix-lm": lambda dd: tiny_mix_family("tiny-mix-lm", data_dir=dd, plain_lms=True),
+    "tiny-mix-lm-b8": lambda dd: tiny_mix_family("tiny-mix-lm-b8", data_dir=dd, plain_lms=True,
+                                                 small_batches=True),
     "mix-cpu": lambda dd: mix_family("mix-cpu", "mixed", data_dir=dd),
     "mix-sp-cpu": lambda dd: mix_family("mix-sp-cpu", "sp", data_dir=dd),
     "mix-s-cpu": lambda dd: mix_family("mix-s-cpu", "mixed", mlp_widths=(32, 32), small=True,

@@ -562,6 +562,12 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # issue's 5·10⁷ inner steps (with its lineage's 3.8·10⁷) at ~4,200 steps.
     "mulo-a18-cpu": dict(_A16, outer_lr=1e-4, outer_final_lr=1e-5, outer_steps=8000,
                          theta_ema=0.999, seed=1),
+    # a18 with two batch-8 tasks in the distribution: on the broad screen's
+    # batch-8 digits MLP the shipped mulo-m loses to θ₀ (0.080 vs 0.047, loss
+    # spike 2x) and its per-tensor multiplier is the cause (zeroed: 0.029;
+    # results/probes/part_ablation.txt). Fresh task draws (seed 2).
+    "mulo-a19-cpu": dict(_A16, distribution="tiny-mix-lm-b8", outer_lr=1e-4,
+                         outer_final_lr=1e-5, outer_steps=8000, theta_ema=0.999, seed=2),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
