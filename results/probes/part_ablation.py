@@ -5,7 +5,12 @@ the base scales, the plain cosine); θ₀ zeroes all. Untuned, 8 seeds, screen
 tasks only (screen-broad-cpu).
 
     cd results/probes && ../../.venv/bin/python part_ablation.py > part_ablation.txt
+    ../../.venv/bin/python part_ablation.py user-mlp_digits_w512_d2_b32 > part_ablation_w512.txt
+
+Task names as arguments replace the default four (screen-broad-cpu tasks only).
 """
+import sys
+
 import jax
 import numpy as np
 
@@ -13,8 +18,8 @@ import lopt
 from meta_tasks import suites
 from training import evaluation
 
-TASKS = ("user-mlp_digits_w128_d3_b8", "user-mlp_diabetes_w64_d3_b32",
-         "user-mlp_wine_w128_d3_b16", "user-mlp_digits_w64_d3_b64")
+TASKS = tuple(sys.argv[1:]) or ("user-mlp_digits_w128_d3_b8", "user-mlp_diabetes_w64_d3_b32",
+                               "user-mlp_wine_w128_d3_b16", "user-mlp_digits_w64_d3_b64")
 lo, theta = lopt.load_pretrained("mulo-m")
 zero = lambda part: {**theta, part: jax.tree.map(np.zeros_like, theta[part])}
 variants = {"mulo-m": theta, **{f"no {p}": zero(p) for p in theta},
