@@ -444,6 +444,9 @@ def test_screen_prints_the_evaluators_numbers_and_the_best_point_along_training(
                       "--seeds", "2"]) == 0
   out = capsys.readouterr().out
   assert re.search(r"^wall-clock per optimizer, compiles included: mulo \d+ s$", out, re.M)
+  with pytest.raises(SystemExit):   # a filter that matches nothing is refused
+    screen.main([f"mulo={lo_checkpoint}", "--suite", "smoke", "--tasks", "no-such-task"])
+  assert "matches no task" in capsys.readouterr().err
   row = next(l for l in out.splitlines() if l.startswith("| mulo |"))
   cells = [c.strip() for c in row.strip("|").split("|")][1:]
   ev = evaluation.Evaluator(range(2), max_steps=10, log=lambda _: None)

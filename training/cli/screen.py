@@ -50,6 +50,8 @@ def main(argv=None) -> int:
   parser.add_argument("--suite", default="screen-user-cpu")
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--max_steps", type=int, default=None, help="cap every horizon")
+  parser.add_argument("--tasks", default=None,
+                      help="only the suite's tasks whose name matches this regex")
   args = parser.parse_args(argv)
 
   import numpy as np
@@ -57,6 +59,14 @@ def main(argv=None) -> int:
   from training.evaluation import Evaluator, parse_optimizer
   from training.stats import average_ranks
   entries = get_suite(args.suite)
+  if args.tasks is not None:
+    import re
+    try:
+      entries = [e for e in entries if re.search(args.tasks, e.task.name)]
+    except re.error as e:
+      parser.error(f"--tasks {args.tasks!r} is not a valid regex: {e}")
+    if not entries:
+      parser.error(f"--tasks {args.tasks!r} matches no task of suite {args.suite!r}.")
   evaluator = Evaluator(range(args.seeds), max_steps=args.max_steps, log=lambda line: None)
   print("test loss / final train loss / max spike, mean over seeds / best@step: lowest seed-median "
         f"test loss along training; suite {args.suite}")
