@@ -124,9 +124,10 @@ def _user_suites(dd: str | None) -> dict[str, list[SuiteEntry]]:
   return {
       "screen-user-cpu": screen,
       # The screen plus one entry per axis along which users' models differ
-      # from it, each at a config no held-out suite uses. The rule was fixed
-      # before any LO was scored on it (docs/meta-training-runs.md, "A broader
-      # screen"): six screen tasks at +-5% no longer told checkpoints apart.
+      # from it, each at a config no held-out suite uses. It ranked checkpoints
+      # no closer to the held-out suite than the screen does (docs/
+      # meta-training-runs.md, "A broader screen"): it is for finding an LO's
+      # weak spots, not the default for choosing checkpoints.
       "screen-broad-cpu": screen + [
           _same(PlainMLPTask(dataset="digits", width=512, depth=2, batch_size=32), 1000),
           _same(ImageMLPTask(dataset="teacher", width=512, depth=3, batch_size=64), 500),
