@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 import lopt
+import probe_suites
 from meta_tasks import suites
 from training import evaluation, task_spec
 
@@ -25,16 +26,9 @@ data = task.data()
 def run(tx, seed):
   k_init, k_data = jax.random.split(jax.random.PRNGKey(seed))
   params = task.init(k_init)
-
-  def step(carry, t):
-    params, state = carry
-    k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, t))
-    batch = task.sample_batch(k_batch, data=data)
-    loss, grads = jax.value_and_grad(task.loss)(params, batch, k_loss)
-    updates, state = tx.update(grads, state, params, loss=loss)
-    rel = jax.tree.map(lambda u, p: jnp.sqrt(jnp.mean(u**2) / jnp.mean(p**2)), updates, params)
-    return (optax.apply_updates(params, updates), state), (loss, rel)
-
+  rel = lambda updates, params: jax.tree.map(
+      lambda u, p: jnp.sqrt(jnp.mean(u**2) / jnp.mean(p**2)), updates, params)
+  step = probe_suites.train_step(task, tx, data, k_data, record=rel)
   _, (loss, rel) = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(steps))
   return loss, rel
 

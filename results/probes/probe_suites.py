@@ -31,10 +31,11 @@ def parse_args(default_grid: str) -> tuple[str, list, list]:
   return sys.argv[1], grid, list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
 
 
-def train_step(task, tx, data, k_data, with_grads=False):
+def train_step(task, tx, data, k_data, with_grads=False, record=None):
   """The ``lax.scan`` body of one training step of ``task`` under ``tx`` (the
   minibatch loss passed as ``loss=``): carry (params, opt state), xs the step
-  index, out the minibatch loss (with ``with_grads``: (loss, gradients))."""
+  index, out the minibatch loss (with ``with_grads``: (loss, gradients); with
+  ``record``: (loss, record(updates, params)))."""
   import jax, optax
 
   def step(carry, t):
@@ -43,6 +44,36 @@ def train_step(task, tx, data, k_data, with_grads=False):
     batch = task.sample_batch(k_batch, data=data)
     loss, grads = jax.value_and_grad(task.loss)(params, batch, k_loss)
     updates, state = tx.update(grads, state, params, loss=loss)
-    return (optax.apply_updates(params, updates), state), (loss, grads) if with_grads else loss
+    out = ((loss, grads) if with_grads else (loss, record(updates, params)) if record
+           else loss)
+    return (optax.apply_updates(params, updates), state), out
 
   return step
+
+
+def replace_rule(lo, rule_class, **changes):
+  """``lo`` with the fields ``changes`` of its step rule of class ``rule_class``."""
+  import dataclasses
+  return dataclasses.replace(lo, step=tuple(
+      dataclasses.replace(r, **changes) if isinstance(r, rule_class) else r for r in lo.step))
+
+
+def broad_screen_variants(header, variants, seeds=4):
+  """Prints a table of test losses on screen-broad-cpu (untuned) for
+  ``variants`` [(label, LO form, θ)], the first being mulo-m as shipped, with
+  each one's geometric mean of the test-loss ratio to it."""
+  import math
+  from training import evaluation
+  entries = suites.get_suite("screen-broad-cpu")
+  ev = evaluation.Evaluator(range(seeds), log=lambda line: None)
+  print(f"| {header} | " + " | ".join(f"{e.task.name}@{e.num_steps}" for e in entries)
+        + " | geo vs mulo-m |")
+  print("|---" * (len(entries) + 2) + "|")
+  ref = None
+  for label, form, theta in variants:
+    opt = evaluation.Optimizer(label, checkpoint="mulo-m", lo=form, theta=theta)
+    losses = [ev.run(opt, e)["test_loss"] for e in entries]
+    ref = ref or losses
+    geo = math.exp(sum(math.log(x / r) for x, r in zip(losses, ref)) / len(ref))
+    print(f"| {label} | " + " | ".join(f"{x:.3g}" for x in losses) + f" | {geo:.3f} |",
+          flush=True)
