@@ -28,6 +28,7 @@ which checkpoint of a run ships (``scripts/ship_pretrained.py NAME=WORKDIR@STEP`
 from __future__ import annotations
 
 import argparse
+import re
 import time
 
 
@@ -60,7 +61,6 @@ def main(argv=None) -> int:
   from training.stats import average_ranks
   entries = get_suite(args.suite)
   if args.tasks is not None:
-    import re
     try:
       entries = [e for e in entries if re.search(args.tasks, e.task.name)]
     except re.error as e:
