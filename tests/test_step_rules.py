@@ -42,6 +42,25 @@ def test_group_base_multiplies_lr_by_the_group_base_and_mup_multiplier():
     R.GroupBase(hidden=0.0)
 
 
+def test_group_base_vector_base_acts_on_input_group_vectors_only_and_is_recorded_when_set():
+  rule = R.GroupBase(input=3e-4, hidden=0.25, vector=1e-3)
+  assert rule(None, R.Step(_dir()), _ctx(group=0)).lr == 3e-4          # an input matrix
+  vec = jnp.ones((3,), jnp.float32)
+  assert rule(None, R.Step(vec), _ctx(group=0, g=vec, p=vec)).lr == 1e-3  # a bias
+  assert rule(None, R.Step(_dir()), _ctx(group=1, mult=0.5)).lr == 0.25 * 0.5
+  # The fused kernels pass no param: the rank comes from ``ndim``.
+  bare = R.TensorContext(None, None, 1.0, 0, jnp.asarray(1), None, ndim=1)
+  assert rule(None, R.Step(None), bare).lr == 1e-3
+  # Unset, vectors take the input base, and the record omits the field (records
+  # written before it existed load strictly).
+  assert R.GroupBase(3e-4, 0.25)(None, R.Step(vec), _ctx(group=0, g=vec, p=vec)).lr == 3e-4
+  assert R.to_record((R.GroupBase(3e-4, 0.25),)) == [
+      {"rule": "GroupBase", "input": 3e-4, "hidden": 0.25}]
+  assert R.from_record(R.to_record((rule,))) == (rule,)
+  with pytest.raises(ValueError, match="vector must be a positive finite float"):
+    R.GroupBase(vector=-1.0)
+
+
 def test_weight_decay_sets_the_coefficient_and_apply_decays_matrices_only():
   d, ctx = _dir(), _ctx()
   u = R.apply((R.RMSNormalize(), R.WeightDecay(0.5), R.GroupBase(0.1, 0.1)), {}, R.Step(d), ctx)

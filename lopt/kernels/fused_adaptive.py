@@ -121,7 +121,7 @@ def _forward(lo, mult: float, group: int, num_steps_static: Any, interpret: bool
 
   stats_only = TensorStats(None, None, lo.eps, feats)
   ctx = step_rules.TensorContext(None, None, mult, group, count, num_steps, loss, stats_only,
-                                 (lo.b1, lo.b2))
+                                 (lo.b1, lo.b2), ndim=len(shape))
   lr, wd = step_scalars(lo.step, theta, ctx)
   decay = step_rules.decays(wd, len(shape))
   lr = jnp.asarray(lr, jnp.float32)
