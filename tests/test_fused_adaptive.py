@@ -160,6 +160,32 @@ def test_fused_equals_xla_with_gradient_restraint():
   assert ratio < 0.5, ratio
 
 
+def test_fused_equals_xla_with_a_vector_base():
+  """GroupBase's vector base reaches the kernels through the context's rank
+  (they get no param): a vector and a matrix of the input group, where the
+  vector base differs from the input base."""
+  base = step_rules.GroupBase(input=3e-4, hidden=0.25, vector=2e-3)
+  form = dataclasses.replace(SHIPPED, step=tuple(
+      base if isinstance(r, step_rules.GroupBase) else r for r in SHIPPED.step))
+  xla, fused = (dataclasses.replace(form, backend=b) for b in ("xla", "pallas"))
+  theta = _theta(xla)
+  params, grads_seq = _params_and_grads(steps=2)
+  names = ["vector", "exact_bf16"]   # kinds "vector" and "input"
+  params, grads_seq = {k: params[k] for k in names}, [{k: g[k] for k in names} for g in grads_seq]
+  run = lambda lo: _unroll(lo, theta, params, grads_seq, None)[0]
+  want, got = run(xla), run(fused)
+  _check_updates(got, want)
+  # The vector's step is the vector base's: x(2e-3 / 3e-4) against the input base.
+  plain = dataclasses.replace(xla, step=tuple(
+      dataclasses.replace(r, vector=None) if isinstance(r, step_rules.GroupBase) else r
+      for r in form.step))
+  ref = _unroll(plain, theta, params, grads_seq, None)[0]
+  ratio = np.asarray(want["vector"][0]) / np.asarray(ref["vector"][0])
+  np.testing.assert_allclose(ratio[np.abs(np.asarray(ref["vector"][0])) > 1e-12], 2e-3 / 3e-4,
+                             rtol=1e-4)
+  np.testing.assert_array_equal(np.asarray(want["exact_bf16"]), np.asarray(ref["exact_bf16"]))
+
+
 def test_vmapped_particles_equal_per_particle_updates():
   """θ±ε particles with their own params, states (counts too) and losses, as
   in meta-training, and one gradient shared by both (read through the
