@@ -295,6 +295,11 @@ class AdaptiveLOpt:
   eps: float = 1e-8
   residual_hidden: int = 8
   mup: bool = True
+  # μP's 1/fan_in on the data dimension: dense input matrices ("input" kind)
+  # step × input_fan_in / fan_in, embeddings unchanged (lopt.mup's docstring).
+  # None: μP as the μLO paper has it (one input step for every d). Not in
+  # the record at None, so the records written before this field load strictly.
+  input_fan_in: float | None = None
   # The step rules, in order; ``default_rules()`` is μAdamW plus the learned parts.
   step: tuple = dataclasses.field(default_factory=default_rules, metadata={"custom_args": dict(
       type=step_rules.parse, nargs=None, metavar="RULES")})
@@ -313,6 +318,12 @@ class AdaptiveLOpt:
       raise ValueError(f"eps must be a float in (0, 1), got {self.eps!r}.")
     if not (isinstance(self.residual_hidden, int) and self.residual_hidden >= 1):
       raise ValueError(f"residual_hidden must be an int >= 1, got {self.residual_hidden!r}.")
+    if self.input_fan_in is not None and not (
+        isinstance(self.input_fan_in, (int, float)) and not isinstance(self.input_fan_in, bool)
+        and 0 < self.input_fan_in < float("inf")):
+      raise ValueError(f"input_fan_in must be a positive finite float (the data dimension "
+                       f"at which dense input layers keep their base step) or None, got "
+                       f"{self.input_fan_in!r}.")
     if self.backend not in kernels.BACKENDS:
       raise ValueError(f"backend must be one of {kernels.BACKENDS}, got {self.backend!r}.")
     step_rules.check(self.step)
@@ -329,6 +340,8 @@ class AdaptiveLOpt:
     record = config_record(self)
     if self.backend == "auto":  # how it runs, not what it computes (see the field)
       del record["backend"]
+    if self.input_fan_in is None:  # see the field
+      del record["input_fan_in"]
     return record
 
   @classmethod

@@ -77,7 +77,7 @@ def step_multipliers(lo: Any, mup: Any, params: Any) -> Any:
         f"This learned optimizer ({type(lo).__name__}) is in μP mode and needs to know "
         "which tensors are hidden matrices: pass mup=<spec> (see lopt.mup.kinds_from_paths "
         f"/ lopt.mup.infer_kinds), or use an SP-mode LO ({type(lo).__name__}(mup=False)).")
-  return mup_lib.multipliers(mup, params)
+  return mup_lib.multipliers(mup, params, input_fan_in=getattr(lo, "input_fan_in", None))
 
 
 def map_tensors(lo: Any, one: Any, grads: Any, params: Any, states: Any, is_state: Any,

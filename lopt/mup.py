@@ -4,8 +4,10 @@ The task (or the user) knows which tensors are input, hidden, output or vector;
 the optimizer does not. A μP *spec* is a pytree with the same structure as the
 params whose leaves are either
 
-* a kind string: ``"input"``, ``"hidden"``, ``"output"``, ``"sp_output"`` or
-  ``"vector"``;
+* a kind string: ``"input"``, ``"embedding"``, ``"hidden"``, ``"output"``,
+  ``"sp_output"`` or ``"vector"`` (``"embedding"``: an input matrix read by
+  lookup, e.g. ``nn.Embed``'s table or a positional table; it is ``"input"``
+  in every respect but the data-dimension rule below);
 * a ``Kind(kind, fan_in, scale=1.0)``: a kind with an explicit fan-in (what
   ``infer_kinds`` gives kernels whose fan-in is not ``prod(shape[:-1])``, e.g.
   attention q/k/v) and an extra factor on its step (attention q/k, below);
@@ -14,6 +16,14 @@ params whose leaves are either
 ``multipliers(spec, params)`` turns a spec into a pytree of Python floats using
 the μLO rule: hidden matrices get ``1/fan_in``, everything else gets 1 (times a
 ``Kind``'s ``scale``).
+
+The data dimension. μP holds the input dimension d fixed, so it gives input
+matrices one step for every width. Across tasks d varies (4 inputs on iris,
+64 on 8x8 digits), and Adam's sign-like update moves a dense input layer's
+pre-activations by about lr·Σ|xᵢ| ∝ d, as it moves a hidden layer's by
+lr·fan_in. ``multipliers(..., input_fan_in=R)`` applies μP's 1/fan_in to
+them as well: ``"input"`` matrices get ``R / fan_in``. ``"embedding"``
+matrices keep 1: their input is one-hot, one row moves per token.
 
 Attention. μP scales attention logits by ``1/head_dim`` (q.k grows like
 head_dim once q and k are correlated); flax's attention, as users write it,
@@ -66,7 +76,7 @@ from typing import Any, Mapping, NamedTuple
 import jax
 import numpy as np
 
-KINDS = ("input", "hidden", "output", "sp_output", "vector")
+KINDS = ("input", "embedding", "hidden", "output", "sp_output", "vector")
 # Kinds whose step carries 1/fan_in, or (μP "output") whose base step is the
 # hidden one: an LO may give them their own base step size (``step_groups``).
 HIDDEN_LIKE = ("hidden", "output", "sp_output")
@@ -76,6 +86,11 @@ ATTENTION_QKV = ("query", "key", "value")
 # Leaf names that are vectors whatever their rank (flax attention's q/k/v
 # biases are (heads, head_dim); LayerNorm/RMSNorm scales).
 VECTOR_NAMES = ("bias", "scale")
+# Leaf names of dense layers' weights (flax linen's and NNX's Dense, Conv,
+# DenseGeneral). An input-like matrix with another name (``Embed``'s
+# "embedding", a positional table made with ``self.param``) is a lookup
+# table: ``infer_kinds`` marks it "embedding", which keeps μP's input step.
+DENSE_NAMES = ("kernel",)
 
 
 class Kind(NamedTuple):
@@ -208,8 +223,9 @@ def _align(spec: Any, params: Any, what: str = "μP spec"):
       "infer_kinds), or pass mup=None for no μP scaling.")
 
 
-def multiplier_for(kind_or_value: Any, shape: tuple[int, ...], path: str = "") -> float:
-  """The μLO step multiplier of one tensor."""
+def multiplier_for(kind_or_value: Any, shape: tuple[int, ...], path: str = "",
+                   input_fan_in: float | None = None) -> float:
+  """The μLO step multiplier of one tensor (``input_fan_in``: the module docstring)."""
   if isinstance(kind_or_value, (int, float)) and not isinstance(kind_or_value, bool):
     value = float(kind_or_value)
     if not (value > 0 and math.isfinite(value)):
@@ -221,25 +237,28 @@ def multiplier_for(kind_or_value: Any, shape: tuple[int, ...], path: str = "") -
   if not (isinstance(scale, (int, float, np.floating)) and scale > 0 and math.isfinite(scale)):
     raise ValueError(f"Kind scale of {path or 'a tensor'} must be a positive finite float, "
                      f"got {scale!r}.")
-  return float(scale) * _kind_multiplier(kind, explicit_fan_in, shape, path)
+  return float(scale) * _kind_multiplier(kind, explicit_fan_in, shape, path, input_fan_in)
 
 
-def _kind_multiplier(kind: str, explicit_fan_in: Any, shape: tuple[int, ...], path: str) -> float:
+def _kind_multiplier(kind: str, explicit_fan_in: Any, shape: tuple[int, ...], path: str,
+                     input_fan_in: float | None = None) -> float:
   if kind not in KINDS:
     raise ValueError(f"Unknown μP kind {kind!r} for {path or 'a tensor'}; "
                      f"valid kinds are {KINDS}, a Kind(kind, fan_in) or a positive "
                      "float multiplier.")
-  if kind in ("hidden", "sp_output"):
-    if explicit_fan_in is not None:
-      if not (isinstance(explicit_fan_in, (int, np.integer)) and explicit_fan_in >= 1):
-        raise ValueError(f"fan_in of {path or 'a tensor'} must be a positive int, "
-                         f"got {explicit_fan_in!r}.")
-      return 1.0 / int(explicit_fan_in)
-    if len(shape) < 2:
-      raise ValueError(f"{path or 'A tensor'} of shape {shape} is marked {kind!r} "
-                       "but such tensors must be matrices or kernels (rank >= 2).")
-    return 1.0 / fan_in(shape)
-  return 1.0
+  per_fan_in = (1.0 if kind in ("hidden", "sp_output") else
+                input_fan_in if kind == "input" and len(shape) >= 2 else None)
+  if per_fan_in is None:
+    return 1.0
+  if explicit_fan_in is not None:
+    if not (isinstance(explicit_fan_in, (int, np.integer)) and explicit_fan_in >= 1):
+      raise ValueError(f"fan_in of {path or 'a tensor'} must be a positive int, "
+                       f"got {explicit_fan_in!r}.")
+    return per_fan_in / int(explicit_fan_in)
+  if len(shape) < 2:
+    raise ValueError(f"{path or 'A tensor'} of shape {shape} is marked {kind!r} "
+                     "but such tensors must be matrices or kernels (rank >= 2).")
+  return per_fan_in / fan_in(shape)
 
 
 def group_for(kind_or_value: Any) -> int:
@@ -251,11 +270,12 @@ def group_for(kind_or_value: Any) -> int:
   return int(float(kind_or_value) < 1.0)
 
 
-def multipliers(spec: Any, params: Any) -> Any:
+def multipliers(spec: Any, params: Any, input_fan_in: float | None = None) -> Any:
   """Pytree of per-tensor step multipliers (Python floats) for ``params``, in
-  the structure of ``params`` with NNX variables unwrapped."""
+  the structure of ``params`` with NNX variables unwrapped; ``input_fan_in``
+  R gives ``"input"`` matrices R / fan_in (the module docstring)."""
   flat_spec, flat_params, treedef = _align(spec, params)
-  out = [multiplier_for(s, tuple(np.shape(p)), jax.tree_util.keystr(path))
+  out = [multiplier_for(s, tuple(np.shape(p)), jax.tree_util.keystr(path), input_fan_in)
          for s, (path, p) in zip(flat_spec, flat_params)]
   return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -348,7 +368,8 @@ def infer_kinds(params: Any, base_params: Any, readout: str = "sp",
   rank >= 2 in flax layout (last axis = output): fan-in and fan-out both
   infinite -> hidden; only fan-out -> input; only fan-in -> the readout; neither
   -> input (a fixed-size matrix is treated as an input layer, as in the ``mup``
-  library). Rank < 2 tensors, and leaves named ``bias`` or ``scale`` (flax
+  library); an input-like leaf not named ``kernel`` (``DENSE_NAMES``: an
+  ``Embed`` table, a positional table) is ``"embedding"``. Rank < 2 tensors, and leaves named ``bias`` or ``scale`` (flax
   attention's ``(heads, head_dim)`` biases), are vectors. Fan-in is the size of
   the contracting axes (``kernel_fan_in``); where it is not ``prod(shape[:-1])``
   the leaf is a ``Kind(kind, fan_in)``. A linen ``DenseGeneral`` with several
@@ -398,7 +419,8 @@ def infer_kinds(params: Any, base_params: Any, readout: str = "sp",
     in_inf = fi != base_fi
     out_inf = math.prod(shape) // fi != math.prod(base_shape) // base_fi
     kind = ("hidden" if in_inf and out_inf else
-            ("sp_output" if readout == "sp" else "output") if in_inf else "input")
+            ("sp_output" if readout == "sp" else "output") if in_inf else
+            "input" if names and names[-1] in DENSE_NAMES else "embedding")
     scale = (float(shape[-1]) ** -0.5 if attention == "sqrt" and len(shape) >= 3
              and len(names) >= 2 and names[-2] in ATTENTION_QK and kind == "hidden" else 1.0)
     kinds.append(Kind(kind, fi, scale) if fi != fan_in(shape) or scale != 1.0 else kind)

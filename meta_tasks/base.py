@@ -7,7 +7,8 @@ key passed to ``init``/``loss``/``sample_batch``, so vmapping those functions
 over keys vmaps over task instances.
 
 μP metadata: ``kinds`` is a pytree shaped like the params whose leaves are
-``"input" | "hidden" | "output" | "sp_output" | "vector"`` (kernels in flax
+``"input" | "embedding" | "hidden" | "output" | "sp_output" | "vector"``
+(``"embedding"``: a lookup table, see ``lopt.mup``; kernels in flax
 layout, last axis is the output axis, fan_in = prod(shape[:-1])). The readout
 of a μP model (which multiplies its output by 1/fan_in) is ``"output"``; the
 plain readout of an SP model is ``"sp_output"``, whose step needs 1/fan_in. ``mup`` is ``kinds`` for μP
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 PARAMETERIZATIONS = ("mup", "sp")
-KINDS = ("input", "hidden", "output", "sp_output", "vector")
+KINDS = ("input", "embedding", "hidden", "output", "sp_output", "vector")
 SPLITS = ("train", "valid", "test")
 
 
@@ -99,8 +100,9 @@ def kinds_by_module(params: Any, input_modules: Sequence[str],
       return "vector"
     if top in output_modules:
       return "sp_output" if sp_readout else "output"
-    if top in input_modules:
-      return "input"
+    if top in input_modules:  # a dense layer's "kernel", else a lookup table (lopt.mup.DENSE_NAMES)
+      last = path[-1].key if hasattr(path[-1], "key") else str(path[-1])
+      return "input" if last == "kernel" else "embedding"
     return "hidden"
   return jax.tree_util.tree_map_with_path(kind, params)
 

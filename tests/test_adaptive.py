@@ -28,13 +28,15 @@ def _grads(step, seed=1):
 
 
 def numpy_mu_adamw(lo: AdaptiveLOpt, params, steps: int, num_steps: int,
-                   lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2):
+                   lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2, input_matrix_scale=1.0):
   """μAdamW, float64: Adam (bias-corrected) × base step of the tensor's role ×
-  its μP multiplier × cosine(t/T), decoupled weight decay on matrices."""
+  its μP multiplier × cosine(t/T), decoupled weight decay on matrices;
+  ``input_matrix_scale`` multiplies the input matrix's step."""
   p = {k: v.astype(np.float64) for k, v in params.items()}
   m = {k: np.zeros_like(v) for k, v in p.items()}
   v = {k: np.zeros_like(x) for k, x in p.items()}
-  base = {"w_in": lr_input, "w_h": lr_hidden / 4, "b": lr_input, "head": lr_hidden / 4}
+  base = {"w_in": lr_input * input_matrix_scale, "w_h": lr_hidden / 4, "b": lr_input,
+          "head": lr_hidden / 4}
   out = []
   for t in range(1, steps + 1):
     g = _grads(t)
@@ -66,6 +68,28 @@ def test_theta_zero_is_mu_adamw(with_loss):
     for k in SHAPES:
       np.testing.assert_allclose(np.asarray(u[k]), expected[t - 1][k], rtol=1e-4, atol=1e-8)
     p = optax.apply_updates(p, u)
+
+
+def test_input_fan_in_scales_the_input_matrix_by_ref_over_fan_in_against_numpy():
+  # θ = 0 with input_fan_in = 2: μAdamW whose input matrix (fan_in 5) steps
+  # x 2/5; the vector, the hidden matrix and the readout as before.
+  lo = AdaptiveLOpt(step=default_rules(lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2),
+                    input_fan_in=2.0)
+  theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
+  params = _params()
+  expected = numpy_mu_adamw(lo, params, steps=3, num_steps=8, input_matrix_scale=2.0 / 5)
+  state, p = lo.init_state(params), jax.tree_util.tree_map(jnp.asarray, params)
+  for t in range(1, 4):
+    u, state = lo.update(theta, _grads(t), state, p, num_steps=8, mup=SPEC)
+    for k in SHAPES:
+      np.testing.assert_allclose(np.asarray(u[k]), expected[t - 1][k], rtol=1e-4, atol=1e-8)
+    p = optax.apply_updates(p, u)
+  # The record carries it when set, and omits it at None (older records load as they did).
+  assert AdaptiveLOpt.from_record(lo.to_record()) == lo
+  assert "input_fan_in" not in AdaptiveLOpt().to_record()
+  for bad in (0.0, -1.0, float("inf"), True, "64"):
+    with pytest.raises(ValueError, match="input_fan_in must be a positive finite float"):
+      AdaptiveLOpt(input_fan_in=bad)
 
 
 def test_random_theta_init_is_also_the_hand_designed_form():

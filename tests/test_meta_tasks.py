@@ -285,7 +285,7 @@ def test_transformer_lm_init_kinds_and_learning():
   assert np.var(p["block_0"]["mlp_in"]["kernel"]) == pytest.approx(1 / 64, rel=0.05)
   assert not np.any(p["readout"]["kernel"])
   kinds, mult = _flat(task.kinds), _flat(multipliers(task.mup, p))
-  assert kinds["['embed']"] == kinds["['pos_embed']"] == "input"
+  assert kinds["['embed']"] == kinds["['pos_embed']"] == "embedding"  # lookup tables
   assert kinds["['readout']['kernel']"] == "output"
   assert kinds["['block_0']['attn']['query']['kernel']"] == "hidden"
   assert mult["['block_0']['attn']['query']['kernel']"] == 1 / 64

@@ -60,7 +60,7 @@ def test_infer_kinds_on_linen_attention_dense_general_conv_embed():
   assert kinds["merge"]["kernel"] == "hidden"
   assert kinds["Conv_0"]["kernel"] == "input"              # 3 input channels: fixed
   assert kinds["Conv_1"]["kernel"] == "hidden"
-  assert kinds["Embed_0"]["embedding"] == "input"          # (vocab, d): fixed fan-in
+  assert kinds["Embed_0"]["embedding"] == "embedding"      # (vocab, d): fixed, a lookup
   assert kinds["Dense_0"]["kernel"] == "sp_output"         # plain readout
   assert kinds["Dense_0"]["bias"] == "vector"
 
@@ -84,6 +84,48 @@ def test_infer_kinds_on_linen_attention_dense_general_conv_embed():
   assert lopt.mup.multipliers(mup_kinds, params)["Dense_0"]["kernel"] == 1.0
   with pytest.raises(ValueError, match="readout must be one of"):
     lopt.mup.infer_kinds(params, _params(base_w), readout="plain")
+
+
+def test_input_fan_in_gives_dense_input_matrices_ref_over_fan_in_and_keeps_the_rest():
+  w = 64
+  params = _params(w)
+  kinds = lopt.mup.infer_kinds(params, _params(32))
+  plain = lopt.mup.multipliers(kinds, params)
+  scaled = lopt.mup.multipliers(kinds, params, input_fan_in=13.5)
+  assert scaled["Conv_0"]["kernel"] == pytest.approx(13.5 / (3 * 3 * 3))   # dense input
+  assert scaled["Embed_0"]["embedding"] == 1.0                              # one-hot input
+  for path, m in jax.tree_util.tree_leaves_with_path(plain):
+    if "Conv_0" not in jax.tree_util.keystr(path) or "bias" in jax.tree_util.keystr(path):
+      got = scaled
+      for k in path:
+        got = got[k.key]
+      assert got == m, jax.tree_util.keystr(path)   # hidden, readout, vectors: unchanged
+  # An explicit fan-in and a Kind's scale compose with it; vectors never scale.
+  assert lopt.mup.multiplier_for(Kind("input", 5, 2.0), (5, 7), input_fan_in=10.0) == 4.0
+  assert lopt.mup.multiplier_for("input", (7,), input_fan_in=10.0) == 1.0
+  assert lopt.mup.step_groups(kinds, params)["Embed_0"]["embedding"] == 0
+
+
+def _input_preactivation_change(d: int, input_fan_in) -> float:
+  """RMS change of a dense input layer's pre-activations x @ W (unit-variance
+  inputs of dimension d) after one sign step (Adam's direction, correlated
+  with x as a gradient is) of the size of ``multipliers``' multiplier."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (32, d))
+  w = jax.random.normal(jax.random.PRNGKey(1), (d, 16)) / np.sqrt(d)
+  mult = lopt.mup.multipliers({"k": "input"}, {"k": w}, input_fan_in=input_fan_in)["k"]
+  delta = jax.random.normal(jax.random.PRNGKey(2), (32, 16))
+  step = -mult * jnp.sign(x.T @ delta)
+  return float(jnp.sqrt(jnp.mean((x @ step) ** 2)))
+
+
+def test_input_fan_in_makes_an_input_layers_step_independent_of_the_data_dimension():
+  # μP's one input step moves the pre-activations ~d times more at d = 64
+  # than at d = 4 (sign steps correlated with the input add up); with
+  # input_fan_in the change no longer grows with d.
+  grow = _input_preactivation_change(64, None) / _input_preactivation_change(4, None)
+  flat = _input_preactivation_change(64, 16.0) / _input_preactivation_change(4, 16.0)
+  assert grow > 6.0, grow
+  assert flat == pytest.approx(grow * 4 / 64, rel=1e-6) and 0.3 < flat < 1.5, flat
 
 
 def test_kernel_fan_in():

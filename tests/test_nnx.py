@@ -126,7 +126,7 @@ def test_attention_kinds_from_modules():
     assert a[name]["kernel"] == lopt.mup.Kind("hidden", 32, scale), name  # (32, 2, 16): fan_in 32
     assert a[name]["bias"] == "vector"                               # (2, 16)
   assert a["out"]["kernel"] == "hidden"
-  assert kinds["embed"]["embedding"] == "input" and kinds["pos"] == "input"
+  assert kinds["embed"]["embedding"] == "embedding" and kinds["pos"] == "embedding"  # lookups
   assert kinds["head"]["kernel"] == "sp_output" and kinds["ln1"]["scale"] == "vector"
 
 
