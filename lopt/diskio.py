@@ -357,12 +357,15 @@ class _DropOrbax(logging.Filter):
     return "orbax" not in (record.pathname or "")
 
 
+def _orbax_log_filters() -> tuple[logging.Filter, list]:
+  loggers = [logging.getLogger("absl"), logging.getLogger()]
+  return _DropOrbax(), loggers + [h for lg in loggers for h in lg.handlers]  # loggers, handlers
+
+
 @contextlib.contextmanager
 def quiet_orbax() -> Iterator[None]:
   """Silence orbax's logging inside the block (its failures are raised to us anyway)."""
-  flt = _DropOrbax()
-  loggers = [logging.getLogger("absl"), logging.getLogger()]
-  filtered = loggers + [h for lg in loggers for h in lg.handlers]  # loggers and handlers
+  flt, filtered = _orbax_log_filters()
   for x in filtered:
     x.addFilter(flt)
   try:
@@ -370,6 +373,16 @@ def quiet_orbax() -> Iterator[None]:
   finally:
     for x in filtered:
       x.removeFilter(flt)
+
+
+def quiet_orbax_from_now() -> None:
+  """Silence orbax's logging for the rest of the process: after a failed save,
+  its background threads may still log that failure (a metadata write into
+  the half-written step just removed) once ``quiet_orbax``'s block has
+  exited, while the caller reports it in one line."""
+  flt, filtered = _orbax_log_filters()
+  for x in filtered:
+    x.addFilter(flt)
 
 
 class _DropAbandonedCheckpointTasks(logging.Filter):

@@ -720,3 +720,24 @@ def test_9_abandoned_checkpoint_tasks_are_dropped_from_asyncio_logs_and_nothing_
                                ValueError('OUT_OF_RANGE: Error reading "0" in OCDBT database')))
   assert flt.filter(record("Task exception was never retrieved", ValueError("user bug")))
   assert flt.filter(record("something else about OCDBT", None))
+
+
+def test_quiet_orbax_from_now_drops_orbax_records_only_and_stays():
+  """After a failed save orbax's background threads may log the same failure
+  once the save's quiet block has exited: the filter then stays installed."""
+  import logging
+  root = logging.getLogger()
+  record = lambda path: logging.LogRecord("absl", logging.ERROR, path, 1, "boom", None, None)
+  orbax_path = "/site-packages/orbax/checkpoint/_src/futures/future.py"
+  assert root.filter(record(orbax_path))
+  try:
+    diskio.quiet_orbax_from_now()
+    with diskio.quiet_orbax():
+      pass
+    assert not root.filter(record(orbax_path))                 # still dropped after a block
+    assert root.filter(record("/work/main/training/trainer.py"))  # ours still pass
+  finally:
+    for logger in (root, logging.getLogger("absl")):
+      for x in [logger] + logger.handlers:
+        for f in [f for f in x.filters if isinstance(f, diskio._DropOrbax)]:
+          x.removeFilter(f)

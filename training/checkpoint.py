@@ -456,6 +456,7 @@ class Checkpointer:
         self.manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001 - orbax raises many types
       self._failed = True
+      diskio.quiet_orbax_from_now()  # its threads may still log this failure
       if jax.process_index() == 0:  # no half-written step is left behind (orbax's other
         pattern = os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")
         for _ in range(10):         # items may still be finishing their writes)
