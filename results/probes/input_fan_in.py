@@ -19,6 +19,7 @@ import sys
 import jax
 
 import lopt
+import probe_suites
 from lopt import mup
 from meta_tasks import suites
 from training import evaluation, task_spec
@@ -52,7 +53,7 @@ def patch(ref, power):
 
 def main():
   entries = suites.get_suite("screen-broad-cpu")
-  lo, theta = lopt.load_pretrained("mulo-m")
+  lo, theta = lopt.load_pretrained(probe_suites.BEFORE_FAN_IN)
   print("| input step ×(ref/fan_in)^power | " + " | ".join(f"{e.task.name}@{e.num_steps}"
                                                           for e in entries) + " | geo vs mulo-m |")
   print("|---" * (len(entries) + 2) + "|")

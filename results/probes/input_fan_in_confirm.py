@@ -23,6 +23,7 @@ not confirmed, and it does not ship on the held-out result alone.
 import math
 
 import lopt
+import probe_suites
 from meta_tasks.base import SuiteEntry
 from meta_tasks.user_tasks import PlainCNNTask, PlainMLPTask
 from training import evaluation
@@ -44,7 +45,7 @@ def losses(opt, ev):
 
 
 def main():
-  lo, theta = lopt.load_pretrained("mulo-m")
+  lo, theta = lopt.load_pretrained(probe_suites.BEFORE_FAN_IN)
   rows = {"mulo-m": losses(evaluation.Optimizer("mulo-m", checkpoint="mulo-m", lo=lo,
                                                 theta=theta),
                            evaluation.Evaluator(SEEDS, log=lambda line: None))}

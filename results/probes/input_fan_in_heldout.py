@@ -5,7 +5,8 @@ unaffected (it reads ``baseline_spec``). Every argument after REF goes to
 evaluate.py. From the repo root:
 
     .venv/bin/python results/probes/input_fan_in_heldout.py 19.2 --optimizers \\
-        fan-in-19=mulo-m,adamw --suite heldout-user-cpu,heldout-width-cpu \\
+        fan-in-19=results/candidates/mulo-m-hidden-restraint,adamw \\
+        --suite heldout-user-cpu,heldout-width-cpu \\
         --tasks 'user-|w512' --seeds 8 --baseline_cache runs/baseline-cache \\
         --no_step_mult_tuning --workdir runs/heldout-fan-in-19
 """

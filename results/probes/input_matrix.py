@@ -29,7 +29,7 @@ class InputScale(StepRule):
     return step._replace(lr=step.lr * self.factor) if hit else step
 
 
-lo, theta = lopt.load_pretrained("mulo-m")
+lo, theta = lopt.load_pretrained(probe_suites.BEFORE_FAN_IN)
 with_rule = lambda rule: dataclasses.replace(lo, step=lo.step + (rule,))
 factors = [float(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "0.3,0.1").split(",")]
 probe_suites.broad_screen_variants("input step", [("mulo-m", lo, theta)] + [

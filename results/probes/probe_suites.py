@@ -1,6 +1,17 @@
 """What the one-off probes here share: the tasks a probe runs on, and tuned
-AdamW's held-out numbers from the shipped mulo-m's report."""
+AdamW's held-out numbers from the shipped mulo-m's report.
+
+Most probes load the shipped ``mulo-m``, which has changed twice: the hand
+rule GradientRestraint was added on 2026-12-04, and ``input_fan_in=19.2`` on
+2026-12-05. A probe's ``.txt`` output is of the ``mulo-m`` of its date.
+``BEFORE_FAN_IN`` is the ``mulo-m`` of 2026-12-04 to 2026-12-05, which the
+input-step probes of 2026-12-05 measured and build on."""
+import os
+
 import lopt
+
+BEFORE_FAN_IN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "candidates",
+                             "mulo-m-hidden-restraint")
 from meta_tasks import suites
 
 

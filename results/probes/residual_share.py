@@ -21,7 +21,7 @@ from training import evaluation, task_spec
 
 NAMES = sys.argv[1:] or ["user-mlp_digits_w512_d2_b32", "user-mlp_digits_w64_d3_b64",
                          "user-mlp_wine_w128_d3_b16", "user-mlp_digits_w128_d3_b8"]
-lo, theta = lopt.load_pretrained("mulo-m")
+lo, theta = lopt.load_pretrained(probe_suites.BEFORE_FAN_IN)
 no_res = {**theta, "residual": {**theta["residual"],
                                 "w1": jnp.zeros_like(theta["residual"]["w1"]),
                                 "b1": jnp.zeros_like(theta["residual"]["b1"])}}
