@@ -26,7 +26,7 @@ data = task.data()
 def run(tx, seed):
   k_init, k_data = jax.random.split(jax.random.PRNGKey(seed))
   params = task.init(k_init)
-  rel = lambda updates, params: jax.tree.map(
+  rel = lambda updates, params, *_: jax.tree.map(
       lambda u, p: jnp.sqrt(jnp.mean(u**2) / jnp.mean(p**2)), updates, params)
   step = probe_suites.train_step(task, tx, data, k_data, record=rel)
   _, (loss, rel) = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(steps))

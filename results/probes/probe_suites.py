@@ -46,7 +46,8 @@ def train_step(task, tx, data, k_data, with_grads=False, record=None):
   """The ``lax.scan`` body of one training step of ``task`` under ``tx`` (the
   minibatch loss passed as ``loss=``): carry (params, opt state), xs the step
   index, out the minibatch loss (with ``with_grads``: (loss, gradients); with
-  ``record``: (loss, record(updates, params)))."""
+  ``record``: (loss, record(updates, params, grads, state, loss)), ``state``
+  the optimizer state the update started from)."""
   import jax, optax
 
   def step(carry, t):
@@ -54,10 +55,10 @@ def train_step(task, tx, data, k_data, with_grads=False, record=None):
     k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, t))
     batch = task.sample_batch(k_batch, data=data)
     loss, grads = jax.value_and_grad(task.loss)(params, batch, k_loss)
-    updates, state = tx.update(grads, state, params, loss=loss)
-    out = ((loss, grads) if with_grads else (loss, record(updates, params)) if record
-           else loss)
-    return (optax.apply_updates(params, updates), state), out
+    updates, new_state = tx.update(grads, state, params, loss=loss)
+    out = ((loss, grads) if with_grads else
+           (loss, record(updates, params, grads, state, loss)) if record else loss)
+    return (optax.apply_updates(params, updates), new_state), out
 
   return step
 

@@ -34,22 +34,17 @@ for name in NAMES:
   tx = evaluation.lo_optax(lo, theta, task, steps)
   tx0 = evaluation.lo_optax(lo, no_res, task, steps)
 
+  def shares(u, params, grads, state, loss):
+    """rms(lr·Adam) and rms(lr·residual) over rms(w): the same state's update
+    recomputed with the residual's output layer zeroed."""
+    u0, _ = tx0.update(grads, state, params, loss=loss)
+    rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)))
+    return jax.tree.map(lambda a, b, p: jnp.stack([rms(b), rms(a - b)]) / rms(p), u, u0, params)
+
   def run(seed):
     k_init, k_data = jax.random.split(jax.random.PRNGKey(seed))
     params = task.init(k_init)
-
-    def step(carry, t):
-      params, state = carry
-      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, t))
-      batch = task.sample_batch(k_batch, data=data)
-      loss, grads = jax.value_and_grad(task.loss)(params, batch, k_loss)
-      u, new_state = tx.update(grads, state, params, loss=loss)
-      u0, _ = tx0.update(grads, state, params, loss=loss)
-      rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)))
-      rec = jax.tree.map(lambda a, b, p: jnp.stack([rms(b), rms(a - b)]) / rms(p), u, u0, params)
-      params = jax.tree.map(lambda p, d: p + d, params, u)
-      return (params, new_state), (loss, rec)
-
+    step = probe_suites.train_step(task, tx, data, k_data, record=shares)
     _, out = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(steps))
     return out
 
