@@ -568,6 +568,15 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # results/probes/part_ablation.txt). Fresh task draws (seed 2).
     "mulo-a19-cpu": dict(_A16, distribution="tiny-mix-lm-b8", outer_lr=1e-4,
                          outer_final_lr=1e-5, outer_steps=8000, theta_ema=0.999, seed=2),
+    # a19's recipe from the re-shipped mulo-m, whose form has input_fan_in=19.2
+    # (μP's 1/fan_in on the data dimension; held out 0.902x the mulo-m that
+    # a16-a19 started from). Three warm starts from that mulo-m found no
+    # direction that held up; the new parameterization changes what the
+    # input multiplier and the tables' steps should be. Fresh draws (seed 3).
+    "mulo-a20-cpu": dict(_A16, lo=dataclasses.replace(_A16["lo"], input_fan_in=19.2),
+                         init_theta="results/candidates/mulo-m-fan-in",
+                         distribution="tiny-mix-lm-b8", outer_lr=1e-4, outer_final_lr=1e-5,
+                         outer_steps=8000, theta_ema=0.999, seed=3),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
