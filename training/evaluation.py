@@ -431,6 +431,17 @@ class Evaluator:
             "parameterization": entry.task.parameterization, "results": results}
 
 
+def suite_entries(suite: str, task_filter: Optional[str] = None,
+                  data_dir: Optional[str] = None) -> list[SuiteEntry]:
+  """The entries of ``suite`` whose task name matches the regex ``task_filter``
+  (all without one); a ValueError if the filter leaves none."""
+  entries = [e for e in get_suite(suite, data_dir)
+             if task_filter is None or re.search(task_filter, e.task.name)]
+  if not entries:
+    raise ValueError(f"--tasks {task_filter!r} matches no task of suite {suite!r}.")
+  return entries
+
+
 def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int = 3,
              tuning_seeds: int = TUNING_SEEDS, data_dir: Optional[str] = None,
              max_steps: Optional[int] = None, lr_grid_points: Optional[int] = None,
@@ -445,12 +456,7 @@ def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int 
   suites = check_suites(suites)
   labels = [o.label for o in optimizers]
   reference = reference_label(optimizers)
-  entries = {name: [e for e in get_suite(name, data_dir)
-                    if task_filter is None or re.search(task_filter, e.task.name)]
-             for name in suites}
-  empty = [name for name, suite in entries.items() if not suite]
-  if empty:
-    raise ValueError(f"--tasks {task_filter!r} leaves no task in suite(s) {empty}.")
+  entries = {name: suite_entries(name, task_filter, data_dir) for name in suites}
   for name, suite in entries.items():  # fail on missing datasets before training anything
     for entry in suite:
       for task in {entry.task, entry.tuning_task or entry.task}:

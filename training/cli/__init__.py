@@ -19,6 +19,17 @@ def nonempty(text: str) -> str:
   return text
 
 
+def regex(text: str) -> str:
+  """An argparse type: a valid regular expression (``--tasks``)."""
+  import argparse
+  import re
+  try:
+    re.compile(text)
+  except re.error as e:
+    raise argparse.ArgumentTypeError(f"invalid regular expression {text!r}: {e}") from None
+  return text
+
+
 class OneLineErrors:
   """An ArgumentParser mixin: errors come out as one line (argparse's default
   prints the long usage first) with exit status ``EXIT_BAD_INPUT``."""

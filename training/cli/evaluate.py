@@ -24,10 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 
-from training.cli import EXIT_BAD_INPUT, OneLineErrors, nonempty, one_line
+from training.cli import EXIT_BAD_INPUT, OneLineErrors, nonempty, one_line, regex
 
 
 class _Parser(OneLineErrors, argparse.ArgumentParser):
@@ -45,14 +44,6 @@ def _csv(text: str) -> list[str]:
   if not items:
     raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
   return items
-
-
-def _regex(text: str) -> str:
-  try:
-    re.compile(text)
-  except re.error as e:
-    raise argparse.ArgumentTypeError(f"invalid regular expression {text!r}: {e}") from None
-  return text
 
 
 def _existing_dir(text: str) -> str:
@@ -84,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tfds data_dir for the non-cpu suites")
   parser.add_argument("--max_steps", type=_positive_int, default=None,
                       help="cap every horizon (a reduced run; the report says so)")
-  parser.add_argument("--tasks", type=_regex, default=None, metavar="REGEX",
+  parser.add_argument("--tasks", type=regex, default=None, metavar="REGEX",
                       help="only run suite tasks whose name matches (a reduced run)")
   parser.add_argument("--lr_grid_points", type=_positive_int, default=None,
                       help="use this many evenly spaced points of each default LR grid")

@@ -28,8 +28,9 @@ which checkpoint of a run ships (``scripts/ship_pretrained.py NAME=WORKDIR@STEP`
 from __future__ import annotations
 
 import argparse
-import re
 import time
+
+from training.cli import regex
 
 
 def best_along_training(result: dict) -> tuple[float, int]:
@@ -51,22 +52,17 @@ def main(argv=None) -> int:
   parser.add_argument("--suite", default="screen-user-cpu")
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--max_steps", type=int, default=None, help="cap every horizon")
-  parser.add_argument("--tasks", default=None,
+  parser.add_argument("--tasks", type=regex, default=None, metavar="REGEX",
                       help="only the suite's tasks whose name matches this regex")
   args = parser.parse_args(argv)
 
   import numpy as np
-  from meta_tasks import get_suite
-  from training.evaluation import Evaluator, parse_optimizer
+  from training.evaluation import Evaluator, parse_optimizer, suite_entries
   from training.stats import average_ranks
-  entries = get_suite(args.suite)
-  if args.tasks is not None:
-    try:
-      entries = [e for e in entries if re.search(args.tasks, e.task.name)]
-    except re.error as e:
-      parser.error(f"--tasks {args.tasks!r} is not a valid regex: {e}")
-    if not entries:
-      parser.error(f"--tasks {args.tasks!r} matches no task of suite {args.suite!r}.")
+  try:
+    entries = suite_entries(args.suite, args.tasks)
+  except ValueError as e:
+    parser.error(str(e))
   evaluator = Evaluator(range(args.seeds), max_steps=args.max_steps, log=lambda line: None)
   print("test loss / final train loss / max spike, mean over seeds / best@step: lowest seed-median "
         f"test loss along training; suite {args.suite}")
