@@ -1,18 +1,24 @@
-"""Ratios of a candidate LO against the shipped mulo-m (with the rule), θ₀ of
-the recipe and tuned AdamW on the same 8 held-out seeds, from the evaluate.py
-runs of runs/heldout-mulo-m8 (θ₀), runs/heldout-hidden-restraint8 (mulo-m) and
-the candidate's own run (which also holds AdamW). Run from the repo root:
+"""Ratios of a candidate LO against the shipped mulo-m, θ₀ of the recipe and
+tuned AdamW on the same 8 held-out seeds, from the evaluate.py runs of
+runs/heldout-mulo-m8 (θ₀), the shipped mulo-m's (default runs/heldout-fan-in8,
+label mulo-m-fan-in: the mulo-m shipped on 2026-12-05) and the candidate's own
+run (which also holds AdamW). Run from the repo root:
 
-  python results/heldout-adaptive-cpu/compare_candidate.py NAME RUN LABEL > OUT
+  python results/heldout-adaptive-cpu/compare_candidate.py NAME RUN LABEL [REF_RUN REF_LABEL] > OUT
 
 NAME: the candidate's short name in the output; RUN: its evaluate.py workdir;
-LABEL: its label there. E.g. ``a18 runs/heldout-a18-4400-8 a18-4400``."""
+LABEL: its label there; REF_RUN REF_LABEL: another mulo-m reference (the
+mulo-m of 2026-12-04, which the candidates up to fan-in were compared with:
+runs/heldout-hidden-restraint8 mulo-m+hidden-restraint). E.g. ``a18
+runs/heldout-a18-4400-8 a18-4400 runs/heldout-hidden-restraint8
+mulo-m+hidden-restraint``."""
 import json, math, sys
 import numpy as np
 
 name, run, label = sys.argv[1:4]
+ref = tuple(sys.argv[4:6]) if len(sys.argv) > 5 else ("runs/heldout-fan-in8", "mulo-m-fan-in")
 RUNS = {"theta0": ("runs/heldout-mulo-m8", "theta0"),
-        "mulo-m": ("runs/heldout-hidden-restraint8", "mulo-m+hidden-restraint"),
+        "mulo-m": ref,
         "adamw": (run, "adamw"),
         name: (run, label)}
 rows = {}
