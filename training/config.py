@@ -577,6 +577,18 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                          init_theta="results/candidates/mulo-m-fan-in",
                          distribution="tiny-mix-lm-b8", outer_lr=1e-4, outer_final_lr=1e-5,
                          outer_steps=8000, theta_ema=0.999, seed=3),
+    # a20's θ̄ drifted as a16-a19's did, toward larger steps and less restraint,
+    # and lost held out (1.048x mulo-m). On the meta-training tasks themselves
+    # the moved θ wins at 100-300-step horizons and loses at 1000-3000
+    # (results/probes/horizon_drift.txt: 0.965, 0.951, 1.012, 1.033): a
+    # short-horizon bias, since lengths ∝ length^-2 over 50-2000 put most of
+    # the meta-gradient on short episodes. a20's recipe with the episodes at
+    # users' horizons: log-uniform over 300-3000 steps. Fresh draws (seed 4).
+    "mulo-a21-cpu": dict(_A16, lo=dataclasses.replace(_A16["lo"], input_fan_in=19.2),
+                         init_theta="results/candidates/mulo-m-fan-in",
+                         distribution="tiny-mix-lm-b8", outer_lr=1e-4, outer_final_lr=1e-5,
+                         outer_steps=8000, theta_ema=0.999, seed=4,
+                         min_horizon=300, max_horizon=3000, horizon_power=1.0),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
