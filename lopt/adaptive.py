@@ -176,8 +176,30 @@ class ShapedCosine(StepRule):
     return step._replace(lr=step.lr * factor ** jnp.exp(theta["log_shape"]))
 
 
+class BudgetScales(StepRule):
+  """Base of the rules that scale a tensor's step and decoupled decay by a
+  (step, weight decay) pair of multipliers in ``[1/bound, bound]`` read from
+  what the user planned (``multipliers_of(theta, ctx)``): zero-initialized θ,
+  so θ = 0 changes nothing."""
+  bound: float = 10.0
+
+  def __post_init__(self):
+    if not (isinstance(self.bound, (int, float)) and not isinstance(self.bound, bool)
+            and 1 <= self.bound < 1e6):
+      raise ValueError(f"{type(self).__name__}: bound must be a float in [1, 1e6), "
+                       f"got {self.bound!r}.")
+
+  def multipliers_of(self, theta, ctx) -> jax.Array:
+    raise NotImplementedError
+
+  def __call__(self, theta, step, ctx):
+    mult = self.multipliers_of(theta, ctx)
+    return Step(step.direction, step.lr * mult[0],
+                None if step.wd is None else step.wd * mult[1])
+
+
 @dataclasses.dataclass(frozen=True)
-class EpochScales(StepRule):
+class EpochScales(BudgetScales):
   """Step and weight-decay multipliers from the data budget: ``epochs``, the
   planned passes over the training data (``update(..., epochs=)``), and the
   passes made so far, ``epochs · t / num_steps``. Each multiplier is
@@ -189,11 +211,6 @@ class EpochScales(StepRule):
   bound: float = 10.0
   theta_key: ClassVar[str] = "epochs"
   reads_epochs: ClassVar[bool] = True
-
-  def __post_init__(self):
-    if not (isinstance(self.bound, (int, float)) and not isinstance(self.bound, bool)
-            and 1 <= self.bound < 1e6):
-      raise ValueError(f"EpochScales: bound must be a float in [1, 1e6), got {self.bound!r}.")
 
   def init(self, key):
     del key
@@ -208,10 +225,48 @@ class EpochScales(StepRule):
     x = jnp.log1p(jnp.stack([total, total * frac]))
     return bounded(theta["w"] @ x, self.bound)
 
-  def __call__(self, theta, step, ctx):
-    mult = self.multipliers(theta, ctx.epochs, ctx.count, ctx.num_steps)
-    return Step(step.direction, step.lr * mult[0],
-                None if step.wd is None else step.wd * mult[1])
+  def multipliers_of(self, theta, ctx):
+    return self.multipliers(theta, ctx.epochs, ctx.count, ctx.num_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class HorizonScales(BudgetScales):
+  """Step and weight-decay multipliers from the planned length of training:
+  per μP group (input, hidden), ``bound ** tanh(w[group] · log(num_steps /
+  reference))``, θ's ``w`` [2 groups, (step, decay)] zero-initialized; 1 at
+  ``num_steps = reference`` whatever θ, and 1 without ``num_steps``. The LO's
+  schedule and head read the fraction of training done, not its length, so
+  one θ cannot give a 100-step run the larger step it wants and a 3,000-step
+  run the smaller one; meta-trained at 50-2,000-step episodes, a20's θ moved
+  toward the short runs' step and lost at 1,000-3,000
+  (results/probes/horizon_drift.txt). A tuned learning rate depends on the
+  horizon in the same way."""
+  reference: float = 1000.0
+  bound: float = 10.0
+  theta_key: ClassVar[str] = "horizon"
+  requires_num_steps: ClassVar[str] = ("its step and decay depend on the planned length of "
+                                       "training (the HorizonScales step rule)")
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not (isinstance(self.reference, (int, float)) and not isinstance(self.reference, bool)
+            and 1 <= self.reference < 1e12):
+      raise ValueError(f"HorizonScales: reference must be a number of steps in [1, 1e12), "
+                       f"got {self.reference!r}.")
+
+  def init(self, key):
+    del key
+    return {"w": jnp.zeros((2, 2), jnp.float32)}
+
+  def multipliers(self, theta, num_steps, group: int) -> jax.Array:
+    """[step, weight decay] multipliers of a tensor of μP group ``group``."""
+    if num_steps is None:
+      return jnp.ones((2,), jnp.float32)
+    x = jnp.log(jnp.maximum(jnp.asarray(num_steps, jnp.float32), 1.0) / self.reference)
+    return bounded(theta["w"][group] * x, self.bound)
+
+  def multipliers_of(self, theta, ctx):
+    return self.multipliers(theta, ctx.num_steps, ctx.group)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,7 +331,7 @@ class GradientRestraint(StepRule):
 
 step_rules.RULES.update({cls.__name__: cls for cls in
                          (AdamDirection, MeanFreeAdamDirection, TensorAdaptive,
-                          ShapedCosine, EpochScales, GradientRestraint)})
+                          ShapedCosine, EpochScales, HorizonScales, GradientRestraint)})
 
 
 def default_rules(lr_input: float = 1e-3, lr_hidden: float = 0.25, weight_decay: float = 0.1,

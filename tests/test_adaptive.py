@@ -289,6 +289,56 @@ def test_epoch_scales_closed_form_identity_at_zero_and_bounded():
       lo.as_optax(theta, num_steps=10, mup=SPEC, epochs=bad)
 
 
+def test_horizon_scales_closed_form_identity_at_zero_and_bounded():
+  """HorizonScales: θ = 0 changes nothing (bit for bit), and neither does any θ
+  at num_steps = reference; otherwise each tensor's update is the rule-free
+  one with lr × bound^tanh(w[g, 0] · x) and decay × bound^tanh(w[g, 1] · x),
+  x = log(num_steps / reference), g its μP group (NumPy); within
+  [1/bound, bound] for any w and horizon; the record round-trips; bad fields
+  and a missing num_steps get errors naming the fix."""
+  from lopt import protocol
+  from lopt.adaptive import HorizonScales
+  base = AdaptiveLOpt()
+  lo = AdaptiveLOpt(step=base.step + (HorizonScales(reference=100.0),))
+  theta = lo.init(jax.random.PRNGKey(0))
+  theta_base = {k: v for k, v in theta.items() if k != "horizon"}
+  params, grads = _params(), _grads(1)
+  run = lambda l, th, n: l.update(th, grads, l.init_state(params), params, num_steps=n,
+                                  mup=SPEC)[0]
+  no_wd = AdaptiveLOpt(step=tuple(r for r in base.step if type(r).__name__ != "WeightDecay"))
+  w = np.array([[0.3, -0.2], [-0.5, 0.4]], np.float32)   # [group (input, hidden), (step, decay)]
+  group = {"w_in": 0, "b": 0, "w_h": 1, "head": 1}
+  for n in (10, 100, 3000):
+    plain = run(base, theta_base, n)
+    for k, u in run(lo, theta, n).items():   # θ = 0
+      np.testing.assert_array_equal(np.asarray(u), np.asarray(plain[k]))
+    moved = dict(theta, horizon={"w": jnp.asarray(w)})
+    got, adam_part = run(lo, moved, n), run(no_wd, theta_base, n)
+    x = np.log(n / 100.0)
+    for k in SHAPES:
+      m_lr, m_wd = 10.0 ** np.tanh(w[group[k]].astype(np.float64) * x)
+      decay = np.asarray(plain[k], np.float64) - np.asarray(adam_part[k], np.float64)
+      want = m_lr * np.asarray(adam_part[k], np.float64) + m_lr * m_wd * decay
+      np.testing.assert_allclose(np.asarray(got[k]), want, rtol=2e-5, atol=1e-9)
+      if n == 100:
+        np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(plain[k]))
+  rule = HorizonScales(bound=10.0)
+  for n in (1, 7, 1000, 1e9):
+    for w in (np.full((2, 2), 1e6), np.full((2, 2), -1e6)):
+      for g in (0, 1):
+        mult = np.asarray(rule.multipliers({"w": jnp.asarray(w, jnp.float32)}, n, g))
+        assert np.all(np.isfinite(mult)) and np.all(mult >= 0.1 * (1 - 1e-6))
+        assert np.all(mult <= 10 * (1 + 1e-6))
+  np.testing.assert_array_equal(np.asarray(rule.multipliers({"w": jnp.ones((2, 2))}, None, 1)),
+                                [1.0, 1.0])
+  assert protocol.from_record("AdaptiveLOpt", lo.to_record()) == lo
+  for bad in (dict(reference=0.5), dict(reference=True), dict(bound=0.5)):
+    with pytest.raises(ValueError, match="HorizonScales: (reference|bound) must be"):
+      HorizonScales(**bad)
+  with pytest.raises(ValueError, match="HorizonScales"):
+    lo.as_optax(theta, num_steps=None, mup=SPEC)
+
+
 def test_gradient_restraint_closed_form_identity_at_zero_and_bounded():
   """GradientRestraint: alpha = beta = 0 with θ = 0 changes nothing (bit for
   bit); otherwise each update's gradient step is the rule-free one ×

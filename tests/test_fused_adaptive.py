@@ -160,6 +160,25 @@ def test_fused_equals_xla_with_gradient_restraint():
   assert ratio < 0.5, ratio
 
 
+def test_fused_equals_xla_with_horizon_scales():
+  """The kernels run HorizonScales as a per-tensor scalar rule (its group's
+  multipliers from num_steps): a hidden and an input tensor, with θ moved so
+  that the two groups' multipliers differ; the rule changed the update."""
+  form = dataclasses.replace(SHIPPED, step=SHIPPED.step + (lopt.adaptive.HorizonScales(),))
+  xla, fused = (dataclasses.replace(form, backend=b) for b in ("xla", "pallas"))
+  theta = _theta(xla)
+  theta["horizon"] = {"w": jnp.asarray([[0.2, -0.1], [-0.3, 0.25]], jnp.float32)}
+  params, grads_seq = _params_and_grads(steps=2)
+  names = ["dense", "exact_bf16"]   # kinds "hidden" and "input"
+  params, grads_seq = {k: params[k] for k in names}, [{k: g[k] for k in names} for g in grads_seq]
+  run = lambda lo, th: _unroll(lo, th, params, grads_seq, None)[0]
+  want, got = run(xla, theta), run(fused, theta)
+  _check_updates(got, want)
+  plain = run(dataclasses.replace(xla, step=SHIPPED.step),
+              {k: v for k, v in theta.items() if k != "horizon"})
+  assert _rms_relative(want["dense"][0], plain["dense"][0]) > 0.1
+
+
 def test_fused_equals_xla_with_a_vector_base():
   """GroupBase's vector base reaches the kernels through the context's rank
   (they get no param): a vector and a matrix of the input group, where the

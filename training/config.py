@@ -589,6 +589,20 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                          distribution="tiny-mix-lm-b8", outer_lr=1e-4, outer_final_lr=1e-5,
                          outer_steps=8000, theta_ema=0.999, seed=4,
                          min_horizon=300, max_horizon=3000, horizon_power=1.0),
+    # The other answer to a20's short-horizon bias: let the LO read the horizon.
+    # a20's start plus HorizonScales (per μP group, step and decay × 10^tanh(w ·
+    # log(T/1000)); 4 zero-initialized scalars, so exactly mulo-m at step 0),
+    # everything else frozen, so ES estimates 4 numbers (σ=0.03, a12's outer
+    # LR), over episodes log-uniform in 50-3000 steps: short and long runs can
+    # each get their step. Prepared 2026-12-05, not yet run.
+    "mulo-a22-cpu": dict(_A16, lo=dataclasses.replace(
+                             _A16["lo"], input_fan_in=19.2,
+                             step=_A16["lo"].step + (adaptive.HorizonScales(),)),
+                         init_theta="results/candidates/mulo-m-fan-in",
+                         distribution="tiny-mix-lm-b8", frozen="residual,scales,schedule,adapt,restraint",
+                         sigma=0.03, outer_lr=3e-4, outer_final_lr=3e-5, outer_steps=8000,
+                         theta_ema=0.999, seed=5, min_horizon=50, max_horizon=3000,
+                         horizon_power=1.0),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

@@ -51,7 +51,7 @@ from lopt.kernels.layout import TensorView
 DIRECTION_RULES = ("AdamDirection", "MeanFreeAdamDirection")
 # Rules that only scale the step by per-tensor scalars (and set the decay).
 SCALAR_RULES = ("WeightDecay", "LearnedScales", "TensorAdaptive", "GroupBase", "ShapedCosine",
-                "Cosine", "GradientRestraint")
+                "Cosine", "GradientRestraint", "HorizonScales")
 _TINY = 1e-30   # as lopt.adaptive
 
 
