@@ -594,7 +594,8 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # log(T/1000)); 4 zero-initialized scalars, so exactly mulo-m at step 0),
     # everything else frozen, so ES estimates 4 numbers (σ=0.03, a12's outer
     # LR), over episodes log-uniform in 50-3000 steps: short and long runs can
-    # each get their step. Prepared 2026-12-05, not yet run.
+    # each get their step. Stopped at 2,580: w wandered within ±0.07 and the
+    # hidden group's sign is the wrong way (docs/meta-training-runs.md).
     "mulo-a22-cpu": dict(_A16, lo=dataclasses.replace(
                              _A16["lo"], input_fan_in=19.2,
                              step=_A16["lo"].step + (adaptive.HorizonScales(),)),
