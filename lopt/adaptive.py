@@ -240,7 +240,8 @@ class HorizonScales(BudgetScales):
   run the smaller one; meta-trained at 50-2,000-step episodes, a20's θ moved
   toward the short runs' step and lost at 1,000-3,000
   (results/probes/horizon_drift.txt). A tuned learning rate depends on the
-  horizon in the same way."""
+  horizon in the same way. No shipped LO has it: the mulo-a22-cpu run, which
+  learned only its 4 scalars, found no consistent horizon effect."""
   reference: float = 1000.0
   bound: float = 10.0
   theta_key: ClassVar[str] = "horizon"
