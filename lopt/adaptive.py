@@ -179,8 +179,8 @@ class ShapedCosine(StepRule):
 class BudgetScales(StepRule):
   """Base of the rules that scale a tensor's step and decoupled decay by a
   (step, weight decay) pair of multipliers in ``[1/bound, bound]`` read from
-  what the user planned (``multipliers_of(theta, ctx)``): zero-initialized θ,
-  so θ = 0 changes nothing."""
+  what the user planned (``multipliers_of(theta, ctx)``) and θ's ``w`` [2, 2],
+  zero-initialized, so θ = 0 changes nothing."""
   bound: float = 10.0
 
   def __post_init__(self):
@@ -188,6 +188,10 @@ class BudgetScales(StepRule):
             and 1 <= self.bound < 1e6):
       raise ValueError(f"{type(self).__name__}: bound must be a float in [1, 1e6), "
                        f"got {self.bound!r}.")
+
+  def init(self, key):
+    del key
+    return {"w": jnp.zeros((2, 2), jnp.float32)}
 
   def multipliers_of(self, theta, ctx) -> jax.Array:
     raise NotImplementedError
@@ -211,10 +215,6 @@ class EpochScales(BudgetScales):
   bound: float = 10.0
   theta_key: ClassVar[str] = "epochs"
   reads_epochs: ClassVar[bool] = True
-
-  def init(self, key):
-    del key
-    return {"w": jnp.zeros((2, 2), jnp.float32)}
 
   def multipliers(self, theta, epochs, count, num_steps) -> jax.Array:
     """[step, weight decay] multipliers at update ``count``."""
@@ -254,10 +254,6 @@ class HorizonScales(BudgetScales):
             and 1 <= self.reference < 1e12):
       raise ValueError(f"HorizonScales: reference must be a number of steps in [1, 1e12), "
                        f"got {self.reference!r}.")
-
-  def init(self, key):
-    del key
-    return {"w": jnp.zeros((2, 2), jnp.float32)}
 
   def multipliers(self, theta, num_steps, group: int) -> jax.Array:
     """[step, weight decay] multipliers of a tensor of μP group ``group``."""

@@ -375,6 +375,12 @@ _A16 = dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
                 adaptive.GradientRestraint(alpha=(0.0, 0.5), beta=(0.0, 0.5)),)),
             distribution="tiny-mix-lm", validate_every=500)
 
+# a19's recipe from the mulo-m re-shipped with input_fan_in=19.2 (a20; a21
+# and a22 vary it).
+_A20 = dict(_A16, lo=dataclasses.replace(_A16["lo"], input_fan_in=19.2),
+            init_theta="results/candidates/mulo-m-fan-in", distribution="tiny-mix-lm-b8",
+            outer_lr=1e-4, outer_final_lr=1e-5, outer_steps=8000, theta_ema=0.999, seed=3)
+
 # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
 _TINY = dict(distribution="tiny", num_pairs=4, truncation_length=10, min_horizon=20,
              max_horizon=60, outer_steps=150, warmup_steps=10, outer_lr=1e-2,
@@ -573,10 +579,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # a16-a19 started from). Three warm starts from that mulo-m found no
     # direction that held up; the new parameterization changes what the
     # input multiplier and the tables' steps should be. Fresh draws (seed 3).
-    "mulo-a20-cpu": dict(_A16, lo=dataclasses.replace(_A16["lo"], input_fan_in=19.2),
-                         init_theta="results/candidates/mulo-m-fan-in",
-                         distribution="tiny-mix-lm-b8", outer_lr=1e-4, outer_final_lr=1e-5,
-                         outer_steps=8000, theta_ema=0.999, seed=3),
+    "mulo-a20-cpu": _A20,
     # a20's θ̄ drifted as a16-a19's did, toward larger steps and less restraint,
     # and lost held out (1.048x mulo-m). On the meta-training tasks themselves
     # the moved θ wins at 100-300-step horizons and loses at 1000-3000
@@ -584,11 +587,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # short-horizon bias, since lengths ∝ length^-2 over 50-2000 put most of
     # the meta-gradient on short episodes. a20's recipe with the episodes at
     # users' horizons: log-uniform over 300-3000 steps. Fresh draws (seed 4).
-    "mulo-a21-cpu": dict(_A16, lo=dataclasses.replace(_A16["lo"], input_fan_in=19.2),
-                         init_theta="results/candidates/mulo-m-fan-in",
-                         distribution="tiny-mix-lm-b8", outer_lr=1e-4, outer_final_lr=1e-5,
-                         outer_steps=8000, theta_ema=0.999, seed=4,
-                         min_horizon=300, max_horizon=3000, horizon_power=1.0),
+    "mulo-a21-cpu": dict(_A20, seed=4, min_horizon=300, max_horizon=3000, horizon_power=1.0),
     # The other answer to a20's short-horizon bias: let the LO read the horizon.
     # a20's start plus HorizonScales (per μP group, step and decay × 10^tanh(w ·
     # log(T/1000)); 4 zero-initialized scalars, so exactly mulo-m at step 0),
@@ -596,14 +595,11 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # LR), over episodes log-uniform in 50-3000 steps: short and long runs can
     # each get their step. Stopped at 2,580: w wandered within ±0.07 and the
     # hidden group's sign is the wrong way (docs/meta-training-runs.md).
-    "mulo-a22-cpu": dict(_A16, lo=dataclasses.replace(
-                             _A16["lo"], input_fan_in=19.2,
-                             step=_A16["lo"].step + (adaptive.HorizonScales(),)),
-                         init_theta="results/candidates/mulo-m-fan-in",
-                         distribution="tiny-mix-lm-b8", frozen="residual,scales,schedule,adapt,restraint",
-                         sigma=0.03, outer_lr=3e-4, outer_final_lr=3e-5, outer_steps=8000,
-                         theta_ema=0.999, seed=5, min_horizon=50, max_horizon=3000,
-                         horizon_power=1.0),
+    "mulo-a22-cpu": dict(_A20, lo=dataclasses.replace(
+                             _A20["lo"], step=_A20["lo"].step + (adaptive.HorizonScales(),)),
+                         frozen="residual,scales,schedule,adapt,restraint", sigma=0.03,
+                         outer_lr=3e-4, outer_final_lr=3e-5, seed=5, min_horizon=50,
+                         max_horizon=3000, horizon_power=1.0),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

@@ -19,12 +19,13 @@ import math
 import sys
 
 import lopt
+import probe_suites
 from meta_tasks.base import SuiteEntry
 from meta_tasks.families import DISTRIBUTIONS
 from training import evaluation
 
-SOURCES = ([tuple(a.split("=", 1)) for a in sys.argv[1:]] or
-           [("mulo-m", "mulo-m"), ("a20@3440", "../meta-runs/mulo-a20-cpu/export@3440")])
+SOURCES = probe_suites.sources([("mulo-m", "mulo-m"),
+                                ("a20@3440", "../meta-runs/mulo-a20-cpu/export@3440")])
 HORIZONS = (100, 300, 1000, 3000)
 tasks = DISTRIBUTIONS["tiny-mix-lm-b8"](None).tasks
 ev = evaluation.Evaluator(range(4), log=lambda line: None)

@@ -9,8 +9,6 @@ untuned, 4 seeds, 1000 steps; test loss / accuracy / final train loss.
 Other LOs: ``... input_fan_in_wide_input.py LABEL=SOURCE ...`` (a checkpoint
 directory or a shipped name) replaces the two defaults.
 """
-import sys
-
 import lopt
 import probe_suites
 from meta_tasks.base import SuiteEntry
@@ -20,8 +18,8 @@ from training import evaluation
 ENTRIES = [SuiteEntry(ImageMLPTask(dataset="digits", image_size=s, width=128, depth=3,
                                    batch_size=64), 1000, None) for s in (16, 32)]
 ev = evaluation.Evaluator(range(4), log=lambda line: None)
-SOURCES = ([tuple(a.split("=", 1)) for a in sys.argv[1:]] or
-           [("before input_fan_in", probe_suites.BEFORE_FAN_IN), ("mulo-m", "mulo-m")])
+SOURCES = probe_suites.sources([("before input_fan_in", probe_suites.BEFORE_FAN_IN),
+                                ("mulo-m", "mulo-m")])
 for label, source in SOURCES:
   lo, theta = lopt.load_pretrained(source)
   opt = evaluation.Optimizer(label, checkpoint=source, lo=lo, theta=theta)
