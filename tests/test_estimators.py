@@ -229,9 +229,9 @@ def full_es(episode_truncations=4, num_pairs=3, system=None, **options):
                sigma=SIGMA, episode_truncations=episode_truncations, **options)
 
 
-def online(name, num_pairs=3, system=None):
+def online(name, num_pairs=3, system=None, **options):
   return build(name, system or short_system(), num_pairs=num_pairs,
-               sigma=SIGMA)
+               sigma=SIGMA, **options)
 
 
 def test_lq_system_follows_protocol():
@@ -427,15 +427,47 @@ def _simulate(system, perturbations_and_steps):
   return np.array(losses)
 
 
-@pytest.mark.parametrize("name", ["pes", "es_single"])
-def test_mid_truncation_episode_end_attribution(name):
+LOG_FLOOR = 1e-3
+
+
+def _log_ratio(plus, minus):
+  """The log_ratio_floor Δ of one part, times its steps (so that `/ K` weighs it)."""
+  return (np.log(np.mean(plus) + LOG_FLOOR) - np.log(np.mean(minus) + LOG_FLOOR)) * len(plus)
+
+
+def test_full_es_log_ratio_is_the_log_of_each_members_episode_mean():
+  key = jax.random.PRNGKey(12)
+  eps = np.asarray(pair_noises(key, 3, SIGMA), np.float64)
+  expected = 0.0
+  for e in eps:
+    plus, minus = _simulate(short_system(), [(e, 16)]), _simulate(short_system(), [(-e, 16)])
+    expected = expected + e * _log_ratio(plus, minus) / 16
+  grad, _, _ = estimate_once(full_es(log_ratio_floor=LOG_FLOOR), key)
+  np.testing.assert_allclose(grad, expected / 3 / (2 * SIGMA**2), rtol=1e-4)
+
+
+def test_log_ratio_part_without_counted_steps_is_zero():
+  est = full_es(log_ratio_floor=LOG_FLOOR)
+  assert float(est._part(jnp.zeros(2), jnp.int32(0), jnp.int32(4), 4)) == 0.0
+  # Counted steps weigh by their share of the K steps; zeros elsewhere do not dilute the mean.
+  got = float(est._part(jnp.array([0.6, 0.2]), jnp.int32(2), jnp.int32(4), 4))
+  np.testing.assert_allclose(got, (np.log(0.3 + LOG_FLOOR) - np.log(0.1 + LOG_FLOOR)) * 2 / 4,
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="log_ratio_floor"):
+    full_es(log_ratio_floor=0.0)
+
+
+@pytest.mark.parametrize("name,log_ratio", [("pes", False), ("es_single", False),
+                                            ("es_single", True)])
+def test_mid_truncation_episode_end_attribution(name, log_ratio):
   # T = 6, K = 4: truncation 1 runs steps 4, 5 of episode 1 (the end is at
   # its index 1), then steps 0, 1 of episode 2.
   num_pairs, K = 2, 4
   system = make_system(K, 6)
   init_key, key0, key1 = (jax.random.PRNGKey(i) for i in (20, 21, 22))
+  options = dict(log_ratio_floor=LOG_FLOOR) if log_ratio else {}
   grads, metrics, state = run_estimates(
-      online(name, num_pairs, system), [key0, key1], init_key)
+      online(name, num_pairs, system, **options), [key0, key1], init_key)
   np.testing.assert_array_equal(metrics["episodes_finished"], [0, num_pairs])
 
   noises = [np.asarray(pair_noises(k, num_pairs, SIGMA), np.float64)
@@ -454,10 +486,13 @@ def test_mid_truncation_episode_end_attribution(name):
     losses = {sign: _simulate(system, [(first * sign, K), (before * sign, 2),
                                        (after * sign, 2)])
               for sign in (1, -1)}
-    delta = losses[1][K:] - losses[-1][K:]
+    plus, minus = losses[1][K:], losses[-1][K:]
+    if log_ratio:  # each part: the log of each member's mean over the part
+      part_before, part_after = _log_ratio(plus[:2], minus[:2]), _log_ratio(plus[2:], minus[2:])
+    else:
+      part_before, part_after = (plus - minus)[:2].sum(), (plus - minus)[2:].sum()
     expected_grad = expected_grad + (
-        weight_before * delta[:2].sum() / K
-        + after * delta[2:].sum() / K) / (2 * SIGMA**2)
+        weight_before * part_before / K + after * part_after / K) / (2 * SIGMA**2)
     np.testing.assert_allclose(flat(jax.tree.map(lambda x: x[i], state.noise)),
                                expected_memory, rtol=1e-6)
   np.testing.assert_allclose(grads[1], expected_grad / num_pairs, rtol=1e-4,

@@ -47,6 +47,12 @@ class MetaTrainConfig:
   horizon_power: float = 1.0
   meta_loss: str = "train"
   log_meta_loss: bool = False   # meta-loss log(normalized loss + 1e-4): weighs late training
+  # Instead of the log of every step's loss: the log of each truncation's mean
+  # (normalized) loss per ± member (estimators' log_ratio_floor). A step's
+  # validation batch is a training batch's size (8-64 rows); on a memorized
+  # task the mean of per-batch logs rewards memorizing while the mean loss,
+  # what a user's test loss is, grows (results/probes/batch_log_bias.txt).
+  log_mean_meta_loss: bool = False
   # Only the last final_fraction of each episode's steps carry meta-loss (1: all).
   final_fraction: float = 1.0
   # Each episode's updates times a factor log-uniform in [1/spread, spread]
@@ -225,6 +231,11 @@ def validate_config(config: "MetaTrainConfig") -> None:
   for name in ("dro_ema", "theta_ema"):
     if not getattr(config, name) < 1:
       raise ConfigError(name, f"must be in [0, 1), got {getattr(config, name)!r}.")
+  if config.log_mean_meta_loss and config.log_meta_loss:
+    raise ConfigError("log_mean_meta_loss", "and log_meta_loss both take a log: set one.")
+  if config.log_mean_meta_loss and config.estimator == "tbptt":
+    raise ConfigError("log_mean_meta_loss", "needs an ES estimator (it acts on the ± "
+                      "members' losses), got --estimator tbptt.")
   if config.meta_loss not in ("train", "valid"):
     raise ConfigError("meta_loss", f"must be 'train' or 'valid', got {config.meta_loss!r}.")
   if config.wandb_mode is not None and config.wandb_mode not in _WANDB_MODES:
@@ -600,6 +611,16 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                          frozen="residual,scales,schedule,adapt,restraint", sigma=0.03,
                          outer_lr=3e-4, outer_final_lr=3e-5, seed=5, min_horizon=50,
                          max_horizon=3000, horizon_power=1.0),
+    # a16-a22's objective, the mean over steps of log(loss of one validation
+    # batch + 1e-4), rewards memorizing: on a memorized task most 8-64-row
+    # batches read ~0 and a few ~1, and the mean of their logs falls as the
+    # mean loss rises. a20's and a21's moved θ beat mulo-m on it (-0.026,
+    # -0.037) and lose on the log of the mean validation loss (+0.050, +0.082;
+    # results/probes/batch_log_bias.txt). a21's recipe (users' horizons,
+    # log-uniform 300-3000) with the log of each truncation's mean loss
+    # (log_mean_meta_loss). Fresh draws (seed 6).
+    "mulo-a23-cpu": dict(_A20, seed=6, min_horizon=300, max_horizon=3000, horizon_power=1.0,
+                         log_meta_loss=False, log_mean_meta_loss=True),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),

@@ -54,6 +54,13 @@ Options (antithetic estimators):
   counted: those where a member reported a nonzero loss, as the final-fraction
   mask reports exact zeros), summed over the finite pairs: how θ compares to
   θ_ref on this task, paired, so the task's loss scale and sample drop out.
+* ``log_ratio_floor=f``: the system's per-step meta-losses are linear
+  (normalized losses), and each part's Δ is log(m⁺ + f) − log(m⁻ + f), m± the
+  member's mean over the part's counted (nonzero) steps, weighted by their
+  share of the K steps; clipping and sign apply to it. The log of a mean over
+  K batches, not the mean of K per-batch logs: on a memorized task most small
+  batches read ~0 and a few ~1, and the mean of their logs rewards what the
+  mean loss punishes (results/probes/batch_log_bias.txt).
 * ``sign_delta=True``: the mean δ of each part is replaced by 2σ·sign(·), so
   ĝ = Σ ε sign(Δ) / (Pσ). This changes the scale: for a locally linear loss
   E[ĝ] ≈ √(2/π) ∇L/‖∇L‖, insensitive to the loss scale (VeLO's long runs).
@@ -178,6 +185,12 @@ def _all_finite(tree: PyTree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def _counted(member_losses: jax.Array) -> jax.Array:
+  """Steps where a member reported a nonzero meta-loss ([2, n] -> []): the
+  final-fraction mask reports exact zeros for both members."""
+  return jnp.sum(jnp.any(member_losses != 0.0, axis=0))
+
+
 def _mean_over(values: jax.Array, count: jax.Array) -> jax.Array:
   return jnp.sum(values, axis=0) / jnp.maximum(count, 1)
 
@@ -196,6 +209,10 @@ class _Antithetic:
   noise_mask: PyTree | None = None
   # θ-shaped: a third member per pair, unperturbed at θ_ref (online ES only).
   reference_theta: PyTree | None = None
+  # None: Δ from the per-step meta-losses as they are. A floor f > 0: the
+  # system's per-step meta-losses are linear, and each part's Δ is
+  # log(mean⁺ + f) − log(mean⁻ + f) over its counted (nonzero) steps.
+  log_ratio_floor: float | None = None
 
   def __post_init__(self):
     if not self.sigma > 0:
@@ -204,6 +221,8 @@ class _Antithetic:
       raise ValueError(f"num_pairs must be >= 1, got {self.num_pairs}")
     if self.delta_clip is not None and not self.delta_clip > 0:
       raise ValueError(f"delta_clip must be > 0, got {self.delta_clip}")
+    if self.log_ratio_floor is not None and not self.log_ratio_floor > 0:
+      raise ValueError(f"log_ratio_floor must be > 0, got {self.log_ratio_floor}")
     if self.reference_theta is not None and getattr(self, "_memory", None) not in (
         "episode_noise", "accumulator"):
       raise ValueError(f"reference_theta needs persistent episodes (es_single or pes); "
@@ -226,9 +245,20 @@ class _Antithetic:
     """Both members of a pair: stacked θ's and states, one shared key."""
     return jax.vmap(self.system.unroll, in_axes=(0, 0, 0, None))(theta_cur, theta_next, states, key)
 
-  def _part(self, delta_sum: jax.Array, num_steps: jax.Array,
+  def _part(self, sums: jax.Array, counted: jax.Array, num_steps: jax.Array,
             total_steps: int | jax.Array) -> jax.Array:
-    """A run of `num_steps` steps' share of Δ, after clipping / sign."""
+    """A run of `num_steps` steps' share of Δ, after clipping / sign.
+
+    `sums` [2]: each member's sum of per-step meta-losses over the run;
+    `counted`: how many of its steps carry meta-loss (log_ratio only).
+    """
+    if self.log_ratio_floor is not None:
+      # log of each member's mean over its counted steps, weighted by their share.
+      means = sums / jnp.maximum(counted, 1) + self.log_ratio_floor
+      delta_sum = jnp.where(counted > 0, (jnp.log(means[0]) - jnp.log(means[1])) * counted, 0.0)
+      num_steps = counted
+    else:
+      delta_sum = sums[0] - sums[1]
     if self.delta_clip is None and not self.sign_delta:
       return delta_sum / total_steps
     mean = delta_sum / jnp.maximum(num_steps, 1)
@@ -295,8 +325,10 @@ class FullES(_Antithetic):
       valid = valid[:, None, :]  # losses: [truncations, 2, K]
       finite = jnp.all(jnp.isfinite(jnp.where(valid, losses, 0.0)))
       num_steps = jnp.sum(valid[:, 0, :])
-      sums = jnp.sum(jnp.where(valid & finite, losses, 0.0), axis=(0, 2))
-      delta = self._part(sums[0] - sums[1], num_steps, num_steps)
+      kept = jnp.where(valid & finite, losses, 0.0)
+      sums = jnp.sum(kept, axis=(0, 2))
+      delta = self._part(sums, _counted(jnp.moveaxis(kept, 1, 0).reshape(2, -1)),
+                         num_steps, num_steps)
       contrib = jax.tree.map(lambda e: e * (delta * scale), eps)
       pair_loss = (sums[0] + sums[1]) / (2 * num_steps)
       pair_delta = jnp.abs(sums[0] - sums[1]) / num_steps
@@ -353,10 +385,13 @@ class _OnlineES(_Antithetic):
       finite = jnp.all(jnp.isfinite(out.losses))
       ends = out.ends[0]
       before = (jnp.cumsum(ends) - ends) == 0  # up to and incl. the first end
-      delta = jnp.where(finite, out.losses[0] - out.losses[1], 0.0)
+      pm = jnp.where(finite, out.losses[:2], 0.0)  # [2, K]: θ+ε, θ−ε
+      delta = pm[0] - pm[1]
       steps_before = jnp.sum(before)
-      delta_before = self._part(jnp.sum(jnp.where(before, delta, 0.0)), steps_before, num_steps)
-      delta_after = self._part(jnp.sum(jnp.where(before, 0.0, delta)),
+      pm_before, pm_after = jnp.where(before, pm, 0.0), jnp.where(before, 0.0, pm)
+      delta_before = self._part(jnp.sum(pm_before, axis=1), _counted(pm_before),
+                                steps_before, num_steps)
+      delta_after = self._part(jnp.sum(pm_after, axis=1), _counted(pm_after),
                                num_steps - steps_before, num_steps)
       contrib = jax.tree.map(
           lambda wb, wa: (wb * delta_before + wa * delta_after) * scale,
@@ -386,7 +421,7 @@ class _OnlineES(_Antithetic):
       else:
         losses = jnp.where(finite, out.losses, 0.0)
         ref_gap = jnp.sum(0.5 * (losses[0] + losses[1]) - losses[2])
-        ref_steps = jnp.sum(jnp.any(losses != 0.0, axis=0)).astype(jnp.float32)
+        ref_steps = _counted(losses).astype(jnp.float32)
       return (contrib, new_states, new_memory, reset_memory, finite,
               pair_loss, pair_delta, ends_seen, ref_gap, ref_steps)
 

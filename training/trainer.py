@@ -22,7 +22,7 @@ from lopt.protocol import LearnedOptimizer
 from training import checkpoint, meta_validation, sharding, tracking
 from training.config import MetaTrainConfig
 from training.estimators import make_estimator
-from training.lo_system import LOTrainingSystem
+from training.lo_system import LOG_META_FLOOR, LOTrainingSystem
 
 
 class MetaState(NamedTuple):
@@ -147,6 +147,7 @@ class MetaTrainer:
       kwargs = dict(system=system, num_pairs=c.num_pairs, mesh=self.mesh)
       if c.estimator != "tbptt":
         kwargs.update(sigma=c.sigma, delta_clip=c.delta_clip, sign_delta=c.sign_delta,
+                      log_ratio_floor=LOG_META_FLOOR if c.log_mean_meta_loss else None,
                       noise_mask=self.mask, reference_theta=self.reference)
       if c.estimator == "full_es":
         kwargs["episode_truncations"] = -(-c.max_horizon // c.truncation_length)
