@@ -621,6 +621,10 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # (log_mean_meta_loss). Fresh draws (seed 6).
     "mulo-a23-cpu": dict(_A20, seed=6, min_horizon=300, max_horizon=3000, horizon_power=1.0,
                          log_meta_loss=False, log_mean_meta_loss=True),
+    # a23 with other draws (seed 7), run beside it: whether ES moves θ the same
+    # way twice tells a signal from the noise-driven walks of a6-a10.
+    "mulo-a24-cpu": dict(_A20, seed=7, min_horizon=300, max_horizon=3000, horizon_power=1.0,
+                         log_meta_loss=False, log_mean_meta_loss=True),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
