@@ -88,7 +88,7 @@ def main(argv=None) -> int:
   geo = np.exp(np.mean(np.log(np.maximum(np.nan_to_num(test_losses, nan=np.inf), 1e-30)), axis=1))
   order = sorted(range(len(labels)), key=lambda i: (ranks[i], geo[i]))
   print("\naverage rank by test loss (geometric-mean test loss), best first: " + ", ".join(
-      f"{labels[i]} {ranks[i]:.2f} ({geo[i]:.3g})" for i in order))
+      f"{labels[i]} {ranks[i]:.2f} ({geo[i]:.4g})" for i in order))
   # LOs of one form after the first reuse its compiled programs (θ is an argument).
   print("wall-clock per optimizer, compiles included: " + ", ".join(
       f"{label} {s:.0f} s" for label, s in zip(labels, seconds)))
