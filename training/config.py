@@ -614,7 +614,7 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # a16-a22's objective, the mean over steps of log(loss of one validation
     # batch + 1e-4), rewards memorizing: on a memorized task most 8-64-row
     # batches read ~0 and a few ~1, and the mean of their logs falls as the
-    # mean loss rises. a20's and a21's moved θ beat mulo-m on it (-0.026,
+    # mean loss rises. a21's and a20's moved θ beat mulo-m on it (-0.026,
     # -0.037) and lose on the log of the mean validation loss (+0.050, +0.082;
     # results/probes/batch_log_bias.txt). a21's recipe (users' horizons,
     # log-uniform 300-3000) with the log of each truncation's mean loss
