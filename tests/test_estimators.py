@@ -218,6 +218,7 @@ def z_scores(samples, reference):
 # few estimator configurations, so their compiled programs are shared.
 
 SIGMA = 0.1
+LOG_FLOOR = 1e-3  # log_mean_floor's f in the tests
 
 
 def short_system():
@@ -349,6 +350,16 @@ def test_tbptt_matches_truncated_backprop():
   np.testing.assert_array_equal(metrics["episodes_finished"], [0, 0, 0, 4])
 
 
+def test_tbptt_log_mean_floor_differentiates_each_truncations_log_mean():
+  system = short_system()
+  grads, _, _ = run_estimates(
+      build("tbptt", system, num_pairs=2, log_mean_floor=LOG_FLOOR),
+      jax.random.split(jax.random.PRNGKey(0), 4), jax.random.PRNGKey(1))
+  expected = flat(jax.grad(lambda th: jnp.mean(jnp.log(episode_losses(
+      system, th, 16, truncate_gradient=True).reshape(4, 4).mean(axis=1) + LOG_FLOOR)))(THETA))
+  np.testing.assert_allclose(np.mean(grads, axis=0), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_sign_delta_and_delta_clip():
   key = jax.random.PRNGKey(11)
   eps = np.asarray(pair_noises(key, 3, SIGMA), np.float64)
@@ -427,11 +438,8 @@ def _simulate(system, perturbations_and_steps):
   return np.array(losses)
 
 
-LOG_FLOOR = 1e-3
-
-
 def _log_ratio(plus, minus):
-  """The log_ratio_floor Δ of one part, times its steps (so that `/ K` weighs it)."""
+  """The log_mean_floor Δ of one part, times its steps (so that `/ K` weighs it)."""
   return (np.log(np.mean(plus) + LOG_FLOOR) - np.log(np.mean(minus) + LOG_FLOOR)) * len(plus)
 
 
@@ -442,19 +450,19 @@ def test_full_es_log_ratio_is_the_log_of_each_members_episode_mean():
   for e in eps:
     plus, minus = _simulate(short_system(), [(e, 16)]), _simulate(short_system(), [(-e, 16)])
     expected = expected + e * _log_ratio(plus, minus) / 16
-  grad, _, _ = estimate_once(full_es(log_ratio_floor=LOG_FLOOR), key)
+  grad, _, _ = estimate_once(full_es(log_mean_floor=LOG_FLOOR), key)
   np.testing.assert_allclose(grad, expected / 3 / (2 * SIGMA**2), rtol=1e-4)
 
 
 def test_log_ratio_part_without_counted_steps_is_zero():
-  est = full_es(log_ratio_floor=LOG_FLOOR)
+  est = full_es(log_mean_floor=LOG_FLOOR)
   assert float(est._part(jnp.zeros(2), jnp.int32(0), jnp.int32(4), 4)) == 0.0
   # Counted steps weigh by their share of the K steps; zeros elsewhere do not dilute the mean.
   got = float(est._part(jnp.array([0.6, 0.2]), jnp.int32(2), jnp.int32(4), 4))
   np.testing.assert_allclose(got, (np.log(0.3 + LOG_FLOOR) - np.log(0.1 + LOG_FLOOR)) * 2 / 4,
                              rtol=1e-6)
-  with pytest.raises(ValueError, match="log_ratio_floor"):
-    full_es(log_ratio_floor=0.0)
+  with pytest.raises(ValueError, match="log_mean_floor"):
+    full_es(log_mean_floor=0.0)
 
 
 @pytest.mark.parametrize("name,log_ratio", [("pes", False), ("es_single", False),
@@ -465,7 +473,7 @@ def test_mid_truncation_episode_end_attribution(name, log_ratio):
   num_pairs, K = 2, 4
   system = make_system(K, 6)
   init_key, key0, key1 = (jax.random.PRNGKey(i) for i in (20, 21, 22))
-  options = dict(log_ratio_floor=LOG_FLOOR) if log_ratio else {}
+  options = dict(log_mean_floor=LOG_FLOOR) if log_ratio else {}
   grads, metrics, state = run_estimates(
       online(name, num_pairs, system, **options), [key0, key1], init_key)
   np.testing.assert_array_equal(metrics["episodes_finished"], [0, num_pairs])

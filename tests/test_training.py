@@ -239,14 +239,13 @@ def test_log_mean_meta_loss_hands_the_log_to_the_estimator():
   each member's mean (floor LOG_META_FLOOR); the two logs exclude each other."""
   from training.lo_system import LOG_META_FLOOR
   config = config_lib.get_preset("tiny", log_mean_meta_loss=True)
-  ests = trainer.MetaTrainer(config).estimators()
-  assert ests and all(e.log_ratio_floor == LOG_META_FLOOR and not e.system.log_meta_loss
-                      for e in ests)
-  assert all(e.log_ratio_floor is None for e in trainer.MetaTrainer(_fast()).estimators())
+  for estimator in ("es_single", "tbptt"):
+    ests = trainer.MetaTrainer(config.replace(estimator=estimator)).estimators()
+    assert ests and all(e.log_mean_floor == LOG_META_FLOOR and not e.system.log_meta_loss
+                        for e in ests)
+  assert all(e.log_mean_floor is None for e in trainer.MetaTrainer(_fast()).estimators())
   with pytest.raises(config_lib.ConfigError, match="log_mean_meta_loss"):
     config_lib.get_preset("tiny", log_mean_meta_loss=True, log_meta_loss=True)
-  with pytest.raises(config_lib.ConfigError, match="tbptt"):
-    config_lib.get_preset("tiny", log_mean_meta_loss=True, estimator="tbptt")
 
 
 def test_init_theta_warm_starts_a_run_from_a_pretrained_lo(straight_run, tmp_path):

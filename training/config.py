@@ -48,7 +48,7 @@ class MetaTrainConfig:
   meta_loss: str = "train"
   log_meta_loss: bool = False   # meta-loss log(normalized loss + 1e-4): weighs late training
   # Instead of the log of every step's loss: the log of each truncation's mean
-  # (normalized) loss per ± member (estimators' log_ratio_floor). A step's
+  # (normalized) loss per ± member (estimators' log_mean_floor). A step's
   # validation batch is a training batch's size (8-64 rows); on a memorized
   # task the mean of per-batch logs rewards memorizing while the mean loss,
   # what a user's test loss is, grows (results/probes/batch_log_bias.txt).
@@ -233,9 +233,6 @@ def validate_config(config: "MetaTrainConfig") -> None:
       raise ConfigError(name, f"must be in [0, 1), got {getattr(config, name)!r}.")
   if config.log_mean_meta_loss and config.log_meta_loss:
     raise ConfigError("log_mean_meta_loss", "and log_meta_loss both take a log: set one.")
-  if config.log_mean_meta_loss and config.estimator == "tbptt":
-    raise ConfigError("log_mean_meta_loss", "needs an ES estimator (it acts on the ± "
-                      "members' losses), got --estimator tbptt.")
   if config.meta_loss not in ("train", "valid"):
     raise ConfigError("meta_loss", f"must be 'train' or 'valid', got {config.meta_loss!r}.")
   if config.wandb_mode is not None and config.wandb_mode not in _WANDB_MODES:

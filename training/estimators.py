@@ -54,10 +54,12 @@ Options (antithetic estimators):
   counted: those where a member reported a nonzero loss, as the final-fraction
   mask reports exact zeros), summed over the finite pairs: how θ compares to
   θ_ref on this task, paired, so the task's loss scale and sample drop out.
-* ``log_ratio_floor=f``: the system's per-step meta-losses are linear
-  (normalized losses), and each part's Δ is log(m⁺ + f) − log(m⁻ + f), m± the
-  member's mean over the part's counted (nonzero) steps, weighted by their
-  share of the K steps; clipping and sign apply to it. The log of a mean over
+* ``log_mean_floor=f`` (every estimator): the system's per-step meta-losses
+  are linear (normalized losses), and a truncation's objective is log(m + f),
+  m the mean over its counted (nonzero) steps, weighted by their share of the
+  K steps. For the antithetic estimators each part's Δ is
+  log(m⁺ + f) − log(m⁻ + f), before clipping and sign; TBPTT differentiates
+  log(m + f). The log of a mean over
   K batches, not the mean of K per-batch logs: on a memorized task most small
   batches read ~0 and a few ~1, and the mean of their logs rewards what the
   mean loss punishes (results/probes/batch_log_bias.txt).
@@ -186,9 +188,14 @@ def _all_finite(tree: PyTree) -> jax.Array:
 
 
 def _counted(member_losses: jax.Array) -> jax.Array:
-  """Steps where a member reported a nonzero meta-loss ([2, n] -> []): the
-  final-fraction mask reports exact zeros for both members."""
+  """Steps where a member reported a nonzero meta-loss ([members, n] -> []):
+  the final-fraction mask reports exact zeros for every member."""
   return jnp.sum(jnp.any(member_losses != 0.0, axis=0))
+
+
+def _check_floor(floor: float | None) -> None:
+  if floor is not None and not floor > 0:
+    raise ValueError(f"log_mean_floor must be > 0, got {floor}")
 
 
 def _mean_over(values: jax.Array, count: jax.Array) -> jax.Array:
@@ -212,7 +219,7 @@ class _Antithetic:
   # None: Δ from the per-step meta-losses as they are. A floor f > 0: the
   # system's per-step meta-losses are linear, and each part's Δ is
   # log(mean⁺ + f) − log(mean⁻ + f) over its counted (nonzero) steps.
-  log_ratio_floor: float | None = None
+  log_mean_floor: float | None = None
 
   def __post_init__(self):
     if not self.sigma > 0:
@@ -221,8 +228,7 @@ class _Antithetic:
       raise ValueError(f"num_pairs must be >= 1, got {self.num_pairs}")
     if self.delta_clip is not None and not self.delta_clip > 0:
       raise ValueError(f"delta_clip must be > 0, got {self.delta_clip}")
-    if self.log_ratio_floor is not None and not self.log_ratio_floor > 0:
-      raise ValueError(f"log_ratio_floor must be > 0, got {self.log_ratio_floor}")
+    _check_floor(self.log_mean_floor)
     if self.reference_theta is not None and getattr(self, "_memory", None) not in (
         "episode_noise", "accumulator"):
       raise ValueError(f"reference_theta needs persistent episodes (es_single or pes); "
@@ -250,11 +256,11 @@ class _Antithetic:
     """A run of `num_steps` steps' share of Δ, after clipping / sign.
 
     `sums` [2]: each member's sum of per-step meta-losses over the run;
-    `counted`: how many of its steps carry meta-loss (log_ratio only).
+    `counted`: how many of its steps carry meta-loss (log_mean_floor only).
     """
-    if self.log_ratio_floor is not None:
+    if self.log_mean_floor is not None:
       # log of each member's mean over its counted steps, weighted by their share.
-      means = sums / jnp.maximum(counted, 1) + self.log_ratio_floor
+      means = sums / jnp.maximum(counted, 1) + self.log_mean_floor
       delta_sum = jnp.where(counted > 0, (jnp.log(means[0]) - jnp.log(means[1])) * counted, 0.0)
       num_steps = counted
     else:
@@ -464,10 +470,12 @@ class TBPTT:
   system: TruncatedSystem
   num_pairs: int
   mesh: Mesh | None = None
+  log_mean_floor: float | None = None  # as the antithetic estimators'
 
   def __post_init__(self):
     if self.num_pairs < 1:
       raise ValueError(f"num_pairs must be >= 1, got {self.num_pairs}")
+    _check_floor(self.log_mean_floor)
     sharding.check_divisible(self.num_pairs, self.mesh)
 
   def _member_keys(self, key: jax.Array) -> jax.Array:
@@ -489,7 +497,12 @@ class TBPTT:
 
       def mean_loss(th):
         new_particle, out = self.system.unroll(th, th, particle, unroll_key(particle_key, 0))
-        return jnp.mean(out.losses), (new_particle, out)
+        if self.log_mean_floor is None:
+          return jnp.mean(out.losses), (new_particle, out)
+        counted = _counted(out.losses[None])
+        log_mean = jnp.log(jnp.sum(out.losses) / jnp.maximum(counted, 1) + self.log_mean_floor)
+        return (jnp.where(counted > 0, log_mean, 0.0) * counted / out.losses.shape[0],
+                (new_particle, out))
 
       (loss, (new_particle, out)), grad = jax.value_and_grad(mean_loss, has_aux=True)(theta)
       finite = jnp.isfinite(loss) & _all_finite(grad)

@@ -144,10 +144,10 @@ class MetaTrainer:
                                 final_fraction=c.final_fraction,
                                 step_mult_spread=c.step_mult_spread, data=task_data,
                                 outer_step=outer_step)
-      kwargs = dict(system=system, num_pairs=c.num_pairs, mesh=self.mesh)
+      kwargs = dict(system=system, num_pairs=c.num_pairs, mesh=self.mesh,
+                    log_mean_floor=LOG_META_FLOOR if c.log_mean_meta_loss else None)
       if c.estimator != "tbptt":
         kwargs.update(sigma=c.sigma, delta_clip=c.delta_clip, sign_delta=c.sign_delta,
-                      log_ratio_floor=LOG_META_FLOOR if c.log_mean_meta_loss else None,
                       noise_mask=self.mask, reference_theta=self.reference)
       if c.estimator == "full_es":
         kwargs["episode_truncations"] = -(-c.max_horizon // c.truncation_length)
