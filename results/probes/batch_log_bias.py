@@ -41,9 +41,9 @@ import probe_suites  # noqa: E402
 
 H = int(sys.argv[1])
 SEEDS = int(sys.argv[2])
-sys.argv = sys.argv[2:]
 SOURCES = probe_suites.sources([("mulo-m", "mulo-m"),
-                                ("a21@3100", "results/meta-runs/mulo-a21-cpu/export@3100")])
+                                ("a21@3100", "results/meta-runs/mulo-a21-cpu/export@3100")],
+                               sys.argv[3:])
 
 trainer = MetaTrainer(config_lib.get_preset("mulo-a21-cpu", min_horizon=H, max_horizon=H,
                                             log_meta_loss=False))

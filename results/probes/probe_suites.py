@@ -42,11 +42,11 @@ def parse_args(default_grid: str) -> tuple[str, list, list]:
   return sys.argv[1], grid, list(range(int(sys.argv[3]) if len(sys.argv) > 3 else 3))
 
 
-def sources(defaults: list) -> list:
-  """[(label, source)] from ``LABEL=SOURCE`` command-line arguments (a
-  checkpoint directory or a shipped name), else ``defaults``."""
+def sources(defaults: list, args: list | None = None) -> list:
+  """[(label, source)] from ``LABEL=SOURCE`` arguments (default: the command
+  line's; a checkpoint directory or a shipped name), else ``defaults``."""
   import sys
-  return [tuple(a.split("=", 1)) for a in sys.argv[1:]] or defaults
+  return [tuple(a.split("=", 1)) for a in (sys.argv[1:] if args is None else args)] or defaults
 
 
 def train_step(task, tx, data, k_data, with_grads=False, record=None):
