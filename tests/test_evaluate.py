@@ -464,3 +464,14 @@ def test_screen_prints_the_evaluators_numbers_and_the_best_point_along_training(
     # The curve's last point is the final test loss: its median bounds the best from above.
     assert median.min() <= np.median(r["test_loss_per_seed"]) * (1 + 1e-6)
   assert "average rank by test loss" in out
+  # Fresh seeds: --first_seed 5 --seeds 1 reads seed 5 alone.
+  assert screen.main([f"mulo={lo_checkpoint}", "--suite", "smoke", "--max_steps", "10",
+                      "--seeds", "1", "--first_seed", "5"]) == 0
+  out = capsys.readouterr().out
+  assert "mean over seeds 5..5" in out
+  row = next(l for l in out.splitlines() if l.startswith("| mulo |"))
+  first = [c.strip() for c in row.strip("|").split("|")][1].split("/")[0]
+  r5 = evaluation.Evaluator([5], max_steps=10, log=lambda _: None).run(opt, entries[0])
+  assert float(first) == float(f"{r5['test_loss']:.3g}")
+  with pytest.raises(SystemExit):
+    screen.main([f"mulo={lo_checkpoint}", "--suite", "smoke", "--first_seed", "-1"])

@@ -51,10 +51,16 @@ def main(argv=None) -> int:
   parser.add_argument("optimizers", nargs="+", help="LABEL=SOURCE")
   parser.add_argument("--suite", default="screen-user-cpu")
   parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--first_seed", type=int, default=0,
+                      help="run seeds FIRST_SEED .. FIRST_SEED+SEEDS-1: a candidate chosen on "
+                      "seeds 0..S-1 reads optimistically there, so confirm on fresh ones")
   parser.add_argument("--max_steps", type=int, default=None, help="cap every horizon")
   parser.add_argument("--tasks", type=regex, default=None, metavar="REGEX",
                       help="only the suite's tasks whose name matches this regex")
   args = parser.parse_args(argv)
+  if args.seeds < 1 or args.first_seed < 0:
+    parser.error(f"--seeds must be >= 1 and --first_seed >= 0, got {args.seeds} and "
+                 f"{args.first_seed}.")
 
   import numpy as np
   from training.evaluation import Evaluator, parse_optimizer, suite_entries
@@ -63,9 +69,10 @@ def main(argv=None) -> int:
     entries = suite_entries(args.suite, args.tasks)
   except ValueError as e:
     parser.error(str(e))
-  evaluator = Evaluator(range(args.seeds), max_steps=args.max_steps, log=lambda line: None)
-  print("test loss / final train loss / max spike, mean over seeds / best@step: lowest seed-median "
-        f"test loss along training; suite {args.suite}")
+  seeds = range(args.first_seed, args.first_seed + args.seeds)
+  evaluator = Evaluator(seeds, max_steps=args.max_steps, log=lambda line: None)
+  print(f"test loss / final train loss / max spike, mean over seeds {seeds.start}..{seeds.stop - 1}"
+        f" / best@step: lowest seed-median test loss along training; suite {args.suite}")
   print("| optimizer | " + " | ".join(f"{e.task.name}@{e.num_steps}" for e in entries) + " |")
   print("|---" * (len(entries) + 1) + "|")
   labels, test_losses, seconds = [], [], []
