@@ -53,6 +53,24 @@ def smoke_run(tmp_path_factory, lo_checkpoint):
   return workdir, _strict_json(os.path.join(workdir, "results.json"))
 
 
+def test_first_seed_reports_those_seeds_with_the_same_numbers(smoke_run, lo_checkpoint, tmp_path):
+  """--first_seed 1 --seeds 1 reports seed 1 alone, and its run is seed 1's of
+  the 2-seed smoke run (each seed's run is independent of the others)."""
+  _, full = smoke_run
+  rc = evaluate_cli.main(["--optimizers", f"mulo={lo_checkpoint}", "--suite", "smoke",
+                          "--tasks", f"^{SMOKE_TASK}$", "--workdir", str(tmp_path / "w"),
+                          "--max_steps", "20", "--lr_grid_points", "2", "--seeds", "1",
+                          "--first_seed", "1", "--tuning_seeds", "2", "--eval_batches", "2",
+                          "--no_step_mult_tuning"])
+  assert rc == 0
+  one = _strict_json(str(tmp_path / "w" / "results.json"))
+  assert one["settings"]["seeds"] == [1] and full["settings"]["seeds"] == [0, 1]
+  pick = lambda res: res["suites"]["smoke"]["tasks"][0]["results"]["mulo"]
+  assert pick(one)["seeds"] == [1]
+  np.testing.assert_allclose(pick(one)["test_loss_per_seed"], pick(full)["test_loss_per_seed"][1:],
+                             rtol=1e-5)
+
+
 def test_smoke_writes_all_outputs(smoke_run):
   workdir, results = smoke_run
   assert os.path.isfile(os.path.join(workdir, "report.md"))
@@ -386,6 +404,8 @@ def test_window_means_and_ranks():
     (["--optimizers", "adamw", "--suite", "nosuchsuite"], "heldout-width-cpu"),
     (["--optimizers", "lo=/nonexistent/ckpt", "--suite", "smoke"], "does not exist"),
     (["--optimizers", "adamw", "--suite", "heldout-width"], "tfds build"),
+    (["--optimizers", "adamw", "--suite", "smoke", "--first_seed", "999"],
+     "reported seeds must lie in 0..999"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(args, message, tmp_path, capsys):
   assert evaluate_cli.main(args + ["--workdir", str(tmp_path)]) == 2

@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="suite name(s), comma-separated (e.g. heldout-width-cpu)")
   parser.add_argument("--workdir", required=True, help="where results.json, report.md, "
                       "plots/ go")
-  parser.add_argument("--seeds", type=_positive_int, default=3, help="reported seeds (0..N-1)")
+  parser.add_argument("--seeds", type=_positive_int, default=3,
+                      help="reported seeds (FIRST_SEED..FIRST_SEED+N-1)")
+  parser.add_argument("--first_seed", type=int, default=0,
+                      help="the first reported seed (default 0): compare on seeds that no "
+                      "choice was made on")
   parser.add_argument("--tuning_seeds", type=_positive_int, default=3,
                       help="seeds per LR when tuning (disjoint from the reported ones)")
   parser.add_argument("--data_dir", type=_existing_dir, default=None,
@@ -126,7 +130,7 @@ def main(argv=None) -> int:
         optimizers, suites, seeds=args.seeds, tuning_seeds=args.tuning_seeds,
         data_dir=args.data_dir, max_steps=args.max_steps, lr_grid_points=args.lr_grid_points,
         eval_batches=args.eval_batches, task_filter=args.tasks,
-        cache_dir=args.baseline_cache)
+        cache_dir=args.baseline_cache, first_seed=args.first_seed)
   except (DatasetNotPreparedError, ValueError) as e:
     return fail(one_line(e))
   results["notes"] = args.note
