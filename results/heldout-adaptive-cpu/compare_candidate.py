@@ -4,23 +4,29 @@ runs/heldout-mulo-m8 (θ₀), the shipped mulo-m's (default runs/heldout-fan-in8
 label mulo-m-fan-in: the mulo-m shipped on 2026-12-05) and the candidate's own
 run (which also holds AdamW). Run from the repo root:
 
-  python results/heldout-adaptive-cpu/compare_candidate.py NAME RUN LABEL [REF_RUN REF_LABEL] > OUT
+  python results/heldout-adaptive-cpu/compare_candidate.py NAME RUN LABEL [REF_RUN REF_LABEL [THETA0_RUN]] > OUT
 
 NAME: the candidate's short name in the output; RUN: its evaluate.py workdir;
 LABEL: its label there; REF_RUN REF_LABEL: another mulo-m reference (the
 mulo-m of 2026-12-04, which the candidates up to fan-in were compared with:
 runs/heldout-hidden-restraint8 mulo-m+hidden-restraint). E.g. ``a18
 runs/heldout-a18-4400-8 a18-4400 runs/heldout-hidden-restraint8
-mulo-m+hidden-restraint``."""
+mulo-m+hidden-restraint``. THETA0_RUN: where θ₀ was run (default
+runs/heldout-mulo-m8, seeds 0-7); the output says when its seeds differ from
+the candidate's."""
 import json, math, sys
 import numpy as np
 
 name, run, label = sys.argv[1:4]
 ref = tuple(sys.argv[4:6]) if len(sys.argv) > 5 else ("runs/heldout-fan-in8", "mulo-m-fan-in")
-RUNS = {"theta0": ("runs/heldout-mulo-m8", "theta0"),
+theta0_run = sys.argv[6] if len(sys.argv) > 6 else "runs/heldout-mulo-m8"
+RUNS = {"theta0": (theta0_run, "theta0"),
         "mulo-m": ref,
         "adamw": (run, "adamw"),
         name: (run, label)}
+seeds = {key: json.load(open(f"{w}/results.json"))["settings"]["seeds"] for key, (w, _) in RUNS.items()}
+if len({tuple(s) for s in seeds.values()}) > 1:
+  print("seeds differ between runs: " + ", ".join(f"{k} {v[0]}..{v[-1]}" for k, v in seeds.items()))
 rows = {}
 for key, (workdir, lab) in RUNS.items():
   for d in json.load(open(f"{workdir}/results.json"))["suites"].values():
