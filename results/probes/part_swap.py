@@ -8,9 +8,15 @@ the same seeds for every variant.
     cd results/probes && ../../.venv/bin/python part_swap.py \
         ../meta-runs/mulo-a25-cpu/export@3000 > part_swap_a25.txt
 
-A second argument replaces the base (a shipped name or a directory).
+``--base`` replaces the base (a shipped name or a directory); ``--tasks REGEX``
+keeps the screen tasks whose name matches; ``--first_seed N`` runs seeds
+N..N+7 (fresh seeds: the base may have been chosen on 0..7).
+
+    ../../.venv/bin/python part_swap.py ../meta-runs/mulo-a25-cpu/export@3000 \
+        --tasks cnn --first_seed 100 > part_swap_a25_cnn.txt
 """
-import sys
+import argparse
+import re
 
 import jax
 import numpy as np
@@ -20,9 +26,13 @@ from training import evaluation
 
 import probe_suites
 
-if len(sys.argv) < 2:
-  raise SystemExit(f"usage: {sys.argv[0]} CANDIDATE_DIR [BASE (default mulo-m)]")
-cand_path, base_path = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "mulo-m")
+parser = argparse.ArgumentParser()
+parser.add_argument("candidate")
+parser.add_argument("--base", default="mulo-m")
+parser.add_argument("--tasks", default=None)
+parser.add_argument("--first_seed", type=int, default=0)
+args = parser.parse_args()
+cand_path, base_path = args.candidate, args.base
 lo, base = lopt.load_pretrained(base_path)
 lo_c, cand = lopt.load_pretrained(cand_path)
 if lo_c != lo:
@@ -43,9 +53,12 @@ def moved(part: str) -> float:
 
 variants = {"base": base, "candidate": cand,
             **{f"+ {p}": {**base, p: cand[p]} for p in sorted(base)}}
-entries = probe_suites.entries("screen")
-ev = evaluation.Evaluator(range(8), log=lambda line: None)
-print(f"base {base_path}, candidate {cand_path}; test loss (mean of 8 seeds) / final train "
+entries = [e for e in probe_suites.entries("screen")
+           if args.tasks is None or re.search(args.tasks, e.task.name)]
+seeds = range(args.first_seed, args.first_seed + 8)
+ev = evaluation.Evaluator(seeds, log=lambda line: None)
+print(f"base {base_path}, candidate {cand_path}; test loss (mean of seeds {seeds.start}.."
+      f"{seeds.stop - 1}) / final train "
       f"loss; untuned; last column: geometric mean of test loss over the tasks and its ratio "
       f"to the base's. RMS change per part: "
       + ", ".join(f"{p} {moved(p):.3g}" for p in sorted(base)))
