@@ -474,6 +474,7 @@ EVALUATE_BAD = [("--optimizers", v) for v in ("", ",", "nope", "lo=/nonexistent/
     (flag, v) for flag in ("--seeds", "--tuning_seeds", "--max_steps", "--lr_grid_points",
                            "--eval_batches")
     for v in ("0", "-1", "nan", "inf", "abc", "", "1.5")] + [
+    ("--first_seed", v) for v in ("-1", "nan", "abc", "", "1.5", "1000", "998")] + [
     ("--data_dir", "/nonexistent/tfds"), ("--data_dir", ""),
     ("--baseline_cache", ""), ("--baseline_cache", "/etc/passwd"),
     ("--tasks", "("), ("--tasks", "no-task-has-this-name"),

@@ -39,6 +39,15 @@ def _positive_int(text: str) -> int:
   return int(text)
 
 
+def _seed(text: str) -> int:
+  """A reported seed: an integer >= 0 below the tuning seeds."""
+  from training.evaluation import TUNING_SEED_OFFSET
+  if not text.strip().isdecimal() or int(text) >= TUNING_SEED_OFFSET:
+    raise argparse.ArgumentTypeError(f"expected an integer in 0..{TUNING_SEED_OFFSET - 1} (the "
+                                     f"tuning seeds start at {TUNING_SEED_OFFSET}), got {text!r}")
+  return int(text)
+
+
 def _csv(text: str) -> list[str]:
   items = [t.strip() for t in text.split(",") if t.strip()]
   if not items:
@@ -70,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "plots/ go")
   parser.add_argument("--seeds", type=_positive_int, default=3,
                       help="reported seeds (FIRST_SEED..FIRST_SEED+N-1)")
-  parser.add_argument("--first_seed", type=int, default=0,
+  parser.add_argument("--first_seed", type=_seed, default=0,
                       help="the first reported seed (default 0): compare on seeds that no "
                       "choice was made on")
   parser.add_argument("--tuning_seeds", type=_positive_int, default=3,
@@ -103,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
+  from training.evaluation import TUNING_SEED_OFFSET
+  if args.first_seed + args.seeds > TUNING_SEED_OFFSET:
+    parser.error(f"argument --first_seed: seeds {args.first_seed}..{args.first_seed + args.seeds - 1}"
+                 f" reach the tuning seeds (from {TUNING_SEED_OFFSET}); pick a smaller first seed.")
 
   def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
