@@ -198,6 +198,11 @@ def _check_floor(floor: float | None) -> None:
     raise ValueError(f"log_mean_floor must be > 0, got {floor}")
 
 
+def _log_of_mean(sums: jax.Array, counted: jax.Array, floor: float) -> jax.Array:
+  """log(sum / counted + floor): the log of a mean over the counted steps."""
+  return jnp.log(sums / jnp.maximum(counted, 1) + floor)
+
+
 def _mean_over(values: jax.Array, count: jax.Array) -> jax.Array:
   return jnp.sum(values, axis=0) / jnp.maximum(count, 1)
 
@@ -260,8 +265,8 @@ class _Antithetic:
     """
     if self.log_mean_floor is not None:
       # log of each member's mean over its counted steps, weighted by their share.
-      means = sums / jnp.maximum(counted, 1) + self.log_mean_floor
-      delta_sum = jnp.where(counted > 0, (jnp.log(means[0]) - jnp.log(means[1])) * counted, 0.0)
+      logs = _log_of_mean(sums, counted, self.log_mean_floor)
+      delta_sum = jnp.where(counted > 0, (logs[0] - logs[1]) * counted, 0.0)
       num_steps = counted
     else:
       delta_sum = sums[0] - sums[1]
@@ -500,7 +505,7 @@ class TBPTT:
         if self.log_mean_floor is None:
           return jnp.mean(out.losses), (new_particle, out)
         counted = _counted(out.losses[None])
-        log_mean = jnp.log(jnp.sum(out.losses) / jnp.maximum(counted, 1) + self.log_mean_floor)
+        log_mean = _log_of_mean(jnp.sum(out.losses), counted, self.log_mean_floor)
         return (jnp.where(counted > 0, log_mean, 0.0) * counted / out.losses.shape[0],
                 (new_particle, out))
 

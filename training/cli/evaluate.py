@@ -39,12 +39,9 @@ def _positive_int(text: str) -> int:
   return int(text)
 
 
-def _seed(text: str) -> int:
-  """A reported seed: an integer >= 0 below the tuning seeds."""
-  from training.evaluation import TUNING_SEED_OFFSET
-  if not text.strip().isdecimal() or int(text) >= TUNING_SEED_OFFSET:
-    raise argparse.ArgumentTypeError(f"expected an integer in 0..{TUNING_SEED_OFFSET - 1} (the "
-                                     f"tuning seeds start at {TUNING_SEED_OFFSET}), got {text!r}")
+def _nonnegative_int(text: str) -> int:
+  if not text.strip().isdecimal():  # no sign, point or exponent
+    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
   return int(text)
 
 
@@ -79,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "plots/ go")
   parser.add_argument("--seeds", type=_positive_int, default=3,
                       help="reported seeds (FIRST_SEED..FIRST_SEED+N-1)")
-  parser.add_argument("--first_seed", type=_seed, default=0,
+  parser.add_argument("--first_seed", type=_nonnegative_int, default=0,
                       help="the first reported seed (default 0): compare on seeds that no "
                       "choice was made on")
   parser.add_argument("--tuning_seeds", type=_positive_int, default=3,
