@@ -330,6 +330,10 @@ def test_distributions_and_suites():
       (32, 3, "digits", "mup"), (64, 3, "digits", "mup")]
   assert {t.parameterization for t in mt.get_distribution("sp-m-digits").configs()} == {"sp"}
   assert [t.width for t in mt.get_distribution("mulo-m").configs()] == [128, 512, 1024]
+  img, img_cnn = (mt.get_distribution(n).configs() for n in ("tiny-mix-img", "tiny-mix-img-cnn"))
+  assert img_cnn[:-1] == img and (img_cnn[-1].KIND, img_cnn[-1].parameterization,
+                                  img_cnn[-1].width, img_cnn[-1].reserve_valid) == (
+                                      "cnn", "sp", 16, True)
 
   def configs(names):
     return {dataclasses.replace(t, init_scale_range=(1.0, 1.0))

@@ -83,11 +83,13 @@ def test_score_standard_error_closed_form_and_coverage():
 
 def test_config_fields_are_bookkeeping_and_validated():
   c = _config(validate_every=3)
-  assert {"validate_every", "validate_suite", "validate_seeds"} <= set(c.BOOKKEEPING)
+  assert {"validate_every", "validate_suite", "validate_seeds",
+          "validate_first_seed"} <= set(c.BOOKKEEPING)
   assert "validate_every" not in c.recipe()
   assert config_lib.get_preset("tiny").validate_every == 0   # off by default
   for bad, field in ((dict(validate_every=-1), "validate_every"),
                      (dict(validate_seeds=0), "validate_seeds"),
+                     (dict(validate_first_seed=-1), "validate_first_seed"),
                      (dict(validate_every=1, validate_suite="nope"), "validate_suite"),
                      (dict(validate_every=1, validate_suite="heldout-user-cpu"),
                       "validate_suite")):
@@ -231,6 +233,21 @@ def test_resume_keeps_the_best_and_refuses_another_suite(tmp_path):
   with pytest.raises(ValueError, match="validate_seeds"):
     meta_validation.MetaValidator(config.replace(validate_seeds=2), str(tmp_path),
                                   entries=TINY_SUITE[:1])
+
+
+def test_first_seed_validates_those_seeds_with_the_same_numbers(tmp_path):
+  # Seeds 1.. alone read what seed 1 reads beside seed 0; the record names them,
+  # so a resume with other seeds is refused.
+  theta0 = trainer.initial_theta(_config())
+  name = TINY_SUITE[0].task.name
+  both = meta_validation.MetaValidator(_config(validate_every=1, validate_seeds=2),
+                                       str(tmp_path / "a"), entries=TINY_SUITE[:1])
+  one = meta_validation.MetaValidator(
+      _config(validate_every=1, validate_first_seed=1), str(tmp_path / "b"),
+      entries=TINY_SUITE[:1])
+  assert both.seeds == [0, 1] and one.seeds == [1] and one.describe()["seeds"] == [1]
+  x2, x1 = both.seed_losses(theta0)[name], one.seed_losses(theta0)[name]
+  assert x1.shape == (1,) and x1[0] == pytest.approx(x2[1], rel=1e-6) and x2[0] != x2[1]
 
 
 def test_reference_without_seeds_is_completed_and_its_means_kept(tmp_path):

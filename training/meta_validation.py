@@ -3,7 +3,7 @@
 Every ``validate_every`` outer steps (and at the last step) the trainer calls a
 ``MetaValidator`` with the current θ. It trains every task of the screen suite
 (``validate_suite``, default ``screen-user-cpu``; never a held-out suite) for
-its full horizon with ``validate_seeds`` seeds (0..S-1) through the
+its full horizon with ``validate_seeds`` seeds (``validate_first_seed`` on) through the
 evaluation library's compiled sweep (``training.sweep.Sweep``), θ being an
 argument of the compiled program: only the first validation compiles.
 
@@ -141,7 +141,8 @@ class MetaValidator:
     if not self.entries:
       raise ValueError(f"validate_suite {self.suite!r} has no tasks.")
     self.names = _task_names(self.entries)
-    self.seeds = list(range(config.validate_seeds))
+    first = config.validate_first_seed
+    self.seeds = list(range(first, first + config.validate_seeds))
     make_tx = lambda e: lambda theta: evaluation.lo_optax(config.lo, theta, e.task, e.num_steps)
     self.sweeps = [Sweep(make_tx(e), e.task, e.num_steps) for e in self.entries]
     self.ref, self.ref_seeds = self._read_ref()
@@ -171,7 +172,7 @@ class MetaValidator:
           f"{path} holds θ₀'s test losses for validation on {recorded['suite']!r} with seeds "
           f"{recorded['seeds']} ({len(recorded['tasks'])} tasks); this run asks "
           f"{self.suite!r} with seeds {self.seeds}, whose scores would not compare. Repeat "
-          f"the original --validate_suite/--validate_seeds, or delete {REF_FILE} and "
+          f"the original --validate_suite/--validate_seeds/--validate_first_seed, or delete {REF_FILE} and "
           f"{BEST_DIR} to restart validation.")
     as_float = lambda v: math.inf if v is None else float(v)
     seeds = data.get("test_loss_seeds")
