@@ -648,14 +648,14 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # 5.05·10⁷ inner steps with its lineage) gained 1-8% on the held-out MLPs
     # and lost 10-14% on the plain CNN; the distribution's only CNN is μP, width
     # 8, batch 16. a25's recipe from there with a plain flax CNN (width 16,
-    # batch 32) added (tiny-mix-img-cnn), validated on fresh seeds 100-107
+    # batch 32) added (tiny-mix-img-cnn), validated on fresh seeds 300-307
     # (mulo-m read 3% better on the screen's seeds 0-7 than on fresh ones).
     # Fresh draws (seed 10).
     "mulo-a27-cpu": dict(_A20, seed=10, min_horizon=300, max_horizon=3000, horizon_power=1.0,
                          log_meta_loss=False, log_mean_meta_loss=True,
                          distribution="tiny-mix-img-cnn",
                          init_theta="results/candidates/mulo-a25-3000",
-                         validate_seeds=8, validate_first_seed=100),
+                         validate_seeds=8, validate_first_seed=300),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
