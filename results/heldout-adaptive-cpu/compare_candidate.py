@@ -13,14 +13,14 @@ runs/heldout-hidden-restraint8 mulo-m+hidden-restraint). E.g. ``a18
 runs/heldout-a18-4400-8 a18-4400 runs/heldout-hidden-restraint8
 mulo-m+hidden-restraint``. THETA0_RUN: where θ₀ was run (default
 runs/heldout-mulo-m8, seeds 0-7); the output says when its seeds differ from
-the candidate's."""
+the candidate's; "-" leaves θ₀ out."""
 import json, math, sys
 import numpy as np
 
 name, run, label = sys.argv[1:4]
 ref = tuple(sys.argv[4:6]) if len(sys.argv) > 5 else ("runs/heldout-fan-in8", "mulo-m-fan-in")
 theta0_run = sys.argv[6] if len(sys.argv) > 6 else "runs/heldout-mulo-m8"
-RUNS = {"theta0": (theta0_run, "theta0"),
+RUNS = {**({} if theta0_run == "-" else {"theta0": (theta0_run, "theta0")}),
         "mulo-m": ref,
         "adamw": (run, "adamw"),
         name: (run, label)}
@@ -33,7 +33,8 @@ for key, (workdir, lab) in RUNS.items():
     for e in d["tasks"]:
       rows.setdefault(f"{e['task']}@{e['num_steps']}", {})[key] = e["results"][lab]
 se = lambda r: np.std(r["test_loss_per_seed"], ddof=1) / np.sqrt(len(r["test_loss_per_seed"]))
-pairs = [(name, "mulo-m"), (name, "theta0"), (name, "adamw"), ("mulo-m", "adamw")]
+pairs = [(a, b) for a, b in ((name, "mulo-m"), (name, "theta0"), (name, "adamw"),
+                              ("mulo-m", "adamw")) if b in RUNS]
 ratios = {p: [] for p in pairs}
 for k, v in rows.items():
   cells = " ".join(f"{n} {v[n]['test_loss']:.4f}±{se(v[n]):.4f}" for n in RUNS)
