@@ -442,6 +442,17 @@ def suite_entries(suite: str, task_filter: Optional[str] = None,
   return entries
 
 
+def reported_seeds(first_seed: int, seeds: int) -> range:
+  """The reported seeds ``first_seed .. first_seed + seeds - 1``; ValueError
+  where they would reach the tuning seeds (or go below 0)."""
+  reported = range(first_seed, first_seed + seeds)
+  if first_seed < 0 or reported.stop > TUNING_SEED_OFFSET:
+    raise ValueError(f"reported seeds must lie in 0..{TUNING_SEED_OFFSET - 1} (the tuning seeds "
+                     f"start at {TUNING_SEED_OFFSET}); got first_seed={first_seed} with "
+                     f"{seeds} seeds. Pick a smaller first seed.")
+  return reported
+
+
 def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int = 3,
              tuning_seeds: int = TUNING_SEEDS, data_dir: Optional[str] = None,
              max_steps: Optional[int] = None, lr_grid_points: Optional[int] = None,
@@ -457,11 +468,7 @@ def evaluate(optimizers: Sequence[Optimizer], suites: Sequence[str], seeds: int 
   (a reduced evaluation, recorded in the settings). ``cache_dir``: reuse the
   tuned baselines' results from earlier invocations (``BaselineCache``)."""
   suites = check_suites(suites)
-  reported = range(first_seed, first_seed + seeds)
-  if first_seed < 0 or reported.stop > TUNING_SEED_OFFSET:
-    raise ValueError(f"reported seeds must lie in 0..{TUNING_SEED_OFFSET - 1} (the tuning seeds "
-                     f"start at {TUNING_SEED_OFFSET}); got first_seed={first_seed} with "
-                     f"{seeds} seeds. Pick a smaller first seed.")
+  reported = reported_seeds(first_seed, seeds)
   labels = [o.label for o in optimizers]
   reference = reference_label(optimizers)
   entries = {name: suite_entries(name, task_filter, data_dir) for name in suites}

@@ -109,10 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
-  from training.evaluation import TUNING_SEED_OFFSET
-  if args.first_seed + args.seeds > TUNING_SEED_OFFSET:
-    parser.error(f"argument --first_seed: seeds {args.first_seed}..{args.first_seed + args.seeds - 1}"
-                 f" reach the tuning seeds (from {TUNING_SEED_OFFSET}); pick a smaller first seed.")
+  from training.evaluation import reported_seeds
+  try:  # refused before anything loads
+    reported_seeds(args.first_seed, args.seeds)
+  except ValueError as e:
+    parser.error(f"argument --first_seed: {e}")
 
   def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
