@@ -334,6 +334,10 @@ def test_distributions_and_suites():
   assert img_cnn[:-1] == img and (img_cnn[-1].KIND, img_cnn[-1].parameterization,
                                   img_cnn[-1].width, img_cnn[-1].reserve_valid) == (
                                       "cnn", "sp", 16, True)
+  tables = mt.get_distribution("tiny-mix-tables").configs()
+  assert tables[:-2] == img_cnn and [(t.dataset, t.width, t.depth, t.batch_size)
+                                     for t in tables[-2:]] == [("synth-f", 128, 3, 32),
+                                                               ("synth-g", 64, 3, 16)]
 
   def configs(names):
     return {dataclasses.replace(t, init_scale_range=(1.0, 1.0))

@@ -656,6 +656,15 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                          distribution="tiny-mix-img-cnn",
                          init_theta="results/candidates/mulo-a25-3000",
                          validate_seeds=8, validate_first_seed=300),
+    # a27's θ̄@3000 (results/candidates/mulo-a27-3000) with two small clean tables
+    # on wider plain MLPs added (tiny-mix-tables): on clean tables the shipped LO
+    # memorizes and loses to small-LR AdamW (results/probes/clean_table_kin.txt),
+    # and the distribution's tables were noisy or narrow. Fresh draws (seed 11).
+    "mulo-a28-cpu": dict(_A20, seed=11, min_horizon=300, max_horizon=3000, horizon_power=1.0,
+                         log_meta_loss=False, log_mean_meta_loss=True,
+                         distribution="tiny-mix-tables",
+                         init_theta="results/candidates/mulo-a27-3000",
+                         validate_seeds=8, validate_first_seed=300),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
