@@ -14,11 +14,14 @@ the failure and adding them would teach nothing.
 
     .venv/bin/python results/probes/clean_table_kin.py SEEDS [LABEL=SOURCE ...]
 (run from the repository root; default LO: mulo-m; TUNE=1 adds each LO with
-its step multiplier tuned like AdamW's LR, on the same grid budget)
+its step multiplier tuned like AdamW's LR, on the same grid budget; DECAY=C,...
+adds each LO with its weight-decay coefficient set to C)
 """
+import dataclasses
 import os
 import sys
 
+from lopt.step_rules import WeightDecay
 from meta_tasks import datasets
 from meta_tasks.base import SuiteEntry
 from meta_tasks.user_tasks import PlainMLPTask
@@ -44,6 +47,13 @@ LOS = probe_suites.sources([("mulo-m", "mulo-m")], sys.argv[2:])
 TUNE = os.environ.get("TUNE") == "1"   # also each LO with its step multiplier tuned
 optimizers = evaluation.parse_optimizers([f"{l}={s}" for l, s in LOS] + ["adamw"],
                                          tune_step_mult=TUNE)
+# DECAY=C1,C2: also each LO with its WeightDecay coefficient set to C (its step
+# unchanged), to tell the decay from the step in what a larger multiplier buys.
+learned = [o for o in optimizers if o.baseline is None and not o.tune_step_mult]
+for coef in [float(c) for c in os.environ.get("DECAY", "").split(",") if c]:
+  optimizers += [dataclasses.replace(o, label=f"{o.label} decay {coef:g}", lo=dataclasses.replace(
+      o.lo, step=probe_suites.replace_rule(o.lo, WeightDecay, coef=coef).step))
+                 for o in learned]
 ev = evaluation.Evaluator(seeds=range(500, 500 + SEEDS), log=lambda m: None)
 print(f"clean synthetic small tables (kin of the held-out small tables), {SEEDS} seeds "
       f"500..{499 + SEEDS}, AdamW LR-tuned on each table's test loss: "
