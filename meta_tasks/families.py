@@ -38,7 +38,7 @@ import functools
 import itertools
 from typing import Callable, Sequence
 
-from meta_tasks.base import TaskFamily
+from meta_tasks.base import TaskFamily, check_choice
 from meta_tasks.tasks import ImageCNNTask, ImageMLPTask, QuadraticTask, TransformerLMTask
 
 IMAGENET32 = "imagenet_resized/32x32"
@@ -99,79 +99,96 @@ def mix_family(name: str, parameterization: str, mlp_widths: Sequence[int] = (32
                                for i, (cls, kw) in enumerate(configs)))
 
 
-def tiny_mix_family(name: str, data_dir: str | None = None, clean_tables: bool = False,
-                    plain_lms: bool = False, small_batches: bool = False,
-                    images: bool = False, plain_cnn: bool = False,
-                    wide_tables: bool = False) -> TaskFamily:
-  """Tiny tasks for many ES samples per CPU-second, covering the failure modes
-  users hit: 8x8 digits MLPs of hidden 32 (as in Celo2; memorizable, and
-  augmented), small noisy synthetic tables that are memorized within a few
-  hundred steps (restraint), a fresh-sample teacher (speed) and a tiny byte
-  LM. μP models and plain flax models (whose μP spec is inferred from a
-  narrow copy, as users get it) alternate. Every task reserves a validation
-  split, so the meta-objective can be the validation loss. ``clean_tables``
-  adds two smaller tables with nearly clean labels on wider, deeper MLPs,
-  trained long (memorized within ~50 steps, then only restraint helps), and a
-  tiny μP CNN, so that one vote per task (``unit_task_grads``) leaves
-  convolutions one. ``plain_lms`` adds two plain flax transformer LMs
-  (``nn.Embed``'s 1/sqrt(width) init, 1/sqrt(head_dim) attention, as users
-  write them): on those the shipped LO's hidden steps are 2-4x too large
-  where the μP byte LM's are about right (results/probes/lm_width_*.txt).
-  ``small_batches`` adds a plain digits MLP and a noisy table at batch 8: there
-  the shipped LO's per-tensor multiplier hurts (the broad screen's batch-8 MLP:
-  test loss 0.080 with it, 0.029 with it zeroed; results/probes/part_ablation.txt).
-  ``images`` adds a tiny μP CNN on augmented digits and a wider, deeper plain
-  digits MLP: with the log of the mean validation loss, a23 and a24 learned
-  restraint from the tables that cost the screen's CNN and w64-d3 digits MLP
-  5-17%, and neither has a kin in the distribution without it. ``plain_cnn``
-  adds a plain flax CNN (width 16, batch 32, augmented digits) of the kind the
-  screen and held-out suites hold: the μP CNN alone (width 8, batch 16) left
-  a25's θ 10-14% behind mulo-m on the held-out plain CNN. ``wide_tables`` adds
-  two small clean tables (240-350 rows, 2% flipped labels) on plain MLPs of
-  width 64 and 128, depth 3: on clean tables of that kind the shipped LO
-  memorizes and loses to small-LR AdamW by 5-20%, as on the held-out breast
-  cancer and iris, and the distribution's other tables are noisy or narrow."""
-  from meta_tasks.tasks import TransformerLMTask as LM
+def tiny_mix_groups(data_dir: str | None = None) -> dict[str, tuple]:
+  """The tiny tasks of the ``tiny-mix*`` distributions, by group; a
+  distribution is ``base`` plus some of the others, in the order given. Tiny,
+  for many ES samples per CPU-second. μP models and plain flax models (whose
+  μP spec is inferred from a narrow copy, as users get it) alternate. Every
+  task reserves a validation split, so the meta-objective can be the
+  validation loss."""
+  from meta_tasks.user_tasks import PlainCNNTask
   from meta_tasks.user_tasks import PlainMLPTask as Plain
+  from meta_tasks.user_tasks import PlainTransformerLMTask as PlainLM
   common = dict(init_scale_range=META_INIT_SCALE, reserve_valid=True)
-  tasks = (
-      ImageMLPTask(dataset="digits", width=32, depth=2, batch_size=32, data_dir=data_dir,
-                   **common),
-      Plain(dataset="digits", augment=True, width=32, depth=2, batch_size=32,
-            data_dir=data_dir, **common),
-      Plain(dataset="synth-a", width=32, depth=2, batch_size=32, **common),
-      Plain(dataset="synth-b", width=64, depth=3, batch_size=16, **common),
-      Plain(dataset="synth-c", width=32, depth=2, batch_size=64, **common),
-      ImageMLPTask(dataset="teacher", width=32, depth=2, batch_size=32, **common),
-      LM(dataset="pydocs", seq_len=16, width=16, depth=1, num_heads=2, batch_size=8,
-         **common),
-  )
   cnn = ImageCNNTask(dataset="digits", augment=True, width=8, depth=2, batch_size=16,
                      data_dir=data_dir, **common)
-  if clean_tables:
-    tasks += (Plain(dataset="synth-d", width=64, depth=3, batch_size=16, **common),
-              Plain(dataset="synth-e", width=64, depth=3, batch_size=32, **common), cnn)
-  if plain_lms:
-    from meta_tasks.user_tasks import PlainTransformerLMTask as PlainLM
-    tasks += (PlainLM(dataset="pydocs", seq_len=16, width=32, depth=1, num_heads=2, batch_size=8,
-                      **common),
-              PlainLM(dataset="pydocs", seq_len=16, width=16, depth=2, num_heads=2, batch_size=8,
-                      **common))
-  if small_batches:
-    tasks += (Plain(dataset="digits", width=32, depth=2, batch_size=8, data_dir=data_dir,
-                    **common),
-              Plain(dataset="synth-a", width=32, depth=2, batch_size=8, **common))
-  if images:
-    tasks += (cnn, Plain(dataset="digits", width=64, depth=3, batch_size=32, data_dir=data_dir,
-                         **common))
-  if plain_cnn:
-    from meta_tasks.user_tasks import PlainCNNTask
-    tasks += (PlainCNNTask(dataset="digits", augment=True, width=16, depth=2, batch_size=32,
-                           data_dir=data_dir, **common),)
-  if wide_tables:
-    tasks += (Plain(dataset="synth-f", width=128, depth=3, batch_size=32, **common),
-              Plain(dataset="synth-g", width=64, depth=3, batch_size=16, **common))
-  return TaskFamily(name, tasks)
+  return {
+      # The failure modes users hit: 8x8 digits MLPs of hidden 32 (as in Celo2;
+      # memorizable, and augmented), small noisy synthetic tables memorized within
+      # a few hundred steps (restraint), a fresh-sample teacher (speed), a byte LM.
+      "base": (
+          ImageMLPTask(dataset="digits", width=32, depth=2, batch_size=32, data_dir=data_dir,
+                       **common),
+          Plain(dataset="digits", augment=True, width=32, depth=2, batch_size=32,
+                data_dir=data_dir, **common),
+          Plain(dataset="synth-a", width=32, depth=2, batch_size=32, **common),
+          Plain(dataset="synth-b", width=64, depth=3, batch_size=16, **common),
+          Plain(dataset="synth-c", width=32, depth=2, batch_size=64, **common),
+          ImageMLPTask(dataset="teacher", width=32, depth=2, batch_size=32, **common),
+          TransformerLMTask(dataset="pydocs", seq_len=16, width=16, depth=1, num_heads=2,
+                            batch_size=8, **common)),
+      # Two smaller, nearly clean tables on wider, deeper MLPs, trained long
+      # (memorized within ~50 steps, then only restraint helps), and a tiny μP CNN,
+      # so that one vote per task (``unit_task_grads``) leaves convolutions one.
+      "clean_tables": (
+          Plain(dataset="synth-d", width=64, depth=3, batch_size=16, **common),
+          Plain(dataset="synth-e", width=64, depth=3, batch_size=32, **common), cnn),
+      # Plain flax transformer LMs (``nn.Embed``'s 1/sqrt(width) init,
+      # 1/sqrt(head_dim) attention, as users write them): on those the shipped
+      # LO's hidden steps were 2-4x too large where the μP byte LM's were about
+      # right (results/probes/lm_width_*.txt).
+      "plain_lms": (
+          PlainLM(dataset="pydocs", seq_len=16, width=32, depth=1, num_heads=2, batch_size=8,
+                  **common),
+          PlainLM(dataset="pydocs", seq_len=16, width=16, depth=2, num_heads=2, batch_size=8,
+                  **common)),
+      # Batch 8: there the shipped LO's per-tensor multiplier hurt (the broad
+      # screen's batch-8 MLP: test loss 0.080 with it, 0.029 with it zeroed;
+      # results/probes/part_ablation.txt).
+      "small_batches": (
+          Plain(dataset="digits", width=32, depth=2, batch_size=8, data_dir=data_dir, **common),
+          Plain(dataset="synth-a", width=32, depth=2, batch_size=8, **common)),
+      # A tiny μP CNN on augmented digits and a wider, deeper plain digits MLP:
+      # with the log of the mean validation loss, a23 and a24 learned restraint
+      # from the tables that cost the screen's CNN and w64-d3 digits MLP 5-17%,
+      # and neither had a kin in the distribution.
+      "images": (cnn, Plain(dataset="digits", width=64, depth=3, batch_size=32,
+                            data_dir=data_dir, **common)),
+      # A plain flax CNN (width 16, batch 32, augmented digits) of the kind the
+      # screen and held-out suites hold: the μP CNN alone (width 8, batch 16) left
+      # a25's θ 10-14% behind mulo-m on the held-out plain CNN.
+      "plain_cnn": (PlainCNNTask(dataset="digits", augment=True, width=16, depth=2,
+                                 batch_size=32, data_dir=data_dir, **common),),
+      # Small clean tables (240-350 rows, 2% flipped labels) on plain MLPs of width
+      # 64 and 128, depth 3: on clean tables of that kind the shipped LO memorizes
+      # and loses to small-LR AdamW by 5-20%, as on the held-out breast cancer and
+      # iris (results/probes/clean_table_kin.txt); the other tables are noisy or
+      # narrow.
+      "wide_tables": (Plain(dataset="synth-f", width=128, depth=3, batch_size=32, **common),
+                      Plain(dataset="synth-g", width=64, depth=3, batch_size=16, **common)),
+  }
+
+
+def tiny_mix_family(name: str, groups: tuple[str, ...] = (),
+                    data_dir: str | None = None) -> TaskFamily:
+  """``base`` plus the named groups of ``tiny_mix_groups``, in that order."""
+  by_name = tiny_mix_groups(data_dir)
+  for group in groups:
+    check_choice("tiny-mix task group", group, [g for g in by_name if g != "base"])
+  return TaskFamily(name, sum((by_name[g] for g in ("base",) + tuple(groups)), ()))
+
+
+# name -> groups added to ``base``; the order of tasks is part of a run's
+# identity (episodes draw tasks by index), so a group is only ever appended.
+TINY_MIX = {
+    "tiny-mix": (),
+    "tiny-mix-clean": ("clean_tables",),
+    "tiny-mix-lm": ("plain_lms",),
+    "tiny-mix-lm-b8": ("plain_lms", "small_batches"),
+    "tiny-mix-img": ("plain_lms", "small_batches", "images"),
+    "tiny-mix-img-cnn": ("plain_lms", "small_batches", "images", "plain_cnn"),
+    "tiny-mix-tables": ("plain_lms", "small_batches", "images", "plain_cnn", "wide_tables"),
+}
 
 
 DISTRIBUTIONS: dict[str, Callable[[str | None], TaskFamily]] = {
@@ -188,31 +205,20 @@ DISTRIBUTIONS: dict[str, Callable[[str | None], TaskFamily]] = {
                                         data_dir=dd),
     "sp-m-cpu": lambda dd: mlp_family("sp-m-cpu", [("digits", None)], (32, 64, 128), (128,), "sp",
                                       data_dir=dd),
-    "tiny-mix": lambda dd: tiny_mix_family("tiny-mix", data_dir=dd),
-    "tiny-mix-clean": lambda dd: tiny_mix_family("tiny-mix-clean", data_dir=dd, clean_tables=True),
-    "tiny-mix-lm": lambda dd: tiny_mix_family("tiny-mix-lm", data_dir=dd, plain_lms=True),
-    "tiny-mix-lm-b8": lambda dd: tiny_mix_family("tiny-mix-lm-b8", data_dir=dd, plain_lms=True,
-                                                 small_batches=True),
-    "tiny-mix-img": lambda dd: tiny_mix_family("tiny-mix-img", data_dir=dd, plain_lms=True,
-                                               small_batches=True, images=True),
-    "tiny-mix-img-cnn": lambda dd: tiny_mix_family("tiny-mix-img-cnn", data_dir=dd,
-                                                   plain_lms=True, small_batches=True,
-                                                   images=True, plain_cnn=True),
-    "tiny-mix-tables": lambda dd: tiny_mix_family("tiny-mix-tables", data_dir=dd,
-                                                  plain_lms=True, small_batches=True,
-                                                  images=True, plain_cnn=True, wide_tables=True),
     "mix-cpu": lambda dd: mix_family("mix-cpu", "mixed", data_dir=dd),
     "mix-sp-cpu": lambda dd: mix_family("mix-sp-cpu", "sp", data_dir=dd),
     "mix-s-cpu": lambda dd: mix_family("mix-s-cpu", "mixed", mlp_widths=(32, 32), small=True,
                                        data_dir=dd),
 }
+for _name, _groups in TINY_MIX.items():
+  DISTRIBUTIONS[_name] = functools.partial(tiny_mix_family, _name, _groups)
 for _name, _args in {
     "mulo-s": ("mup", "s", False), "mulo-m": ("mup", "m", False),
     "sp-s": ("sp", "s", False), "sp-m": ("sp", "m", False),
     "mulo-s-digits": ("mup", "s", True), "mulo-m-digits": ("mup", "m", True),
     "sp-s-digits": ("sp", "s", True), "sp-m-digits": ("sp", "m", True)}.items():
   DISTRIBUTIONS[_name] = functools.partial(_mulo, _name, *_args)
-del _name, _args
+del _name, _groups, _args
 
 
 def distribution_names() -> list[str]:
