@@ -46,34 +46,41 @@ ENTRIES = [SuiteEntry(t, n, t) for t, n in (
     (PlainMLPTask(dataset="kin-c", width=64, depth=3, batch_size=16), 2000),
     (PlainMLPTask(dataset="kin-d", width=96, depth=3, batch_size=32), 1500),
     (PlainMLPTask(dataset="kin-e", width=64, depth=3, batch_size=16), 3000))]
-# TABLES=kin-a,kin-e: only those (default: kin-a ... kin-d, the tables of a28's rule).
-TABLES = os.environ.get("TABLES", "kin-a,kin-b,kin-c,kin-d").split(",")
-ENTRIES = [e for e in ENTRIES if e.task.dataset in TABLES]
 
-SEEDS = int(sys.argv[1]) if len(sys.argv) > 1 else 8
-LOS = probe_suites.sources([("mulo-m", "mulo-m")], sys.argv[2:])
-TUNE = os.environ.get("TUNE") == "1"   # also each LO with its step multiplier tuned
-optimizers = evaluation.parse_optimizers([f"{l}={s}" for l, s in LOS] + ["adamw"],
-                                         tune_step_mult=TUNE)
-# DECAY=C1,C2: also each LO with its WeightDecay coefficient set to C (its step
-# unchanged), to tell the decay from the step in what a larger multiplier buys.
-learned = [o for o in optimizers if o.baseline is None and not o.tune_step_mult]
-for coef in [float(c) for c in os.environ.get("DECAY", "").split(",") if c]:
-  optimizers += [dataclasses.replace(o, label=f"{o.label} decay {coef:g}", lo=dataclasses.replace(
-      o.lo, step=probe_suites.replace_rule(o.lo, WeightDecay, coef=coef).step))
-                 for o in learned]
-ev = evaluation.Evaluator(seeds=range(500, 500 + SEEDS), log=lambda m: None)
-print(f"clean synthetic small tables (kin of the held-out small tables), {SEEDS} seeds "
-      f"500..{499 + SEEDS}, AdamW LR-tuned on each table's test loss: "
-      "test loss / test accuracy / final train loss / max spike; ratio to tuned AdamW")
-for entry in ENTRIES:
-  res = ev.entry_results(optimizers, entry)["results"]
-  ref = res["adamw"]
-  row = [f"{entry.task.name}@{entry.num_steps} (rows {KIN[entry.task.dataset][2]}):"]
-  for label, r in res.items():
-    lr = (f" lr {r['learning_rate']:g}" if r.get("learning_rate") else
-          f" x{r['step_mult']:g}" if r.get("step_mult") not in (None, 1.0) else "")
-    row.append(f"{label}{lr} {r['test_loss']:.4f} / {r['test_accuracy']:.3f} / "
-               f"{r['final_train_loss']:.2g} / {r['max_loss_spike']:.2f}"
-               + ("" if label == "adamw" else f" ({r['test_loss'] / ref['test_loss']:.2f}x)"))
-  print(" | ".join(row), flush=True)
+
+def main():
+  # TABLES=kin-a,kin-e: only those (default: kin-a ... kin-d, the tables of a28's rule).
+  TABLES = os.environ.get("TABLES", "kin-a,kin-b,kin-c,kin-d").split(",")
+  ENTRIES_RUN = [e for e in ENTRIES if e.task.dataset in TABLES]
+
+  SEEDS = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+  LOS = probe_suites.sources([("mulo-m", "mulo-m")], sys.argv[2:])
+  TUNE = os.environ.get("TUNE") == "1"   # also each LO with its step multiplier tuned
+  optimizers = evaluation.parse_optimizers([f"{l}={s}" for l, s in LOS] + ["adamw"],
+                                           tune_step_mult=TUNE)
+  # DECAY=C1,C2: also each LO with its WeightDecay coefficient set to C (its step
+  # unchanged), to tell the decay from the step in what a larger multiplier buys.
+  learned = [o for o in optimizers if o.baseline is None and not o.tune_step_mult]
+  for coef in [float(c) for c in os.environ.get("DECAY", "").split(",") if c]:
+    optimizers += [dataclasses.replace(o, label=f"{o.label} decay {coef:g}", lo=dataclasses.replace(
+        o.lo, step=probe_suites.replace_rule(o.lo, WeightDecay, coef=coef).step))
+                   for o in learned]
+  ev = evaluation.Evaluator(seeds=range(500, 500 + SEEDS), log=lambda m: None)
+  print(f"clean synthetic small tables (kin of the held-out small tables), {SEEDS} seeds "
+        f"500..{499 + SEEDS}, AdamW LR-tuned on each table's test loss: "
+        "test loss / test accuracy / final train loss / max spike; ratio to tuned AdamW")
+  for entry in ENTRIES_RUN:
+    res = ev.entry_results(optimizers, entry)["results"]
+    ref = res["adamw"]
+    row = [f"{entry.task.name}@{entry.num_steps} (rows {KIN[entry.task.dataset][2]}):"]
+    for label, r in res.items():
+      lr = (f" lr {r['learning_rate']:g}" if r.get("learning_rate") else
+            f" x{r['step_mult']:g}" if r.get("step_mult") not in (None, 1.0) else "")
+      row.append(f"{label}{lr} {r['test_loss']:.4f} / {r['test_accuracy']:.3f} / "
+                 f"{r['final_train_loss']:.2g} / {r['max_loss_spike']:.2f}"
+                 + ("" if label == "adamw" else f" ({r['test_loss'] / ref['test_loss']:.2f}x)"))
+    print(" | ".join(row), flush=True)
+
+
+if __name__ == "__main__":
+  main()
