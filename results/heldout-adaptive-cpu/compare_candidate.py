@@ -18,6 +18,9 @@ import json, math, sys
 import numpy as np
 
 name, run, label = sys.argv[1:4]
+if name in ("theta0", "mulo-m", "adamw"):
+  # The output's columns are keyed by name: the candidate would replace that reference.
+  sys.exit(f"NAME {name!r} is a reference's column name; give the candidate another (e.g. {name}-cand).")
 ref = tuple(sys.argv[4:6]) if len(sys.argv) > 5 else ("runs/heldout-fan-in8", "mulo-m-fan-in")
 theta0_run = sys.argv[6] if len(sys.argv) > 6 else "runs/heldout-mulo-m8"
 RUNS = {**({} if theta0_run == "-" else {"theta0": (theta0_run, "theta0")}),
