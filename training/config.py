@@ -665,6 +665,17 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                          distribution="tiny-mix-tables",
                          init_theta="results/candidates/mulo-a27-3000",
                          validate_seeds=8, validate_first_seed=300),
+    # Is ES noise what flattened a27 after its step 3,000 (meta-validation
+    # 0.960 → 0.972)? θ has 339 numbers and a27 estimated their gradient from 8
+    # pairs. a27's recipe and distribution from its θ̄@3000 with 4× the pairs
+    # (32, so 4× the inner steps per outer step) and 2× the outer LR, validated
+    # every 250 outer steps (1,000 of a27's in inner steps). Fresh draws (seed 12).
+    "mulo-a29-cpu": dict(_A20, seed=12, min_horizon=300, max_horizon=3000, horizon_power=1.0,
+                         log_meta_loss=False, log_mean_meta_loss=True,
+                         distribution="tiny-mix-img-cnn",
+                         init_theta="results/candidates/mulo-a27-3000",
+                         num_pairs=32, outer_lr=2e-4, outer_final_lr=2e-5, outer_steps=2000,
+                         validate_every=250, validate_seeds=8, validate_first_seed=300),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
