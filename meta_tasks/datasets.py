@@ -17,6 +17,10 @@ data_dir) in-process, so every Task on the same data shares one device copy.
 Optionally the decoded arrays are also cached on disk as ``.npz`` in
 ``cache_dir`` (argument or ``LOPT_CACHE_DIR``). A machine without tfds (or
 without the raw dataset) can then load them with numpy alone.
+
+A machine without scikit-learn (the GPU device) reads the embedded sources
+from an offline bundle instead: ``LOPT_DATA_BUNDLE=path.npz``, written on a
+machine that has them by ``scripts/make_data_bundle.py`` (``bundled``).
 """
 
 from __future__ import annotations
@@ -173,11 +177,48 @@ def _split_80_20(n: int) -> tuple[np.ndarray, np.ndarray]:
   return tuple(np.split(np.random.default_rng(0).permutation(n), [int(round(0.8 * n))]))
 
 
+# The offline bundle of the embedded sources (scripts/make_data_bundle.py):
+# scikit-learn's arrays and the pydocs corpus of the machine that wrote it, so
+# that a machine without scikit-learn, or with another Python (another pydocs
+# corpus), trains on exactly the same data.
+DATA_BUNDLE_ENV = "LOPT_DATA_BUNDLE"
+
+
+@functools.lru_cache(maxsize=None)
+def _open_bundle(path: str) -> dict[str, np.ndarray]:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{DATA_BUNDLE_ENV}={path!r} is not a file: write it with "
+                            f"`python scripts/make_data_bundle.py {path}` or unset {DATA_BUNDLE_ENV}.")
+  with np.load(path, allow_pickle=False) as f:
+    return {k: f[k] for k in f.files}
+
+
+def bundled(key: str) -> np.ndarray | None:
+  """Array ``key`` of the bundle named by ``LOPT_DATA_BUNDLE``; None if unset."""
+  path = os.environ.get(DATA_BUNDLE_ENV)
+  if not path:
+    return None
+  bundle = _open_bundle(path)
+  if key not in bundle:
+    raise KeyError(f"the data bundle {path!r} has no {key!r} (it has {sorted(bundle)}): "
+                   f"re-write it with `python scripts/make_data_bundle.py {path}`.")
+  return bundle[key]
+
+
+def sklearn_arrays(loader: str) -> tuple[np.ndarray, np.ndarray]:
+  """(data, target) of ``sklearn.datasets.<loader>()``, or of the bundle where one is set."""
+  data = bundled(f"sklearn/{loader}/data")
+  if data is not None:
+    return data, bundled(f"sklearn/{loader}/target")
+  import sklearn.datasets  # pylint: disable=import-outside-toplevel
+  bunch = getattr(sklearn.datasets, loader)()
+  return np.asarray(bunch.data), np.asarray(bunch.target)
+
+
 def _load_digits() -> dict[str, np.ndarray]:
-  from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
-  digits = load_digits()
-  images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-  labels = digits.target.astype(np.int32)
+  data, target = sklearn_arrays("load_digits")
+  images = np.rint(data.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  labels = target.astype(np.int32)
   tr, te = _split_80_20(len(labels))
   return {"train_images": images[tr], "train_labels": labels[tr],
           "test_images": images[te], "test_labels": labels[te]}
@@ -326,9 +367,8 @@ class TabularArrays(NamedTuple):
 def load_tabular(name: str) -> TabularArrays:
   """A scikit-learn tabular dataset: fixed 80/20 split, standardized by train stats."""
   check_choice("tabular dataset", name, tuple(TABULAR_DATASETS))
-  import sklearn.datasets  # pylint: disable=import-outside-toplevel
-  bunch = getattr(sklearn.datasets, TABULAR_DATASETS[name][0])()
-  x, y = bunch.data.astype(np.float64), bunch.target
+  x, y = sklearn_arrays(TABULAR_DATASETS[name][0])
+  x = x.astype(np.float64)
   if name == "diabetes":
     y = y > np.median(y)
   y = y.astype(np.int32)

@@ -101,7 +101,17 @@ def load_text(dataset: str = "pydocs", data_dir: str | None = None,
   check_choice("text dataset", dataset, tuple(TEXT_DATASETS))
   spec = TEXT_DATASETS[dataset]
   if spec is None:
-    corpus = np.frombuffer(gather_python_docs(max_bytes), np.uint8)
+    corpus = datasets.bundled("text/pydocs")
+    if corpus is None:
+      corpus = np.frombuffer(gather_python_docs(max_bytes), np.uint8)
+    else:
+      # gather_python_docs(n) is the first n bytes of gather_python_docs(m > n).
+      cap = int(datasets.bundled("text/pydocs_max_bytes"))
+      if max_bytes > cap and len(corpus) >= cap:
+        raise ValueError(f"the data bundle's pydocs corpus was cut at {cap} bytes, fewer than "
+                         f"max_bytes={max_bytes}: re-write it with `python "
+                         f"scripts/make_data_bundle.py PATH --pydocs_bytes {max_bytes}`.")
+      corpus = corpus[:max_bytes]
     cut = int(0.9 * len(corpus))
     train, test = corpus[:cut], corpus[cut:]
   else:

@@ -233,3 +233,26 @@ def test_targets_pass_miss_and_scale_by_bandwidth():
   adaptive["stages"]["shipped_adaptive"] = {"result": {}}  # timed out before any row
   assert [t["status"] for t in gpu_check.evaluate_targets(adaptive)[3:]] == [
       "unmeasured (stage did not finish)"] * 2
+
+
+def test_gpu_meta_chunk_prepares_and_runs_with_the_device_imports_blocked(tmp_path):
+  """scripts/gpu_meta_chunk.py: `prepare` writes the bundle the device lacks;
+  `run` meta-trains with scikit-learn, tfds and wandb blocked (the digits come
+  from the bundle) and tars the run directory, checkpoints and metrics, without
+  the wandb folder."""
+  import tarfile
+  spec = importlib.util.spec_from_file_location("gpu_meta_chunk", "scripts/gpu_meta_chunk.py")
+  chunk = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(chunk)
+  bundle = str(tmp_path / "bundle")
+  chunk.prepare(bundle)
+  assert sorted(os.listdir(os.path.join(bundle, "site"))) == sorted(chunk.VENDORED)
+  status = chunk.run("tiny", 600, str(tmp_path / "out"), bundle=bundle,
+                     extra=["--outer_steps", "2"], runs_dir=str(tmp_path / "runs"))
+  assert status == 0, open(tmp_path / "out" / "tiny.log").read()[-2000:]
+  with tarfile.open(tmp_path / "out" / "tiny.tar") as t:
+    names = t.getnames()
+    assert "tiny/checkpoints/2" in names and "tiny/config.json" in names
+    assert not any(n.startswith("tiny/wandb") for n in names)
+    records = [json.loads(l) for l in t.extractfile("tiny/metrics.jsonl").read().splitlines()]
+  assert records[-1]["step"] == 2 and math.isfinite(records[-1]["meta_loss"])

@@ -117,3 +117,51 @@ def test_tabular_tables_are_standardized_fixed_splits_and_diabetes_is_its_median
   np.testing.assert_array_equal(np.asarray(d.train_y), target[tr] > np.median(target))
   np.testing.assert_array_equal(np.asarray(d.test_y), target[te] > np.median(target))
   assert datasets.num_classes("diabetes") == 2 and datasets.input_shape("diabetes") == (10,)
+
+
+def _clear_data_caches():
+  for f in (datasets._open_bundle, datasets.load_tabular, text.load_text):
+    f.cache_clear()
+
+
+def test_offline_bundle_reproduces_the_embedded_data_without_sklearn(tmp_path, monkeypatch):
+  """The GPU device has no scikit-learn and another Python: with the bundle
+  (scripts/make_data_bundle.py) every embedded source loads bit-identically,
+  and scikit-learn is never imported."""
+  import importlib.util, sys
+  spec = importlib.util.spec_from_file_location("make_data_bundle", "scripts/make_data_bundle.py")
+  make = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(make)
+  small = 300_000   # pydocs cap of this bundle; load_text's is larger
+  path = tmp_path / "data.npz"
+  np.savez_compressed(path, **make.bundle_arrays(pydocs_bytes=small))
+  _clear_data_caches()
+  direct = {"digits": datasets.load_numpy_images("digits"),
+            **{n: datasets.load_tabular(n) for n in datasets.TABULAR_DATASETS},
+            "pydocs": text.load_text("pydocs", max_bytes=small)}
+  monkeypatch.setenv(datasets.DATA_BUNDLE_ENV, str(path))
+  monkeypatch.setitem(sys.modules, "sklearn", None)        # import sklearn now fails
+  monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+  _clear_data_caches()
+  try:
+    via = datasets.load_numpy_images("digits")
+    for k in direct["digits"]:
+      np.testing.assert_array_equal(via[k], direct["digits"][k])
+    for n in datasets.TABULAR_DATASETS:
+      for a, b in zip(datasets.load_tabular(n), direct[n]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(text.load_text("pydocs", max_bytes=small), direct["pydocs"]):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A shorter corpus is a prefix; a longer one than the bundle holds is refused.
+    short = text.load_text("pydocs", max_bytes=small // 2)
+    np.testing.assert_array_equal(np.asarray(short.train_tokens),
+                                  np.asarray(direct["pydocs"].train_tokens)[:len(short.train_tokens)])
+    with pytest.raises(ValueError, match="--pydocs_bytes"):
+      text.load_text("pydocs", max_bytes=2 * small)
+    monkeypatch.setenv(datasets.DATA_BUNDLE_ENV, str(tmp_path / "missing.npz"))
+    _clear_data_caches()
+    with pytest.raises(FileNotFoundError, match="make_data_bundle"):
+      datasets.load_tabular("wine")
+  finally:
+    monkeypatch.undo()
+    _clear_data_caches()

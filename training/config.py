@@ -676,6 +676,16 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                          init_theta="results/candidates/mulo-a27-3000",
                          num_pairs=32, outer_lr=2e-4, outer_final_lr=2e-5, outer_steps=2000,
                          validate_every=250, validate_seeds=8, validate_first_seed=300),
+    # The same recipe at GPU scale, for chunks on a lent GPU
+    # (scripts/gpu_meta_chunk.py): 256 pairs in one compiled step, from a27's
+    # θ̄@3000, no meta-validation on the device (validate the brought-back
+    # checkpoints here), a checkpoint every 100 outer steps. Fresh draws (seed 13).
+    "mulo-a30-gpu": dict(_A20, seed=13, min_horizon=300, max_horizon=3000, horizon_power=1.0,
+                         log_meta_loss=False, log_mean_meta_loss=True,
+                         distribution="tiny-mix-img-cnn",
+                         init_theta="results/candidates/mulo-a27-3000",
+                         num_pairs=256, outer_lr=3e-4, outer_final_lr=3e-5, outer_steps=20000,
+                         checkpoint_every=100, log_every=10, validate_every=0),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
