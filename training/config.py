@@ -392,6 +392,11 @@ _A16 = dict(_A4, init_theta="results/meta-runs/mulo-a4-cpu/export_5000",
 _A20 = dict(_A16, lo=dataclasses.replace(_A16["lo"], input_fan_in=19.2),
             init_theta="results/candidates/mulo-m-fan-in", distribution="tiny-mix-lm-b8",
             outer_lr=1e-4, outer_final_lr=1e-5, outer_steps=8000, theta_ema=0.999, seed=3)
+# a27's recipe (horizons 300-3,000 log-uniform, the mean meta-loss's log, 8
+# validation seeds from 300), the base of a27-a30.
+_A27 = dict(_A20, min_horizon=300, max_horizon=3000, horizon_power=1.0, log_meta_loss=False,
+            log_mean_meta_loss=True, distribution="tiny-mix-img-cnn",
+            validate_seeds=8, validate_first_seed=300)
 
 # CPU, ~2 minutes: embedded digits, small μP MLPs, short horizons.
 _TINY = dict(distribution="tiny", num_pairs=4, truncation_length=10, min_horizon=20,
@@ -651,39 +656,26 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # batch 32) added (tiny-mix-img-cnn), validated on fresh seeds 300-307
     # (mulo-m read 3% better on the screen's seeds 0-7 than on fresh ones).
     # Fresh draws (seed 10).
-    "mulo-a27-cpu": dict(_A20, seed=10, min_horizon=300, max_horizon=3000, horizon_power=1.0,
-                         log_meta_loss=False, log_mean_meta_loss=True,
-                         distribution="tiny-mix-img-cnn",
-                         init_theta="results/candidates/mulo-a25-3000",
-                         validate_seeds=8, validate_first_seed=300),
+    "mulo-a27-cpu": dict(_A27, seed=10, init_theta="results/candidates/mulo-a25-3000"),
     # a27's θ̄@3000 (results/candidates/mulo-a27-3000) with two small clean tables
     # on wider plain MLPs added (tiny-mix-tables): on clean tables the shipped LO
     # memorizes and loses to small-LR AdamW (results/probes/clean_table_kin.txt),
     # and the distribution's tables were noisy or narrow. Fresh draws (seed 11).
-    "mulo-a28-cpu": dict(_A20, seed=11, min_horizon=300, max_horizon=3000, horizon_power=1.0,
-                         log_meta_loss=False, log_mean_meta_loss=True,
-                         distribution="tiny-mix-tables",
-                         init_theta="results/candidates/mulo-a27-3000",
-                         validate_seeds=8, validate_first_seed=300),
+    "mulo-a28-cpu": dict(_A27, seed=11, distribution="tiny-mix-tables",
+                         init_theta="results/candidates/mulo-a27-3000"),
     # Is ES noise what flattened a27 after its step 3,000 (meta-validation
     # 0.960 → 0.972)? θ has 339 numbers and a27 estimated their gradient from 8
     # pairs. a27's recipe and distribution from its θ̄@3000 with 4× the pairs
     # (32, so 4× the inner steps per outer step) and 2× the outer LR, validated
     # every 250 outer steps (1,000 of a27's in inner steps). Fresh draws (seed 12).
-    "mulo-a29-cpu": dict(_A20, seed=12, min_horizon=300, max_horizon=3000, horizon_power=1.0,
-                         log_meta_loss=False, log_mean_meta_loss=True,
-                         distribution="tiny-mix-img-cnn",
-                         init_theta="results/candidates/mulo-a27-3000",
+    "mulo-a29-cpu": dict(_A27, seed=12, init_theta="results/candidates/mulo-a27-3000",
                          num_pairs=32, outer_lr=2e-4, outer_final_lr=2e-5, outer_steps=2000,
-                         validate_every=250, validate_seeds=8, validate_first_seed=300),
+                         validate_every=250),
     # The same recipe at GPU scale, for chunks on a lent GPU
     # (scripts/gpu_meta_chunk.py): 256 pairs in one compiled step, from a27's
     # θ̄@3000, no meta-validation on the device (validate the brought-back
     # checkpoints here), a checkpoint every 100 outer steps. Fresh draws (seed 13).
-    "mulo-a30-gpu": dict(_A20, seed=13, min_horizon=300, max_horizon=3000, horizon_power=1.0,
-                         log_meta_loss=False, log_mean_meta_loss=True,
-                         distribution="tiny-mix-img-cnn",
-                         init_theta="results/candidates/mulo-a27-3000",
+    "mulo-a30-gpu": dict(_A27, seed=13, init_theta="results/candidates/mulo-a27-3000",
                          num_pairs=256, outer_lr=3e-4, outer_final_lr=3e-5, outer_steps=20000,
                          checkpoint_every=100, log_every=10, validate_every=0),
     # VeLO-style LO.
