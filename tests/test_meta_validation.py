@@ -175,6 +175,9 @@ def test_no_recompilation_after_the_first_validation(runs):
   assert first <= 2 * len(TINY_SUITE) and second == 0
   records = {r["step"]: r for r in tracking.read_metrics(runs["validated"])}
   assert records[2]["theta_norm"] != records[4]["theta_norm"]   # θ did change
+  for r in (records[2], records[4]):   # the meta-gradient's split: ‖ĝ‖² = signal + noise
+    assert r["grad_noise_sq"] > 0 and np.isfinite(r["grad_signal_sq"])
+    assert r["grad_signal_sq"] + r["grad_noise_sq"] == pytest.approx(r["grad_norm"]**2, rel=1e-4)
 
 
 def test_validator_reuses_its_compiled_programs_and_exports_the_best(tmp_path):

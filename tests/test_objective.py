@@ -272,3 +272,30 @@ def test_small_theta_parts_are_logged_element_by_element():
   assert parts.keys() == {"theta/scales.log_lr[0]", "theta/scales.log_lr[1]",
                           "theta/scales.log_wd"}
   assert [float(parts[k]) for k in sorted(parts)] == [0.5, -0.25, 0.125]
+
+
+def test_signal_noise_windows_average_the_logged_split(tmp_path):
+  """training.stats.signal_noise_windows against hand numbers: windows by outer
+  step, the mean signal² with its standard error, the mean noise², their ratio;
+  records without the split (older runs) or non-finite are skipped; and
+  scripts/meta_grad_snr.py prints the table or exits 2 on a run without them."""
+  from training import stats
+  recs = [{"step": 10, "grad_signal_sq": 1.0, "grad_noise_sq": 10.0},
+          {"step": 20, "grad_signal_sq": 3.0, "grad_noise_sq": 30.0},
+          {"step": 25, "grad_norm": 1.0},
+          {"step": 30, "grad_signal_sq": float("nan"), "grad_noise_sq": 1.0},
+          {"step": 40, "grad_signal_sq": -1.0, "grad_noise_sq": 5.0}]
+  rows = stats.signal_noise_windows(recs, 20)
+  assert [(r["first_step"], r["last_step"], r["records"]) for r in rows] == [(10, 20, 2), (40, 40, 1)]
+  assert rows[0]["signal_sq"] == 2.0 and rows[0]["noise_sq"] == 20.0 and rows[0]["snr"] == 0.1
+  assert rows[0]["signal_sq_se"] == pytest.approx(np.std([1.0, 3.0], ddof=1) / np.sqrt(2))
+  assert rows[1]["snr"] == -0.2 and np.isnan(rows[1]["signal_sq_se"])
+  import json, subprocess, sys
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+  out = subprocess.run([sys.executable, "scripts/meta_grad_snr.py", str(tmp_path), "--window", "20"],
+                       capture_output=True, text=True)
+  assert out.returncode == 0 and "| 10–20 | 2 | 2 ± 1 | 20 | 0.1 |" in out.stdout
+  (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "grad_norm": 1.0}) + "\n")
+  out = subprocess.run([sys.executable, "scripts/meta_grad_snr.py", str(tmp_path)],
+                       capture_output=True, text=True)
+  assert out.returncode == 2 and "resume the run" in out.stderr

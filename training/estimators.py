@@ -76,7 +76,10 @@ returns to 0, its ES-Single ε to a fresh draw. TBPTT does the same per
 particle, also for a non-finite gradient.
 
 Metrics (float32/int32 scalars): ``meta_loss`` (mean over finite pairs of the
-mean of L⁺ and L⁻; TBPTT: of L), ``nan_resets`` (pairs reset; TBPTT:
+mean of L⁺ and L⁻; TBPTT: of L), ``noise_sq`` (E‖ĝ − g‖², the estimate's
+noise, from the spread of the per-pair estimates: ‖ĝ‖² − ``noise_sq`` is
+unbiased for the squared norm of the gradient ĝ estimates; NaN below 2 finite
+pairs), ``nan_resets`` (pairs reset; TBPTT:
 particles), ``episodes_finished`` (episode ends seen by finite pairs/particles;
 FullES: pairs whose episode ended within the budget), ``delta_abs`` (mean |Δ|,
 antithetic estimators), ``episode_length`` (FullES: mean number of unmasked
@@ -207,6 +210,21 @@ def _mean_over(values: jax.Array, count: jax.Array) -> jax.Array:
   return jnp.sum(values, axis=0) / jnp.maximum(count, 1)
 
 
+def estimate_noise_sq(samples: PyTree, kept: jax.Array) -> jax.Array:
+  """E‖ĝ − g‖² of the mean ĝ of the kept per-sample estimates (leaves
+  [n, ...], ``kept`` [n] bool): the trace of their sample covariance over the
+  number kept, so ‖ĝ‖² − this is unbiased for ‖g‖² (the signal). NaN with
+  fewer than 2 kept."""
+  n = jnp.sum(kept).astype(jnp.float32)
+  def spread(x):
+    x = x.reshape(x.shape[0], -1).astype(jnp.float32)
+    w = kept.astype(jnp.float32)[:, None]
+    mean = jnp.sum(x * w, axis=0) / jnp.maximum(n, 1.0)
+    return jnp.sum(w * jnp.square(x - mean))
+  total = sum(spread(x) for x in jax.tree.leaves(samples))
+  return jnp.where(n >= 2, total / jnp.maximum(n - 1.0, 1.0) / jnp.maximum(n, 1.0), jnp.nan)
+
+
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class _Antithetic:
   """Configuration shared by the ES estimators."""
@@ -285,6 +303,7 @@ class _Antithetic:
     grad = jax.tree.map(lambda c: _mean_over(c, num_finite), contribs)
     metrics = {
         "meta_loss": _mean_over(pair_losses, num_finite),
+        "noise_sq": estimate_noise_sq(contribs, finite),
         "delta_abs": _mean_over(pair_deltas, num_finite),
         "nan_resets": (self.num_pairs - num_finite).astype(jnp.int32),
         "episodes_finished": jnp.sum(ends_seen).astype(jnp.int32),
@@ -526,6 +545,8 @@ class TBPTT:
     grad = jax.tree.map(lambda g: jnp.sum(g, axis=(0, 1)) / jnp.maximum(num_finite, 1), grads)
     metrics = {
         "meta_loss": jnp.sum(losses) / jnp.maximum(num_finite, 1),
+        "noise_sq": estimate_noise_sq(jax.tree.map(lambda g: g.reshape((-1,) + g.shape[2:]), grads),
+                                      finite.reshape(-1)),
         "nan_resets": (2 * self.num_pairs - num_finite).astype(jnp.int32),
         "episodes_finished": jnp.sum(ends_seen).astype(jnp.int32),
     }

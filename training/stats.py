@@ -142,3 +142,26 @@ def finite_or_none(x: Any) -> Any:
 def mean_or_inf(x: np.ndarray) -> float:
   return float(np.mean(x)) if np.all(np.isfinite(x)) else math.inf
 
+
+
+def signal_noise_windows(records: Sequence[dict], window: int) -> list[dict]:
+  """Windows of ``window`` outer steps over metrics records that carry the
+  meta-gradient's split (``grad_signal_sq``, ``grad_noise_sq``: one unbiased
+  estimate of ‖g‖² and of E‖ĝ − g‖² per logged step). Per window: the first
+  and last step, the number of records, the mean signal² with its standard
+  error, the mean noise², and their ratio, the per-step signal-to-noise
+  (below ~1/steps, that many outer steps are mostly a random walk)."""
+  rows: dict[int, list[dict]] = {}
+  for r in records:
+    if "grad_signal_sq" in r and "grad_noise_sq" in r and "step" in r:
+      if math.isfinite(r["grad_signal_sq"]) and math.isfinite(r["grad_noise_sq"]):
+        rows.setdefault((r["step"] - 1) // window, []).append(r)
+  out = []
+  for _, rs in sorted(rows.items()):
+    signal = np.array([r["grad_signal_sq"] for r in rs], np.float64)
+    noise = float(np.mean([r["grad_noise_sq"] for r in rs]))
+    se = float(np.std(signal, ddof=1) / np.sqrt(len(signal))) if len(signal) > 1 else math.nan
+    out.append({"first_step": rs[0]["step"], "last_step": rs[-1]["step"], "records": len(rs),
+                "signal_sq": float(signal.mean()), "signal_sq_se": se, "noise_sq": noise,
+                "snr": float(signal.mean()) / noise if noise > 0 else math.nan})
+  return out

@@ -174,7 +174,7 @@ class MetaTrainer:
     state stay as they were and ``skipped`` counts the step.
     """
     key = jax.random.fold_in(state.key, state.step)
-    grads, alive, losses, new_states, gaps, metrics = [], [], [], [], [], {}
+    grads, alive, losses, new_states, gaps, task_noise, metrics = [], [], [], [], [], [], {}
     estimators = self.estimators(data, state.step)
     for i, (est, est_state) in enumerate(zip(estimators, state.estimator_states)):
       g, est_state, m = est.estimate(state.theta, est_state, jax.random.fold_in(key, i))
@@ -182,6 +182,7 @@ class MetaTrainer:
       grads.append(g)
       alive.append(ok)
       losses.append(m["meta_loss"])
+      task_noise.append(m["noise_sq"])
       new_states.append(est_state)
       if self.reference is not None:
         gaps.append((m["ref_gap"], m["ref_steps"]))
@@ -193,7 +194,10 @@ class MetaTrainer:
     weights, task_gaps = None, state.task_gaps
     if self.reference is not None:
       task_gaps, weights = self._task_weights(state.task_gaps, gaps, metrics)
-    grad = combine_task_grads(grads, alive, self.config.unit_task_grads, weights)
+    coefs = task_coefficients(grads, alive, self.config.unit_task_grads, weights)
+    grad = _weighted_sum(grads, alive, coefs)
+    # The tasks' estimates are independent: the combination's noise is Σ c_t² noise_t.
+    noise_sq = sum(jnp.where(a, c * c * n, 0.0) for a, c, n in zip(alive, coefs, task_noise))
     num_alive = sum(a.astype(jnp.int32) for a in alive)
     denominator = jnp.maximum(num_alive, 1)  # for the meta-loss mean below
     updates, opt_state = self.optimizer.update(grad, state.opt_state, state.theta)
@@ -206,6 +210,9 @@ class MetaTrainer:
     metrics.update(
         meta_loss=jnp.where(num_alive > 0, loss_sum / denominator, jnp.nan),
         grad_norm=optax.tree.norm(grad), theta_norm=optax.tree.norm(theta),
+        # Signal and noise of the meta-gradient (‖ĝ‖² = signal + noise in
+        # expectation): averaged over steps, whether ES sees anything.
+        grad_noise_sq=noise_sq, grad_signal_sq=jnp.square(optax.tree.norm(grad)) - noise_sq,
         skipped=state.skipped + (~ok).astype(jnp.int32), **small_theta_parts(theta))
     average = state.theta_avg
     if self.config.theta_ema:
@@ -264,24 +271,35 @@ def dro_weights(gap: jax.Array, eta: float) -> jax.Array:
   return gap.shape[0] * jax.nn.softmax(eta * jnp.maximum(gap, -1.0 / eta))
 
 
-def combine_task_grads(grads: list, alive: list, unit: bool = False,
-                       weights: jax.Array | None = None) -> Any:
-  """Mean of the alive tasks' meta-gradients (0 if none is alive); with
-  ``unit``, each scaled to unit norm first (one vote per task); with
-  ``weights`` [tasks], each times its weight, the alive tasks' weights rescaled
-  to mean 1 (a diverged task's weight goes to the others)."""
-  if unit:
-    grads = [optax.tree.scale(1.0 / (optax.tree.norm(g) + 1e-30), g) for g in grads]
+def task_coefficients(grads: list, alive: list, unit: bool = False,
+                      weights: jax.Array | None = None) -> list[jax.Array]:
+  """The combined meta-gradient is Σ_t c_t ĝ_t; these are the c_t: the mean of
+  the alive tasks' meta-gradients (0 if none is alive); with ``unit``, each
+  scaled to unit norm first (one vote per task); with ``weights`` [tasks], each
+  times its weight, the alive tasks' weights rescaled to mean 1 (a diverged
+  task's weight goes to the others)."""
   num_alive = sum(a.astype(jnp.float32) for a in alive)
   w = [jnp.ones((), jnp.float32) for _ in alive]
   if weights is not None:
     total = sum(jnp.where(a, weights[i], 0.0) for i, a in enumerate(alive))
     w = [weights[i] * num_alive / jnp.maximum(total, 1e-30) for i in range(len(alive))]
+  if unit:
+    w = [wi / (optax.tree.norm(g) + 1e-30) for wi, g in zip(w, grads)]
   denominator = jnp.maximum(num_alive, 1.0)
+  return [jnp.where(a, wi, 0.0) / denominator for a, wi in zip(alive, w)]
+
+
+def combine_task_grads(grads: list, alive: list, unit: bool = False,
+                       weights: jax.Array | None = None) -> Any:
+  """Σ_t c_t ĝ_t with ``task_coefficients``' c_t."""
+  return _weighted_sum(grads, alive, task_coefficients(grads, alive, unit, weights))
+
+
+def _weighted_sum(grads: list, alive: list, coefs: list) -> Any:
+  # where, not a product: a dead task's estimate may be NaN.
   return jax.tree_util.tree_map(
-      lambda *gs: sum(jnp.where(a, g * wi.astype(g.dtype), jnp.zeros_like(g))
-                      for a, wi, g in zip(alive, w, gs)) / denominator.astype(gs[0].dtype),
-      *grads)
+      lambda *gs: sum(jnp.where(a, g * c.astype(g.dtype), jnp.zeros_like(g))
+                      for a, c, g in zip(alive, coefs, gs)), *grads)
 
 
 def _all_finite(tree: Any) -> jax.Array:
