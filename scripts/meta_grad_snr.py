@@ -3,10 +3,11 @@
 
     python scripts/meta_grad_snr.py WORKDIR [--window 200]
 
-Every logged outer step records ``grad_signal_sq`` (‖ĝ‖² minus the noise: an
+Every outer step estimates ``grad_signal_sq`` (‖ĝ‖² minus the noise: an
 unbiased estimate of the squared norm of the gradient being estimated) and
 ``grad_noise_sq`` (E‖ĝ − g‖², from the spread of the per-pair estimates;
-training/estimators.py). Averaged over windows of outer steps they say how
+training/estimators.py); each metrics record holds their means over the
+outer steps since the previous record. Averaged over windows of outer steps they say how
 much of each θ update is signal: a per-step SNR of 0.01 means ~100 outer
 steps before the drift beats the random walk, and a signal² whose ±2 s.e.
 includes 0 means the run sees none at all. Then more pairs per step (or a
@@ -36,10 +37,10 @@ def main() -> int:
     print(f"{args.workdir}: no grad_signal_sq/grad_noise_sq records (logged since 2026-12-05; "
           "resume the run with the current code to log them).", file=sys.stderr)
     return 2
-  print("| outer steps | records | signal² (± s.e.) | noise² | per-step SNR |")
+  print("| outer steps | steps averaged | signal² (± s.e.) | noise² | per-step SNR |")
   print("|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r['first_step']}–{r['last_step']} | {r['records']} | {r['signal_sq']:.3g} "
+    print(f"| {r['first_step']}–{r['last_step']} | {r['steps']} | {r['signal_sq']:.3g} "
           f"± {r['signal_sq_se']:.2g} | {r['noise_sq']:.3g} | {r['snr']:.3g} |")
   return 0
 

@@ -276,20 +276,27 @@ def test_small_theta_parts_are_logged_element_by_element():
 
 def test_signal_noise_windows_average_the_logged_split(tmp_path):
   """training.stats.signal_noise_windows against hand numbers: windows by outer
-  step, the mean signal² with its standard error, the mean noise², their ratio;
-  records without the split (older runs) or non-finite are skipped; and
-  scripts/meta_grad_snr.py prints the table or exits 2 on a run without them."""
+  step; per record the mean over its grad_split_steps steps (or, in older
+  records, the logged step's own split, 1 step), weighted by those steps; the
+  weighted s.e.; the mean noise², their ratio; records with a missing, None
+  or non-finite value skipped. scripts/meta_grad_snr.py prints the table, or
+  exits 2 on a run without the split."""
   from training import stats
   recs = [{"step": 10, "grad_signal_sq": 1.0, "grad_noise_sq": 10.0},
           {"step": 20, "grad_signal_sq": 3.0, "grad_noise_sq": 30.0},
           {"step": 25, "grad_norm": 1.0},
           {"step": 30, "grad_signal_sq": float("nan"), "grad_noise_sq": 1.0},
-          {"step": 40, "grad_signal_sq": -1.0, "grad_noise_sq": 5.0}]
+          {"step": 35, "grad_signal_sq_mean": None, "grad_noise_sq_mean": 1.0, "grad_split_steps": 5},
+          {"step": 36, "grad_signal_sq": 9.0, "grad_noise_sq": 9.0,
+           "grad_signal_sq_mean": -1.0, "grad_noise_sq_mean": 5.0, "grad_split_steps": 3},
+          {"step": 38, "grad_signal_sq_mean": 1.0, "grad_noise_sq_mean": 1.0, "grad_split_steps": 1}]
   rows = stats.signal_noise_windows(recs, 20)
-  assert [(r["first_step"], r["last_step"], r["records"]) for r in rows] == [(10, 20, 2), (40, 40, 1)]
+  assert [(r["first_step"], r["last_step"], r["steps"]) for r in rows] == [(10, 20, 2), (36, 38, 4)]
   assert rows[0]["signal_sq"] == 2.0 and rows[0]["noise_sq"] == 20.0 and rows[0]["snr"] == 0.1
   assert rows[0]["signal_sq_se"] == pytest.approx(np.std([1.0, 3.0], ddof=1) / np.sqrt(2))
-  assert rows[1]["snr"] == -0.2 and np.isnan(rows[1]["signal_sq_se"])
+  # (3·(−1) + 1·1) / 4 = −0.5; noise (3·5 + 1) / 4 = 4; s.e. √((3·0.25 + 2.25) / 1 / 4)
+  assert rows[1]["signal_sq"] == -0.5 and rows[1]["noise_sq"] == 4.0 and rows[1]["snr"] == -0.125
+  assert rows[1]["signal_sq_se"] == pytest.approx(np.sqrt(3.0 / 4))
   import json, subprocess, sys
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
   out = subprocess.run([sys.executable, "scripts/meta_grad_snr.py", str(tmp_path), "--window", "20"],

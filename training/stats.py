@@ -146,22 +146,34 @@ def mean_or_inf(x: np.ndarray) -> float:
 
 def signal_noise_windows(records: Sequence[dict], window: int) -> list[dict]:
   """Windows of ``window`` outer steps over metrics records that carry the
-  meta-gradient's split (``grad_signal_sq``, ``grad_noise_sq``: one unbiased
-  estimate of ‖g‖² and of E‖ĝ − g‖² per logged step). Per window: the first
-  and last step, the number of records, the mean signal² with its standard
-  error, the mean noise², and their ratio, the per-step signal-to-noise
-  (below ~1/steps, that many outer steps are mostly a random walk)."""
-  rows: dict[int, list[dict]] = {}
+  meta-gradient's split: ``grad_signal_sq_mean`` and ``grad_noise_sq_mean``,
+  the means over the ``grad_split_steps`` outer steps since the previous
+  record of one unbiased estimate of ‖g‖² and of E‖ĝ − g‖² per step (or,
+  in records without them, the logged step's own ``grad_signal_sq`` and
+  ``grad_noise_sq``, a window of 1). Per window: the first and last step, the
+  number of outer steps averaged, the mean signal² with its standard error
+  (from the records' spread), the mean noise², and their ratio, the per-step
+  signal-to-noise (below ~1/steps, that many outer steps are mostly a random
+  walk). Records with a missing or non-finite value are skipped."""
+  def split(r):
+    if r.get("grad_split_steps"):
+      return r.get("grad_signal_sq_mean"), r.get("grad_noise_sq_mean"), r["grad_split_steps"]
+    return r.get("grad_signal_sq"), r.get("grad_noise_sq"), 1
+  rows: dict[int, list[tuple]] = {}
   for r in records:
-    if "grad_signal_sq" in r and "grad_noise_sq" in r and "step" in r:
-      if math.isfinite(r["grad_signal_sq"]) and math.isfinite(r["grad_noise_sq"]):
-        rows.setdefault((r["step"] - 1) // window, []).append(r)
+    signal, noise, steps = split(r)
+    if "step" in r and all(v is not None and math.isfinite(v) for v in (signal, noise)):
+      rows.setdefault((r["step"] - 1) // window, []).append((r["step"], signal, noise, steps))
   out = []
   for _, rs in sorted(rows.items()):
-    signal = np.array([r["grad_signal_sq"] for r in rs], np.float64)
-    noise = float(np.mean([r["grad_noise_sq"] for r in rs]))
-    se = float(np.std(signal, ddof=1) / np.sqrt(len(signal))) if len(signal) > 1 else math.nan
-    out.append({"first_step": rs[0]["step"], "last_step": rs[-1]["step"], "records": len(rs),
-                "signal_sq": float(signal.mean()), "signal_sq_se": se, "noise_sq": noise,
-                "snr": float(signal.mean()) / noise if noise > 0 else math.nan})
+    steps = np.array([x[3] for x in rs], np.float64)
+    signal = np.array([x[1] for x in rs], np.float64)
+    mean = float(np.sum(steps * signal) / np.sum(steps))
+    noise = float(np.sum(steps * np.array([x[2] for x in rs])) / np.sum(steps))
+    # Each record's mean over k steps has variance ∝ 1/k: the weighted mean's s.e.
+    se = (float(np.sqrt(np.sum(steps * (signal - mean) ** 2) / (len(rs) - 1) / np.sum(steps)))
+          if len(rs) > 1 else math.nan)
+    out.append({"first_step": rs[0][0], "last_step": rs[-1][0], "steps": int(np.sum(steps)),
+                "signal_sq": mean, "signal_sq_se": se, "noise_sq": noise,
+                "snr": mean / noise if noise > 0 else math.nan})
   return out

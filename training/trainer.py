@@ -438,17 +438,27 @@ def run(config: MetaTrainConfig, workdir: str, *, stop_after: int | None = None,
     cpu_before = _cpu_hours_before(workdir, start)
     cpu0 = time.process_time()
     step, last_time, last_step = start, time.perf_counter(), start
+    # The meta-gradient's split summed on device over the steps between two
+    # records (no host round-trip): one step's estimate of the signal is far
+    # too noisy to read alone (training/stats.signal_noise_windows).
+    split_sum, split_steps = None, 0
     with _StopFlag() as stop, tqdm(total=config.outer_steps, initial=start,
                                    disable=not (progress and lead), desc="meta-train",
                                    dynamic_ncols=True) as bar:
       while step < config.outer_steps:
         state, metrics = step_fn(state, data)
+        split = (metrics["grad_signal_sq"], metrics["grad_noise_sq"])
+        split_sum = split if split_sum is None else tuple(map(jnp.add, split_sum, split))
+        split_steps += 1
         step += 1
         bar.update(1)
         done = step == config.outer_steps
         validating = meta_validation.is_validation_step(config, step)
         if step % config.log_every == 0 or done or validating:
-          record = _host_record(metrics)
+          record = _host_record({**metrics, "grad_signal_sq_mean": split_sum[0] / split_steps,
+                                 "grad_noise_sq_mean": split_sum[1] / split_steps})
+          record["grad_split_steps"] = split_steps
+          split_sum, split_steps = None, 0
           now = time.perf_counter()
           record.update(step=step, particle_steps_per_s=trainer.particles_per_step
                         * config.truncation_length * (step - last_step) / (now - last_time),
