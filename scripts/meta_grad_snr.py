@@ -12,7 +12,12 @@ much of each θ update is signal: a per-step SNR of 0.01 means ~100 outer
 steps before the drift beats the random walk, and a signal² whose ±2 s.e.
 includes 0 means the run sees none at all. Then more pairs per step (or a
 larger σ, or fewer learned parameters) is the lever, not more steps.
-Exit status 2 (one line) if the run's metrics predate these fields.
+Records are not independent: an online estimator's particles (and ES-Single's
+ε) persist for an episode, up to max_horizon / truncation_length outer steps,
+so a row's s.e. (from the spread of its records) is a lower bound. The last
+line pools the rows, with the s.e. from the spread of the row means: use
+windows at least that long. Exit status 2 (one line) if the run's metrics
+predate these fields.
 """
 
 from __future__ import annotations
@@ -37,11 +42,19 @@ def main() -> int:
     print(f"{args.workdir}: no grad_signal_sq/grad_noise_sq records (logged since 2026-12-05; "
           "resume the run with the current code to log them).", file=sys.stderr)
     return 2
-  print("| outer steps | steps averaged | signal² (± s.e.) | noise² | per-step SNR |")
+  print("| outer steps | steps averaged | signal² (± s.e., a lower bound) | noise² | per-step SNR |")
   print("|---|---|---|---|---|")
   for r in rows:
     print(f"| {r['first_step']}–{r['last_step']} | {r['steps']} | {r['signal_sq']:.3g} "
           f"± {r['signal_sq_se']:.2g} | {r['noise_sq']:.3g} | {r['snr']:.3g} |")
+  if len(rows) > 1:   # the rows as records of their means: weighted by steps, s.e. from their spread
+    pooled = stats.signal_noise_windows(
+        [{"step": r["last_step"], "grad_signal_sq_mean": r["signal_sq"],
+          "grad_noise_sq_mean": r["noise_sq"], "grad_split_steps": r["steps"]} for r in rows],
+        window=rows[-1]["last_step"])[0]
+    print(f"| all {len(rows)} rows | {pooled['steps']} | {pooled['signal_sq']:.3g} ± "
+          f"{pooled['signal_sq_se']:.2g} (rows' spread) | {pooled['noise_sq']:.3g} | "
+          f"{pooled['snr']:.3g} |")
   return 0
 
 
