@@ -672,11 +672,15 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
                          num_pairs=32, outer_lr=2e-4, outer_final_lr=2e-5, outer_steps=2000,
                          validate_every=250),
     # The same recipe at GPU scale, for chunks on a lent GPU
-    # (scripts/gpu_meta_chunk.py): 256 pairs in one compiled step, from a27's
-    # θ̄@3000, no meta-validation on the device (validate the brought-back
-    # checkpoints here), a checkpoint every 100 outer steps. Fresh draws (seed 13).
+    # (scripts/gpu_meta_chunk.py): 1,024 pairs per task in one compiled step
+    # (a29 at 32 pairs: noise² ≈ 11 per outer step against a signal² too small
+    # to detect, scripts/meta_grad_snr.py; the noise falls ∝ 1/pairs, and on a
+    # GPU the tiny tasks' steps cost launches, not FLOPs, so pairs are nearly
+    # free), from a27's θ̄@3000, no meta-validation on the device (validate the
+    # brought-back checkpoints here), a checkpoint every 100 outer steps.
+    # Fresh draws (seed 13).
     "mulo-a30-gpu": dict(_A27, seed=13, init_theta="results/candidates/mulo-a27-3000",
-                         num_pairs=256, outer_lr=3e-4, outer_final_lr=3e-5, outer_steps=20000,
+                         num_pairs=1024, outer_lr=3e-4, outer_final_lr=3e-5, outer_steps=20000,
                          checkpoint_every=100, log_every=10, validate_every=0),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
