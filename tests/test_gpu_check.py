@@ -252,7 +252,8 @@ def test_gpu_meta_chunk_prepares_and_runs_with_the_device_imports_blocked(tmp_pa
   assert status == 0, open(tmp_path / "out" / "tiny.log").read()[-2000:]
   with tarfile.open(tmp_path / "out" / "tiny.tar") as t:
     names = t.getnames()
-    assert "tiny/checkpoints/2" in names and "tiny/config.json" in names
-    assert not any(n.startswith("tiny/wandb") for n in names)
+    assert "tiny/config.json" in names and "tiny/export/metadata.json" in names
+    assert not any(n.startswith(("tiny/wandb", "tiny/checkpoints")) for n in names)
     records = [json.loads(l) for l in t.extractfile("tiny/metrics.jsonl").read().splitlines()]
+    assert json.load(t.extractfile("tiny/export/metadata.json"))["training"]["outer_steps"] == 2
   assert records[-1]["step"] == 2 and math.isfinite(records[-1]["meta_loss"])

@@ -676,8 +676,8 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # (a29 at 32 pairs: noise² ≈ 11 per outer step against a signal² too small
     # to detect, scripts/meta_grad_snr.py; the noise falls ∝ 1/pairs, and on a
     # GPU the tiny tasks' steps cost launches, not FLOPs, so pairs are nearly
-    # free), from a27's θ̄@3000, no meta-validation on the device (validate the
-    # brought-back checkpoints here), a checkpoint every 100 outer steps.
+    # free), from a27's θ̄@3000, no meta-validation on the device (the chunk
+    # brings back its θ̄ export: validate it here), a checkpoint every 100 outer steps.
     # Fresh draws (seed 13).
     "mulo-a30-gpu": dict(_A27, seed=13, init_theta="results/candidates/mulo-a27-3000",
                          num_pairs=1024, outer_lr=3e-4, outer_final_lr=3e-5, outer_steps=20000,
