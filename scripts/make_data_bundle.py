@@ -19,7 +19,7 @@ from meta_tasks import datasets, text  # noqa: E402
 def bundle_arrays(pydocs_bytes: int = text.DEFAULT_MAX_BYTES) -> dict[str, np.ndarray]:
   """The bundle's arrays, read from scikit-learn and this Python's install tree."""
   if os.environ.get(datasets.DATA_BUNDLE_ENV):
-    raise SystemExit(f"unset {datasets.DATA_BUNDLE_ENV}: a bundle is written from the sources, "
+    raise ValueError(f"unset {datasets.DATA_BUNDLE_ENV}: a bundle is written from the sources, "
                      "not from another bundle.")
   arrays = {}
   for loader in ["load_digits"] + [spec[0] for spec in datasets.TABULAR_DATASETS.values()]:
@@ -36,7 +36,10 @@ def main() -> None:
   parser.add_argument("--pydocs_bytes", type=int, default=text.DEFAULT_MAX_BYTES,
                       help="the pydocs corpus' cap (default: load_text's)")
   args = parser.parse_args()
-  arrays = bundle_arrays(args.pydocs_bytes)
+  try:
+    arrays = bundle_arrays(args.pydocs_bytes)
+  except ValueError as e:
+    parser.exit(2, f"{parser.prog}: {e}\n")
   os.makedirs(os.path.dirname(os.path.abspath(args.path)), exist_ok=True)
   np.savez_compressed(args.path, **arrays)
   print(f"wrote {args.path}: {len(arrays)} arrays, {os.path.getsize(args.path) / 1e6:.1f} MB")

@@ -207,12 +207,13 @@ class MetaTrainer:
     keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
     theta, opt_state = keep(theta, state.theta), keep(opt_state, state.opt_state)
     loss_sum = sum(jnp.where(a, l, 0.0) for a, l in zip(alive, losses))
+    grad_norm = optax.tree.norm(grad)
     metrics.update(
         meta_loss=jnp.where(num_alive > 0, loss_sum / denominator, jnp.nan),
-        grad_norm=optax.tree.norm(grad), theta_norm=optax.tree.norm(theta),
+        grad_norm=grad_norm, theta_norm=optax.tree.norm(theta),
         # Signal and noise of the meta-gradient (‖ĝ‖² = signal + noise in
         # expectation): averaged over steps, whether ES sees anything.
-        grad_noise_sq=noise_sq, grad_signal_sq=jnp.square(optax.tree.norm(grad)) - noise_sq,
+        grad_noise_sq=noise_sq, grad_signal_sq=jnp.square(grad_norm) - noise_sq,
         skipped=state.skipped + (~ok).astype(jnp.int32), **small_theta_parts(theta))
     average = state.theta_avg
     if self.config.theta_ema:
