@@ -682,6 +682,12 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     "mulo-a30-gpu": dict(_A27, seed=13, init_theta="results/candidates/mulo-a27-3000",
                          num_pairs=1024, outer_lr=3e-4, outer_final_lr=3e-5, outer_steps=20000,
                          checkpoint_every=100, log_every=10, validate_every=0),
+    # At a27's θ̄@3000, held still, 3× a27's σ (0.03) cuts the estimate's noise
+    # 7× (9.35 → 1.29 per step at 32 pairs), so at a27's 8 pairs ES-Single's
+    # per-step SNR is ~9× a27's own continuation (results/probes/meta_grad_snr.txt).
+    # a27's recipe from there at σ = 0.03. Fresh draws (seed 14).
+    "mulo-a31-cpu": dict(_A27, seed=14, init_theta="results/candidates/mulo-a27-3000",
+                         sigma=0.03, outer_steps=3000, validate_every=500),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
