@@ -41,7 +41,7 @@ from training.sweep import Sweep
 sys.path.insert(0, "results/probes")
 import probe_suites  # noqa: E402
 
-KIN_ADAMW = {"kin-a": 0.2046, "kin-b": 0.3242, "kin-c": 0.5643, "kin-d": 0.3836}
+KIN_ADAMW = probe_suites.KIN_ADAMW
 
 _PENDING = []        # [(p0 leaf, a)] for the tensors of the update being traced
 _original_apply = step_rules.apply
@@ -83,13 +83,7 @@ if __name__ == "__main__":
   anchors = [float(x) for x in (sys.argv[2] if len(sys.argv) > 2 else "0,1").split(",")]
   nseeds = int(sys.argv[3]) if len(sys.argv) > 3 else 8
   coefs = [float(x) for x in (sys.argv[4] if len(sys.argv) > 4 else "0.1,0.3,1").split(",")]
-  if which == "kin":
-    from clean_table_kin import ENTRIES  # registers the kin tables
-    entries, first = [e for e in ENTRIES if e.task.dataset in KIN_ADAMW], 500
-  elif which == "screen":
-    entries, first = probe_suites.entries("screen"), 700
-  else:
-    raise SystemExit("SET must be 'kin' or 'screen'")
+  entries, first = probe_suites.kin_or_screen(which, 700)
   lo0, theta = lopt.load_pretrained("mulo-m")
   seeds = list(range(first, first + nseeds))
   print(f"{which}: mulo-m decaying toward a*p0, a in {anchors}, WeightDecay coef in {coefs} "

@@ -36,8 +36,7 @@ from training.sweep import Sweep
 sys.path.insert(0, "results/probes")
 import probe_suites  # noqa: E402
 
-# The kin probe's tables and tuned AdamW (clean_table_kin.txt, seeds 500..507).
-KIN_ADAMW = {"kin-a": 0.2046, "kin-b": 0.3242, "kin-c": 0.5643, "kin-d": 0.3836}
+KIN_ADAMW = probe_suites.KIN_ADAMW
 
 
 def momentum_sam(inner, rho, num_steps, beta=0.9):
@@ -68,13 +67,7 @@ if __name__ == "__main__":
   which = sys.argv[1]
   rhos = [float(x) for x in (sys.argv[2] if len(sys.argv) > 2 else "0,0.01,0.03,0.1").split(",")]
   nseeds = int(sys.argv[3]) if len(sys.argv) > 3 else 8
-  if which == "kin":
-    from clean_table_kin import ENTRIES  # registers the kin tables
-    entries, first = [e for e in ENTRIES if e.task.dataset in KIN_ADAMW], 500
-  elif which == "screen":
-    entries, first = probe_suites.entries("screen"), 600
-  else:
-    raise SystemExit("SET must be 'kin' or 'screen'")
+  entries, first = probe_suites.kin_or_screen(which, 600)
   lo, theta = lopt.load_pretrained("mulo-m")
   seeds = list(range(first, first + nseeds))
   print(f"{which}: mulo-m with momentum-SAM at rho in {rhos} (0: off), seeds {seeds[0]}..{seeds[-1]}: "

@@ -25,6 +25,21 @@ def entries(suite: str) -> list:
   raise ValueError(f"suite must be 'screen' or 'heldout', got {suite!r}.")
 
 
+# clean_table_kin.py's tables and their tuned AdamW test loss (clean_table_kin.txt, seeds 500..507).
+KIN_ADAMW = {"kin-a": 0.2046, "kin-b": 0.3242, "kin-c": 0.5643, "kin-d": 0.3836}
+
+
+def kin_or_screen(which: str, screen_first: int) -> tuple[list, int]:
+  """(entries, first seed): "kin", clean_table_kin.py's kin-a..d from seed 500;
+  "screen", screen-user-cpu from ``screen_first``."""
+  if which == "kin":
+    from clean_table_kin import ENTRIES  # registers the kin tables
+    return [e for e in ENTRIES if e.task.dataset in KIN_ADAMW], 500
+  if which == "screen":
+    return entries("screen"), screen_first
+  raise SystemExit("SET must be 'kin' or 'screen'")
+
+
 def adamw_heldout() -> dict:
   """``task@steps`` -> that task's row of the shipped mulo-m's held-out report
   (checkpoints/mulo-m/metadata.json: adamw_test_loss, adamw_test_accuracy, ...)."""
