@@ -17,7 +17,7 @@ from training import config as config_lib
 from training import meta_validation, tracking, trainer
 from training.meta_validation import DIVERGED_RATIO, geometric_mean, task_ratio
 
-from cli_helpers import load_script
+from cli_helpers import REPO_ROOT, load_script
 
 plot_meta_validation = load_script("plot_meta_validation")
 
@@ -40,6 +40,29 @@ def _config(**overrides):
 
 def _leaves(tree):
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
+
+
+def test_a_warm_start_picked_on_the_validation_seeds_is_named(tmp_path):
+  # The shipped mulo-m and the a27@3000 candidate were each picked as a run's
+  # best on screen-user-cpu seeds 300-307 (their metadata's meta_validation).
+  picked = meta_validation.seeds_init_was_chosen_on
+  candidate = os.path.join(REPO_ROOT, "results", "candidates", "mulo-a27-3000")
+  assert picked(candidate, "screen-user-cpu", list(range(296, 304))) == [300, 301, 302, 303]
+  assert picked("mulo-m", "screen-user-cpu", list(range(300, 308))) == list(range(300, 308))
+  assert picked(candidate, "screen-user-cpu", list(range(700, 708))) == []
+  assert picked(candidate, "smoke", list(range(300, 308))) == []    # another suite
+  assert picked("mulo-r", "screen-user-cpu", list(range(300, 308))) == []  # no such record
+  assert picked(None, "screen-user-cpu", [300]) == []
+  lines = []
+  meta_validation.MetaValidator(
+      _config(init_theta=candidate, validate_suite="screen-user-cpu", validate_first_seed=306,
+              validate_seeds=4),
+      str(tmp_path), entries=TINY_SUITE, log=lines.append)
+  assert len(lines) == 1 and "WARNING" in lines[0] and "[306, 307]" in lines[0]
+  meta_validation.MetaValidator(
+      _config(init_theta=candidate, validate_suite="screen-user-cpu", validate_first_seed=700),
+      str(tmp_path), entries=TINY_SUITE, log=lines.append)
+  assert len(lines) == 1
 
 
 def test_ratio_and_score_rules():

@@ -147,6 +147,13 @@ class MetaValidator:
     self.sweeps = [Sweep(make_tx(e), e.task, e.num_steps) for e in self.entries]
     self.ref, self.ref_seeds = self._read_ref()
     self.best = self._best_before(start_step)
+    reused = seeds_init_was_chosen_on(config.init_theta, self.suite, self.seeds)
+    if reused:
+      log(f"WARNING: init_theta {config.init_theta!r} was chosen as the best of a meta-validation "
+          f"on {self.suite!r} with seeds {reused}, which this run validates on again: its score "
+          "there carries those seeds' luck, so this run's scores against it read ≥ 1 even where "
+          "θ is no worse (the winner's curse). Validate on seeds it was not chosen on "
+          "(--validate_first_seed).")
 
   # ---------------------------------------------------------------- the record
   def describe(self) -> dict[str, Any]:
@@ -300,6 +307,23 @@ def main(argv: list[str] | None = None) -> int:
     metadata = json.load(f)
   export_theta(config, workdir, out_dir, jax.tree_util.tree_unflatten(treedef, leaves), metadata)
   return 0
+
+
+def seeds_init_was_chosen_on(init_theta: str | None, suite: str, seeds: list[int]) -> list[int]:
+  """The seeds of ``seeds`` on which the warm start ``init_theta`` was picked
+  as a run's best by meta-validation on ``suite`` (its metadata's
+  ``meta_validation``, which only ``export_best`` and copies of it carry);
+  [] without a warm start, a record, or a shared seed."""
+  if init_theta is None:
+    return []
+  import lopt
+  try:
+    record = lopt.load_metadata(init_theta).get("meta_validation")
+  except (OSError, ValueError):
+    return []
+  if not isinstance(record, dict) or record.get("suite") != suite:
+    return []
+  return sorted(set(record.get("seeds") or ()) & set(seeds))
 
 
 def for_run(config: Any, workdir: str, start_step: int) -> MetaValidator | None:
