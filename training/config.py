@@ -685,9 +685,12 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     # At a27's θ̄@3000, held still, 3× a27's σ (0.03) cuts the estimate's noise
     # 7× (9.35 → 1.29 per step at 32 pairs), so at a27's 8 pairs ES-Single's
     # per-step SNR is ~9× a27's own continuation (results/probes/meta_grad_snr.txt).
-    # a27's recipe from there at σ = 0.03. Fresh draws (seed 14).
+    # a27's recipe from there at σ = 0.03. Fresh draws (seed 14). Validated on
+    # seeds 300-307 up to outer step 2,000; from 2,060 on seeds 800-807, since
+    # 300-307 chose its init (the winner's curse, docs/meta-training-runs.md).
     "mulo-a31-cpu": dict(_A27, seed=14, init_theta="results/candidates/mulo-a27-3000",
-                         sigma=0.03, outer_steps=3000, validate_every=500),
+                         sigma=0.03, outer_steps=3000, validate_every=500,
+                         validate_first_seed=800),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
