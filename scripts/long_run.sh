@@ -3,7 +3,7 @@
 # the checkpoints committed under results/meta-runs/PRESET: re-running this
 # script from any clone continues the run exactly (SIGTERM checkpoints and
 # exits 75). Usage: scripts/long_run.sh [PRESET] [meta_train flags]; PRESET is
-# mulo-a-cpu (default), mulo-a2-cpu ... mulo-a31-cpu.
+# mulo-a-cpu (default), mulo-a2-cpu ... mulo-a32-cpu.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 preset=mulo-a-cpu

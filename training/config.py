@@ -691,6 +691,15 @@ _BASE_PRESETS: dict[str, dict[str, Any]] = {
     "mulo-a31-cpu": dict(_A27, seed=14, init_theta="results/candidates/mulo-a27-3000",
                          sigma=0.03, outer_steps=3000, validate_every=500,
                          validate_first_seed=800),
+    # a31 improved on its init a27@3000 on two fresh seed sets (700-707:
+    # 0.943x at 2,000; 800-807: 0.961x at 3,000), and its outer LR had decayed
+    # to 1e-5 by then. a31's recipe again (σ = 0.03, outer LR 1e-4 -> 1e-5)
+    # from its θ̄@3000 (results/candidates/mulo-a31-3000), validated on fresh
+    # seeds 1000-1007: neither the init's choosing seeds nor any screen's.
+    # Fresh draws (seed 15).
+    "mulo-a32-cpu": dict(_A27, seed=15, init_theta="results/candidates/mulo-a31-3000",
+                         sigma=0.03, outer_steps=3000, validate_every=500,
+                         validate_first_seed=1000),
     # VeLO-style LO.
     "velo-s": dict(lo=VeLOpt(mup=False, step_mult=0.001), distribution="sp-s"),
     "muvelo-m": dict(lo=VeLOpt(mup=True, step_mult=0.001), distribution="mulo-m"),
