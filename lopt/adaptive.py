@@ -81,6 +81,7 @@ class TensorStats(NamedTuple):
   v_hat: jax.Array
   eps: float
   feats: jax.Array      # [NUM_TENSOR_FEATURES] pooled statistics
+  alignment: Any = None  # alignment_z(...), where a rule reads it (reads_alignment)
 
 
 def _log_sqrt(mean: jax.Array) -> jax.Array:
@@ -92,6 +93,16 @@ def bounded(raw: jax.Array, bound: Any) -> jax.Array:
   """``bound ** tanh(raw)``: 1 at 0, always within [1/bound, bound] (a bound
   per entry of raw's last axis where ``bound`` is a tuple)."""
   return jnp.exp(np.log(np.asarray(bound, np.float32)) * jnp.tanh(raw))
+
+
+def alignment_z(sum_gp: jax.Array, sum_g2: jax.Array, sum_p2: jax.Array, n: int) -> jax.Array:
+  """|cos(g, p)| · sqrt(n) of a tensor of n entries, from its sums of g·p, g²
+  and p²: about 1 for unrelated g and p, and ~0 (float error, ≲ 1e-3) when the
+  loss cannot see the tensor's scale, as for a kernel in front of a
+  normalization layer, whose gradient is orthogonal to it. Non-finite sums
+  read +inf (not invariant)."""
+  z = jnp.abs(sum_gp) * jax.lax.rsqrt(sum_g2 * sum_p2 + _TINY) * np.float32(np.sqrt(n))
+  return jnp.where(jnp.isfinite(z), z, jnp.inf)
 
 
 # ---------------------------------------------------------------- step rules
@@ -161,10 +172,37 @@ class TensorAdaptive(StepRule):
 
 @dataclasses.dataclass(frozen=True)
 class ShapedCosine(StepRule):
-  """``lr *= cosine(t / num_steps) ** exp(θ)``: θ = 0 is the plain cosine."""
+  """``lr *= s``, ``s = cosine(t / num_steps) ** exp(θ)``: θ = 0 is the plain
+  cosine. The decoupled decay, lr · wd per update, anneals by ``s **
+  decay_exponent`` (None: 1, with the step; 2: ``wd *= s`` as well).
+
+  Why 2: a kernel in front of a normalization layer is scale-invariant. Adam's
+  steps (size lr per entry, orthogonal to it) grow its squared norm and the
+  decay shrinks it, so it settles near n · lr / (2 wd). With wd fixed that
+  shrinks as lr anneals, to the end of training. BatchNorm's running
+  statistics then lag the weights: on a BatchNorm CNN the shipped θ's test
+  loss in evaluation mode was 2.3× tuned AdamW's, and 0.92× with the
+  statistics recomputed. With wd ∝ s the equilibrium norm stays put
+  (docs/meta-training-runs.md, seventeenth session)."""
+  decay_exponent: float | None = None
   theta_key: ClassVar[str] = "schedule"
   requires_num_steps: ClassVar[str] = ("its step follows a cosine schedule over num_steps "
                                        "(the ShapedCosine step rule)")
+
+  def __post_init__(self):
+    e = self.decay_exponent
+    if e is not None and not (isinstance(e, (int, float)) and not isinstance(e, bool)
+                              and 1.0 <= e <= 10.0):
+      raise ValueError(f"ShapedCosine: decay_exponent must be None (1: the decay anneals with "
+                       f"the step) or a float in [1, 10], got {e!r}.")
+
+  def check(self, rules):
+    if self.decay_exponent is None:
+      return
+    here = next(i for i, r in enumerate(rules) if r is self)
+    if not any(isinstance(r, WeightDecay) for r in rules[:here]):
+      raise ValueError("ShapedCosine(decay_exponent=...) anneals the weight decay, so a "
+                       "WeightDecay rule must come before it in the step rules.")
 
   def init(self, key):
     return {"log_shape": jnp.zeros((), jnp.float32)}
@@ -173,7 +211,50 @@ class ShapedCosine(StepRule):
     factor = step_rules.cosine_factor(ctx.count, ctx.num_steps)
     if factor is None:
       return step
-    return step._replace(lr=step.lr * factor ** jnp.exp(theta["log_shape"]))
+    s = factor ** jnp.exp(theta["log_shape"])
+    wd = step.wd
+    if wd is not None and self.decay_exponent not in (None, 1):
+      wd = wd * s ** (self.weight(ctx) * (self.decay_exponent - 1))
+    return Step(step.direction, step.lr * s, wd)
+
+  def weight(self, ctx) -> Any:
+    """How much of the decay's extra annealing a tensor gets: all of it."""
+    del ctx
+    return 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class InvariantDecayCosine(ShapedCosine):
+  """``ShapedCosine`` whose decay anneals by ``s ** decay_exponent`` (default
+  2) on scale-invariant tensors only, and with the step (``s``) elsewhere.
+
+  A tensor counts as scale-invariant by its gradient: with z = |cos(g, p)| ·
+  sqrt(n) (``alignment_z``, about 1 for unrelated g and p, ≲ 1e-3 behind
+  BatchNorm), the extra exponent is weighted by ``clip(log(z_hi / z) /
+  log(z_hi / z_lo), 0, 1)``: 1 below ``z_lo``, 0 above ``z_hi``. The decay
+  of such a tensor does nothing to the function but set its norm, and an
+  annealed decay keeps that norm, and BatchNorm's running statistics, still
+  at the end of training (``ShapedCosine``). Elsewhere the decay is the
+  meta-trained restraint that the small tables need: annealing it harder
+  everywhere cost the screen's wine tables 10-24% (docs/meta-training-runs.md,
+  seventeenth session). Measured per update, without state: on ordinary
+  tensors z dips below z_hi on a few percent of updates."""
+  decay_exponent: float | None = 2.0
+  z_lo: float = 0.003
+  z_hi: float = 0.03
+  reads_alignment: ClassVar[bool] = True
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not (isinstance(self.z_lo, float) and isinstance(self.z_hi, float)
+            and 0.0 < self.z_lo < self.z_hi < 1e6):
+      raise ValueError(f"InvariantDecayCosine: need floats 0 < z_lo < z_hi, got "
+                       f"z_lo={self.z_lo!r}, z_hi={self.z_hi!r}.")
+
+  def weight(self, ctx) -> Any:
+    z = ctx.acc.alignment
+    w = jnp.log(self.z_hi / jnp.maximum(z, _TINY)) / np.log(self.z_hi / self.z_lo)
+    return jnp.clip(w, 0.0, 1.0)
 
 
 class BudgetScales(StepRule):
@@ -328,7 +409,8 @@ class GradientRestraint(StepRule):
 
 step_rules.RULES.update({cls.__name__: cls for cls in
                          (AdamDirection, MeanFreeAdamDirection, TensorAdaptive,
-                          ShapedCosine, EpochScales, HorizonScales, GradientRestraint)})
+                          ShapedCosine, InvariantDecayCosine, EpochScales, HorizonScales,
+                          GradientRestraint)})
 
 
 def default_rules(lr_input: float = 1e-3, lr_hidden: float = 0.25, weight_decay: float = 0.1,
@@ -387,6 +469,12 @@ class AdaptiveLOpt:
   def reads_epochs(self) -> bool:
     """Whether a step rule reads ``epochs`` (``update(..., epochs=)``)."""
     return any(getattr(r, "reads_epochs", False) for r in self.step)
+
+  @property
+  def reads_alignment(self) -> bool:
+    """Whether a step rule reads each tensor's ``alignment_z`` (one more
+    reduction, of g·p, per tensor and update)."""
+    return any(getattr(r, "reads_alignment", False) for r in self.step)
 
   def to_record(self) -> dict[str, Any]:
     record = config_record(self)
@@ -525,7 +613,9 @@ class AdaptiveLOpt:
     feats, log_g0, log_p0 = self.tensor_features(
         frac, loss_feats, count, ts, group, np.ndim(p), jnp.mean(jnp.square(g)),
         jnp.mean(jnp.square(p32)), jnp.mean(jnp.square(m_hat)), jnp.mean(v_hat))
-    stats = TensorStats(m_hat, v_hat, self.eps, feats)
+    alignment = (alignment_z(jnp.sum(g * p32), jnp.sum(jnp.square(g)), jnp.sum(jnp.square(p32)),
+                             int(np.size(p))) if self.reads_alignment else None)
+    stats = TensorStats(m_hat, v_hat, self.eps, feats, alignment)
     ctx = step_rules.TensorContext(g, p, mult, group, count, num_steps, loss, stats,
                                    (self.b1, self.b2), epochs)
     u = step_rules.apply(self.step, theta, Step(self._residual(theta, stats, g, p32)), ctx)

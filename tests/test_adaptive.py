@@ -10,7 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from lopt.adaptive import AdaptiveLOpt, bounded, default_rules
+from lopt import step_rules
+from lopt.adaptive import (AdaptiveLOpt, InvariantDecayCosine, ShapedCosine, alignment_z, bounded,
+                           default_rules)
 
 SPEC = {"w_in": "input", "w_h": "hidden", "b": "vector", "head": "sp_output"}
 SHAPES = {"w_in": (5, 4), "w_h": (4, 4), "b": (4,), "head": (4, 3)}
@@ -28,10 +30,15 @@ def _grads(step, seed=1):
 
 
 def numpy_mu_adamw(lo: AdaptiveLOpt, params, steps: int, num_steps: int,
-                   lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2, input_matrix_scale=1.0):
+                   lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2, input_matrix_scale=1.0,
+                   decay_exponent=1, orthogonal=(), record=None):
   """μAdamW, float64: Adam (bias-corrected) × base step of the tensor's role ×
-  its μP multiplier × cosine(t/T), decoupled weight decay on matrices;
-  ``input_matrix_scale`` multiplies the input matrix's step."""
+  its μP multiplier × cosine(t/T), decoupled weight decay on matrices (lr · wd
+  · cosine^(e - 1) per update, e = ``decay_exponent``, or ``decay_exponent[k]``
+  per tensor); ``input_matrix_scale`` multiplies the input matrix's step. The
+  gradients of the tensors in ``orthogonal`` have their component along the
+  current param removed (a scale-invariant tensor's); ``record`` (a list)
+  receives each step's gradients."""
   p = {k: v.astype(np.float64) for k, v in params.items()}
   m = {k: np.zeros_like(v) for k, v in p.items()}
   v = {k: np.zeros_like(x) for k, x in p.items()}
@@ -40,6 +47,10 @@ def numpy_mu_adamw(lo: AdaptiveLOpt, params, steps: int, num_steps: int,
   out = []
   for t in range(1, steps + 1):
     g = _grads(t)
+    for k in orthogonal:
+      g[k] = g[k] - (np.sum(g[k] * p[k]) / np.sum(p[k] * p[k])) * p[k]
+    if record is not None:
+      record.append({k: x.astype(np.float32) for k, x in g.items()})
     sched = 0.5 * (1 + math.cos(math.pi * min(t / num_steps, 1.0)))
     upd = {}
     for k in p:
@@ -47,7 +58,9 @@ def numpy_mu_adamw(lo: AdaptiveLOpt, params, steps: int, num_steps: int,
       v[k] = lo.b2 * v[k] + (1 - lo.b2) * g[k].astype(np.float64) ** 2
       a = (m[k] / (1 - lo.b1 ** t)) / (np.sqrt(v[k] / (1 - lo.b2 ** t)) + lo.eps)
       lr = base[k] * sched
-      upd[k] = -lr * a - (lr * weight_decay * p[k] if p[k].ndim >= 2 else 0.0)
+      e = decay_exponent[k] if isinstance(decay_exponent, dict) else decay_exponent
+      wd = weight_decay * sched ** (e - 1)
+      upd[k] = -lr * a - (lr * wd * p[k] if p[k].ndim >= 2 else 0.0)
       p[k] = p[k] + upd[k]
     out.append(upd)
   return out
@@ -68,6 +81,104 @@ def test_theta_zero_is_mu_adamw(with_loss):
     for k in SHAPES:
       np.testing.assert_allclose(np.asarray(u[k]), expected[t - 1][k], rtol=1e-4, atol=1e-8)
     p = optax.apply_updates(p, u)
+
+
+def test_decay_exponent_anneals_the_decay_by_the_schedule_squared_against_numpy():
+  """ShapedCosine(decay_exponent=2) at θ = 0: μAdamW whose decoupled decay is
+  lr · wd · cosine per update (lr itself ∝ cosine); the step is unchanged."""
+  rules = tuple(ShapedCosine(decay_exponent=2.0) if isinstance(r, ShapedCosine) else r
+                for r in default_rules(lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2))
+  lo = AdaptiveLOpt(step=rules)
+  theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
+  params = _params()
+  expected = numpy_mu_adamw(lo, params, steps=6, num_steps=8, decay_exponent=2)
+  plain = numpy_mu_adamw(lo, params, steps=6, num_steps=8)
+  state, p = lo.init_state(params), jax.tree_util.tree_map(jnp.asarray, params)
+  update = jax.jit(lambda g, s, p: lo.update(theta, g, s, p, num_steps=8, mup=SPEC))
+  for t in range(1, 7):
+    u, state = update(_grads(t), state, p)
+    for k in SHAPES:
+      np.testing.assert_allclose(np.asarray(u[k]), expected[t - 1][k], rtol=1e-4, atol=1e-8)
+    p = optax.apply_updates(p, u)
+  # It differs from the plain form only through the matrices' decay.
+  assert not np.allclose(expected[3]["w_h"], plain[3]["w_h"], rtol=1e-3)
+  np.testing.assert_array_equal(expected[0]["b"], plain[0]["b"])
+
+
+def test_decay_exponent_closed_form_record_and_checks():
+  ctx = step_rules.TensorContext(None, None, 1.0, 0, jnp.asarray(3), 10, ndim=2)
+  log_shape = 0.3
+  s = (0.5 * (1 + math.cos(math.pi * 0.3))) ** math.exp(log_shape)
+  for e in (None, 1.0, 2.0, 3.5):
+    out = ShapedCosine(decay_exponent=e)({"log_shape": jnp.float32(log_shape)},
+                                         step_rules.Step(None, lr=0.5, wd=0.1), ctx)
+    assert float(out.lr) == pytest.approx(0.5 * s, rel=1e-6)
+    assert float(out.wd) == pytest.approx(0.1 * s ** ((e or 1.0) - 1.0), rel=1e-6)
+  # Without num_steps there is no schedule: nothing changes.
+  bare = ctx._replace(num_steps=None)
+  assert ShapedCosine(decay_exponent=2.0)({"log_shape": jnp.float32(0)},
+                                          step_rules.Step(None, 0.5, 0.1), bare).wd == 0.1
+  # The record omits the field when unset (older records load strictly).
+  assert step_rules.to_record((ShapedCosine(),)) == [{"rule": "ShapedCosine"}]
+  rec = step_rules.to_record((ShapedCosine(decay_exponent=2.0),))
+  assert rec == [{"rule": "ShapedCosine", "decay_exponent": 2.0}]
+  assert step_rules.from_record(rec) == (ShapedCosine(decay_exponent=2.0),)
+  with pytest.raises(ValueError, match="decay_exponent must be None"):
+    ShapedCosine(decay_exponent=0.5)
+  base = default_rules()
+  late = tuple(r for r in base if not isinstance(r, ShapedCosine))
+  with pytest.raises(ValueError, match="WeightDecay rule must come before it"):
+    AdaptiveLOpt(step=(ShapedCosine(decay_exponent=2.0),) + late)
+
+
+def test_invariant_decay_anneals_only_scale_invariant_tensors_against_numpy():
+  """InvariantDecayCosine at θ = 0: the hidden matrix, whose gradients are
+  orthogonal to it (as behind BatchNorm), gets its decay annealed by the
+  cosine squared; the input matrix and the readout, with unrelated gradients,
+  keep μAdamW's decay."""
+  rules = tuple(InvariantDecayCosine() if isinstance(r, ShapedCosine) else r
+                for r in default_rules(lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2))
+  lo = AdaptiveLOpt(step=rules)
+  theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
+  params, grads = _params(), []
+  expected = numpy_mu_adamw(lo, params, steps=6, num_steps=8, orthogonal=("w_h",),
+                            decay_exponent={"w_in": 1, "w_h": 2, "b": 1, "head": 1},
+                            record=grads)
+  plain = numpy_mu_adamw(lo, params, steps=6, num_steps=8, orthogonal=("w_h",))
+  assert not np.allclose(expected[4]["w_h"], plain[4]["w_h"], rtol=1e-3)
+  np.testing.assert_array_equal(expected[4]["w_in"], plain[4]["w_in"])
+  state, p = lo.init_state(params), jax.tree_util.tree_map(jnp.asarray, params)
+  update = jax.jit(lambda g, s, p: lo.update(theta, g, s, p, num_steps=8, mup=SPEC))
+  for t in range(1, 7):
+    u, state = update(grads[t - 1], state, p)
+    for k in SHAPES:
+      np.testing.assert_allclose(np.asarray(u[k]), expected[t - 1][k], rtol=1e-4, atol=1e-8)
+    p = optax.apply_updates(p, u)
+
+
+def test_alignment_z_closed_form_and_invariance_weight():
+  rng = np.random.default_rng(3)
+  g, p = rng.standard_normal(500), rng.standard_normal(500)
+  z = alignment_z(jnp.float32(g @ p), jnp.float32(g @ g), jnp.float32(p @ p), 500)
+  assert float(z) == pytest.approx(abs(g @ p) / np.sqrt((g @ g) * (p @ p)) * np.sqrt(500),
+                                   rel=1e-5)
+  assert float(alignment_z(jnp.float32(np.inf), jnp.float32(1.0), jnp.float32(1.0), 4)) == np.inf
+  rule = InvariantDecayCosine(z_lo=0.003, z_hi=0.03)
+  weight = lambda z: float(rule.weight(step_rules.TensorContext(
+      None, None, 1.0, 0, jnp.asarray(1), None, acc=lopt_stats(z))))
+  assert weight(1e-6) == 1.0 and weight(0.003) == pytest.approx(1.0, abs=1e-6)
+  assert weight(0.03) == pytest.approx(0.0, abs=1e-6) and weight(1.0) == 0.0
+  assert weight(np.inf) == 0.0
+  assert weight(0.03 / np.sqrt(10.0)) == pytest.approx(0.5, abs=1e-5)   # log-linear between
+  with pytest.raises(ValueError, match="0 < z_lo < z_hi"):
+    InvariantDecayCosine(z_lo=0.1, z_hi=0.01)
+  rec = step_rules.to_record((InvariantDecayCosine(),))
+  assert step_rules.from_record(rec) == (InvariantDecayCosine(),)
+
+
+def lopt_stats(z):
+  from lopt.adaptive import TensorStats
+  return TensorStats(None, None, 1e-8, None, jnp.float32(z))
 
 
 def test_input_fan_in_scales_the_input_matrix_by_ref_over_fan_in_against_numpy():

@@ -179,6 +179,40 @@ def test_fused_equals_xla_with_horizon_scales():
   assert _rms_relative(want["dense"][0], plain["dense"][0]) > 0.1
 
 
+def test_fused_equals_xla_with_invariant_decay():
+  """The kernels run InvariantDecayCosine with the alignment of g and p summed
+  beside them: a hidden matrix whose gradient is orthogonal to it (as behind
+  BatchNorm) over two updates of a 3-step run, so the cosine factor is 0.25
+  at the second; the fused update equals XLA's, and the annealed decay
+  changed it against ShapedCosine's."""
+  form = dataclasses.replace(SHIPPED, step=tuple(
+      lopt.adaptive.InvariantDecayCosine() if type(r) is lopt.adaptive.ShapedCosine else r
+      for r in SHIPPED.step))
+  xla, fused = (dataclasses.replace(form, backend=b) for b in ("xla", "pallas"))
+  theta = _theta(xla)
+  params, grads_seq = _params_and_grads(steps=2)
+  p0 = {"dense": params["dense"]}
+
+  def run(lo):
+    update = jax.jit(lambda g, s, p: lo.update(theta, g, s, p, num_steps=3, mup=_kinds(p)))
+    p, state, out = p0, lo.init_state(p0), []
+    for grads in grads_seq:
+      g, w = grads["dense"], p["dense"]
+      g = {"dense": g - (jnp.sum(g * w) / jnp.sum(w * w)) * w}   # orthogonal to the param
+      u, state = update(g, state, p)
+      p = _apply(p, u)
+      out.append(u["dense"])
+    return out
+
+  want, got = run(xla), run(fused)
+  for step in range(2):
+    assert _rms_relative(got[step], want[step]) <= RMS_RELATIVE, step
+  plain = run(dataclasses.replace(xla, step=tuple(
+      lopt.adaptive.ShapedCosine() if type(r) is lopt.adaptive.InvariantDecayCosine else r
+      for r in form.step)))
+  assert _rms_relative(want[1], plain[1]) > 0.05   # 0.24 on this data
+
+
 def test_fused_equals_xla_with_a_vector_base():
   """GroupBase's vector base reaches the kernels through the context's rank
   (they get no param): a vector and a matrix of the input group, where the

@@ -51,7 +51,7 @@ from lopt.kernels.layout import TensorView
 DIRECTION_RULES = ("AdamDirection", "MeanFreeAdamDirection")
 # Rules that only scale the step by per-tensor scalars (and set the decay).
 SCALAR_RULES = ("WeightDecay", "LearnedScales", "TensorAdaptive", "GroupBase", "ShapedCosine",
-                "Cosine", "GradientRestraint", "HorizonScales")
+                "InvariantDecayCosine", "Cosine", "GradientRestraint", "HorizonScales")
 _TINY = 1e-30   # as lopt.adaptive
 
 
@@ -119,7 +119,13 @@ def _forward(lo, mult: float, group: int, num_steps_static: Any, interpret: bool
       frac, loss_feats, count, ts, group, len(shape), sums[K.SUM_G2] / n, sums[K.SUM_P2] / n,
       sums[K.SUM_M_HAT2] / n, sums[K.SUM_V_HAT] / n)
 
-  stats_only = TensorStats(None, None, lo.eps, feats)
+  alignment = None
+  if lo.reads_alignment:  # g·p in XLA beside the kernel (g sanitized as the kernel does)
+    from lopt.adaptive import alignment_z
+    from lopt.common import sanitize_grad
+    alignment = alignment_z(jnp.sum(sanitize_grad(flat(g))[0] * flat(p).astype(jnp.float32)),
+                            sums[K.SUM_G2], sums[K.SUM_P2], n)
+  stats_only = TensorStats(None, None, lo.eps, feats, alignment)
   ctx = step_rules.TensorContext(None, None, mult, group, count, num_steps, loss, stats_only,
                                  (lo.b1, lo.b2), ndim=len(shape))
   lr, wd = step_scalars(lo.step, theta, ctx)
