@@ -72,15 +72,24 @@ def pretrained(source):
 def main():
   print(f"BatchNorm models, {um.SEEDS} seeds: test loss / test accuracy / final train loss / "
         "max spike; AdamW's best LR on test marked *", flush=True)
+  # TASKS=a;b: only the tasks whose names contain one of these; CANDS=invdecay: only
+  # those candidates; NO_ADAMW=1: no AdamW grid (mulo-m against the candidates only).
+  only_tasks = [t for t in os.environ.get("TASKS", "").split(";") if t]
+  cands = {k: v for k, v in CANDIDATES.items()
+           if k in os.environ.get("CANDS", ",".join(CANDIDATES)).split(",")}
   for task in tasks():
-    rows = {"mulo-m": um.evaluate(task, pretrained("mulo-m")),
-            **{name: um.evaluate(task, pretrained(path)) for name, path in CANDIDATES.items()}}
-    ad = {lr: um.evaluate(task, um.adamw(lr)) for lr in um.ADAMW_LRS}
-    best = min(ad, key=lambda lr: ad[lr]["test"] if not ad[lr]["diverged"] else np.inf)
+    if only_tasks and not any(t in task["name"] for t in only_tasks):
+      continue
     print(f"\n{task['name']} ({task['steps']} steps, batch {task['batch']})", flush=True)
+    rows = {"mulo-m": um.evaluate(task, pretrained("mulo-m")),
+            **{name: um.evaluate(task, pretrained(path)) for name, path in cands.items()}}
+    ad = ({} if os.environ.get("NO_ADAMW") == "1" else
+          {lr: um.evaluate(task, um.adamw(lr)) for lr in um.ADAMW_LRS})
+    best = min(ad, key=lambda lr: ad[lr]["test"] if not ad[lr]["diverged"] else np.inf,
+               default=None)
     for name, r in rows.items():
-      print(f"  {name:8s} {um.fmt(r)}  [{r['test'] / ad[best]['test']:.2f}x tuned AdamW]",
-            flush=True)
+      versus = f"  [{r['test'] / ad[best]['test']:.2f}x tuned AdamW]" if ad else ""
+      print(f"  {name:8s} {um.fmt(r)}{versus}", flush=True)
     for lr, r in ad.items():
       print(f"  adamw {lr:g}{'*' if lr == best else ' '} {um.fmt(r)}", flush=True)
 
