@@ -43,12 +43,13 @@ def _leaves(tree):
 
 
 def test_a_warm_start_picked_on_the_validation_seeds_is_named(tmp_path):
-  # The shipped mulo-m and the a27@3000 candidate were each picked as a run's
+  # a27's θ̄@2000 (mulo-m from 2026-12-05) and θ̄@3000 were each picked as its
   # best on screen-user-cpu seeds 300-307 (their metadata's meta_validation).
   picked = meta_validation.seeds_init_was_chosen_on
   candidate = os.path.join(REPO_ROOT, "results", "candidates", "mulo-a27-3000")
+  a27_2000 = os.path.join(REPO_ROOT, "results", "candidates", "mulo-a27-2000")
   assert picked(candidate, "screen-user-cpu", list(range(296, 304))) == [300, 301, 302, 303]
-  assert picked("mulo-m", "screen-user-cpu", list(range(300, 308))) == list(range(300, 308))
+  assert picked(a27_2000, "screen-user-cpu", list(range(300, 308))) == list(range(300, 308))
   assert picked(candidate, "screen-user-cpu", list(range(700, 708))) == []
   assert picked(candidate, "smoke", list(range(300, 308))) == []    # another suite
   assert picked("mulo-r", "screen-user-cpu", list(range(300, 308))) == []  # no such record
