@@ -615,11 +615,13 @@ class AdaptiveLOpt:
     m = self.b1 * ts.m + (1 - self.b1) * g
     v = self.b2 * ts.v + (1 - self.b2) * jnp.square(g)
     m_hat, v_hat = m / bc1, v / bc2
+    mean_g2, mean_p2 = jnp.mean(jnp.square(g)), jnp.mean(jnp.square(p32))
     feats, log_g0, log_p0 = self.tensor_features(
-        frac, loss_feats, count, ts, group, np.ndim(p), jnp.mean(jnp.square(g)),
-        jnp.mean(jnp.square(p32)), jnp.mean(jnp.square(m_hat)), jnp.mean(v_hat))
-    alignment = (alignment_z(jnp.sum(g * p32), jnp.sum(jnp.square(g)), jnp.sum(jnp.square(p32)),
-                             int(np.size(p))) if self.reads_alignment else None)
+        frac, loss_feats, count, ts, group, np.ndim(p), mean_g2, mean_p2,
+        jnp.mean(jnp.square(m_hat)), jnp.mean(v_hat))
+    n = int(np.size(p))  # the pooled means as sums, for the alignment of g and p
+    alignment = (alignment_z(jnp.sum(g * p32), mean_g2 * n, mean_p2 * n, n)
+                 if self.reads_alignment else None)
     stats = TensorStats(m_hat, v_hat, self.eps, feats, alignment)
     ctx = step_rules.TensorContext(g, p, mult, group, count, num_steps, loss, stats,
                                    (self.b1, self.b2), epochs)

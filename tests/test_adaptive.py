@@ -11,8 +11,8 @@ import optax
 import pytest
 
 from lopt import step_rules
-from lopt.adaptive import (AdaptiveLOpt, InvariantDecayCosine, ShapedCosine, alignment_z, bounded,
-                           default_rules)
+from lopt.adaptive import (AdaptiveLOpt, InvariantDecayCosine, ShapedCosine, TensorStats,
+                           alignment_z, bounded, default_rules)
 
 SPEC = {"w_in": "input", "w_h": "hidden", "b": "vector", "head": "sp_output"}
 SHAPES = {"w_in": (5, 4), "w_h": (4, 4), "b": (4,), "head": (4, 3)}
@@ -165,7 +165,8 @@ def test_alignment_z_closed_form_and_invariance_weight():
   assert float(alignment_z(jnp.float32(np.inf), jnp.float32(1.0), jnp.float32(1.0), 4)) == np.inf
   rule = InvariantDecayCosine(z_lo=0.003, z_hi=0.03)
   weight = lambda z: float(rule.weight(step_rules.TensorContext(
-      None, None, 1.0, 0, jnp.asarray(1), None, acc=lopt_stats(z))))
+      None, None, 1.0, 0, jnp.asarray(1), None, acc=TensorStats(None, None, 1e-8, None,
+                                                                 jnp.float32(z)))))
   assert weight(1e-6) == 1.0 and weight(0.003) == pytest.approx(1.0, abs=1e-6)
   assert weight(0.03) == pytest.approx(0.0, abs=1e-6) and weight(1.0) == 0.0
   assert weight(np.inf) == 0.0
@@ -174,11 +175,6 @@ def test_alignment_z_closed_form_and_invariance_weight():
     InvariantDecayCosine(z_lo=0.1, z_hi=0.01)
   rec = step_rules.to_record((InvariantDecayCosine(),))
   assert step_rules.from_record(rec) == (InvariantDecayCosine(),)
-
-
-def lopt_stats(z):
-  from lopt.adaptive import TensorStats
-  return TensorStats(None, None, 1e-8, None, jnp.float32(z))
 
 
 def test_input_fan_in_scales_the_input_matrix_by_ref_over_fan_in_against_numpy():

@@ -8,15 +8,13 @@ results/candidates/mulo-m-decay-anneal. Run from the repo root:
 import dataclasses
 
 import lopt
+from variant import save_variant
 from lopt.adaptive import ShapedCosine
 
 lo, theta = lopt.load_pretrained("mulo-m")
 form = dataclasses.replace(lo, step=tuple(
     ShapedCosine(decay_exponent=2.0) if isinstance(r, ShapedCosine) else r for r in lo.step))
-meta = lopt.load_metadata("mulo-m")
-out = lopt.save_pretrained("results/candidates/mulo-m-decay-anneal", form, theta, {
-    "description": "mulo-m with its decoupled weight decay annealed by the schedule's factor "
+out = save_variant("results/candidates/mulo-m-decay-anneal", form, theta,
+                   "mulo-m with its decoupled weight decay annealed by the schedule's factor "
                    "squared (ShapedCosine(decay_exponent=2)); θ unchanged. A release candidate "
-                   "(results/candidates/make_decay_anneal.py).",
-    **{k: meta[k] for k in ("parameterization", "training", "meta_validation") if k in meta}})
-print(out)
+                   "(results/candidates/make_decay_anneal.py).")

@@ -10,13 +10,11 @@ results/candidates/mulo-m-fan-in. Run from the repo root:
 import dataclasses
 
 import lopt
+from variant import save_variant
 
 lo, theta = lopt.load_pretrained("mulo-m")
 form = dataclasses.replace(lo, input_fan_in=19.2)
-meta = lopt.load_metadata("mulo-m")
-out = lopt.save_pretrained("results/candidates/mulo-m-fan-in", form, theta, {
-    "description": "mulo-m with input_fan_in=19.2 (dense input matrices' step x 19.2/fan_in; "
+out = save_variant("results/candidates/mulo-m-fan-in", form, theta,
+                   "mulo-m with input_fan_in=19.2 (dense input matrices' step x 19.2/fan_in; "
                    "embeddings unchanged); θ unchanged. A release candidate: "
-                   "results/probes/input_fan_in*.txt.",
-    **{k: meta[k] for k in ("parameterization", "training", "meta_validation") if k in meta}})
-print(out)
+                   "results/probes/input_fan_in*.txt.")

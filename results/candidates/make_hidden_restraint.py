@@ -8,6 +8,7 @@ results/candidates/mulo-m-hidden-restraint. Run from the repo root:
 .venv/bin/python results/candidates/make_hidden_restraint.py"""
 import dataclasses
 import lopt
+from variant import save_variant
 from lopt.adaptive import GradientRestraint
 from training.trainer import with_added_rules
 
@@ -16,10 +17,7 @@ lo, theta = lopt.load_pretrained(SOURCE)
 rule = GradientRestraint(alpha=(0.0, 0.5), beta=(0.0, 0.5))
 form = dataclasses.replace(lo, step=lo.step + (rule,))
 theta = with_added_rules(lo, theta, form, seed=0)  # the rule's zero θ added, as a warm start does
-meta = lopt.load_metadata(SOURCE)
-out = lopt.save_pretrained("results/candidates/mulo-m-hidden-restraint", form, theta, {
-    "description": "mulo-m's meta-trained θ plus the hand rule GradientRestraint(alpha=(0, 0.5), "
+out = save_variant("results/candidates/mulo-m-hidden-restraint", form, theta,
+                   "mulo-m's meta-trained θ plus the hand rule GradientRestraint(alpha=(0, 0.5), "
                    "beta=(0, 0.5)) (its own θ zero): a release candidate chosen on the screen "
-                   "suite (results/probes/restraint_groups_screen8.txt).",
-    **{k: meta[k] for k in ("parameterization", "training", "meta_validation") if k in meta}})
-print(out)
+                   "suite (results/probes/restraint_groups_screen8.txt).", source=SOURCE)

@@ -8,6 +8,7 @@ results/candidates/mulo-m-input-step. Run from the repo root:
 import dataclasses
 
 import lopt
+from variant import save_variant
 from lopt.step_rules import GroupBase
 
 FACTOR = 0.3
@@ -15,10 +16,7 @@ lo, theta = lopt.load_pretrained("mulo-m")
 base = next(r for r in lo.step if isinstance(r, GroupBase))
 new = dataclasses.replace(base, input=base.input * FACTOR, vector=base.input)
 form = dataclasses.replace(lo, step=tuple(new if r is base else r for r in lo.step))
-meta = lopt.load_metadata("mulo-m")
-out = lopt.save_pretrained("results/candidates/mulo-m-input-step", form, theta, {
-    "description": f"mulo-m with its input-like matrices' base step x{FACTOR:g} ({new}); θ "
+out = save_variant("results/candidates/mulo-m-input-step", form, theta,
+                   f"mulo-m with its input-like matrices' base step x{FACTOR:g} ({new}); θ "
                    "unchanged. A release candidate chosen on the broad screen suite "
-                   "(results/probes/input_matrix.txt).",
-    **{k: meta[k] for k in ("parameterization", "training", "meta_validation") if k in meta}})
-print(out)
+                   "(results/probes/input_matrix.txt).")

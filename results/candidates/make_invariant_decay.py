@@ -9,16 +9,14 @@ results/candidates/mulo-m-invariant-decay. Run from the repo root:
 import dataclasses
 
 import lopt
+from variant import save_variant
 from lopt.adaptive import InvariantDecayCosine, ShapedCosine
 
 lo, theta = lopt.load_pretrained("mulo-m")
 form = dataclasses.replace(lo, step=tuple(
     InvariantDecayCosine() if type(r) is ShapedCosine else r for r in lo.step))
-meta = lopt.load_metadata("mulo-m")
-out = lopt.save_pretrained("results/candidates/mulo-m-invariant-decay", form, theta, {
-    "description": "mulo-m with InvariantDecayCosine in place of ShapedCosine: the decoupled "
+out = save_variant("results/candidates/mulo-m-invariant-decay", form, theta,
+                   "mulo-m with InvariantDecayCosine in place of ShapedCosine: the decoupled "
                    "decay of scale-invariant tensors anneals by the schedule's factor squared; "
                    "θ unchanged. A release candidate "
-                   "(results/candidates/make_invariant_decay.py).",
-    **{k: meta[k] for k in ("parameterization", "training", "meta_validation") if k in meta}})
-print(out)
+                   "(results/candidates/make_invariant_decay.py).")

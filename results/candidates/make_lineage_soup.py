@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 import lopt
+from variant import save_variant
 from training.export import export_source
 
 A28 = "results/meta-runs/mulo-a28-cpu@2640"
@@ -43,13 +44,11 @@ for name, (lo, _) in loaded.items():
 thetas = [theta for _, theta in loaded.values()]
 soup = jax.tree_util.tree_map(lambda *xs: np.mean(np.stack(xs), axis=0).astype(xs[0].dtype),
                               *thetas)
-meta = lopt.load_metadata("mulo-m")
-out = lopt.save_pretrained(OUT, form, soup, {
-    "description": "The uniform average of θ over mulo-m's lineage: " + ", ".join(MEMBERS)
+out = save_variant(OUT, form, soup,
+                   "The uniform average of θ over mulo-m's lineage: " + ", ".join(MEMBERS)
                    + ". A release candidate (results/candidates/make_lineage_soup.py).",
-    **{k: meta[k] for k in ("parameterization", "training") if k in meta}})
+                   keys=("parameterization", "training"))
 spread = {name: float(np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(
     jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(soup)))))
           for name, (_, theta) in loaded.items()}
-print(out)
 print("‖θ − soup‖ per member:", {k: round(v, 4) for k, v in spread.items()})
