@@ -7,7 +7,10 @@ accuracy / eval-mode train loss / max spike, and the eval-mode train loss
 with BatchNorm's statistics recomputed on the training set (what the fit
 would give without the running averages' lag).
 
-Run from the repo root: .venv/bin/python results/probes/bn_drift.py [SEEDS]
+FAMILY=1: instead, each model of bn_family.py under its own settings
+(seeds 10..), with LO=PATH the optimizer (default mulo-m).
+
+Run from the repo root: [FAMILY=1] [LO=...] .venv/bin/python results/probes/bn_drift.py [SEEDS]
 """
 import os
 import sys
@@ -19,6 +22,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bn_confirm  # noqa: E402
+import bn_family  # noqa: E402
 import unseen_models as um  # noqa: E402
 
 
@@ -72,17 +76,20 @@ def main():
   print(f"# {seeds} seeds, LO {os.environ.get('LO', 'mulo-m')}: test loss / test acc / eval-mode "
         "train loss / max spike || recomputed-stats train / test loss || mean running/population "
         "var per BatchNorm layer", flush=True)
-  for arch in (found, wide):
-    for sched in (found, wide):
-      task = {**arch, "steps": sched["steps"], "batch": sched["batch"]}
-      out = jax.jit(jax.vmap(lambda s: run_recomputed(task, make, s)))(jnp.arange(seeds))
-      losses, train, test, acc, train_r, test_r, ratio = jax.tree_util.tree_map(np.asarray, out)
-      var = {k: float(np.mean(v["var"])) for k, v in ratio.items()}
-      spike = float(np.max(losses / losses[:, :1]))
-      print(f"{arch['name'][:22]:22s} steps {task['steps']:5d} batch {task['batch']:3d}: "
-            f"{test.mean():.4f} / {acc.mean():.3f} / {train.mean():.3g} / {spike:.2f} || "
-            f"{train_r.mean():.3g} / {test_r.mean():.4f} || "
-            + " ".join(f"{k}:{v:.2f}" for k, v in var.items()), flush=True)
+  cells = ([(t, t) for t in bn_family.tasks()] if os.environ.get("FAMILY") == "1" else
+           [(arch, sched) for arch in (found, wide) for sched in (found, wide)])
+  first = 10 if os.environ.get("FAMILY") == "1" else 0
+  for arch, sched in cells:
+    task = {**arch, "steps": sched["steps"], "batch": sched["batch"]}
+    out = jax.jit(jax.vmap(lambda s: run_recomputed(task, make, s)))(
+        jnp.arange(first, first + seeds))
+    losses, train, test, acc, train_r, test_r, ratio = jax.tree_util.tree_map(np.asarray, out)
+    var = {k: float(np.mean(v["var"])) for k, v in ratio.items()}
+    spike = float(np.max(losses / losses[:, :1]))
+    print(f"{arch['name'][:22]:22s} steps {task['steps']:5d} batch {task['batch']:3d}: "
+          f"{test.mean():.4f} / {acc.mean():.3f} / {train.mean():.3g} / {spike:.2f} || "
+          f"{train_r.mean():.3g} / {test_r.mean():.4f} || "
+          + " ".join(f"{k}:{v:.2f}" for k, v in var.items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ and three batch sizes; mulo-m against the candidate on the same seeds, and
 AdamW's LR grid as unseen_models.py has it.
 
 Run from the repo root: .venv/bin/python results/probes/bn_family.py [SEEDS] [FIRST_SEED]
-(NO_ADAMW=1: mulo-m and the candidate only).
+(NO_ADAMW=1: mulo-m and the candidate only; TASKS=a;b: only the models whose
+names contain one of these).
 """
 import os
 import sys
@@ -126,7 +127,10 @@ def main():
         "train loss (eval mode) / max spike; candidate ÷ mulo-m per seed (mean ± s.e.)",
         flush=True)
   log_ratios = []
+  only = [t for t in os.environ.get("TASKS", "").split(";") if t]
   for task in tasks():
+    if only and not any(t in task["name"] for t in only):
+      continue
     m, m_seeds = evaluate_paired(task, bn_confirm.pretrained("mulo-m"), seeds)
     c, c_seeds = evaluate_paired(task, bn_confirm.pretrained(CANDIDATE), seeds)
     r = c_seeds / m_seeds
