@@ -51,7 +51,8 @@ from lopt.kernels.layout import TensorView
 DIRECTION_RULES = ("AdamDirection", "MeanFreeAdamDirection")
 # Rules that only scale the step by per-tensor scalars (and set the decay).
 SCALAR_RULES = ("WeightDecay", "LearnedScales", "TensorAdaptive", "GroupBase", "ShapedCosine",
-                "InvariantDecayCosine", "Cosine", "GradientRestraint", "HorizonScales")
+                "InvariantDecayCosine", "NormKeepingCosine", "Cosine", "GradientRestraint",
+                "HorizonScales")
 _TINY = 1e-30   # as lopt.adaptive
 
 

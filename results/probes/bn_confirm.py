@@ -19,7 +19,8 @@ import lopt  # noqa: E402
 import unseen_models as um  # noqa: E402
 
 CANDIDATES = {"decay2": "results/candidates/mulo-m-decay-anneal",
-              "invdecay": "results/candidates/mulo-m-invariant-decay"}
+              "invdecay": "results/candidates/mulo-m-invariant-decay",
+              "normkeep": "results/candidates/mulo-m-norm-keeping"}
 
 
 class BNMLP(nn.Module):

@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bn_confirm  # noqa: E402
 import unseen_models as um  # noqa: E402
 
-CANDIDATE = "results/candidates/mulo-m-invariant-decay"
+# CANDIDATE=PATH: another candidate (default: InvariantDecayCosine's).
+CANDIDATE = os.environ.get("CANDIDATE", "results/candidates/mulo-m-invariant-decay")
 
 
 def bn(x, train):
@@ -123,6 +124,7 @@ def main():
   n = int(sys.argv[1]) if len(sys.argv) > 1 else 4
   first = int(sys.argv[2]) if len(sys.argv) > 2 else 10
   seeds = jnp.arange(first, first + n)
+  print(f"# candidate: {CANDIDATE}")
   print(f"BatchNorm family, seeds {first}..{first + n - 1}: test loss / test accuracy / final "
         "train loss (eval mode) / max spike; candidate ÷ mulo-m per seed (mean ± s.e.)",
         flush=True)
@@ -136,15 +138,15 @@ def main():
     r = c_seeds / m_seeds
     log_ratios.append(np.log(c["test"] / m["test"]))
     print(f"\n{task['name']} ({task['steps']} steps, batch {task['batch']})\n"
-          f"  mulo-m   {um.fmt(m)}\n  invdecay {um.fmt(c)}  [÷ mulo-m {c['test'] / m['test']:.3f};"
+          f"  mulo-m    {um.fmt(m)}\n  candidate {um.fmt(c)}  [÷ mulo-m {c['test'] / m['test']:.3f};"
           f" per seed {r.mean():.3f} ± {r.std(ddof=1) / np.sqrt(len(r)):.3f}]", flush=True)
     if os.environ.get("NO_ADAMW") != "1":
       ad = {lr: evaluate_paired(task, um.adamw(lr), seeds)[0] for lr in um.ADAMW_LRS}
       best = min(ad, key=lambda lr: ad[lr]["test"] if not ad[lr]["diverged"] else np.inf)
       print(f"  tuned AdamW (lr {best:g}) {um.fmt(ad[best])}; mulo-m "
-            f"{m['test'] / ad[best]['test']:.2f}x, invdecay {c['test'] / ad[best]['test']:.2f}x",
+            f"{m['test'] / ad[best]['test']:.2f}x, candidate {c['test'] / ad[best]['test']:.2f}x",
             flush=True)
-  print(f"\ngeometric mean, invdecay ÷ mulo-m over {len(log_ratios)} models: "
+  print(f"\ngeometric mean, candidate ÷ mulo-m over {len(log_ratios)} models: "
         f"{np.exp(np.mean(log_ratios)):.3f}; worst {np.exp(np.max(log_ratios)):.3f}", flush=True)
 
 
