@@ -11,8 +11,8 @@ import optax
 import pytest
 
 from lopt import step_rules
-from lopt.adaptive import (AdaptiveLOpt, InvariantDecayCosine, ShapedCosine, TensorStats,
-                           alignment_z, bounded, default_rules)
+from lopt.adaptive import (AdaptiveLOpt, InvariantDecayCosine, NormKeepingCosine, ShapedCosine,
+                           TensorStats, alignment_z, bounded, default_rules)
 
 SPEC = {"w_in": "input", "w_h": "hidden", "b": "vector", "head": "sp_output"}
 SHAPES = {"w_in": (5, 4), "w_h": (4, 4), "b": (4,), "head": (4, 3)}
@@ -31,11 +31,12 @@ def _grads(step, seed=1):
 
 def numpy_mu_adamw(lo: AdaptiveLOpt, params, steps: int, num_steps: int,
                    lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2, input_matrix_scale=1.0,
-                   decay_exponent=1, orthogonal=(), record=None):
+                   decay_exponent=1, orthogonal=(), record=None, step_exponent=1):
   """μAdamW, float64: Adam (bias-corrected) × base step of the tensor's role ×
-  its μP multiplier × cosine(t/T), decoupled weight decay on matrices (lr · wd
-  · cosine^(e - 1) per update, e = ``decay_exponent``, or ``decay_exponent[k]``
-  per tensor); ``input_matrix_scale`` multiplies the input matrix's step. The
+  its μP multiplier × cosine(t/T)^f (f = ``step_exponent``, a float or a dict
+  per tensor), decoupled weight decay on matrices (lr · wd · cosine^(e - 1) per
+  update, e = ``decay_exponent``, or ``decay_exponent[k]`` per tensor);
+  ``input_matrix_scale`` multiplies the input matrix's step. The
   gradients of the tensors in ``orthogonal`` have their component along the
   current param removed (a scale-invariant tensor's); ``record`` (a list)
   receives each step's gradients."""
@@ -57,8 +58,9 @@ def numpy_mu_adamw(lo: AdaptiveLOpt, params, steps: int, num_steps: int,
       m[k] = lo.b1 * m[k] + (1 - lo.b1) * g[k]
       v[k] = lo.b2 * v[k] + (1 - lo.b2) * g[k].astype(np.float64) ** 2
       a = (m[k] / (1 - lo.b1 ** t)) / (np.sqrt(v[k] / (1 - lo.b2 ** t)) + lo.eps)
-      lr = base[k] * sched
-      e = decay_exponent[k] if isinstance(decay_exponent, dict) else decay_exponent
+      per = lambda x: x[k] if isinstance(x, dict) else x
+      lr = base[k] * sched ** per(step_exponent)
+      e = per(decay_exponent)
       wd = weight_decay * sched ** (e - 1)
       upd[k] = -lr * a - (lr * wd * p[k] if p[k].ndim >= 2 else 0.0)
       p[k] = p[k] + upd[k]
@@ -154,6 +156,96 @@ def test_invariant_decay_anneals_only_scale_invariant_tensors_against_numpy():
     for k in SHAPES:
       np.testing.assert_allclose(np.asarray(u[k]), expected[t - 1][k], rtol=1e-4, atol=1e-8)
     p = optax.apply_updates(p, u)
+
+
+def test_norm_keeping_moves_half_the_annealing_to_the_decay_against_numpy():
+  """NormKeepingCosine at θ = 0: the hidden matrix, whose gradients are
+  orthogonal to it (as behind BatchNorm), steps by lr · cosine^(1/2) with a
+  decay coefficient wd · cosine^(1/2), so lr · wd per update is μAdamW's; the
+  input matrix, the vector and the readout are μAdamW's exactly."""
+  rules = tuple(NormKeepingCosine() if isinstance(r, ShapedCosine) else r
+                for r in default_rules(lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2))
+  lo = AdaptiveLOpt(step=rules)
+  theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
+  params, grads = _params(), []
+  half = {"w_in": 1, "w_h": 0.5, "b": 1, "head": 1}
+  expected = numpy_mu_adamw(lo, params, steps=6, num_steps=8, orthogonal=("w_h",),
+                            step_exponent=half,
+                            decay_exponent={"w_in": 1, "w_h": 1.5, "b": 1, "head": 1},
+                            record=grads)
+  plain = numpy_mu_adamw(lo, params, steps=6, num_steps=8, orthogonal=("w_h",))
+  assert not np.allclose(expected[4]["w_h"], plain[4]["w_h"], rtol=1e-3)
+  np.testing.assert_array_equal(expected[4]["w_in"], plain[4]["w_in"])
+  state, p = lo.init_state(params), jax.tree_util.tree_map(jnp.asarray, params)
+  update = jax.jit(lambda g, s, p: lo.update(theta, g, s, p, num_steps=8, mup=SPEC))
+  for t in range(1, 7):
+    u, state = update(grads[t - 1], state, p)
+    for k in SHAPES:   # atol: float32 rounding of lr · a - lr · wd · p where the two cancel
+      np.testing.assert_allclose(np.asarray(u[k]), expected[t - 1][k], rtol=1e-4, atol=1e-7)
+    p = optax.apply_updates(p, u)
+
+
+def test_norm_keeping_keeps_an_invariant_tensors_norm_and_its_angular_schedule():
+  """The claim behind NormKeepingCosine, on the update equations of a
+  scale-invariant tensor (steps of lr per entry orthogonal to it, decay lr ·
+  wd · p): under ShapedCosine its norm² tracks n · lr / (2 wd) ∝ cosine, so it
+  shrinks as the step anneals; under NormKeepingCosine it stays within a few
+  percent, while the angle turned per update, lr / |p|, anneals about as
+  ShapedCosine's does (∝ sqrt(cosine) at equilibrium)."""
+  n, steps, lr0, wd0 = 256, 2000, 0.02, 2.0
+  rng = np.random.default_rng(0)
+  stats = TensorStats(None, None, 1e-8, None, jnp.float32(1e-5))   # z: behind BatchNorm
+  results = {}
+  for rule in (ShapedCosine(), NormKeepingCosine()):
+    p = rng.standard_normal(n) * math.sqrt(lr0 / (2 * wd0))   # at the start's equilibrium
+    norms, angles = [], []
+    for t in range(1, steps + 1):
+      ctx = step_rules.TensorContext(None, None, 1.0, 1, jnp.asarray(t), steps, acc=stats,
+                                     ndim=2)
+      out = rule({"log_shape": jnp.float32(0)}, step_rules.Step(None, lr0, wd0), ctx)
+      lr, wd = float(out.lr), float(out.wd)
+      d = np.sign(rng.standard_normal(n))
+      d -= (d @ p) / (p @ p) * p
+      new = p * (1 - lr * wd) + lr * d
+      angles.append(math.acos(np.clip(new @ p / np.linalg.norm(new) / np.linalg.norm(p), -1, 1)))
+      p = new
+      norms.append(np.linalg.norm(p))
+    results[type(rule).__name__] = (np.asarray(norms), np.asarray(angles))
+  shaped, keep = results["ShapedCosine"], results["NormKeepingCosine"]
+  at = lambda x, frac: x[int(frac * steps) - 1]
+  # ShapedCosine: the norm falls with the schedule (cosine(0.9) ≈ 0.024).
+  assert at(shaped[0], 0.9) / shaped[0][0] < 0.4
+  # NormKeepingCosine: it stays put to the end.
+  assert np.all(np.abs(keep[0] / keep[0][0] - 1) < 0.05)
+  # The angle per update at 20-80% of training: the same schedule within 25%.
+  for frac in (0.2, 0.5, 0.8):
+    mean = lambda a: np.mean(a[int(frac * steps) - 20:int(frac * steps) + 20])
+    assert mean(keep[1]) / mean(shaped[1]) == pytest.approx(1.0, abs=0.25), frac
+
+
+def test_norm_keeping_closed_form_record_and_checks():
+  log_shape = 0.3
+  s = (0.5 * (1 + math.cos(math.pi * 0.3))) ** math.exp(log_shape)
+  rule = NormKeepingCosine()
+  for z, w in ((1e-6, 1.0), (1.0, 0.0), (0.03 / math.sqrt(10.0), 0.5)):
+    ctx = step_rules.TensorContext(None, None, 1.0, 0, jnp.asarray(3), 10, ndim=2,
+                                   acc=TensorStats(None, None, 1e-8, None, jnp.float32(z)))
+    out = rule({"log_shape": jnp.float32(log_shape)}, step_rules.Step(None, 0.5, 0.1), ctx)
+    assert float(out.lr) == pytest.approx(0.5 * s ** (1 - w / 2), rel=1e-5)
+    assert float(out.wd) == pytest.approx(0.1 * s ** (w / 2), rel=1e-5)
+    assert float(out.lr * out.wd) == pytest.approx(0.05 * s, rel=1e-5)   # the decay per update
+    bare = rule({"log_shape": jnp.float32(log_shape)}, step_rules.Step(None, 0.5, None), ctx)
+    assert bare.wd is None and float(bare.lr) == pytest.approx(0.5 * s, rel=1e-5)
+  rec = step_rules.to_record((rule,))
+  assert rec == [{"rule": "NormKeepingCosine", "z_lo": 0.003, "z_hi": 0.03}]
+  assert step_rules.from_record(rec) == (rule,)
+  with pytest.raises(ValueError, match="leave decay_exponent unset"):
+    NormKeepingCosine(decay_exponent=2.0)
+  with pytest.raises(ValueError, match="0 < z_lo < z_hi"):
+    NormKeepingCosine(z_lo=0.1, z_hi=0.01)
+  late = tuple(r for r in default_rules() if not isinstance(r, ShapedCosine))
+  with pytest.raises(ValueError, match="WeightDecay rule must come before it"):
+    AdaptiveLOpt(step=(NormKeepingCosine(),) + late)
 
 
 def test_alignment_z_closed_form_and_invariance_weight():

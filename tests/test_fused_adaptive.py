@@ -179,15 +179,16 @@ def test_fused_equals_xla_with_horizon_scales():
   assert _rms_relative(want["dense"][0], plain["dense"][0]) > 0.1
 
 
-def test_fused_equals_xla_with_invariant_decay():
-  """The kernels run InvariantDecayCosine with the alignment of g and p summed
-  beside them: a hidden matrix whose gradient is orthogonal to it (as behind
-  BatchNorm) over two updates of a 3-step run, so the cosine factor is 0.25
-  at the second; the fused update equals XLA's, and the annealed decay
+@pytest.mark.parametrize("rule", ["InvariantDecayCosine", "NormKeepingCosine"])
+def test_fused_equals_xla_with_invariant_decay(rule):
+  """The kernels run the rules for scale-invariant tensors with the alignment
+  of g and p summed beside them: a hidden matrix whose gradient is orthogonal
+  to it (as behind BatchNorm) over two updates of a 3-step run, so the cosine
+  factor is 0.25 at the second; the fused update equals XLA's, and the rule
   changed it against ShapedCosine's."""
+  rule_class = getattr(lopt.adaptive, rule)
   form = dataclasses.replace(SHIPPED, step=tuple(
-      lopt.adaptive.InvariantDecayCosine() if type(r) is lopt.adaptive.ShapedCosine else r
-      for r in SHIPPED.step))
+      rule_class() if type(r) is lopt.adaptive.ShapedCosine else r for r in SHIPPED.step))
   xla, fused = (dataclasses.replace(form, backend=b) for b in ("xla", "pallas"))
   theta = _theta(xla)
   params, grads_seq = _params_and_grads(steps=2)
@@ -208,9 +209,8 @@ def test_fused_equals_xla_with_invariant_decay():
   for step in range(2):
     assert _rms_relative(got[step], want[step]) <= RMS_RELATIVE, step
   plain = run(dataclasses.replace(xla, step=tuple(
-      lopt.adaptive.ShapedCosine() if type(r) is lopt.adaptive.InvariantDecayCosine else r
-      for r in form.step)))
-  assert _rms_relative(want[1], plain[1]) > 0.05   # 0.24 on this data
+      lopt.adaptive.ShapedCosine() if type(r) is rule_class else r for r in form.step)))
+  assert _rms_relative(want[1], plain[1]) > 0.05   # InvariantDecayCosine: 0.24 on this data
 
 
 def test_fused_equals_xla_with_a_vector_base():
