@@ -5,6 +5,8 @@ warmup of the whole step over the first W updates ("warmupW"), and the
 adaptive head's multipliers ramped in log space over the first W updates,
 m ** min(1, t/W) ("rampW"; the step after update W is mulo-m's).
 
+TASK=diabetes: the diabetes regression MLP of unseen_models2.py instead.
+
 Run from the repo root: V=mulo-m,theta0,ramp10 .venv/bin/python results/probes/friedman_spike.py
 """
 import dataclasses, os, sys
@@ -46,8 +48,9 @@ V = {"mulo-m": variant(), "theta0": variant(th=LO.init(jax.random.PRNGKey(0)))}
 for w in (5, 10, 25, 50):
   V[f"warmup{w}"] = variant(lo=with_rules(LO.step + (Warmup(w),)))
   V[f"ramp{w}"] = variant(lo=ramped(w))
-tasks = {t["name"]: t for t in um.make_tasks()}
-task = tasks["friedman regression"]
+import unseen_models2 as um2  # noqa: E402
+tasks = {t["name"]: t for t in um.make_tasks() + um2.make_tasks()}
+task = tasks[os.environ.get("TASK", "friedman regression")]
 for n in names:
   losses, train, test, acc = jax.jit(jax.vmap(lambda s: um.run(task, V[n], s)))(jnp.arange(4))
   losses = np.asarray(losses)
