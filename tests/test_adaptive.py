@@ -133,45 +133,31 @@ def test_decay_exponent_closed_form_record_and_checks():
     AdaptiveLOpt(step=(ShapedCosine(decay_exponent=2.0),) + late)
 
 
-def test_invariant_decay_anneals_only_scale_invariant_tensors_against_numpy():
-  """InvariantDecayCosine at θ = 0: the hidden matrix, whose gradients are
-  orthogonal to it (as behind BatchNorm), gets its decay annealed by the
-  cosine squared; the input matrix and the readout, with unrelated gradients,
-  keep μAdamW's decay."""
-  rules = tuple(InvariantDecayCosine() if isinstance(r, ShapedCosine) else r
+# The hidden matrix's gradients are orthogonal to it (as behind BatchNorm); the
+# other tensors' are unrelated to them. Per rule: the hidden matrix's exponent
+# of the cosine on its step and the decay exponent e (wd · cosine^(e - 1)).
+INVARIANT_RULES = {
+    # the decay anneals by the cosine squared (lr · wd · cosine per update)
+    "InvariantDecayCosine": (InvariantDecayCosine, 1, 2),
+    # step and decay by cosine^(1/2) each, so lr · wd per update is μAdamW's
+    "NormKeepingCosine": (NormKeepingCosine, 0.5, 1.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INVARIANT_RULES))
+def test_invariant_rules_change_only_scale_invariant_tensors_against_numpy(name):
+  """InvariantDecayCosine and NormKeepingCosine at θ = 0: the scale-invariant
+  hidden matrix gets the rule's schedule; the input matrix, the vector and the
+  readout, with unrelated gradients, are μAdamW's exactly."""
+  rule, step_e, decay_e = INVARIANT_RULES[name]
+  rules = tuple(rule() if isinstance(r, ShapedCosine) else r
                 for r in default_rules(lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2))
   lo = AdaptiveLOpt(step=rules)
   theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
   params, grads = _params(), []
   expected = numpy_mu_adamw(lo, params, steps=6, num_steps=8, orthogonal=("w_h",),
-                            decay_exponent={"w_in": 1, "w_h": 2, "b": 1, "head": 1},
-                            record=grads)
-  plain = numpy_mu_adamw(lo, params, steps=6, num_steps=8, orthogonal=("w_h",))
-  assert not np.allclose(expected[4]["w_h"], plain[4]["w_h"], rtol=1e-3)
-  np.testing.assert_array_equal(expected[4]["w_in"], plain[4]["w_in"])
-  state, p = lo.init_state(params), jax.tree_util.tree_map(jnp.asarray, params)
-  update = jax.jit(lambda g, s, p: lo.update(theta, g, s, p, num_steps=8, mup=SPEC))
-  for t in range(1, 7):
-    u, state = update(grads[t - 1], state, p)
-    for k in SHAPES:
-      np.testing.assert_allclose(np.asarray(u[k]), expected[t - 1][k], rtol=1e-4, atol=1e-8)
-    p = optax.apply_updates(p, u)
-
-
-def test_norm_keeping_moves_half_the_annealing_to_the_decay_against_numpy():
-  """NormKeepingCosine at θ = 0: the hidden matrix, whose gradients are
-  orthogonal to it (as behind BatchNorm), steps by lr · cosine^(1/2) with a
-  decay coefficient wd · cosine^(1/2), so lr · wd per update is μAdamW's; the
-  input matrix, the vector and the readout are μAdamW's exactly."""
-  rules = tuple(NormKeepingCosine() if isinstance(r, ShapedCosine) else r
-                for r in default_rules(lr_input=3e-3, lr_hidden=0.5, weight_decay=0.2))
-  lo = AdaptiveLOpt(step=rules)
-  theta = jax.tree_util.tree_map(jnp.zeros_like, lo.init(jax.random.PRNGKey(0)))
-  params, grads = _params(), []
-  half = {"w_in": 1, "w_h": 0.5, "b": 1, "head": 1}
-  expected = numpy_mu_adamw(lo, params, steps=6, num_steps=8, orthogonal=("w_h",),
-                            step_exponent=half,
-                            decay_exponent={"w_in": 1, "w_h": 1.5, "b": 1, "head": 1},
+                            step_exponent={"w_in": 1, "w_h": step_e, "b": 1, "head": 1},
+                            decay_exponent={"w_in": 1, "w_h": decay_e, "b": 1, "head": 1},
                             record=grads)
   plain = numpy_mu_adamw(lo, params, steps=6, num_steps=8, orthogonal=("w_h",))
   assert not np.allclose(expected[4]["w_h"], plain[4]["w_h"], rtol=1e-3)

@@ -165,11 +165,12 @@ def fmt(r):
   return f"{r['test']:.4f}{acc} / {r['train']:.2g} / {r['spike']:.2f}{div}"
 
 
-def main():
-  print(f"unseen plain-flax models, {SEEDS} seeds: test loss / test accuracy / final train loss "
+def audit(tasks, title="unseen plain-flax models"):
+  """mulo-m on each task against AdamW's LR grid, one block per task."""
+  print(f"{title}, {SEEDS} seeds: test loss / test accuracy / final train loss "
         "/ max spike (max minibatch loss ÷ first); AdamW (optax.adamw, wd 1e-4, constant LR) at "
         f"LRs {ADAMW_LRS}, its best by test loss marked *", flush=True)
-  for task in make_tasks():
+  for task in tasks:
     lo = evaluate(task, mulo_m)
     ad = {lr: evaluate(task, adamw(lr)) for lr in ADAMW_LRS}
     best = min(ad, key=lambda lr: ad[lr]["test"] if not ad[lr]["diverged"] else np.inf)
@@ -181,4 +182,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  audit(make_tasks())

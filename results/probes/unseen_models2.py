@@ -114,21 +114,9 @@ def make_tasks():
 
 
 def main():
-  print(f"unseen plain-flax models (second audit), {um.SEEDS} seeds: test loss / test accuracy / "
-        "final train loss / max spike (max minibatch loss ÷ first); AdamW (optax.adamw, wd 1e-4, "
-        f"constant LR) at LRs {um.ADAMW_LRS}, its best by test loss marked *", flush=True)
   only = [t for t in os.environ.get("TASKS", "").split(";") if t]
-  for task in make_tasks():
-    if only and not any(t in task["name"] for t in only):
-      continue
-    lo = um.evaluate(task, um.mulo_m)
-    ad = {lr: um.evaluate(task, um.adamw(lr)) for lr in um.ADAMW_LRS}
-    best = min(ad, key=lambda lr: ad[lr]["test"] if not ad[lr]["diverged"] else np.inf)
-    print(f"\n{task['name']} ({task['steps']} steps): mulo-m {um.fmt(lo)}  "
-          f"[{lo['test'] / ad[best]['test']:.2f}x tuned AdamW, "
-          f"{lo['test'] / ad[1e-3]['test']:.2f}x AdamW 1e-3]", flush=True)
-    for lr, r in ad.items():
-      print(f"  adamw {lr:g}{'*' if lr == best else ' '} {um.fmt(r)}", flush=True)
+  um.audit([t for t in make_tasks() if not only or any(o in t["name"] for o in only)],
+           "unseen plain-flax models (second audit)")
 
 
 if __name__ == "__main__":
