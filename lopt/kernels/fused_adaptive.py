@@ -120,12 +120,13 @@ def _forward(lo, mult: float, group: int, num_steps_static: Any, interpret: bool
       frac, loss_feats, count, ts, group, len(shape), sums[K.SUM_G2] / n, sums[K.SUM_P2] / n,
       sums[K.SUM_M_HAT2] / n, sums[K.SUM_V_HAT] / n)
 
-  alignment = None
+  alignment, log_z = None, ts.log_z
   if lo.reads_alignment:  # g·p in XLA beside the kernel (g sanitized as the kernel does)
-    from lopt.adaptive import alignment_z
+    from lopt.adaptive import alignment_z, averaged_alignment
     from lopt.common import sanitize_grad
-    alignment = alignment_z(jnp.sum(sanitize_grad(flat(g))[0] * flat(p).astype(jnp.float32)),
-                            sums[K.SUM_G2], sums[K.SUM_P2], n)
+    alignment, log_z = averaged_alignment(alignment_z(
+        jnp.sum(sanitize_grad(flat(g))[0] * flat(p).astype(jnp.float32)),
+        sums[K.SUM_G2], sums[K.SUM_P2], n), count, ts.log_z)
   stats_only = TensorStats(None, None, lo.eps, feats, alignment)
   ctx = step_rules.TensorContext(None, None, mult, group, count, num_steps, loss, stats_only,
                                  (lo.b1, lo.b2), ndim=len(shape))
@@ -147,7 +148,7 @@ def _forward(lo, mult: float, group: int, num_steps_static: Any, interpret: bool
   else:
     (u,) = out
   state = AdaptiveTensorState(m.reshape(shape), v.reshape(shape), log_g0, log_p0,
-                              lo.seen_multipliers(theta, feats, group))
+                              lo.seen_multipliers(theta, feats, group), log_z)
   return u.reshape(shape), state, bad
 
 
