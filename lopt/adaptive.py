@@ -312,7 +312,9 @@ class NormKeepingCosine(InvariantDecayCosine):
   ordinary tensor's updates, and late in training each misfire took a step
   up to s^(-1/2) times ShapedCosine's (the screen's long wine table: +7%, a
   2.1× spike). Since then the rules read z averaged over updates
-  (``averaged_alignment``); that version is not evaluated yet."""
+  (``averaged_alignment``): that fixes the misfires, but on BatchNorm models
+  it trades harder (five CNNs 0.11-0.83×, one 1.42×, three table MLPs
+  1.06-1.08×; docs/meta-training-runs.md, eighteenth session)."""
   decay_exponent: float | None = None
 
   def __post_init__(self):
