@@ -231,11 +231,16 @@ class ShapedCosine(StepRule):
   def init(self, key):
     return {"log_shape": jnp.zeros((), jnp.float32)}
 
-  def __call__(self, theta, step, ctx):
+  @staticmethod
+  def shaped_factor(theta, ctx) -> Any:
+    """``s = cosine(t / num_steps) ** exp(θ)``, or None without num_steps."""
     factor = step_rules.cosine_factor(ctx.count, ctx.num_steps)
-    if factor is None:
+    return None if factor is None else factor ** jnp.exp(theta["log_shape"])
+
+  def __call__(self, theta, step, ctx):
+    s = self.shaped_factor(theta, ctx)
+    if s is None:
       return step
-    s = factor ** jnp.exp(theta["log_shape"])
     wd = step.wd
     if wd is not None and self.decay_exponent not in (None, 1):
       wd = wd * s ** (self.weight(ctx) * (self.decay_exponent - 1))
@@ -327,10 +332,9 @@ class NormKeepingCosine(InvariantDecayCosine):
     return True
 
   def __call__(self, theta, step, ctx):
-    factor = step_rules.cosine_factor(ctx.count, ctx.num_steps)
-    if factor is None:
+    s = self.shaped_factor(theta, ctx)
+    if s is None:
       return step
-    s = factor ** jnp.exp(theta["log_shape"])
     if step.wd is None:
       return Step(step.direction, step.lr * s, None)
     half = 0.5 * self.weight(ctx)
