@@ -112,13 +112,14 @@ def alignment_z(sum_gp: jax.Array, sum_g2: jax.Array, sum_p2: jax.Array, n: int)
   return jnp.where(jnp.isfinite(z), z, jnp.inf)
 
 
-def averaged_alignment(z: jax.Array, count: jax.Array, log_z: jax.Array):
+def averaged_alignment(z: jax.Array, start: jax.Array, log_z: jax.Array):
   """(the alignment the rules read, the new average of log z): an exponential
-  average (``ALIGNMENT_EMA``) of log z, started at update 1's. A tensor behind
-  BatchNorm reads z ≲ 1e-3 at every update, an ordinary one about 1 with rare
-  dips, which one update's z cannot tell from the first."""
+  average (``ALIGNMENT_EMA``) of log z, started afresh where ``start`` (the
+  rules: at update 1). A tensor behind BatchNorm reads z ≲ 1e-3 at every
+  update, an ordinary one about 1 with rare dips, which one update's z cannot
+  tell from the first."""
   now = jnp.log(jnp.clip(z, _TINY, 1e30))
-  avg = jnp.where(count == 1, now, ALIGNMENT_EMA * log_z + (1 - ALIGNMENT_EMA) * now)
+  avg = jnp.where(start, now, ALIGNMENT_EMA * log_z + (1 - ALIGNMENT_EMA) * now)
   return jnp.exp(avg), avg
 
 
@@ -703,7 +704,7 @@ class AdaptiveLOpt:
     alignment, log_z = None, ts.log_z
     if self.reads_alignment:
       alignment, log_z = averaged_alignment(
-          alignment_z(jnp.sum(g * p32), mean_g2 * n, mean_p2 * n, n), count, ts.log_z)
+          alignment_z(jnp.sum(g * p32), mean_g2 * n, mean_p2 * n, n), count == 1, ts.log_z)
     stats = TensorStats(m_hat, v_hat, self.eps, feats, alignment)
     ctx = step_rules.TensorContext(g, p, mult, group, count, num_steps, loss, stats,
                                    (self.b1, self.b2), epochs)

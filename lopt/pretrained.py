@@ -325,7 +325,8 @@ def check_step_mult(step_mult: Any) -> float:
 
 
 def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = None,
-                     mup: Any = None, step_mult: float = 1.0, epochs: float | None = None):
+                     mup: Any = None, step_mult: float = 1.0, epochs: float | None = None,
+                     keep_invariant_norms: bool = False):
   """The pretrained LO as an optax transformation, ready to use.
 
   ``num_steps``, the planned number of training steps (optimizer updates), is
@@ -344,6 +345,10 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
   num_steps × batch size ÷ training examples, for an LO that reads it (an
   ``AdaptiveLOpt`` with the ``EpochScales`` step rule); any other LO raises
   a ``ValueError`` if it is given.
+  ``keep_invariant_norms``: wrap the LO in
+  ``lopt.invariant_norms.keep_invariant_norms``, which holds the norm of every
+  scale-invariant tensor (a kernel in front of BatchNorm) still without
+  changing training, so that BatchNorm's running statistics do not lag.
   Works with optax, linen's ``TrainState`` and ``nnx.Optimizer``.
   """
   _resolve(name_or_path)  # a bad name or path is reported before num_steps
@@ -363,7 +368,14 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
                      "out.")
   extra = {} if epochs is None else {"epochs": epochs}
   tx = lopt.as_optax(theta, num_steps=num_steps, mup=mup, **extra)
-  return tx if step_mult == 1.0 else optax.chain(tx, optax.scale(step_mult))
+  tx = tx if step_mult == 1.0 else optax.chain(tx, optax.scale(step_mult))
+  if not isinstance(keep_invariant_norms, bool):
+    raise ValueError(f"pretrained_optax: keep_invariant_norms must be True or False, got "
+                     f"{keep_invariant_norms!r}.")
+  if keep_invariant_norms:
+    from lopt.invariant_norms import keep_invariant_norms as keep
+    tx = keep(tx)
+  return tx
 
 
 def _lo_states(opt_state: Any) -> list[Any]:

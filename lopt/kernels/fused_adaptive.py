@@ -126,7 +126,7 @@ def _forward(lo, mult: float, group: int, num_steps_static: Any, interpret: bool
     from lopt.common import sanitize_grad
     alignment, log_z = averaged_alignment(alignment_z(
         jnp.sum(sanitize_grad(flat(g))[0] * flat(p).astype(jnp.float32)),
-        sums[K.SUM_G2], sums[K.SUM_P2], n), count, ts.log_z)
+        sums[K.SUM_G2], sums[K.SUM_P2], n), count == 1, ts.log_z)
   stats_only = TensorStats(None, None, lo.eps, feats, alignment)
   ctx = step_rules.TensorContext(None, None, mult, group, count, num_steps, loss, stats_only,
                                  (lo.b1, lo.b2), ndim=len(shape))
