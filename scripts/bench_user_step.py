@@ -16,7 +16,8 @@ the optimizers makes the ratios robust to other load on the machine.
 
 Optimizers: ``optax.adamw(1e-3)``; ``mulo-m``, the shipped default LO (an
 ``AdaptiveLOpt``), and ``mulo-r``, the shipped robust-form ``MLPLOpt`` (mulo-m
-until 2026-12-04), both from ``lopt.pretrained_optax``. The LOs get the μP spec
+until 2026-12-04), both from ``lopt.pretrained_optax``; ``mulo-m-kept`` is
+mulo-m with ``keep_invariant_norms=True`` (what holding the norms costs). The LOs get the μP spec
 a user gets: ``lopt.mup.infer_kinds`` against a 4x narrower copy of the model.
 """
 
@@ -39,7 +40,8 @@ import lopt
 from training.report import markdown_table
 
 NUM_STEPS = 10_000  # the planned horizon the LOs are told (their cosine is then ~1)
-OPTIMIZERS = ("adamw", "mulo-m", "mulo-r")
+OPTIMIZERS = ("adamw", "mulo-m", "mulo-r", "mulo-m-kept")
+DEFAULT_OPTIMIZERS = OPTIMIZERS[:3]
 
 
 class CNN(nn.Module):
@@ -118,6 +120,9 @@ def optimizer(name: str, params: Any, narrow_params: Any):
   kinds = lopt.mup.infer_kinds(params, narrow_params)
   if name in ("mulo-m", "mulo-r"):
     return lopt.pretrained_optax(name, num_steps=NUM_STEPS, mup=kinds)
+  if name == "mulo-m-kept":  # mulo-m inside lopt.invariant_norms.keep_invariant_norms
+    return lopt.pretrained_optax("mulo-m", num_steps=NUM_STEPS, mup=kinds,
+                                 keep_invariant_norms=True)
   raise ValueError(f"unknown optimizer {name!r}")
 
 
@@ -196,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (a smoke run)")
   parser.add_argument("--models", default=",".join(MODEL_KEYS),
                       help="comma-separated: " + ", ".join(MODEL_KEYS))
-  parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
+  parser.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
                       help="comma-separated: " + ", ".join(OPTIMIZERS) + " (adamw is always run)")
   parser.add_argument("--steps", type=int, default=None, help="steps per timed repeat")
   parser.add_argument("--repeats", type=int, default=None)

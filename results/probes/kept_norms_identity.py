@@ -13,7 +13,10 @@ docs' addendum): the compiled program changes, and with it XLA's rounding.
 (all 0: every update is the inner one in exact arithmetic) and the smallest
 averaged alignment z met; (1b) a control that is the identity in exact
 arithmetic too (the gradient times a traced 1.0 before mulo-m), against
-plain mulo-m, beside the wrapper's own difference."""
+plain mulo-m, beside the wrapper's own difference.
+``... kept_norms_identity.py off [SEED]``: check (A) of the second test, on
+the conv and attention tasks: the wrapper with holding switched off (its
+band moved to z < 2e-30) against the wrapper as shipped, bit for bit."""
 import os
 import sys
 
@@ -76,7 +79,32 @@ def ratios(seed):
   print(f"\n(1a) every log ratio 0 at every update on every task: {all_zero}", flush=True)
 
 
+def holding_off(seed):
+  lo, theta = lopt.load_pretrained("mulo-m")
+  print(f"# seed {seed}: test loss of the wrapper as shipped, and with holding switched off",
+        flush=True)
+  same_all = True
+  for suite in ("screen", "heldout"):
+    for entry in probe_suites.entries(suite):
+      task, n = entry.task, entry.num_steps
+      if not any(k in task.name for k in ("cnn", "lm")):
+        continue
+      make = lambda: lo_optax(lo, theta, task, n)
+      on, off = (train_curves(f, task, n, [seed]) for f in (
+          lambda _: keep_invariant_norms(make()),
+          lambda _: keep_invariant_norms(make(), z_hi=2e-30, z_lo=1e-30)))
+      same = (np.array_equal(on.train_loss, off.train_loss)
+              and np.array_equal(on.test_loss, off.test_loss))
+      same_all &= same
+      print(f"{suite:7s} {task.name[:40]:40s} {n:5d} steps: test {float(on.test_loss[0]):.6g} / "
+            f"off {float(off.test_loss[0]):.6g}; {'identical' if same else 'DIFFERENT'}",
+            flush=True)
+  print(f"\n(A) holding off gives the wrapped runs bit for bit: {same_all}", flush=True)
+
+
 def main():
+  if len(sys.argv) > 1 and sys.argv[1] == "off":
+    return holding_off(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
   if len(sys.argv) > 1 and sys.argv[1] == "ratios":
     return ratios(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
   seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
