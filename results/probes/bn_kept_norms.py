@@ -7,7 +7,9 @@ test loss / test accuracy / eval-mode train loss / max spike, and the first
 BatchNorm layer's running ÷ population variance at the end.
 
 Run from the repo root: .venv/bin/python results/probes/bn_kept_norms.py [SEEDS] [FIRST]
-(TASKS=a;b: only the models whose names contain one of these)."""
+(TASKS=a;b: only the models whose names contain one of these; ADAMW=1: instead,
+AdamW's LR grid (unseen_models.ADAMW_LRS) on the same seeds, its best by test
+loss, to set beside the rows of a run without it)."""
 import os
 import sys
 
@@ -38,6 +40,19 @@ def first_bn_ratio(ratio):
   return float(np.mean(ratio[names[0]]["var"]))
 
 
+def adamw_grid(models, only, seeds):
+  print(f"# seeds {int(seeds[0])}..{int(seeds[-1])}: AdamW's LR grid, test loss / test acc / "
+        "eval-mode train loss / max spike; its best by test loss marked *", flush=True)
+  for task in models:
+    if only and not any(t in task["name"] for t in only):
+      continue
+    print(f"\n{task['name']} ({task['steps']} steps, batch {task['batch']})", flush=True)
+    rows = {lr: bn_family.evaluate_paired(task, um.adamw(lr), seeds)[0] for lr in um.ADAMW_LRS}
+    best = min(rows, key=lambda lr: rows[lr]["test"] if not rows[lr]["diverged"] else np.inf)
+    for lr, r in rows.items():
+      print(f"  adamw {lr:g}{'*' if lr == best else ' '} {um.fmt(r)}", flush=True)
+
+
 def main():
   n = int(sys.argv[1]) if len(sys.argv) > 1 else 4
   first = int(sys.argv[2]) if len(sys.argv) > 2 else 40
@@ -45,6 +60,8 @@ def main():
   only = [t for t in os.environ.get("TASKS", "").split(";") if t]
   models = (bn_family.tasks() + bn_confirm.tasks()
             + [t for t in um.make_tasks() if "BatchNorm" in t["name"]])
+  if os.environ.get("ADAMW") == "1":
+    return adamw_grid(models, only, seeds)
   print(f"# seeds {first}..{first + n - 1}: test loss / test acc / eval-mode train loss / max "
         "spike [BN_0 running/population var]; kept ÷ mulo-m per seed (mean ± s.e.)", flush=True)
   logs_m, logs_r, worst_spike, diverged = [], [], 0.0, 0
