@@ -91,7 +91,7 @@ def keep_invariant_norms(inner: Any, z_hi: float = Z_HI, z_lo: float = Z_LO):
                                                       params))
 
   def detect(g, p, log_z):
-    """(weight w in [0, 1], new average of log z) of one tensor."""
+    """(weight w in [0, 1], new average of log z, sum of p²) of one tensor."""
     g32, p32 = _wide(g), _wide(p)
     s_gp, s_g2, s_p2 = jnp.sum(g32 * p32), jnp.sum(jnp.square(g32)), jnp.sum(jnp.square(p32))
     z = alignment_z(s_gp, s_g2, s_p2, int(np.size(p)))
@@ -100,7 +100,7 @@ def keep_invariant_norms(inner: Any, z_hi: float = Z_HI, z_lo: float = Z_LO):
     _, avg = averaged_alignment(z, fresh, jnp.where(fresh, 0.0, log_z))
     log_z = jnp.where(evidence, avg, log_z).astype(jnp.float32)
     w = jnp.clip(jnp.log(z_hi) - log_z, 0.0, span) / span  # 0 while log_z is inf
-    return w, log_z
+    return w, log_z, s_p2
 
   def update_fn(updates, state, params=None, **extra):
     if params is None:
@@ -117,8 +117,8 @@ def keep_invariant_norms(inner: Any, z_hi: float = Z_HI, z_lo: float = Z_LO):
       if not _kept(p):
         weights.append(None); new_log_z.append(lz); v_grads.append(g); v_params.append(p)
         continue
-      w, lz = detect(g, p, lz)
-      weights.append(w); new_log_z.append(lz)
+      w, lz, s_p2 = detect(g, p, lz)
+      weights.append((w, s_p2)); new_log_z.append(lz)
       r = jnp.exp(lr)
       # While log_ratio is 0 (r = 1) these are the inputs unchanged, bit for bit.
       v_grads.append((_wide(g) / r).astype(jnp.result_type(g)))
@@ -129,21 +129,26 @@ def keep_invariant_norms(inner: Any, z_hi: float = Z_HI, z_lo: float = Z_LO):
     us = treedef.flatten_up_to(mup_lib.unwrap(inner_updates))
 
     out, new_ratios = [], []
-    for u, p, vp, w, lr in zip(us, ps, v_params, weights, ratios):
-      if w is None:
+    for u, p, held, lr in zip(us, ps, weights, ratios):
+      if held is None:
         out.append(u); new_ratios.append(lr)
         continue
+      (w, s_p2), r = held, jnp.exp(lr)
       p32, u32 = _wide(p), _wide(u)
-      v_new = _wide(vp) + u32
-      log_v_new = 0.5 * jnp.log(jnp.sum(jnp.square(v_new)))
-      log_p = 0.5 * jnp.log(jnp.sum(jnp.square(p32)))
+      # The updated virtual tensor is v = p·r + u; its norm from sums (one pass
+      # over p and u, no v materialized).
+      log_v_new = 0.5 * jnp.log(r * r * s_p2 + 2.0 * r * jnp.sum(p32 * u32) + jnp.sum(u32 * u32))
+      log_p = 0.5 * jnp.log(s_p2)
       # The actual norm after the update: the virtual one scaled back by the
       # old ratio (w = 0: as unwrapped), or the present one (w = 1: kept).
       log_actual = (1.0 - w) * (log_v_new - lr) + w * log_p
       ok = (w > 0) & jnp.isfinite(log_actual) & jnp.isfinite(log_v_new) & (log_p > -np.inf)
-      kept_update = v_new * jnp.exp(log_actual - log_v_new) - p32
-      plain_update = u32 * jnp.exp(-lr)  # = v_new / r - p exactly in real numbers
-      out.append(jnp.where(ok, kept_update, plain_update).astype(jnp.result_type(u)))
+      c = jnp.exp(log_actual - log_v_new)
+      # The new actual tensor is c·v, so the update is c·v - p = (r·c - 1)·p + c·u;
+      # not held, it is v/r - p = u·exp(-log_ratio) (bit for bit u at log_ratio 0).
+      a = jnp.where(ok, r * c - 1.0, 0.0)
+      b = jnp.where(ok, c, jnp.exp(-lr))
+      out.append((a * p32 + b * u32).astype(jnp.result_type(u)))
       new_ratios.append(jnp.where(ok, log_v_new - log_actual, lr))
 
     new_state = InvariantNormsState(inner_state, treedef.unflatten(new_ratios),
