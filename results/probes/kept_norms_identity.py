@@ -79,53 +79,45 @@ def ratios(seed):
   print(f"\n(1a) every log ratio 0 at every update on every task: {all_zero}", flush=True)
 
 
-def holding_off(seed):
-  lo, theta = lopt.load_pretrained("mulo-m")
-  print(f"# seed {seed}: test loss of the wrapper as shipped, and with holding switched off",
-        flush=True)
-  same_all = True
+def suite_tasks(only=None):
+  """(suite, task, steps) of the screen and held-out suites; ``only``: name parts."""
   for suite in ("screen", "heldout"):
     for entry in probe_suites.entries(suite):
-      task, n = entry.task, entry.num_steps
-      if not any(k in task.name for k in ("cnn", "lm")):
-        continue
-      make = lambda: lo_optax(lo, theta, task, n)
-      on, off = (train_curves(f, task, n, [seed]) for f in (
-          lambda _: keep_invariant_norms(make()),
-          lambda _: keep_invariant_norms(make(), z_hi=2e-30, z_lo=1e-30)))
-      same = (np.array_equal(on.train_loss, off.train_loss)
-              and np.array_equal(on.test_loss, off.test_loss))
-      same_all &= same
-      print(f"{suite:7s} {task.name[:40]:40s} {n:5d} steps: test {float(on.test_loss[0]):.6g} / "
-            f"off {float(off.test_loss[0]):.6g}; {'identical' if same else 'DIFFERENT'}",
-            flush=True)
-  print(f"\n(A) holding off gives the wrapped runs bit for bit: {same_all}", flush=True)
+      if only is None or any(k in entry.task.name for k in only):
+        yield suite, entry.task, entry.num_steps
+
+
+def compare(title, make_a, make_b, seed, only=None) -> bool:
+  """Train every task once with ``make_a(task, n)`` and once with ``make_b``;
+  print both test losses and whether the runs are identical bit for bit."""
+  print(f"# seed {seed}: {title}", flush=True)
+  same_all = True
+  for suite, task, n in suite_tasks(only):
+    a, b = (train_curves(lambda _: make(task, n), task, n, [seed]) for make in (make_a, make_b))
+    same = np.array_equal(a.train_loss, b.train_loss) and np.array_equal(a.test_loss, b.test_loss)
+    same_all &= same
+    print(f"{suite:7s} {task.name[:40]:40s} {n:5d} steps: test {float(a.test_loss[0]):.6g} / "
+          f"{float(b.test_loss[0]):.6g}; max |Δ train loss| "
+          f"{float(np.max(np.abs(a.train_loss - b.train_loss))):.3g}; "
+          f"{'identical' if same else 'DIFFERENT'}", flush=True)
+  print(f"\nall identical: {same_all}", flush=True)
+  return same_all
 
 
 def main():
-  if len(sys.argv) > 1 and sys.argv[1] == "off":
-    return holding_off(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
-  if len(sys.argv) > 1 and sys.argv[1] == "ratios":
-    return ratios(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
-  seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+  mode = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in ("off", "ratios") else None
+  seed = int(sys.argv[-1]) if len(sys.argv) > (2 if mode else 1) else 0
+  if mode == "ratios":
+    return ratios(seed)
   lo, theta = lopt.load_pretrained("mulo-m")
-  print(f"# seed {seed}: mulo-m against mulo-m wrapped in keep_invariant_norms, full length",
-        flush=True)
-  same_all = True
-  for suite in ("screen", "heldout"):
-    for entry in probe_suites.entries(suite):
-      task, n = entry.task, entry.num_steps
-      plain = train_curves(lambda _: lo_optax(lo, theta, task, n), task, n, [seed])
-      kept = train_curves(lambda _: keep_invariant_norms(lo_optax(lo, theta, task, n)), task, n,
-                          [seed])
-      same = (np.array_equal(plain.train_loss, kept.train_loss)
-              and np.array_equal(plain.test_loss, kept.test_loss))
-      same_all &= same
-      print(f"{suite:7s} {task.name[:40]:40s} {n:5d} steps: test {float(plain.test_loss[0]):.6g} / "
-            f"{float(kept.test_loss[0]):.6g}; max |Δ train loss| "
-            f"{float(np.max(np.abs(plain.train_loss - kept.train_loss))):.3g}; "
-            f"{'identical' if same else 'DIFFERENT'}", flush=True)
-  print(f"\nall identical: {same_all}", flush=True)
+  plain = lambda task, n: lo_optax(lo, theta, task, n)
+  kept = lambda task, n: keep_invariant_norms(plain(task, n))
+  if mode == "off":  # check (A): the wrapper as shipped against holding switched off
+    return compare("the wrapper as shipped / with holding switched off", kept,
+                   lambda task, n: keep_invariant_norms(plain(task, n), z_hi=2e-30, z_lo=1e-30),
+                   seed, only=("cnn", "lm"))
+  return compare("mulo-m / mulo-m wrapped in keep_invariant_norms, full length", plain, kept,
+                 seed)
 
 
 if __name__ == "__main__":
