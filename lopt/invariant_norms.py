@@ -7,10 +7,10 @@ place: BatchNorm's running statistics, which evaluation uses. When an optimizer
 shrinks such a kernel over training (with a decaying step and a fixed weight
 decay its equilibrium norm shrinks with the step), the running variance lags
 the kernel, and evaluation normalizes with stale statistics: under the shipped
-``mulo-m`` the first BatchNorm layer's running variance lagged 1.2-3.2× on
+``mulo-m`` the first BatchNorm layer's running variance lagged 1.2-4.8× on
 every BatchNorm CNN measured, and their test loss was up to 5× what the same
 weights give with the statistics recomputed (docs/meta-training-runs.md,
-eighteenth session).
+eighteenth and nineteenth sessions).
 
 ``keep_invariant_norms(inner)`` wraps any optax transformation. For each
 tensor of rank ≥ 2 it keeps ``log_ratio``, the log of the norm the inner
@@ -20,12 +20,14 @@ have there, ``g / r`` (the gradient of a scale-invariant loss scales as
 1/norm), so it sees exactly the trajectory it would have seen unwrapped. Its
 updated virtual tensor is then scaled back to the actual tensor's norm. For a
 scale-invariant tensor the loss, and so every gradient, is the same as
-unwrapped: training is unchanged up to float rounding, while the actual norm,
-and with it BatchNorm's running statistics, stays put.
+unwrapped: training is unchanged up to float rounding (and up to the
+normalization's eps, which makes it invariant only where the variance is far
+above eps), while the actual norm, and with it BatchNorm's running
+statistics, stays put.
 
 Which tensors: those whose gradient is orthogonal to them, read by the
 alignment ``z = |cos(g, p)| · sqrt(n)`` (``lopt.adaptive.alignment_z``: ~1 for
-unrelated g and p, ~1e-7..1e-4 behind BatchNorm), averaged in log over updates
+unrelated g and p, ~1e-6..1e-3 behind BatchNorm), averaged in log over updates
 (``ALIGNMENT_EMA``) so that one update's chance dip does not count. The norm is
 kept in proportion ``w = clip(log(z_hi / z) / log(z_hi / z_lo), 0, 1)``; any w
 is exact for a truly invariant tensor, and at w = 0 the update is the inner
