@@ -114,14 +114,14 @@ def keep_invariant_norms(inner: Any, z_hi: float = Z_HI, z_lo: float = Z_LO):
     ratios = treedef.flatten_up_to(state.log_ratio)
     log_zs = treedef.flatten_up_to(state.log_z)
 
-    weights, new_log_z, v_grads, v_params = [], [], [], []
+    held, new_log_z, v_grads, v_params = [], [], [], []  # held: (w, sum p², r) or None
     for g, p, lr, lz in zip(gs, ps, ratios, log_zs):
       if not _kept(p):
-        weights.append(None); new_log_z.append(lz); v_grads.append(g); v_params.append(p)
+        held.append(None); new_log_z.append(lz); v_grads.append(g); v_params.append(p)
         continue
       w, lz, s_p2 = detect(g, p, lz)
-      weights.append((w, s_p2)); new_log_z.append(lz)
       r = jnp.exp(lr)
+      held.append((w, s_p2, r)); new_log_z.append(lz)
       # While log_ratio is 0 (r = 1) these are the inputs unchanged, bit for bit.
       v_grads.append((_wide(g) / r).astype(jnp.result_type(g)))
       v_params.append((_wide(p) * r).astype(jnp.result_type(p)))
@@ -131,11 +131,11 @@ def keep_invariant_norms(inner: Any, z_hi: float = Z_HI, z_lo: float = Z_LO):
     us = treedef.flatten_up_to(mup_lib.unwrap(inner_updates))
 
     out, new_ratios = [], []
-    for u, p, held, lr in zip(us, ps, weights, ratios):
-      if held is None:
+    for u, p, h, lr in zip(us, ps, held, ratios):
+      if h is None:
         out.append(u); new_ratios.append(lr)
         continue
-      (w, s_p2), r = held, jnp.exp(lr)
+      w, s_p2, r = h
       p32, u32 = _wide(p), _wide(u)
       # The updated virtual tensor is v = p·r + u; its norm from sums (one pass
       # over p and u, no v materialized).
@@ -144,12 +144,12 @@ def keep_invariant_norms(inner: Any, z_hi: float = Z_HI, z_lo: float = Z_LO):
       # The actual norm after the update: the virtual one scaled back by the
       # old ratio (w = 0: as unwrapped), or the present one (w = 1: kept).
       log_actual = (1.0 - w) * (log_v_new - lr) + w * log_p
-      ok = (w > 0) & jnp.isfinite(log_actual) & jnp.isfinite(log_v_new) & (log_p > -np.inf)
+      ok = (w > 0) & jnp.isfinite(log_actual) & jnp.isfinite(log_v_new)
       c = jnp.exp(log_actual - log_v_new)
       # The new actual tensor is c·v, so the update is c·v - p = (r·c - 1)·p + c·u;
       # not held, it is v/r - p = u·exp(-log_ratio) (bit for bit u at log_ratio 0).
       a = jnp.where(ok, r * c - 1.0, 0.0)
-      b = jnp.where(ok, c, jnp.exp(-lr))
+      b = jnp.where(ok, c, 1.0 / r)
       out.append((a * p32 + b * u32).astype(jnp.result_type(u)))
       new_ratios.append(jnp.where(ok, log_v_new - log_actual, lr))
 

@@ -353,6 +353,9 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
   """
   _resolve(name_or_path)  # a bad name or path is reported before num_steps
   step_mult = check_step_mult(step_mult)
+  if not isinstance(keep_invariant_norms, bool):
+    raise ValueError(f"pretrained_optax: keep_invariant_norms must be True or False, got "
+                     f"{keep_invariant_norms!r}.")
   if num_steps is None:
     raise ValueError(
         f"pretrained_optax({str(name_or_path)!r}) needs num_steps=<your planned number of "
@@ -369,9 +372,6 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
   extra = {} if epochs is None else {"epochs": epochs}
   tx = lopt.as_optax(theta, num_steps=num_steps, mup=mup, **extra)
   tx = tx if step_mult == 1.0 else optax.chain(tx, optax.scale(step_mult))
-  if not isinstance(keep_invariant_norms, bool):
-    raise ValueError(f"pretrained_optax: keep_invariant_norms must be True or False, got "
-                     f"{keep_invariant_norms!r}.")
   if keep_invariant_norms:
     from lopt.invariant_norms import keep_invariant_norms as keep
     tx = keep(tx)
