@@ -34,6 +34,16 @@ query and key kernels ``scale = 1/sqrt(head_dim)``, which makes the logits'
 first-order change per step the μP one (``attention="mup"``: a model that
 scales by ``1/head_dim`` itself; no extra factor).
 
+Recurrent kernels. A hidden-to-hidden kernel of an RNN cell is applied at
+each of the T steps of a sequence: a weight tied across T layers of the
+unrolled network. Adam-like updates normalize its summed gradient, so one
+update moves the output up to T times (coherent steps) or √T times
+(independent ones) as much as the same update of an untied layer, and μP's
+1/fan_in counts one application. ``infer_kinds(..., recurrent_steps=T)``
+gives flax's cells' recurrent kernels (``RECURRENT_NAMES``) ``scale =
+1/sqrt(T)`` (docs/meta-training-runs.md, "Recurrent models"); without it
+``infer_kinds`` warns when it sees them.
+
 The two readouts. ``"output"`` is a μP readout: the *model* multiplies its
 output by ``1/fan_in`` (``meta_tasks``' μP models do), so its step is not
 scaled. ``"sp_output"`` is the readout of a plain model (``nn.Dense`` with no
@@ -71,6 +81,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import warnings
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -320,6 +331,10 @@ READOUTS = ("sp", "mup")
 ATTENTION_SCALINGS = ("sqrt", "mup")
 # flax attention projections whose step gets 1/sqrt(head_dim) under attention="sqrt".
 ATTENTION_QK = ("query", "key")
+# Module names of flax's RNN cells' hidden-to-hidden dense layers: linen's
+# LSTMCell/OptimizedLSTMCell (hi, hf, hg, ho), GRUCell (hr, hz, hn), MGUCell
+# (hf, hn), ConvLSTMCell (hh), and NNX's cells (hi, hf, hg, ho; dense_h).
+RECURRENT_NAMES = ("hi", "hf", "hg", "ho", "hr", "hz", "hn", "hh", "dense_h")
 
 
 def kernel_fan_in(path, shape: tuple[int, ...], contracting: int | None = None) -> int:
@@ -340,6 +355,23 @@ def kernel_fan_in(path, shape: tuple[int, ...], contracting: int | None = None) 
   return fan_in(shape)
 
 
+def _check_recurrent(found: list[list[str]], recurrent_steps: int | None) -> None:
+  """Warn about recurrent kernels given no sequence length; refuse a sequence
+  length that finds none."""
+  if found and recurrent_steps is None:
+    warnings.warn(
+        f"infer_kinds: {_show(found)} look like the recurrent kernels of flax RNN cells. "
+        "Each is applied once per time step, so a step sized for one layer moves the output "
+        "several times as much: pass recurrent_steps=T (your sequence length) to give them "
+        "the step x 1/sqrt(T).", stacklevel=3)
+  if recurrent_steps is not None and not found:
+    raise ValueError(
+        f"infer_kinds: recurrent_steps={recurrent_steps} was given but no recurrent kernel "
+        f"was recognized (hidden kernels of modules named {RECURRENT_NAMES}). For a cell of "
+        "your own, mark its hidden-to-hidden kernels Kind('hidden', fan_in, T ** -0.5), "
+        "or leave recurrent_steps out.")
+
+
 def _contracting_axes(model: Any) -> dict[tuple[str, ...], int]:
   """For an NNX module: kernel path -> number of contracting axes, for every
   ``nnx.LinearGeneral`` in it (its kernel is ``(*in_features, *out_features)``)."""
@@ -357,7 +389,7 @@ def _contracting_axes(model: Any) -> dict[tuple[str, ...], int]:
 
 
 def infer_kinds(params: Any, base_params: Any, readout: str = "sp",
-                attention: str = "sqrt") -> Any:
+                attention: str = "sqrt", recurrent_steps: int | None = None) -> Any:
   """Infer kinds by comparing ``params`` with a narrower copy, ``base_params``.
 
   Both may be param pytrees (linen ``variables`` or ``variables["params"]``),
@@ -387,6 +419,12 @@ def infer_kinds(params: Any, base_params: Any, readout: str = "sp",
   ``Kind("hidden", fan_in, 1/sqrt(head_dim))`` (see the module docstring);
   ``"mup"``, for a model that scales its logits by 1/head_dim, does not.
 
+  ``recurrent_steps``: the sequence length T of an RNN. Hidden kernels of
+  flax's RNN cells (their module named in ``RECURRENT_NAMES``) become
+  ``Kind("hidden", fan_in, 1/sqrt(T))`` (see the module docstring). Without
+  it such kernels stay plain hidden matrices and a warning names them; with
+  it and none found, a ValueError (mark a cell of your own with ``Kind``).
+
   Raises if no axis differs (``base_params`` is not narrower): every matrix
   would silently be an input layer, with no μP scaling at all.
   """
@@ -398,10 +436,14 @@ def infer_kinds(params: Any, base_params: Any, readout: str = "sp",
     raise ValueError(f"attention must be one of {ATTENTION_SCALINGS} ('sqrt': flax's default "
                      f"1/sqrt(head_dim) logit scaling; 'mup': the model scales logits by "
                      f"1/head_dim), got {attention!r}.")
+  if recurrent_steps is not None and (isinstance(recurrent_steps, bool) or not isinstance(
+      recurrent_steps, (int, np.integer)) or recurrent_steps < 1):
+    raise ValueError(f"recurrent_steps must be the sequence length, a positive int, got "
+                     f"{recurrent_steps!r}.")
   contracting = _contracting_axes(params)
   base_contracting = _contracting_axes(base_params)
   base_flat, flat, treedef = _align(base_params, params, what="base params")
-  kinds, any_width_axis = [], False
+  kinds, any_width_axis, recurrent = [], False, []
   for (path, p), b in zip(flat, base_flat):
     shape, base_shape = tuple(np.shape(p)), tuple(np.shape(b))
     name = jax.tree_util.keystr(path)
@@ -423,7 +465,12 @@ def infer_kinds(params: Any, base_params: Any, readout: str = "sp",
             "input" if names and names[-1] in DENSE_NAMES else "embedding")
     scale = (float(shape[-1]) ** -0.5 if attention == "sqrt" and len(shape) >= 3
              and len(names) >= 2 and names[-2] in ATTENTION_QK and kind == "hidden" else 1.0)
+    if kind == "hidden" and len(names) >= 2 and names[-2] in RECURRENT_NAMES:
+      recurrent.append(names)
+      if recurrent_steps is not None:
+        scale *= float(recurrent_steps) ** -0.5
     kinds.append(Kind(kind, fi, scale) if fi != fan_in(shape) or scale != 1.0 else kind)
+  _check_recurrent(recurrent, recurrent_steps)
   if flat and not any_width_axis:
     raise ValueError(
         "infer_kinds: params and base_params have the same shapes everywhere, so no axis "

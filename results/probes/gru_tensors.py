@@ -41,6 +41,6 @@ if __name__ == "__main__":
   for path, k in jax.tree_util.tree_flatten_with_path(kinds, is_leaf=lambda x: not isinstance(x, dict))[0]:
     print(f"  {'/'.join(names(path)):24s} {k}", flush=True)
   print(f"GRU, {um.SEEDS} seeds: test loss / accuracy / train loss / max spike", flush=True)
-  print(f"  {'mulo-m':18s} {um.fmt(um.evaluate(task, um.mulo_m))}", flush=True)
+  print(f"  {'mulo-m':18s} {um.fmt(um.evaluate(task, um.mulo_m, init_outside=True))}", flush=True)
   for g in GROUPS:
-    print(f"  {g + ' x0.3':18s} {um.fmt(um.evaluate(task, scaled(g)))}", flush=True)
+    print(f"  {g + ' x0.3':18s} {um.fmt(um.evaluate(task, scaled(g), init_outside=True))}", flush=True)

@@ -100,14 +100,22 @@ def loss_fn(kind, out, y):
   return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
 
 
-def run(task, make_tx, seed):
-  """(per-step minibatch losses, final train loss, test loss, test accuracy)."""
+def init(task, seed):
+  key = jax.random.PRNGKey(seed)
+  return task["model"].init({"params": key, "dropout": key}, jnp.asarray(task["data"][0][:2]),
+                            train=False)
+
+
+def run(task, make_tx, seed, variables=None):
+  """(per-step minibatch losses, final train loss, test loss, test accuracy).
+  ``variables``: the model's, made outside (``init``); None: made here."""
   model, kind = task["model"], task["kind"]
   xt, yt, xe, ye = (jnp.asarray(a) for a in task["data"])
   yt = yt.astype(jnp.float32 if kind == "mse" else jnp.int32)
   ye = ye.astype(yt.dtype)
   key = jax.random.PRNGKey(seed)
-  variables = model.init({"params": key, "dropout": key}, xt[:2], train=False)
+  if variables is None:
+    variables = init(task, seed)
   params = variables["params"]
   extra = {k: v for k, v in variables.items() if k != "params"}
   tx = make_tx(task, params)
@@ -149,9 +157,19 @@ def adamw(lr):
   return lambda task, params: optax.adamw(lr)
 
 
-def evaluate(task, make_tx):
-  losses, train, test, acc = jax.jit(jax.vmap(lambda s: run(task, make_tx, s)))(
-      jnp.arange(SEEDS))
+def evaluate(task, make_tx, init_outside=False):
+  """``init_outside``: init each seed's model eagerly, outside the vmapped jit.
+  flax's RNN cells init their recurrent kernels orthogonally (a QR), and jax
+  0.10's batched CPU QR inside the jitted vmap deadlocked on this 2-core
+  machine (recurrent_models.py)."""
+  seeds = jnp.arange(SEEDS)
+  if init_outside:
+    variables = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+                                       *[init(task, int(s)) for s in seeds])
+    fn = jax.jit(jax.vmap(lambda s, v: run(task, make_tx, s, v)))
+    losses, train, test, acc = fn(seeds, variables)
+  else:
+    losses, train, test, acc = jax.jit(jax.vmap(lambda s: run(task, make_tx, s)))(seeds)
   losses = np.asarray(losses)
   spike = float(np.max(losses / losses[:, :1]))
   ok = np.all(np.isfinite(losses))
