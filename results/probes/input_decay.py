@@ -44,4 +44,4 @@ if __name__ == "__main__":
   print(f"{um.SEEDS} seeds: test loss / accuracy / train loss / max spike", flush=True)
   for task in tasks:
     for name, lo in (("mulo-m", LO), ("no input decay", NO_INPUT_DECAY)):
-      print(f"  {task['name']:10s} {name:16s} {um.fmt(um.evaluate(task, variant(lo)))}", flush=True)
+      print(f"  {task['name']:22s} {name:16s} {um.fmt(um.evaluate(task, variant(lo), init_outside=True))}", flush=True)
