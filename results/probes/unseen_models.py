@@ -140,10 +140,11 @@ def run(task, make_tx, seed, variables=None):
 
   (p, extra, _), losses = jax.lax.scan(step, (params, extra, opt_state),
                                        jnp.arange(task["steps"]))
-  out_t, _ = apply(p, extra, xt, False, key)
+  rows = task.get("train_eval_rows")  # the final train loss on the first rows only
+  out_t, _ = apply(p, extra, xt[:rows], False, key)
   out_e, _ = apply(p, extra, xe, False, key)
   acc = (jnp.nan if kind == "mse" else jnp.mean(jnp.argmax(out_e, -1) == ye))
-  return losses, loss_fn(kind, out_t, yt), loss_fn(kind, out_e, ye), acc
+  return losses, loss_fn(kind, out_t, yt[:rows]), loss_fn(kind, out_e, ye), acc
 
 
 def mulo_m(task, params):
@@ -189,8 +190,9 @@ def audit(tasks, title="unseen plain-flax models"):
         "/ max spike (max minibatch loss ÷ first); AdamW (optax.adamw, wd 1e-4, constant LR) at "
         f"LRs {ADAMW_LRS}, its best by test loss marked *", flush=True)
   for task in tasks:
-    lo = evaluate(task, mulo_m)
-    ad = {lr: evaluate(task, adamw(lr)) for lr in ADAMW_LRS}
+    lo = evaluate(task, mulo_m, init_outside=True)
+    print(f"  ({task['name']}: mulo-m {fmt(lo)}; AdamW's grid next)", flush=True)
+    ad = {lr: evaluate(task, adamw(lr), init_outside=True) for lr in ADAMW_LRS}
     best = min(ad, key=lambda lr: ad[lr]["test"] if not ad[lr]["diverged"] else np.inf)
     print(f"\n{task['name']} ({task['steps']} steps): mulo-m {fmt(lo)}  "
           f"[{lo['test'] / ad[best]['test']:.2f}x tuned AdamW, "
