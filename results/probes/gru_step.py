@@ -19,4 +19,4 @@ def v(theta=TH, mult=1.0):
   return make
 for name, make in [("theta=0", v(theta=LO.init(jax.random.PRNGKey(0)))), ("mulo-m x3", v(mult=3.0)),
                    ("mulo-m x0.3", v(mult=0.3)), ("adamw 3e-2", um.adamw(3e-2))]:
-  print(f"  {name:12s} {um.fmt(um.evaluate(task, make))}", flush=True)
+  print(f"  {name:12s} {um.fmt(um.evaluate(task, make, init_outside=True))}", flush=True)
