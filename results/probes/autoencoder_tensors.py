@@ -6,19 +6,12 @@ Run from the repo root: .venv/bin/python results/probes/autoencoder_tensors.py""
 import os, sys
 sys.argv = [sys.argv[0], "4"]
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import jax, optax
 import unseen_models as um, unseen_models3 as um3
 task = next(t for t in um3.make_tasks() if t["name"] == "autoencoder")
 
 
 def scaled(layer, mult=0.5):
-  def make(task, params):
-    mults = jax.tree_util.tree_map_with_path(
-        lambda p, _: mult if str(getattr(p[0], "key", p[0])) == layer else 1.0, params)
-    return optax.chain(um.mulo_m(task, params), optax.GradientTransformation(
-        lambda p: optax.EmptyState(),
-        lambda u, s, p=None: (jax.tree_util.tree_map(lambda a, m: a * m, u, mults), s)))
-  return make
+  return um.scale_where(um.mulo_m, lambda names: names[0] == layer, mult)
 
 
 print("autoencoder, 4 seeds: test loss / train loss / max spike (mulo-m: 0.0098 / 0.0076 / 1.00)",

@@ -8,7 +8,7 @@ Run from the repo root: .venv/bin/python results/probes/gru_tensors.py [SEEDS]""
 import os, sys
 sys.argv = [sys.argv[0], sys.argv[1] if len(sys.argv) > 1 else "4"]
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import jax, optax
+import jax
 import lopt
 import unseen_models as um, unseen_models2 as um2
 
@@ -24,14 +24,7 @@ def names(path):
 
 
 def scaled(group, mult=0.3):
-  def make(task, params):
-    tx = um.mulo_m(task, params)
-    mults = jax.tree_util.tree_map_with_path(
-        lambda p, _: mult if GROUPS[group](names(p)) else 1.0, params)
-    return optax.chain(tx, optax.GradientTransformation(
-        lambda p: optax.EmptyState(),
-        lambda u, s, p=None: (jax.tree_util.tree_map(lambda a, m: a * m, u, mults), s)))
-  return make
+  return um.scale_where(um.mulo_m, GROUPS[group], mult)
 
 
 if __name__ == "__main__":

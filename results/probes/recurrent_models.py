@@ -10,7 +10,9 @@ lopt.mup.infer_kinds from a narrower copy, loss= passed). Models:
   32-byte windows of Python's own source (textwrap, argparse, string:
   the first 90% for training, the last 10% for test), batch 32, 1,000 steps.
 Variants: mulo-m; mulo-m with the recurrent kernels (flax cells' hi/hf/hg/ho,
-hr/hz/hn) Kind("hidden", fan_in, 1/sqrt(T)); the same with 1/T; AdamW's LR grid
+hr/hz/hn) Kind("hidden", fan_in, 1/sqrt(T)) (the results were made with a
+probe-local copy of what lopt.mup.infer_kinds(recurrent_steps=T) now does,
+which gives the same kinds); the same with 1/T; AdamW's LR grid
 picked on test loss (an oracle, as the suites tune it).
 
 Run from the repo root: .venv/bin/python results/probes/recurrent_models.py [SEEDS]
@@ -32,9 +34,6 @@ from sklearn import datasets as skd  # noqa: E402
 
 import lopt  # noqa: E402
 import unseen_models as um  # noqa: E402
-
-RECURRENT = ("hi", "hf", "hg", "ho", "hr", "hz", "hn")
-
 
 class LSTM(nn.Module):
   width: int
@@ -100,33 +99,22 @@ def make_tasks():
   ]
 
 
-def recurrent_scaled(kinds, params, scale):
-  """kinds with the flax cells' recurrent kernels given an extra step factor."""
-  def one(path, k, p):
-    names = [str(getattr(q, "key", q)) for q in path]
-    if len(names) >= 2 and names[-2] in RECURRENT and names[-1] == "kernel":
-      assert k == "hidden", (names, k)
-      return lopt.mup.Kind("hidden", int(np.shape(p)[0]), scale)
-    return k
-  return jax.tree_util.tree_map_with_path(
-      one, kinds, params, is_leaf=lambda x: isinstance(x, (str, lopt.mup.Kind)))
-
-
-def lo(scale_of_t=None):
+def lo(steps_of_t=None):
+  """mulo-m; with ``steps_of_t``, infer_kinds(recurrent_steps=steps_of_t(T)):
+  T gives the recurrent kernels 1/sqrt(T), T² gives 1/T."""
   def make(task, params):
     base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
                              train=False)["params"]
-    kinds = lopt.mup.infer_kinds(params, base)
-    if scale_of_t is not None:
-      kinds = recurrent_scaled(kinds, params, scale_of_t(task["seq"]))
+    steps = None if steps_of_t is None else steps_of_t(task["seq"])
+    kinds = lopt.mup.infer_kinds(params, base, recurrent_steps=steps)
     return lopt.pretrained_optax("mulo-m", num_steps=task["steps"], mup=kinds)
   return make
 
 
 LRS = um.ADAMW_LRS + (3e-2,)
 
-VARIANTS = {"mulo-m": lo(), "recurrent 1/sqrt(T)": lo(lambda t: t ** -0.5),
-            "recurrent 1/T": lo(lambda t: 1.0 / t),
+VARIANTS = {"mulo-m": lo(), "recurrent 1/sqrt(T)": lo(lambda t: t),
+            "recurrent 1/T": lo(lambda t: t * t),
             **{f"adamw {lr}": um.adamw(lr) for lr in LRS}}
 
 if __name__ == "__main__":

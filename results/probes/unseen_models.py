@@ -154,6 +154,18 @@ def mulo_m(task, params):
                                mup=lopt.mup.infer_kinds(params, base))
 
 
+def scale_where(make_tx, pick, mult):
+  """``make_tx``'s transformation with its update × ``mult`` on the params whose
+  path (a list of names) ``pick`` accepts."""
+  def make(task, params):
+    mults = jax.tree_util.tree_map_with_path(
+        lambda p, _: mult if pick([str(getattr(k, "key", k)) for k in p]) else 1.0, params)
+    return optax.chain(make_tx(task, params), optax.GradientTransformation(
+        lambda p: optax.EmptyState(),
+        lambda u, s, p=None: (jax.tree_util.tree_map(lambda a, m: a * m, u, mults), s)))
+  return make
+
+
 def adamw(lr):
   return lambda task, params: optax.adamw(lr)
 
