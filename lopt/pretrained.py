@@ -326,7 +326,7 @@ def check_step_mult(step_mult: Any) -> float:
 
 def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = None,
                      mup: Any = None, step_mult: float = 1.0, epochs: float | None = None,
-                     keep_invariant_norms: bool = False):
+                     keep_invariant_norms: bool | None = None):
   """The pretrained LO as an optax transformation, ready to use.
 
   ``num_steps``, the planned number of training steps (optimizer updates), is
@@ -349,11 +349,13 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
   ``lopt.invariant_norms.keep_invariant_norms``, which holds the norm of every
   scale-invariant tensor (a kernel in front of BatchNorm) still without
   changing training, so that BatchNorm's running statistics do not lag.
-  Works with optax, linen's ``TrainState`` and ``nnx.Optimizer``.
+  Works with optax, linen's ``TrainState`` and ``nnx.Optimizer``. Left at
+  None it is off, and ``init`` warns if the params have layers named like
+  BatchNorm (``lopt.invariant_norms.batchnorm_layers``); False is off, silently.
   """
   _resolve(name_or_path)  # a bad name or path is reported before num_steps
   step_mult = check_step_mult(step_mult)
-  if not isinstance(keep_invariant_norms, bool):
+  if not (keep_invariant_norms is None or isinstance(keep_invariant_norms, bool)):
     raise ValueError(f"pretrained_optax: keep_invariant_norms must be True or False, got "
                      f"{keep_invariant_norms!r}.")
   if num_steps is None:
@@ -375,6 +377,9 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
   if keep_invariant_norms:
     from lopt.invariant_norms import keep_invariant_norms as keep
     tx = keep(tx)
+  elif keep_invariant_norms is None:
+    from lopt.invariant_norms import warn_on_batchnorm
+    tx = warn_on_batchnorm(tx, str(name_or_path))
   return tx
 
 

@@ -163,6 +163,8 @@ def test_nnx_optimizer_with_batchnorm():
   x, y = _data()
   model, base = Net(32, nnx.Rngs(0)), Net(8, nnx.Rngs(0))
   kinds = lopt.mup.infer_kinds(nnx.state(model, nnx.Param), nnx.state(base, nnx.Param))
+  from lopt.invariant_norms import batchnorm_layers
+  assert batchnorm_layers(nnx.state(model, nnx.Param)) == ["bn"]  # what the warning reads
   tx = lopt.pretrained_optax("mulo-m", num_steps=STEPS, mup=kinds, keep_invariant_norms=True)
   opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
   loss_fn = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
@@ -234,3 +236,54 @@ def test_batchnorm_running_variance_stops_lagging():
   assert lag_plain > 2.5 and lag_kept < 1.4, (lag_plain, lag_kept)
   np.testing.assert_allclose(losses_kept[:20], losses_plain[:20], rtol=1e-4)
   np.testing.assert_allclose(losses_kept[-20:].mean(), losses_plain[-20:].mean(), rtol=0.05)
+
+
+def test_batchnorm_layers_are_found_by_their_names():
+  """linen's BatchNorm_N and the usual attribute names; LayerNorm, GroupNorm
+  and names that merely contain "bn" are not BatchNorm."""
+  nn = pytest.importorskip("flax.linen")
+  from lopt.invariant_norms import batchnorm_layers
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      x = nn.BatchNorm(use_running_average=not train)(nn.Dense(8)(x))
+      x = nn.LayerNorm()(nn.Dense(8)(x))
+      return nn.BatchNorm(use_running_average=not train)(nn.Dense(2)(x))
+
+  params = Net().init(jax.random.PRNGKey(0), jnp.ones((2, 3)))["params"]
+  assert batchnorm_layers(params) == ["BatchNorm_0", "BatchNorm_1"]
+  w = jnp.ones((2, 2))
+  named = {"bn": {"scale": w}, "bn1": {"scale": w}, "conv1_bn": {"bias": w},
+           "batch_norm": {"scale": w}, "abnormal": {"kernel": w}, "bnorm_like": {"kernel": w},
+           "GroupNorm_0": {"scale": w}, "dense_bn2x": {"kernel": w}}
+  assert batchnorm_layers(named) == ["batch_norm", "bn", "bn1", "conv1_bn"]
+  assert batchnorm_layers(_params()) == []
+
+
+def test_pretrained_lo_warns_on_batchnorm_unless_told():
+  """Left at None, keep_invariant_norms is off (the updates are the plain
+  LO's bit for bit) and init warns once on params with BatchNorm layers;
+  False is off and silent; params without BatchNorm get no warning."""
+  import warnings
+  x, y = _data()
+  p0 = _params()
+  spec = lopt.mup.kinds_from_paths(p0, {"w1": "input", "w2": "sp_output"})
+  make = lambda keep: lopt.pretrained_optax("mulo-m", num_steps=STEPS, mup=spec,
+                                            keep_invariant_norms=keep)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # any warning fails the test
+    _, _, l_off, u_off = _train(make(False), p0, x, y, True)
+    _, _, l_none, u_none = _train(make(None), p0, x, y, True)  # no BatchNorm names: silent
+  assert np.array_equal(l_off, l_none) and np.array_equal(u_off, u_none)
+
+  with_bn = {"Dense_0": {"kernel": p0["w1"]}, "BatchNorm_0": {"scale": jnp.ones(16)}}
+  kinds = lopt.mup.kinds_from_paths(with_bn, {"Dense_0": "input", "BatchNorm_0": "input"})
+  tx = lopt.pretrained_optax("mulo-m", num_steps=STEPS, mup=kinds)
+  with pytest.warns(UserWarning, match=r"BatchNorm layers \(BatchNorm_0\).*"
+                                       r"keep_invariant_norms=True"):
+    tx.init(with_bn)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    lopt.pretrained_optax("mulo-m", num_steps=STEPS, mup=kinds,
+                          keep_invariant_norms=False).init(with_bn)
