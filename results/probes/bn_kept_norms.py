@@ -53,13 +53,20 @@ def adamw_grid(models, only, seeds):
       print(f"  adamw {lr:g}{'*' if lr == best else ' '} {um.fmt(r)}", flush=True)
 
 
-def main():
-  n = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-  first = int(sys.argv[2]) if len(sys.argv) > 2 else 40
-  seeds = jnp.arange(first, first + n)
+def models_and_args(default_seeds, default_first):
+  """The nine BatchNorm models, the seeds from argv ([SEEDS] [FIRST]) and the
+  TASKS filter from the environment."""
+  n = int(sys.argv[1]) if len(sys.argv) > 1 else default_seeds
+  first = int(sys.argv[2]) if len(sys.argv) > 2 else default_first
   only = [t for t in os.environ.get("TASKS", "").split(";") if t]
   models = (bn_family.tasks() + bn_confirm.tasks()
             + [t for t in um.make_tasks() if "BatchNorm" in t["name"]])
+  return models, only, first, n
+
+
+def main():
+  models, only, first, n = models_and_args(4, 40)
+  seeds = jnp.arange(first, first + n)
   if os.environ.get("ADAMW") == "1":
     return adamw_grid(models, only, seeds)
   print(f"# seeds {first}..{first + n - 1}: test loss / test acc / eval-mode train loss / max "

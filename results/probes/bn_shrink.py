@@ -17,8 +17,6 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bn_confirm  # noqa: E402
-import bn_family  # noqa: E402
 import bn_kept_norms  # noqa: E402
 import lopt  # noqa: E402
 from lopt.invariant_norms import kept_norm_ratios  # noqa: E402
@@ -53,12 +51,8 @@ def ratio_trace(task, seed):
 
 
 def main():
-  n = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-  first = int(sys.argv[2]) if len(sys.argv) > 2 else 60
+  models, only, first, n = bn_kept_norms.models_and_args(2, 60)
   seeds = jnp.arange(first, first + n)
-  only = [t for t in os.environ.get("TASKS", "").split(";") if t]
-  models = (bn_family.tasks() + bn_confirm.tasks()
-            + [t for t in um.make_tasks() if "BatchNorm" in t["name"]])
   print(f"# seeds {first}..{first + n - 1}; log_ratio of the kept tensors (max over tensors, "
         "mean over seeds): at the end | rise over the last 100 updates | largest one-update "
         "|change|, anywhere / after 5% of training | held tensors", flush=True)
