@@ -5,19 +5,9 @@ step_mult, at 0.5 / 2 / 4. Run from the repo root:
 import os, sys
 sys.argv = [sys.argv[0], "4"]
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import jax
-import lopt
 import unseen_models as um, unseen_models3 as um3
 task = next(t for t in um3.make_tasks() if t["name"] == "autoencoder")
-
-
-def mult(m):
-  def make(task, params):
-    base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
-                             train=False)["params"]
-    return lopt.pretrained_optax("mulo-m", num_steps=task["steps"], step_mult=m,
-                                 mup=lopt.mup.infer_kinds(params, base))
-  return make
+mult = um.mulo_m_step
 
 
 print("autoencoder, 4 seeds: test loss / train loss / max spike", flush=True)

@@ -154,6 +154,16 @@ def mulo_m(task, params):
                                mup=lopt.mup.infer_kinds(params, base))
 
 
+def mulo_m_step(mult):
+  """mulo_m with its one knob, ``step_mult``, at ``mult``."""
+  def make(task, params):
+    base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
+                             train=False)["params"]
+    return lopt.pretrained_optax("mulo-m", num_steps=task["steps"], step_mult=mult,
+                                 mup=lopt.mup.infer_kinds(params, base))
+  return make
+
+
 def scale_where(make_tx, pick, mult):
   """``make_tx``'s transformation with its update × ``mult`` on the params whose
   path (a list of names) ``pick`` accepts."""
