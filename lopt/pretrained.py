@@ -356,7 +356,8 @@ def pretrained_optax(name_or_path: str | os.PathLike, num_steps: int | None = No
   _resolve(name_or_path)  # a bad name or path is reported before num_steps
   step_mult = check_step_mult(step_mult)
   if not (keep_invariant_norms is None or isinstance(keep_invariant_norms, bool)):
-    raise ValueError(f"pretrained_optax: keep_invariant_norms must be True or False, got "
+    raise ValueError(f"pretrained_optax: keep_invariant_norms must be True, False or None "
+                     f"(None: off, with a warning on BatchNorm layers), got "
                      f"{keep_invariant_norms!r}.")
   if num_steps is None:
     raise ValueError(

@@ -141,7 +141,7 @@ def test_bad_arguments_name_the_fix():
   params = {"w": jnp.ones((2, 2))}
   with pytest.raises(ValueError, match="with params"):
     tx.update(params, tx.init(params))
-  with pytest.raises(ValueError, match="keep_invariant_norms must be True or False"):
+  with pytest.raises(ValueError, match="keep_invariant_norms must be True, False or None"):
     lopt.pretrained_optax("mulo-m", num_steps=10, keep_invariant_norms="yes")
 
 

@@ -29,15 +29,7 @@ def variant(name):
   return {**theta, part: jax.tree.map(np.zeros_like, theta[part])}
 
 
-def make(th):
-  def tx(task, params):
-    base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
-                             train=False)["params"]
-    return lo.as_optax(th, num_steps=task["steps"], mup=lopt.mup.infer_kinds(params, base))
-  return tx
-
-
 print(f"gn-resnet, {um.SEEDS} seeds: test loss / test accuracy / train loss / max spike",
       flush=True)
 for name in variants:
-  print(f"  {name}: {um.fmt(um.evaluate(task, make(variant(name))))}", flush=True)
+  print(f"  {name}: {um.fmt(um.evaluate(task, um.lo_optax(lo, variant(name))))}", flush=True)

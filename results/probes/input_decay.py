@@ -10,7 +10,6 @@ Run from the repo root: .venv/bin/python results/probes/input_decay.py SEEDS
 import dataclasses, os, sys
 sys.argv = [sys.argv[0], sys.argv[1] if len(sys.argv) > 1 else "4"]
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import jax
 import lopt
 from lopt import step_rules
 import unseen_models as um, unseen_models2 as um2
@@ -31,11 +30,7 @@ NO_INPUT_DECAY = dataclasses.replace(LO, step=tuple(rules[:at] + [NoDecayOnGroup
 
 
 def variant(lo):
-  def make(task, params):
-    base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
-                             train=False)["params"]
-    return lo.as_optax(TH, num_steps=task["steps"], mup=lopt.mup.infer_kinds(params, base))
-  return make
+  return um.lo_optax(lo, TH)
 
 
 if __name__ == "__main__":

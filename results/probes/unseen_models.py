@@ -147,21 +147,27 @@ def run(task, make_tx, seed, variables=None):
   return losses, loss_fn(kind, out_t, yt[:rows]), loss_fn(kind, out_e, ye), acc
 
 
-def mulo_m(task, params):
+def kinds(task, params):
+  """The μP spec of ``params``, inferred from the task's narrow copy."""
   base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
                            train=False)["params"]
-  return lopt.pretrained_optax("mulo-m", num_steps=task["steps"],
-                               mup=lopt.mup.infer_kinds(params, base))
+  return lopt.mup.infer_kinds(params, base)
+
+
+def mulo_m(task, params):
+  return lopt.pretrained_optax("mulo-m", num_steps=task["steps"], mup=kinds(task, params))
 
 
 def mulo_m_step(mult):
   """mulo_m with its one knob, ``step_mult``, at ``mult``."""
-  def make(task, params):
-    base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
-                             train=False)["params"]
-    return lopt.pretrained_optax("mulo-m", num_steps=task["steps"], step_mult=mult,
-                                 mup=lopt.mup.infer_kinds(params, base))
-  return make
+  return lambda task, params: lopt.pretrained_optax(
+      "mulo-m", num_steps=task["steps"], step_mult=mult, mup=kinds(task, params))
+
+
+def lo_optax(lo, theta):
+  """The learned optimizer ``lo`` at ``theta`` (e.g. mulo-m's θ with a part zeroed)."""
+  return lambda task, params: lo.as_optax(theta, num_steps=task["steps"],
+                                          mup=kinds(task, params))
 
 
 def scale_where(make_tx, pick, mult):
