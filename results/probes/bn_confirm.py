@@ -10,7 +10,6 @@ import os
 import sys
 
 import flax.linen as nn
-import jax
 import numpy as np
 from sklearn import datasets as skd
 
@@ -63,10 +62,7 @@ def tasks():
 
 def pretrained(source):
   def make(task, params):
-    base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
-                             train=False)["params"]
-    return lopt.pretrained_optax(source, num_steps=task["steps"],
-                                 mup=lopt.mup.infer_kinds(params, base))
+    return lopt.pretrained_optax(source, num_steps=task["steps"], mup=um.kinds(task, params))
   return make
 
 

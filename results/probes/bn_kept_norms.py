@@ -27,10 +27,8 @@ import unseen_models as um  # noqa: E402
 
 def lo(keep):
   def make(task, params):
-    base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
-                             train=False)["params"]
-    return lopt.pretrained_optax("mulo-m", num_steps=task["steps"],
-                                 mup=lopt.mup.infer_kinds(params, base), keep_invariant_norms=keep)
+    return lopt.pretrained_optax("mulo-m", num_steps=task["steps"], mup=um.kinds(task, params),
+                                 keep_invariant_norms=keep)
   return make
 
 

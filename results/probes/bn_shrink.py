@@ -18,7 +18,6 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bn_kept_norms  # noqa: E402
-import lopt  # noqa: E402
 from lopt.invariant_norms import kept_norm_ratios  # noqa: E402
 import unseen_models as um  # noqa: E402
 

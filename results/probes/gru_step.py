@@ -6,15 +6,14 @@ Run from the repo root: .venv/bin/python results/probes/gru_step.py"""
 import os, sys
 sys.argv = [sys.argv[0], "4"]
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import jax, jax.numpy as jnp, numpy as np, optax
+import jax, optax
 import lopt
 import unseen_models as um, unseen_models2 as um2
 task = next(t for t in um2.make_tasks() if t["name"] == "gru")
 LO, TH = lopt.load_pretrained("mulo-m")
 def v(theta=TH, mult=1.0):
   def make(task, params):
-    base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2], train=False)["params"]
-    tx = LO.as_optax(theta, num_steps=task["steps"], mup=lopt.mup.infer_kinds(params, base))
+    tx = um.lo_optax(LO, theta)(task, params)
     return tx if mult == 1.0 else optax.chain(tx, optax.scale(mult))
   return make
 for name, make in [("theta=0", v(theta=LO.init(jax.random.PRNGKey(0)))), ("mulo-m x3", v(mult=3.0)),

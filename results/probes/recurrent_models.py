@@ -27,7 +27,6 @@ import textwrap as _textwrap
 sys.argv = [sys.argv[0], sys.argv[1] if len(sys.argv) > 1 else "4"]
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import datasets as skd  # noqa: E402
@@ -103,10 +102,8 @@ def lo(steps_of_t=None):
   """mulo-m; with ``steps_of_t``, infer_kinds(recurrent_steps=steps_of_t(T)):
   T gives the recurrent kernels 1/sqrt(T), T² gives 1/T."""
   def make(task, params):
-    base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
-                             train=False)["params"]
     steps = None if steps_of_t is None else steps_of_t(task["seq"])
-    kinds = lopt.mup.infer_kinds(params, base, recurrent_steps=steps)
+    kinds = um.kinds(task, params, recurrent_steps=steps)
     return lopt.pretrained_optax("mulo-m", num_steps=task["steps"], mup=kinds)
   return make
 

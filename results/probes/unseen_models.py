@@ -147,11 +147,12 @@ def run(task, make_tx, seed, variables=None):
   return losses, loss_fn(kind, out_t, yt[:rows]), loss_fn(kind, out_e, ye), acc
 
 
-def kinds(task, params):
-  """The μP spec of ``params``, inferred from the task's narrow copy."""
+def kinds(task, params, **infer_kw):
+  """The μP spec of ``params``, inferred from the task's narrow copy
+  (``infer_kw``: more arguments of infer_kinds, e.g. recurrent_steps)."""
   base = task["base"].init({"params": jax.random.PRNGKey(0)}, task["data"][0][:2],
                            train=False)["params"]
-  return lopt.mup.infer_kinds(params, base)
+  return lopt.mup.infer_kinds(params, base, **infer_kw)
 
 
 def mulo_m(task, params):
